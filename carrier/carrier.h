@@ -1,0 +1,210 @@
+// The carrier: one io_uring event loop thread that owns every socket of the
+// distribution, frames dist packets and hands them to observers.
+//
+// Threads: all public methods of Carrier, Listener and Connection are
+// thread-safe and never block on a socket; they queue a command for the ring
+// thread. Observer callbacks run on the ring thread only; a callback must not
+// block, must not call back into the same object's destructor, and may call
+// any public method (those only queue work).
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "carrier/buffer_pool.h"
+#include "carrier/result.h"
+
+namespace ktls::carrier {
+
+// An IPv4 or IPv6 socket address.
+struct SockAddr {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  // "127.0.0.1", "::1" plus port; error names the bad text.
+  static Result<SockAddr> parse(const std::string& ip, uint16_t port);
+  int family() const { return storage.ss_family; }
+  uint16_t port() const;
+  std::string ip() const;        // numeric, without port
+  std::string to_string() const;  // "127.0.0.1:4370", "[::1]:4370"
+};
+
+// How inbound bytes are cut into packets and outbound packets are prefixed.
+enum class Framing : uint8_t {
+  kHandshake,  // 2-byte big-endian length (distribution handshake)
+  kDist,       // 4-byte big-endian length; zero length = tick (counted, not delivered)
+};
+
+// One received packet (framing removed). The bytes live in `buffer`; the
+// observer takes a reference (BufferRef / Buffer::ref) to keep them.
+struct Packet {
+  const uint8_t* data;
+  uint32_t size;
+  Buffer* buffer;
+};
+
+// Keeps outbound bytes alive until the kernel has taken them. Destroyed on
+// the ring thread once the batch is fully sent or the connection is closed.
+class Keepalive {
+ public:
+  virtual ~Keepalive() = default;
+};
+
+// Packets to send, in order. Each packet is a span of iovecs; the carrier
+// prepends the length header of the connection's current framing.
+class OutboundBatch {
+ public:
+  void add_packet(std::span<const iovec> parts);
+  void set_keepalive(std::unique_ptr<Keepalive> k) { keep_ = std::move(k); }
+  size_t bytes() const { return bytes_; }      // payload bytes, without headers
+  size_t packets() const { return sizes_.size(); }
+  bool empty() const { return sizes_.empty(); }
+
+ private:
+  friend class Connection;
+  friend class ConnectionImpl;
+  std::vector<iovec> iov_;          // parts of all packets, in order
+  std::vector<uint32_t> parts_;     // number of iovecs per packet
+  std::vector<uint64_t> sizes_;     // payload size per packet
+  size_t bytes_ = 0;
+  std::unique_ptr<Keepalive> keep_;
+};
+
+struct ConnectionStats {
+  uint64_t packets_in = 0;    // delivered packets (ticks excluded)
+  uint64_t packets_out = 0;   // packets handed to send
+  uint64_t ticks_in = 0;
+  uint64_t ticks_out = 0;
+  uint64_t bytes_in = 0;      // wire bytes read
+  uint64_t bytes_out = 0;     // wire bytes written
+  uint64_t queued_bytes = 0;  // accepted by send() but not yet written
+  uint64_t recv_calls = 0;    // completed recv operations
+  uint64_t send_calls = 0;    // completed send operations
+};
+
+class Connection;
+
+// Events of one connection, on the ring thread.
+class ConnectionObserver {
+ public:
+  virtual ~ConnectionObserver() = default;
+  // connect() finished: `error` is null on success.
+  virtual void on_connected(Connection& c, const Error* error) = 0;
+  // Complete packets in arrival order. The span is valid only during the call.
+  virtual void on_packets(Connection& c, std::span<const Packet> packets) = 0;
+  // The send queue fell below the low watermark after send() reported busy.
+  virtual void on_writable(Connection& c) = 0;
+  // The connection is gone (peer closed, error, bad framing, close()). Last
+  // callback; `reason` says why, naming the peer.
+  virtual void on_closed(Connection& c, const Error& reason) = 0;
+};
+
+struct SendStatus {
+  uint64_t queued_bytes = 0;  // after this send
+  bool busy = false;          // over the high watermark: wait for on_writable
+};
+
+struct ConnectionOptions {
+  uint32_t max_handshake_packet = 8 * 1024;        // larger: close, "oversized handshake packet"
+  uint64_t max_dist_packet = 64ull * 1024 * 1024;  // larger: close, "oversized dist packet"
+  uint64_t send_high_watermark = 4 * 1024 * 1024;  // busy above this
+  uint64_t send_low_watermark = 1024 * 1024;       // on_writable below this
+  uint64_t rx_window = 8 * 1024 * 1024;            // delivered, not consumed: stop reading above
+  bool nodelay = true;
+};
+
+// One TCP connection. Created by Carrier::connect or delivered by a Listener;
+// shared between the ring thread and its user.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  virtual ~Connection() = default;
+
+  // Must be called before the first read is requested. The observer is kept
+  // alive until on_closed returned.
+  virtual void set_observer(std::shared_ptr<ConnectionObserver> observer) = 0;
+  // Handshake mode: deliver exactly one more packet, then stop parsing until
+  // the next request_packet() or start_streaming(). Bytes that arrive after
+  // that packet stay buffered unparsed (the framing may change).
+  virtual void request_packet() = 0;
+  // Switches framing (applies to buffered, unparsed bytes too).
+  virtual void set_framing(Framing framing) = 0;
+  // Deliver packets continuously as they arrive, batched, subject to rx_window.
+  virtual void start_streaming() = 0;
+  // The user processed `bytes` of delivered packets (sum of Packet::size);
+  // reading resumes when delivered-but-unconsumed bytes drop below rx_window.
+  virtual void consumed(uint64_t bytes) = 0;
+  // Queue packets. Never blocks; error once the connection is closed.
+  virtual Result<SendStatus> send(OutboundBatch&& batch) = 0;
+  // Queue a zero-length packet (dist tick) unless data is queued already.
+  virtual void send_tick() = 0;
+  // Close; on_closed follows with `reason`.
+  virtual void close(const std::string& reason) = 0;
+
+  virtual ConnectionStats stats() const = 0;
+  virtual const SockAddr& peer() const = 0;
+  virtual const SockAddr& local() const = 0;
+  virtual uint64_t id() const = 0;  // unique per carrier, for logs
+};
+
+class Listener;
+
+class ListenerObserver {
+ public:
+  virtual ~ListenerObserver() = default;
+  // One accept() request finished: a new connection (no observer yet, not
+  // reading) or an error.
+  virtual void on_accept(Listener& l, std::shared_ptr<Connection> conn, const Error* error) = 0;
+};
+
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // Accept one connection; the result goes to the observer.
+  virtual void accept() = 0;
+  // Stop listening; pending accept() requests fail with an error.
+  virtual void close() = 0;
+  virtual const SockAddr& local() const = 0;  // with the real port after port 0
+};
+
+struct CarrierOptions {
+  unsigned ring_entries = 1024;
+  BufferPoolOptions pool;
+  ConnectionOptions connection;
+};
+
+struct CarrierStats {
+  uint64_t connections_open = 0;
+  uint64_t connections_total = 0;
+  uint64_t listeners_open = 0;
+  uint64_t ring_submits = 0;  // io_uring_submit calls
+  uint64_t wakeups = 0;       // commands that woke the ring thread
+  BufferPoolStats pool;
+};
+
+class Carrier {
+ public:
+  // Starts the ring thread.
+  static Result<std::unique_ptr<Carrier>> start(const CarrierOptions& options);
+  // Closes every socket and joins the ring thread.
+  virtual ~Carrier() = default;
+
+  // Bind and listen (SO_REUSEADDR); port 0 picks a free port.
+  virtual Result<std::shared_ptr<Listener>> listen(const SockAddr& addr, int backlog,
+                                                   std::shared_ptr<ListenerObserver> observer) = 0;
+  // Connect with a timeout; result via observer->on_connected.
+  virtual std::shared_ptr<Connection> connect(const SockAddr& addr,
+                                              std::chrono::milliseconds timeout,
+                                              std::shared_ptr<ConnectionObserver> observer) = 0;
+  virtual CarrierStats stats() const = 0;
+  virtual BufferPool& pool() = 0;
+};
+
+}  // namespace ktls::carrier

@@ -1,0 +1,64 @@
+# Shared functions of the ./ktls command (sourced, not run).
+KTLS_BUILD="$KTLS_ROOT/_build"
+KTLS_APP="$KTLS_BUILD/lib/ktls_filter"
+KTLS_EBIN="$KTLS_APP/ebin"
+KTLS_PRIV="$KTLS_APP/priv"
+export KTLS_BUILD KTLS_APP KTLS_EBIN KTLS_PRIV
+
+ktls_log() { printf 'ktls: %s\n' "$*" >&2; }
+
+# Packages from tools/packages.txt that dpkg does not report installed.
+ktls_missing_packages() {
+  local p missing=()
+  while read -r p; do
+    [ -z "$p" ] && continue
+    case "$p" in \#*) continue ;; esac
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done <"$KTLS_ROOT/tools/packages.txt"
+  echo "${missing[@]:-}"
+}
+
+ktls_setup() {
+  local missing
+  missing=$(ktls_missing_packages)
+  if [ -z "$missing" ]; then
+    return 0
+  fi
+  ktls_log "installing: $missing"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -q >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null
+}
+
+ktls_ensure_setup() {
+  [ -z "$(ktls_missing_packages)" ] || ktls_setup
+}
+
+# Build everything with Bazel and lay out the OTP application.
+ktls_build() {
+  ktls_log "building (bazel)"
+  bazel build //... >"$KTLS_BUILD.log" 2>&1 || {
+    mkdir -p "$KTLS_BUILD"
+    cat "$KTLS_BUILD.log" >&2
+    ktls_log "bazel build failed"
+    return 1
+  }
+  mkdir -p "$KTLS_EBIN" "$KTLS_PRIV"
+  local bin
+  bin=$(bazel info bazel-bin 2>/dev/null)
+  if [ -d "$bin/erlang/ebin" ]; then
+    rm -f "$KTLS_EBIN"/*.beam
+    cp -f "$bin"/erlang/ebin/*.beam "$KTLS_EBIN"/
+    cp -f "$KTLS_ROOT"/erlang/src/ktls_filter.app.src "$KTLS_EBIN"/ktls_filter.app 2>/dev/null || true
+  fi
+  if [ -f "$bin/nif/ktls_filter_nif.so" ]; then
+    cp -f "$bin/nif/ktls_filter_nif.so" "$KTLS_PRIV"/
+  fi
+  chmod -R u+w "$KTLS_APP"
+}
+
+ktls_ensure_built() {
+  [ -f "$KTLS_PRIV/ktls_filter_nif.so" ] || { ktls_ensure_setup; ktls_build; }
+}
