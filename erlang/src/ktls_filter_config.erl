@@ -1,0 +1,239 @@
+%% @doc Configuration of ktls_filter: one table of options with their types
+%% and documented defaults, read from `-ktls_filter_optfile FILE' (a file of
+%% `{Key, Value}.' terms, like `-ssl_dist_optfile') and the application
+%% environment of `ktls_filter' (e.g. `-ktls_filter max_dist_packet 1048576').
+%% The optfile wins over the application environment. An unknown or
+%% ill-typed option is an error that names it.
+-module(ktls_filter_config).
+
+-export([load/0, get/0, get/1, options/0, validate/1, describe/0]).
+
+-type key() :: atom().
+-type config() :: #{key() => term()}.
+-export_type([config/0]).
+
+-define(PT_KEY, {?MODULE, config}).
+
+%% {Key, Type, Default, Doc}
+-spec options() -> [{key(), term(), term(), string()}].
+options() ->
+    [{listen_ip, ip, {0, 0, 0, 0},
+      "address the dist listener binds to"},
+     {listen_port, port, 0,
+      "dist listen port; 0 = ask the epmd module / inet_dist_listen_min..max"},
+     {backlog, pos_integer, 128, "listen backlog"},
+     {connect_timeout, pos_integer, 7000, "TCP connect timeout, ms"},
+     {nodelay, boolean, true, "TCP_NODELAY on dist sockets"},
+     {max_handshake_packet, pos_integer, 8192,
+      "largest handshake packet accepted, bytes"},
+     {max_dist_packet, pos_integer, 64 * 1024 * 1024,
+      "largest dist packet (frame) accepted, bytes; larger closes the connection"},
+     {send_high_watermark, pos_integer, 4 * 1024 * 1024,
+      "queued outbound bytes above which the connection is busy"},
+     {send_low_watermark, pos_integer, 1024 * 1024,
+      "queued outbound bytes below which a busy connection resumes"},
+     {rx_window, pos_integer, 8 * 1024 * 1024,
+      "bytes delivered to the VM but not yet consumed before reading pauses"},
+     {buffer_size, pos_integer, 256 * 1024, "receive buffer size, bytes"},
+     {pool_max_bytes, pos_integer, 4096 * 1024 * 1024,
+      "buffer pool limit, bytes (backpressure above)"},
+     {thp, boolean, true, "advise buffer arenas for transparent huge pages"},
+     {ring_entries, pos_integer, 1024, "io_uring submission queue size"},
+     {peers, peers, #{},
+      "epmd-less name table: #{'name@host' => {HostOrIp, Port}} for ktls_filter_epmd"},
+     {deep_packet_inspection, boolean, true,
+      "inspect every inbound dist message (false = break glass: pass everything)"},
+     {filter_mode, {oneof, [enforce, monitor, off]}, enforce,
+      "enforce: drop by policy; monitor: log only; off: no decoding"},
+     {max_message_size, pos_integer, 128 * 1024 * 1024,
+      "largest inbound dist message (after fragment reassembly), bytes"},
+     {max_reassembly_bytes, pos_integer, 256 * 1024 * 1024,
+      "fragment reassembly memory per connection, bytes"},
+     {max_open_fragments, pos_integer, 64,
+      "fragmented sequences open at once per connection"},
+     {allow_mfa, mfa_list, [],
+      "extra {M, F, Arity} (or {M, '_', '_'}) allowed through spawn_request/erpc/rpc"},
+     {allow_reg_names, atom_list, [],
+      "extra registered names that may receive unsafe-looking messages"},
+     {handler, module_or_undefined, undefined,
+      "ktls_filter_handler module consulted for unsafe messages"},
+     {logger_capacity, non_neg_integer, 1000,
+      "logger event queue capacity; 0 = unbounded"}].
+
+%% @doc Reads the optfile and the application environment, validates, stores.
+-spec load() -> {ok, config()} | {error, string()}.
+load() ->
+    _ = application:load(ktls_filter),
+    AppEnv = [{K, V} || {K, V} <- application:get_all_env(ktls_filter),
+                        K =/= included_applications],
+    case read_optfile() of
+        {ok, FileOpts} ->
+            case validate(AppEnv ++ FileOpts) of
+                {ok, Config} ->
+                    persistent_term:put(?PT_KEY, Config),
+                    {ok, Config};
+                Error ->
+                    Error
+            end;
+        Error ->
+            Error
+    end.
+
+%% @doc The validated configuration (loads it on first use).
+-spec get() -> config().
+get() ->
+    case persistent_term:get(?PT_KEY, undefined) of
+        undefined ->
+            case load() of
+                {ok, C} -> C;
+                {error, Msg} -> error({ktls_filter_config, Msg})
+            end;
+        C ->
+            C
+    end.
+
+-spec get(key()) -> term().
+get(Key) ->
+    maps:get(Key, ?MODULE:get()).
+
+read_optfile() ->
+    case init:get_argument(ktls_filter_optfile) of
+        {ok, [[File | _] | _]} ->
+            case file:consult(File) of
+                {ok, Terms} ->
+                    case [T || T <- Terms, not is_kv(T)] of
+                        [] -> {ok, Terms};
+                        [Bad | _] ->
+                            {error, lists:flatten(io_lib:format(
+                                "ktls_filter_optfile ~ts: expected {Key, Value}, got ~tp",
+                                [File, Bad]))}
+                    end;
+                {error, Reason} ->
+                    {error, lists:flatten(io_lib:format(
+                        "ktls_filter_optfile ~ts: ~ts", [File, file:format_error(Reason)]))}
+            end;
+        _ ->
+            {ok, []}
+    end.
+
+is_kv({K, _}) when is_atom(K) -> true;
+is_kv(_) -> false.
+
+%% @doc Checks a list of {Key, Value}; later entries win. Returns the full
+%% configuration with defaults, or an error naming the first bad option.
+-spec validate([{atom(), term()}]) -> {ok, config()} | {error, string()}.
+validate(KVs) ->
+    Table = options(),
+    Defaults = maps:from_list([{K, D} || {K, _, D, _} <- Table]),
+    Types = maps:from_list([{K, T} || {K, T, _, _} <- Table]),
+    try
+        Config = lists:foldl(
+                   fun({K, V0}, Acc) ->
+                           case maps:find(K, Types) of
+                               error ->
+                                   throw(io_lib:format("unknown ktls_filter option ~tp "
+                                                       "(known: ~s)",
+                                                       [K, known(Table)]));
+                               {ok, Type} ->
+                                   case check(Type, V0) of
+                                       {ok, V} -> Acc#{K => V};
+                                       error ->
+                                           throw(io_lib:format(
+                                                   "ktls_filter option ~tp: ~tp is not ~ts",
+                                                   [K, V0, type_name(Type)]))
+                                   end
+                           end
+                   end, Defaults, KVs),
+        case maps:get(send_low_watermark, Config) > maps:get(send_high_watermark, Config) of
+            true -> throw("ktls_filter option send_low_watermark: must not exceed "
+                          "send_high_watermark");
+            false -> {ok, Config}
+        end
+    catch
+        throw:Msg -> {error, lists:flatten(Msg)}
+    end.
+
+known(Table) ->
+    lists:join(", ", [atom_to_list(K) || {K, _, _, _} <- Table]).
+
+check(ip, V) when is_tuple(V), tuple_size(V) =:= 4; is_tuple(V), tuple_size(V) =:= 8 ->
+    case inet:ntoa(V) of
+        {error, _} -> error;
+        _ -> {ok, V}
+    end;
+check(ip, V) when is_list(V) ->
+    case inet:parse_address(V) of
+        {ok, Ip} -> {ok, Ip};
+        _ -> error
+    end;
+check(port, V) when is_integer(V), V >= 0, V =< 65535 -> {ok, V};
+check(pos_integer, V) when is_integer(V), V > 0 -> {ok, V};
+check(non_neg_integer, V) when is_integer(V), V >= 0 -> {ok, V};
+check(pos_integer, V) when is_list(V) -> check_int_string(V, 1);
+check(non_neg_integer, V) when is_list(V) -> check_int_string(V, 0);
+check(port, V) when is_list(V) ->
+    case check_int_string(V, 0) of
+        {ok, P} when P =< 65535 -> {ok, P};
+        _ -> error
+    end;
+check(boolean, V) when is_boolean(V) -> {ok, V};
+check(boolean, "true") -> {ok, true};
+check(boolean, "false") -> {ok, false};
+check({oneof, Atoms}, V) when is_atom(V) ->
+    case lists:member(V, Atoms) of
+        true -> {ok, V};
+        false -> error
+    end;
+check({oneof, Atoms}, V) when is_list(V) ->
+    check({oneof, Atoms}, list_to_atom(V));
+check(peers, V) when is_map(V) ->
+    case maps:fold(fun(N, {H, P}, Ok) when is_atom(N), is_integer(P), P > 0, P < 65536,
+                                            (is_list(H) orelse is_tuple(H)) ->
+                           Ok;
+                      (_, _, _) ->
+                           false
+                   end, true, V) of
+        true -> {ok, V};
+        false -> error
+    end;
+check(mfa_list, V) when is_list(V) ->
+    case lists:all(fun({M, F, A}) ->
+                           is_atom(M) andalso is_atom(F) andalso
+                               (A =:= '_' orelse (is_integer(A) andalso A >= 0));
+                      (_) -> false
+                   end, V) of
+        true -> {ok, V};
+        false -> error
+    end;
+check(atom_list, V) when is_list(V) ->
+    case lists:all(fun is_atom/1, V) of
+        true -> {ok, V};
+        false -> error
+    end;
+check(module_or_undefined, V) when is_atom(V) -> {ok, V};
+check(_, _) -> error.
+
+check_int_string(S, Min) ->
+    try list_to_integer(S) of
+        I when I >= Min -> {ok, I};
+        _ -> error
+    catch
+        error:badarg -> error
+    end.
+
+type_name(ip) -> "an IP address tuple or string";
+type_name(port) -> "a port number 0..65535";
+type_name(pos_integer) -> "a positive integer";
+type_name(non_neg_integer) -> "a non-negative integer";
+type_name(boolean) -> "true or false";
+type_name({oneof, As}) -> io_lib:format("one of ~p", [As]);
+type_name(peers) -> "a map #{'name@host' => {Host, Port}}";
+type_name(mfa_list) -> "a list of {Module, Function, Arity | '_'}";
+type_name(atom_list) -> "a list of atoms";
+type_name(module_or_undefined) -> "a module name or undefined".
+
+%% @doc Human-readable table of options and defaults (for docs and --help).
+-spec describe() -> iolist().
+describe() ->
+    [io_lib:format("~-24s ~-14s default ~tp~n    ~ts~n",
+                   [K, type_name(T), D, Doc]) || {K, T, D, Doc} <- options()].

@@ -1,0 +1,384 @@
+%% @doc `-proto_dist ktls_filter': the OTP 25 distribution protocol callbacks.
+%%
+%% Follows the structure of OTP's inet_tcp_dist and the gen_tcp_dist example:
+%% an acceptor process per listener, a handshake process per connection that
+%% becomes dist_util's connection supervisor, and a process-based controller
+%% (`ktls_filter_dist_ctrl') per connection. Bytes move through the carrier
+%% (ktls_filter_nif); on the wire this is the same as inet_tcp_dist.
+-module(ktls_filter_dist).
+
+-export([listen/1, listen/2, accept/1, accept_connection/5, setup/5, close/1,
+         select/1, address/0, is_node_name/1, setopts/2, getopts/2]).
+
+%% internal
+-export([accept_loop/2, do_accept/6, do_setup/6]).
+
+-include_lib("kernel/include/net_address.hrl").
+-include_lib("kernel/include/dist.hrl").
+-include_lib("kernel/include/dist_util.hrl").
+
+-define(FAMILY, inet).
+-define(PROTOCOL, ktls_filter).
+-define(EPMD_DRIVER, inet_tcp).
+
+%% ------------------------------------------------------------------
+%% Selection and addresses
+%% ------------------------------------------------------------------
+
+-spec select(node()) -> boolean().
+select(Node) ->
+    case dist_util:split_node(Node) of
+        {node, Name, Host} ->
+            case call_epmd(address_please, [Name, Host, ?FAMILY]) of
+                {ok, _Addr} -> true;
+                {ok, _Addr, _Port, _Version} -> true;
+                _ -> false
+            end;
+        _ ->
+            false
+    end.
+
+-spec is_node_name(term()) -> boolean().
+is_node_name(Node) when is_atom(Node) ->
+    case dist_util:split_node(Node) of
+        {node, _, _} -> true;
+        _ -> false
+    end;
+is_node_name(_) ->
+    false.
+
+-spec address() -> #net_address{}.
+address() ->
+    {ok, Host} = inet:gethostname(),
+    #net_address{host = Host, protocol = ?PROTOCOL, family = ?FAMILY}.
+
+%% ------------------------------------------------------------------
+%% Listening
+%% ------------------------------------------------------------------
+
+-spec listen(atom()) -> {ok, {term(), #net_address{}, pos_integer()}} | {error, term()}.
+listen(Name) ->
+    {ok, Host} = inet:gethostname(),
+    listen(Name, Host).
+
+-spec listen(atom(), string()) ->
+          {ok, {term(), #net_address{}, pos_integer()}} | {error, term()}.
+listen(Name, Host) ->
+    case start_carrier() of
+        ok ->
+            Config = ktls_filter_config:get(),
+            {First, Last} = port_range(Name, Host, Config),
+            case do_listen(maps:get(listen_ip, Config), First, Last,
+                           maps:get(backlog, Config)) of
+                {ok, L} ->
+                    {ok, {_Ip, Port} = Addr} = ktls_filter_nif:listener_address(L),
+                    NetAddr = (address())#net_address{address = Addr},
+                    case register_node(Name, Port) of
+                        {ok, Creation} ->
+                            {ok, {L, NetAddr, Creation}};
+                        Error ->
+                            ktls_filter_nif:close_listener(L),
+                            Error
+                    end;
+                Error ->
+                    Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+start_carrier() ->
+    case ktls_filter_config:load() of
+        {ok, Config} ->
+            case ktls_filter_nif:start(Config) of
+                ok ->
+                    _ = ktls_filter_nif:filter_configure(Config),
+                    ok;
+                {error, Reason} ->
+                    error_logger:error_msg("ktls_filter: carrier failed to start: ~tp~n",
+                                           [Reason]),
+                    {error, Reason}
+            end;
+        {error, Msg} ->
+            error_logger:error_msg("ktls_filter: ~ts~n", [Msg]),
+            {error, {ktls_filter_config, Msg}}
+    end.
+
+port_range(Name, Host, Config) ->
+    case maps:get(listen_port, Config) of
+        0 ->
+            case call_epmd(listen_port_please, [Name, Host]) of
+                {ok, 0} -> kernel_port_range();
+                {ok, Port} -> {Port, Port}
+            end;
+        Port ->
+            {Port, Port}
+    end.
+
+kernel_port_range() ->
+    case application:get_env(kernel, inet_dist_listen_min) of
+        {ok, N} when is_integer(N) ->
+            case application:get_env(kernel, inet_dist_listen_max) of
+                {ok, M} when is_integer(M) -> {N, M};
+                _ -> {N, N}
+            end;
+        _ ->
+            {0, 0}
+    end.
+
+do_listen(_Ip, First, Last, _Backlog) when First > Last ->
+    {error, eaddrinuse};
+do_listen(Ip, First, Last, Backlog) ->
+    case ktls_filter_nif:listen(Ip, First, Backlog) of
+        {error, eaddrinuse} -> do_listen(Ip, First + 1, Last, Backlog);
+        Other -> Other
+    end.
+
+register_node(Name, Port) ->
+    Epmd = net_kernel:epmd_module(),
+    _ = code:ensure_loaded(Epmd),
+    case erlang:function_exported(Epmd, register_node, 3) of
+        true -> Epmd:register_node(Name, Port, ?EPMD_DRIVER);
+        false -> Epmd:register_node(Name, Port)
+    end.
+
+-spec close(term()) -> ok.
+close(Listener) ->
+    ktls_filter_nif:close_listener(Listener).
+
+%% ------------------------------------------------------------------
+%% Accepting
+%% ------------------------------------------------------------------
+
+-spec accept(term()) -> pid().
+accept(Listener) ->
+    spawn_opt(?MODULE, accept_loop, [self(), Listener], [link, {priority, max}]).
+
+-spec accept_loop(pid(), term()) -> no_return().
+accept_loop(Kernel, Listener) ->
+    ok = ktls_filter_nif:accept(Listener),
+    receive
+        {ktls_accept, Listener, {ok, Conn}} ->
+            Ctrl = ktls_filter_dist_ctrl:start(Conn),
+            ok = handover(Conn, Ctrl),
+            Kernel ! {accept, self(), Ctrl, ?FAMILY, ?PROTOCOL},
+            receive
+                {Kernel, controller, SupPid} ->
+                    ok = ktls_filter_dist_ctrl:supervisor(Ctrl, SupPid),
+                    SupPid ! {self(), controller, Conn};
+                {Kernel, unsupported_protocol} ->
+                    exit(unsupported_protocol)
+            end,
+            accept_loop(Kernel, Listener);
+        {ktls_accept, Listener, {error, closed}} ->
+            exit(normal);
+        {ktls_accept, Listener, {error, Reason}} ->
+            %% EMFILE and friends: log, back off a little, keep accepting.
+            error_logger:warning_msg("ktls_filter: accept failed: ~tp~n", [Reason]),
+            receive after 100 -> ok end,
+            accept_loop(Kernel, Listener)
+    end.
+
+handover(Conn, Ctrl) ->
+    case ktls_filter_nif:controlling_process(Conn, Ctrl) of
+        ok -> ok;
+        {error, closed} -> ok  % the controller sees ktls_closed
+    end.
+
+-spec accept_connection(pid(), pid(), node(), list(), non_neg_integer()) -> pid().
+accept_connection(AcceptPid, Ctrl, MyNode, Allowed, SetupTime) ->
+    spawn_opt(?MODULE, do_accept, [self(), AcceptPid, Ctrl, MyNode, Allowed, SetupTime],
+              dist_util:net_ticker_spawn_options()).
+
+-spec do_accept(pid(), pid(), pid(), node(), list(), non_neg_integer()) -> no_return().
+do_accept(Kernel, AcceptPid, Ctrl, MyNode, Allowed, SetupTime) ->
+    receive
+        {AcceptPid, controller, Conn} ->
+            Timer = dist_util:start_timer(SetupTime),
+            HSData0 = hs_data(Ctrl, Conn),
+            HSData = HSData0#hs_data{kernel_pid = Kernel,
+                                     this_node = MyNode,
+                                     timer = Timer,
+                                     this_flags = 0,
+                                     allowed = Allowed},
+            dist_util:handshake_other_started(HSData)
+    end.
+
+%% ------------------------------------------------------------------
+%% Connecting
+%% ------------------------------------------------------------------
+
+-spec setup(node(), term(), node(), longnames | shortnames, non_neg_integer()) -> pid().
+setup(Node, Type, MyNode, LongOrShortNames, SetupTime) ->
+    spawn_opt(?MODULE, do_setup, [self(), Node, Type, MyNode, LongOrShortNames, SetupTime],
+              dist_util:net_ticker_spawn_options()).
+
+-spec do_setup(pid(), node(), term(), node(), longnames | shortnames, non_neg_integer()) ->
+          no_return().
+do_setup(Kernel, Node, Type, MyNode, LongOrShortNames, SetupTime) ->
+    [Name, Host] = splitnode(Node, LongOrShortNames),
+    Timer = dist_util:start_timer(SetupTime),
+    case resolve(Name, Host) of
+        {ok, Ip, Port, Version} ->
+            dist_util:reset_timer(Timer),
+            ok = start_carrier_or_shutdown(Node),
+            Timeout = ktls_filter_config:get(connect_timeout),
+            case connect(Ip, Port, Timeout) of
+                {ok, Conn} ->
+                    Ctrl = ktls_filter_dist_ctrl:start(Conn),
+                    ok = handover(Conn, Ctrl),
+                    ok = ktls_filter_dist_ctrl:supervisor(Ctrl, self()),
+                    HSData0 = hs_data(Ctrl, Conn),
+                    HSData = HSData0#hs_data{kernel_pid = Kernel,
+                                             other_node = Node,
+                                             this_node = MyNode,
+                                             timer = Timer,
+                                             this_flags = 0,
+                                             other_version = Version,
+                                             request_type = Type},
+                    dist_util:handshake_we_started(HSData);
+                {error, Reason} ->
+                    error_logger:info_msg("ktls_filter: connect to ~tp (~s:~w) failed: ~tp~n",
+                                          [Node, inet:ntoa(Ip), Port, Reason]),
+                    ?shutdown2(Node, {connect_failed, Reason})
+            end;
+        {error, Reason} ->
+            ?shutdown2(Node, {address_lookup_failed, Reason})
+    end.
+
+start_carrier_or_shutdown(Node) ->
+    case start_carrier() of
+        ok -> ok;
+        {error, Reason} -> ?shutdown2(Node, Reason)
+    end.
+
+resolve(Name, Host) ->
+    case call_epmd(address_please, [Name, Host, ?FAMILY]) of
+        {ok, Ip, Port, Version} ->
+            {ok, Ip, Port, Version};
+        {ok, Ip} ->
+            case (net_kernel:epmd_module()):port_please(Name, Ip) of
+                {port, Port, Version} -> {ok, Ip, Port, Version};
+                Other -> {error, {port_please, Other}}
+            end;
+        Other ->
+            {error, Other}
+    end.
+
+connect(Ip, Port, Timeout) ->
+    case ktls_filter_nif:connect(Ip, Port, Timeout) of
+        {ok, Conn} ->
+            receive
+                {ktls_connected, Conn, ok} ->
+                    {ok, Conn};
+                {ktls_connected, Conn, {error, _} = Error} ->
+                    Error
+            end;
+        Error ->
+            Error
+    end.
+
+%% ------------------------------------------------------------------
+%% Handshake data shared by both sides
+%% ------------------------------------------------------------------
+
+hs_data(Ctrl, Conn) ->
+    #hs_data{socket = Ctrl,
+             f_send = fun(C, Data) when C =:= Ctrl -> ktls_filter_nif:send_packet(Conn, Data) end,
+             f_recv = fun(C, _Length, Timeout) when C =:= Ctrl -> recv_packet(Conn, Timeout) end,
+             f_setopts_pre_nodeup =
+                 fun(C) when C =:= Ctrl -> ok_or_closed(ktls_filter_nif:set_dist_framing(Conn)) end,
+             f_setopts_post_nodeup = fun(C) when C =:= Ctrl -> ok end,
+             f_getll = fun(C) when C =:= Ctrl -> {ok, Ctrl} end,
+             f_address = fun(C, Node) when C =:= Ctrl -> remote_address(Conn, Node) end,
+             f_handshake_complete =
+                 fun(C, Node, DHandle) when C =:= Ctrl ->
+                         ktls_filter_dist_ctrl:handshake_complete(Ctrl, Node, DHandle)
+                 end,
+             mf_tick = fun(C) when C =:= Ctrl -> ktls_filter_nif:send_tick(Conn) end,
+             mf_getstat = fun(C) when C =:= Ctrl -> ktls_filter_nif:stats(Conn) end,
+             mf_setopts = fun(C, Opts) when C =:= Ctrl -> setopts(Conn, Opts) end,
+             mf_getopts = fun(C, Opts) when C =:= Ctrl -> getopts(Conn, Opts) end}.
+
+ok_or_closed(ok) -> ok;
+ok_or_closed({error, _} = E) -> E.
+
+recv_packet(Conn, Timeout) ->
+    case ktls_filter_nif:recv_packet(Conn) of
+        ok ->
+            receive
+                {ktls_packet, Conn, Bin} ->
+                    {ok, binary_to_list(Bin)};
+                {ktls_closed, Conn, _Reason} ->
+                    {error, closed}
+            after Timeout ->
+                    {error, timeout}
+            end;
+        Error ->
+            Error
+    end.
+
+remote_address(Conn, Node) ->
+    case ktls_filter_nif:peername(Conn) of
+        {ok, Address} ->
+            case dist_util:split_node(Node) of
+                {node, _, Host} ->
+                    #net_address{address = Address, host = Host,
+                                 protocol = ?PROTOCOL, family = ?FAMILY};
+                _ ->
+                    ?shutdown(no_node)
+            end;
+        {error, _} ->
+            ?shutdown(no_node)
+    end.
+
+%% ------------------------------------------------------------------
+%% Options on a live connection (net_kernel:setopts/getopts)
+%% ------------------------------------------------------------------
+
+-spec setopts(term(), list()) -> ok | {error, term()}.
+setopts(_Conn, Opts) ->
+    case [O || O <- Opts, not is_supported_opt(O)] of
+        [] -> ok;
+        Bad -> {error, {badopts, Bad}}
+    end.
+
+is_supported_opt({nodelay, B}) when is_boolean(B) -> true;
+is_supported_opt(_) -> false.
+
+-spec getopts(term(), list()) -> {ok, list()} | {error, term()}.
+getopts(_Conn, Opts) ->
+    {ok, [{nodelay, ktls_filter_config:get(nodelay)} || nodelay <- Opts]}.
+
+%% ------------------------------------------------------------------
+%% Helpers for names and the epmd module
+%% ------------------------------------------------------------------
+
+splitnode(Node, LongOrShortNames) ->
+    case dist_util:split_node(Node) of
+        {node, Name, Host} ->
+            case {LongOrShortNames, lists:member($., Host), inet:parse_address(Host)} of
+                {longnames, false, {error, _}} ->
+                    error_logger:error_msg("** System running to use fully qualified hostnames **~n"
+                                           "** Hostname ~ts is illegal **~n", [Host]),
+                    ?shutdown(Node);
+                {shortnames, true, {error, _}} ->
+                    error_logger:error_msg("** System NOT running to use fully qualified "
+                                           "hostnames **~n** Hostname ~ts is illegal **~n",
+                                           [Host]),
+                    ?shutdown(Node);
+                _ ->
+                    [Name, Host]
+            end;
+        _ ->
+            error_logger:error_msg("** Nodename ~p illegal **~n", [Node]),
+            ?shutdown(Node)
+    end.
+
+call_epmd(Fun, Args) ->
+    Mod = net_kernel:epmd_module(),
+    _ = code:ensure_loaded(Mod),
+    case erlang:function_exported(Mod, Fun, length(Args)) of
+        true -> apply(Mod, Fun, Args);
+        false -> apply(erl_epmd, Fun, Args)
+    end.

@@ -1,0 +1,163 @@
+%% @doc The distribution controller of one ktls_filter connection.
+%%
+%% One process per connection owns the carrier connection. During the
+%% handshake it only waits (dist_util talks to the carrier directly). Once
+%% the handshake is complete it is the VM's distribution controller for the
+%% channel: it moves outbound data from `erlang:dist_ctrl_get_data/1' to the
+%% carrier in batches, and spawns the input handler that feeds inbound
+%% packets to `erlang:dist_ctrl_put_data/2'. It is linked to dist_util's
+%% connection supervisor; when the connection closes it exits and the
+%% supervisor takes the node down.
+-module(ktls_filter_dist_ctrl).
+
+-export([start/1, supervisor/2, handshake_complete/3]).
+-export([init/1, input_init/3]).
+
+%% Packets pulled from the VM per carrier call, and bytes per call.
+-define(BATCH_PACKETS, 256).
+-define(BATCH_BYTES, 1024 * 1024).
+
+-define(SPAWN_OPTS, [{message_queue_data, off_heap}, {fullsweep_after, 0}]).
+
+%% @doc Spawns the controller for Conn (not linked; the caller then makes it
+%% the owner with ktls_filter_nif:controlling_process/2).
+-spec start(ktls_filter_nif:conn()) -> pid().
+start(Conn) ->
+    spawn_opt(?MODULE, init, [Conn], [{priority, max} | ?SPAWN_OPTS]).
+
+%% @doc Links the controller to dist_util's connection supervisor.
+-spec supervisor(pid(), pid()) -> ok.
+supervisor(Ctrl, SupPid) ->
+    call(Ctrl, {supervisor, SupPid}).
+
+%% @doc Called by dist_util (f_handshake_complete) with the dist handle.
+-spec handshake_complete(pid(), node(), term()) -> ok.
+handshake_complete(Ctrl, Node, DHandle) ->
+    call(Ctrl, {handshake_complete, Node, DHandle}).
+
+call(Ctrl, Msg) ->
+    Ref = erlang:monitor(process, Ctrl),
+    Ctrl ! {Ref, self(), Msg},
+    receive
+        {Ref, Reply} ->
+            erlang:demonitor(Ref, [flush]),
+            Reply;
+        {'DOWN', Ref, process, Ctrl, Reason} ->
+            exit({dist_controller_exit, Reason})
+    end.
+
+%% ------------------------------------------------------------------
+%% Handshake phase
+%% ------------------------------------------------------------------
+
+-spec init(ktls_filter_nif:conn()) -> no_return().
+init(Conn) ->
+    setup_loop(Conn).
+
+setup_loop(Conn) ->
+    receive
+        {Ref, From, {supervisor, Pid}} ->
+            true = link(Pid),
+            From ! {Ref, ok},
+            setup_loop(Conn);
+        {Ref, From, {handshake_complete, Node, DHandle}} ->
+            Input = spawn_opt(?MODULE, input_init, [Conn, DHandle, Node],
+                              [link | ?SPAWN_OPTS]),
+            ok = erlang:dist_ctrl_input_handler(DHandle, Input),
+            ok = ktls_filter_nif:start_input(Conn, Input),
+            Input ! {DHandle, go},
+            From ! {Ref, ok},
+            process_flag(priority, normal),
+            _ = erlang:dist_ctrl_set_opt(DHandle, get_size, true),
+            ok = erlang:dist_ctrl_get_data_notification(DHandle),
+            output_loop(Conn, DHandle);
+        {ktls_closed, Conn, Reason} ->
+            exit({connection_closed, Reason});
+        _Other ->
+            setup_loop(Conn)
+    end.
+
+%% ------------------------------------------------------------------
+%% Output: VM -> carrier
+%% ------------------------------------------------------------------
+
+output_loop(Conn, DHandle) ->
+    receive
+        dist_data ->
+            send_data(Conn, DHandle);
+        {ktls_closed, Conn, Reason} ->
+            exit({connection_closed, Reason});
+        _Other ->
+            output_loop(Conn, DHandle)
+    end.
+
+send_data(Conn, DHandle) ->
+    case collect(DHandle, ?BATCH_PACKETS, ?BATCH_BYTES, []) of
+        {[], _More} ->
+            ok = erlang:dist_ctrl_get_data_notification(DHandle),
+            output_loop(Conn, DHandle);
+        {Packets, More} ->
+            case ktls_filter_nif:send_dist(Conn, Packets) of
+                ok when More ->
+                    send_data(Conn, DHandle);
+                ok ->
+                    ok = erlang:dist_ctrl_get_data_notification(DHandle),
+                    output_loop(Conn, DHandle);
+                busy ->
+                    %% The VM keeps buffering (and reports the dist entry busy
+                    %% above +zdbbl) until the carrier has drained.
+                    wait_writable(Conn, DHandle);
+                {error, closed} ->
+                    receive
+                        {ktls_closed, Conn, Reason} -> exit({connection_closed, Reason})
+                    after 5000 -> exit(connection_closed)
+                    end
+            end
+    end.
+
+%% Up to N packets / Bytes from the VM; More says whether the VM may have more.
+collect(_DHandle, 0, _Bytes, Acc) ->
+    {lists:reverse(Acc), true};
+collect(_DHandle, _N, Bytes, Acc) when Bytes =< 0 ->
+    {lists:reverse(Acc), true};
+collect(DHandle, N, Bytes, Acc) ->
+    case erlang:dist_ctrl_get_data(DHandle) of
+        none -> {lists:reverse(Acc), false};
+        {Size, Data} -> collect(DHandle, N - 1, Bytes - Size, [Data | Acc])
+    end.
+
+wait_writable(Conn, DHandle) ->
+    receive
+        {ktls_writable, Conn} ->
+            send_data(Conn, DHandle);
+        {ktls_closed, Conn, Reason} ->
+            exit({connection_closed, Reason})
+    end.
+
+%% ------------------------------------------------------------------
+%% Input: carrier -> VM
+%% ------------------------------------------------------------------
+
+-spec input_init(ktls_filter_nif:conn(), term(), node()) -> no_return().
+input_init(Conn, DHandle, Node) ->
+    receive
+        {DHandle, go} -> input_loop(Conn, DHandle, Node)
+    end.
+
+input_loop(Conn, DHandle, Node) ->
+    receive
+        {ktls_data, Conn, Packets, Bytes} ->
+            put_data(DHandle, Packets),
+            ok = ktls_filter_nif:consumed(Conn, Bytes),
+            input_loop(Conn, DHandle, Node);
+        {ktls_closed, Conn, Reason} ->
+            exit({connection_closed, Reason});
+        _Other ->
+            input_loop(Conn, DHandle, Node)
+    end.
+
+put_data(DHandle, [P | Ps]) ->
+    erlang:dist_ctrl_put_data(DHandle, P),
+    put_data(DHandle, Ps);
+put_data(_DHandle, []) ->
+    ok.

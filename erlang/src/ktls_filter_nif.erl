@@ -1,0 +1,133 @@
+%% @doc The NIF of ktls_filter: the io_uring carrier and the filter engine.
+%%
+%% Sockets live in the carrier (a C++ thread that owns an io_uring). Erlang
+%% processes hold connection and listener resources; the carrier sends them
+%% messages:
+%%
+%%   {ktls_accept, Listener, {ok, Conn} | {error, Reason}}   to the accept caller
+%%   {ktls_connected, Conn, ok | {error, Reason}}            to the connect caller
+%%   {ktls_packet, Conn, Binary}                             to the recv_packet caller
+%%   {ktls_data, Conn, [Binary], Bytes}                      to the input handler
+%%   {ktls_writable, Conn}                                   to the owner after `busy'
+%%   {ktls_closed, Conn, Reason}                             to owner, input handler
+%%                                                           and a pending recv_packet
+%%
+%% When the owner process dies the connection is closed.
+-module(ktls_filter_nif).
+
+-export([start/1, carrier_stats/0]).
+-export([listen/3, accept/1, listener_address/1, close_listener/1]).
+-export([connect/3, controlling_process/2, recv_packet/1, send_packet/2,
+         set_dist_framing/1, start_input/2, consumed/2, send_dist/2,
+         send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2]).
+-export([filter_configure/1, world_stats/0, channel_list/0, channel_inspect/1]).
+
+-on_load(load/0).
+
+-type listener() :: reference().
+-type conn() :: reference().
+-export_type([listener/0, conn/0]).
+
+-spec load() -> ok | {error, term()}.
+load() ->
+    Dir = case code:priv_dir(ktls_filter) of
+              {error, bad_name} ->
+                  %% Loaded from an ebin that is not inside a lib dir.
+                  filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+              P ->
+                  P
+          end,
+    erlang:load_nif(filename:join(Dir, "ktls_filter_nif"), 0).
+
+-define(NIF, erlang:nif_error({ktls_filter_nif_not_loaded, ?MODULE, ?LINE})).
+
+%% @doc Starts the carrier thread with options (a map, see ktls_filter_config);
+%% a second call returns ok without changing anything.
+-spec start(map()) -> ok | {error, term()}.
+start(_Options) -> ?NIF.
+
+-spec carrier_stats() -> map().
+carrier_stats() -> ?NIF.
+
+%% @doc Binds and listens; Port 0 picks a free port.
+-spec listen(inet:ip_address(), inet:port_number(), pos_integer()) ->
+          {ok, listener()} | {error, term()}.
+listen(_Ip, _Port, _Backlog) -> ?NIF.
+
+%% @doc Requests one accept; the result arrives as a ktls_accept message.
+-spec accept(listener()) -> ok | {error, closed}.
+accept(_L) -> ?NIF.
+
+-spec listener_address(listener()) -> {ok, {inet:ip_address(), inet:port_number()}}.
+listener_address(_L) -> ?NIF.
+
+-spec close_listener(listener()) -> ok.
+close_listener(_L) -> ?NIF.
+
+%% @doc Starts connecting; the caller becomes the owner and gets ktls_connected.
+-spec connect(inet:ip_address(), inet:port_number(), non_neg_integer()) ->
+          {ok, conn()} | {error, term()}.
+connect(_Ip, _Port, _TimeoutMs) -> ?NIF.
+
+%% @doc Makes Pid the owner (monitored: its death closes the connection).
+-spec controlling_process(conn(), pid()) -> ok | {error, closed}.
+controlling_process(_C, _Pid) -> ?NIF.
+
+%% @doc Handshake mode: the next packet goes to the caller as ktls_packet.
+-spec recv_packet(conn()) -> ok | {error, closed}.
+recv_packet(_C) -> ?NIF.
+
+%% @doc Sends one packet with the current framing's length header.
+-spec send_packet(conn(), iodata()) -> ok | {error, closed}.
+send_packet(_C, _Data) -> ?NIF.
+
+%% @doc Switches to 4-byte dist framing (bytes already received included).
+-spec set_dist_framing(conn()) -> ok | {error, closed}.
+set_dist_framing(_C) -> ?NIF.
+
+%% @doc Streams dist packets (filtered) to Pid as ktls_data messages.
+-spec start_input(conn(), pid()) -> ok | {error, closed}.
+start_input(_C, _Pid) -> ?NIF.
+
+%% @doc Bytes of ktls_data the input handler has passed on to the VM.
+-spec consumed(conn(), non_neg_integer()) -> ok.
+consumed(_C, _Bytes) -> ?NIF.
+
+%% @doc Queues dist packets (each element one packet); `busy' means wait
+%% for ktls_writable before sending more.
+-spec send_dist(conn(), [iodata()]) -> ok | busy | {error, closed}.
+send_dist(_C, _Packets) -> ?NIF.
+
+-spec send_tick(conn()) -> ok.
+send_tick(_C) -> ?NIF.
+
+%% @doc {ok, RecvCnt, SendCnt, SendPend} as dist_util's getstat wants it.
+-spec stats(conn()) -> {ok, non_neg_integer(), non_neg_integer(), non_neg_integer()} |
+          {error, closed}.
+stats(_C) -> ?NIF.
+
+-spec info(conn()) -> map().
+info(_C) -> ?NIF.
+
+-spec peername(conn()) -> {ok, {inet:ip_address(), inet:port_number()}} | {error, term()}.
+peername(_C) -> ?NIF.
+
+-spec sockname(conn()) -> {ok, {inet:ip_address(), inet:port_number()}} | {error, term()}.
+sockname(_C) -> ?NIF.
+
+%% @doc Closes; ktls_closed follows with Reason.
+-spec close(conn(), term()) -> ok.
+close(_C, _Reason) -> ?NIF.
+
+%% @doc Sets filter configuration (mode, policy, limits); see ktls_filter.
+-spec filter_configure(map()) -> ok | {error, term()}.
+filter_configure(_Config) -> ?NIF.
+
+-spec world_stats() -> map().
+world_stats() -> ?NIF.
+
+-spec channel_list() -> [conn()].
+channel_list() -> ?NIF.
+
+-spec channel_inspect(conn()) -> map().
+channel_inspect(_C) -> ?NIF.

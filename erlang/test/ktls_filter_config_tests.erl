@@ -1,0 +1,49 @@
+%% EUnit tests of option validation: defaults, types, errors naming the option.
+-module(ktls_filter_config_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+defaults_test() ->
+    {ok, C} = ktls_filter_config:validate([]),
+    ?assertEqual(128, maps:get(backlog, C)),
+    ?assertEqual(enforce, maps:get(filter_mode, C)),
+    ?assertEqual(true, maps:get(deep_packet_inspection, C)),
+    %% every documented option has a default
+    ?assertEqual(length(ktls_filter_config:options()), maps:size(C)).
+
+override_test() ->
+    {ok, C} = ktls_filter_config:validate([{backlog, 5}, {listen_ip, "127.0.0.1"},
+                                           {filter_mode, monitor}]),
+    ?assertEqual(5, maps:get(backlog, C)),
+    ?assertEqual({127, 0, 0, 1}, maps:get(listen_ip, C)),
+    ?assertEqual(monitor, maps:get(filter_mode, C)).
+
+later_wins_test() ->
+    {ok, C} = ktls_filter_config:validate([{backlog, 5}, {backlog, 7}]),
+    ?assertEqual(7, maps:get(backlog, C)).
+
+unknown_option_names_it_test() ->
+    {error, Msg} = ktls_filter_config:validate([{no_such_thing, 1}]),
+    ?assertNotEqual(nomatch, string:find(Msg, "no_such_thing")).
+
+ill_typed_option_names_it_test() ->
+    {error, Msg} = ktls_filter_config:validate([{max_dist_packet, -1}]),
+    ?assertNotEqual(nomatch, string:find(Msg, "max_dist_packet")),
+    {error, Msg2} = ktls_filter_config:validate([{filter_mode, loud}]),
+    ?assertNotEqual(nomatch, string:find(Msg2, "filter_mode")),
+    {error, Msg3} = ktls_filter_config:validate([{peers, #{a => {"h", 70000}}}]),
+    ?assertNotEqual(nomatch, string:find(Msg3, "peers")).
+
+watermarks_test() ->
+    {error, Msg} = ktls_filter_config:validate([{send_low_watermark, 10},
+                                                {send_high_watermark, 5}]),
+    ?assertNotEqual(nomatch, string:find(Msg, "send_low_watermark")).
+
+string_values_from_command_line_test() ->
+    {ok, C} = ktls_filter_config:validate([{rx_window, "4096"}, {thp, "false"}]),
+    ?assertEqual(4096, maps:get(rx_window, C)),
+    ?assertEqual(false, maps:get(thp, C)).
+
+describe_lists_every_option_test() ->
+    Text = lists:flatten(io_lib:format("~s", [ktls_filter_config:describe()])),
+    [?assertNotEqual(nomatch, string:find(Text, atom_to_list(K)))
+     || {K, _, _, _} <- ktls_filter_config:options()].

@@ -1,0 +1,236 @@
+#include "nif/connection.h"
+
+#include <cerrno>
+#include <new>
+
+#include "nif/nif_terms.h"
+
+namespace ktls::nif {
+
+ErlNifResourceType* ConnRes::type = nullptr;
+ErlNifResourceType* ListenRes::type = nullptr;
+ErlNifResourceType* BufferRes::type = nullptr;
+Registry registry;
+
+ConnRes* ConnRes::create() {
+  void* mem = enif_alloc_resource(type, sizeof(ConnRes));
+  auto* res = new (mem) ConnRes();  // destroyed by the resource destructor
+  res->obs = std::make_shared<ConnObserver>(res);
+  registry.add(res);
+  return res;
+}
+
+ConnObserver::ConnObserver(ConnRes* res) : res_(res), env_(enif_alloc_env()) {
+  enif_keep_resource(res_);
+}
+
+ConnObserver::~ConnObserver() { enif_free_env(env_); }
+
+void ConnObserver::send_to(const ErlNifPid& pid, ERL_NIF_TERM msg) {
+  ErlNifPid to = pid;
+  // A dead receiver is not an error: the owner monitor closes the connection.
+  if (!enif_send(nullptr, &to, env_, msg)) enif_clear_env(env_);
+}
+
+void ConnObserver::set_owner(const ErlNifPid& pid) {
+  std::lock_guard lock(mu_);
+  owner_ = pid;
+}
+
+void ConnObserver::set_connect_waiter(const ErlNifPid& pid) {
+  std::lock_guard lock(mu_);
+  connect_waiter_ = pid;
+}
+
+bool ConnObserver::set_recv_waiter(const ErlNifPid& pid) {
+  std::lock_guard lock(mu_);
+  if (closed_) return false;
+  recv_waiter_ = pid;
+  return true;
+}
+
+bool ConnObserver::set_input(const ErlNifPid& pid) {
+  std::lock_guard lock(mu_);
+  if (closed_) return false;
+  input_ = pid;
+  return true;
+}
+
+bool ConnObserver::closed() {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
+void ConnObserver::on_connected(carrier::Connection&, const carrier::Error* error) {
+  std::optional<ErlNifPid> to;
+  {
+    std::lock_guard lock(mu_);
+    to = connect_waiter_;
+    connect_waiter_.reset();
+  }
+  if (!to) return;
+  ERL_NIF_TERM result = error ? make_error(env_, error_reason(env_, *error)) : atoms.ok;
+  send_to(*to, enif_make_tuple3(env_, atoms.ktls_connected, enif_make_resource(env_, res_),
+                                result));
+}
+
+ERL_NIF_TERM ConnObserver::make_binary(const carrier::Packet& p, BufferRes** last) {
+  if (*last == nullptr || (*last)->buffer != p.buffer) {
+    if (*last) enif_release_resource(*last);  // the binaries made so far keep it
+    auto* br = static_cast<BufferRes*>(enif_alloc_resource(BufferRes::type, sizeof(BufferRes)));
+    p.buffer->ref();
+    br->buffer = p.buffer;
+    *last = br;
+  }
+  return enif_make_resource_binary(env_, *last, p.data, p.size);
+}
+
+void ConnObserver::on_packets(carrier::Connection&, std::span<const carrier::Packet> packets) {
+  std::optional<ErlNifPid> input, waiter;
+  {
+    std::lock_guard lock(mu_);
+    input = input_;
+    if (!input) {
+      waiter = recv_waiter_;
+      recv_waiter_.reset();
+    }
+  }
+  ERL_NIF_TERM conn = enif_make_resource(env_, res_);
+  BufferRes* last = nullptr;
+  if (input) {
+    // Dist phase: every packet of this completion in one message.
+    ERL_NIF_TERM list = enif_make_list(env_, 0);
+    uint64_t bytes = 0;
+    for (size_t i = packets.size(); i-- > 0;) {
+      list = enif_make_list_cell(env_, make_binary(packets[i], &last), list);
+      bytes += packets[i].size;
+    }
+    if (last) enif_release_resource(last);
+    send_to(*input, enif_make_tuple4(env_, atoms.ktls_data, conn, list,
+                                     enif_make_uint64(env_, bytes)));
+    return;
+  }
+  // Handshake phase: one packet per request.
+  if (waiter && !packets.empty()) {
+    ERL_NIF_TERM bin = make_binary(packets[0], &last);
+    if (last) enif_release_resource(last);
+    send_to(*waiter, enif_make_tuple3(env_, atoms.ktls_packet, conn, bin));
+  }
+}
+
+void ConnObserver::on_writable(carrier::Connection&) {
+  std::optional<ErlNifPid> owner;
+  {
+    std::lock_guard lock(mu_);
+    owner = owner_;
+  }
+  if (owner) {
+    send_to(*owner, enif_make_tuple2(env_, atoms.ktls_writable, enif_make_resource(env_, res_)));
+  }
+}
+
+void ConnObserver::on_closed(carrier::Connection&, const carrier::Error& reason) {
+  std::optional<ErlNifPid> owner, input, waiter, connector;
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    owner = owner_;
+    input = input_;
+    waiter = recv_waiter_;
+    connector = connect_waiter_;
+    recv_waiter_.reset();
+    connect_waiter_.reset();
+  }
+  ERL_NIF_TERM conn = enif_make_resource(env_, res_);
+  ERL_NIF_TERM why = make_string_binary(env_, reason.what);
+  if (connector) {
+    ERL_NIF_TERM err = make_error(env_, error_reason(env_, reason));
+    send_to(*connector, enif_make_tuple3(env_, atoms.ktls_connected, conn, err));
+    conn = enif_make_resource(env_, res_);
+    why = make_string_binary(env_, reason.what);
+  }
+  // Each receiver once, even when one process has several roles.
+  std::optional<ErlNifPid> sent[3];
+  int n = 0;
+  for (const auto& to : {owner, input, waiter}) {
+    if (!to) continue;
+    bool dup = false;
+    for (int i = 0; i < n; i++) dup = dup || enif_compare_pids(&*sent[i], &*to) == 0;
+    if (dup) continue;
+    sent[n++] = to;
+    send_to(*to, enif_make_tuple3(env_, atoms.ktls_closed, conn, why));
+    conn = enif_make_resource(env_, res_);
+    why = make_string_binary(env_, reason.what);
+  }
+  enif_clear_env(env_);
+  registry.remove(res_);
+  enif_release_resource(res_);  // the observer's reference
+}
+
+ListenObserver::ListenObserver(ListenRes* res) : res_(res), env_(enif_alloc_env()) {
+  enif_keep_resource(res_);
+}
+
+ListenObserver::~ListenObserver() { enif_free_env(env_); }
+
+void ListenObserver::add_acceptor(const ErlNifPid& pid) {
+  std::lock_guard lock(mu_);
+  acceptors_.push_back(pid);
+}
+
+void ListenObserver::release() {
+  std::lock_guard lock(mu_);
+  if (released_) return;
+  released_ = true;
+  enif_release_resource(res_);
+}
+
+void ListenObserver::on_accept(carrier::Listener&, std::shared_ptr<carrier::Connection> conn,
+                               const carrier::Error* error) {
+  ErlNifPid to;
+  {
+    std::lock_guard lock(mu_);
+    if (acceptors_.empty() || released_) {
+      if (conn) conn->close("accepted with nobody waiting");
+      return;
+    }
+    to = acceptors_.front();
+    acceptors_.erase(acceptors_.begin());
+  }
+  ERL_NIF_TERM lterm = enif_make_resource(env_, res_);
+  ERL_NIF_TERM result;
+  if (!conn || error) {
+    // A closed listener fails its pending accepts; Erlang sees {error, closed}.
+    bool closed = !error || error->code == 0 || error->code == ECANCELED || error->code == EBADF;
+    result = closed ? make_error(env_, atoms.closed) : make_error(env_, error_reason(env_, *error));
+  } else {
+    ConnRes* cres = ConnRes::create();
+    cres->conn = conn;
+    cres->obs->set_owner(to);
+    conn->set_observer(cres->obs);
+    result = enif_make_tuple2(env_, atoms.ok, enif_make_resource(env_, cres));
+    enif_release_resource(cres);  // the observer keeps it
+  }
+  if (!enif_send(nullptr, &to, env_, enif_make_tuple3(env_, atoms.ktls_accept, lterm, result))) {
+    enif_clear_env(env_);
+  }
+}
+
+void Registry::add(ConnRes* r) {
+  std::lock_guard lock(mu_);
+  open_.insert(r);
+}
+
+void Registry::remove(ConnRes* r) {
+  std::lock_guard lock(mu_);
+  open_.erase(r);
+}
+
+ERL_NIF_TERM Registry::list(ErlNifEnv* env) {
+  std::lock_guard lock(mu_);
+  ERL_NIF_TERM l = enif_make_list(env, 0);
+  for (ConnRes* r : open_) l = enif_make_list_cell(env, enif_make_resource(env, r), l);
+  return l;
+}
+
+}  // namespace ktls::nif

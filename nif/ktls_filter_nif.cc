@@ -1,0 +1,441 @@
+// ktls_filter_nif: the NIF entry points (see erlang/src/ktls_filter_nif.erl).
+// One carrier per loaded NIF library, started by start/1.
+#include <erl_nif.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "carrier/carrier.h"
+#include "nif/connection.h"
+#include "nif/nif_terms.h"
+
+namespace ktls::nif {
+namespace {
+
+struct Global {
+  std::mutex mu;
+  std::unique_ptr<carrier::Carrier> carrier;
+};
+Global* global = nullptr;
+
+carrier::Carrier* the_carrier() {
+  std::lock_guard lock(global->mu);
+  return global->carrier.get();
+}
+
+// ------------------------------------------------------------------
+// Resource callbacks
+// ------------------------------------------------------------------
+
+void conn_dtor(ErlNifEnv*, void* obj) { static_cast<ConnRes*>(obj)->~ConnRes(); }
+
+void conn_down(ErlNifEnv*, void* obj, ErlNifPid*, ErlNifMonitor*) {
+  auto* res = static_cast<ConnRes*>(obj);
+  {
+    std::lock_guard lock(res->mu);
+    res->monitoring = false;
+  }
+  if (res->conn) res->conn->close("owner process exited");
+}
+
+void listen_dtor(ErlNifEnv*, void* obj) {
+  auto* res = static_cast<ListenRes*>(obj);
+  if (res->listener) res->listener->close();
+  res->~ListenRes();
+}
+
+void buffer_dtor(ErlNifEnv*, void* obj) {
+  auto* res = static_cast<BufferRes*>(obj);
+  if (res->buffer) res->buffer->unref();
+}
+
+bool get_conn(ErlNifEnv* env, ERL_NIF_TERM t, ConnRes** out) {
+  void* p;
+  if (!enif_get_resource(env, t, ConnRes::type, &p)) return false;
+  *out = static_cast<ConnRes*>(p);
+  return (*out)->conn != nullptr;
+}
+
+bool get_listener(ErlNifEnv* env, ERL_NIF_TERM t, ListenRes** out) {
+  void* p;
+  if (!enif_get_resource(env, t, ListenRes::type, &p)) return false;
+  *out = static_cast<ListenRes*>(p);
+  return (*out)->listener != nullptr;
+}
+
+// Monitors `pid` as the owner (replacing an earlier owner's monitor).
+void monitor_owner(ErlNifEnv* env, ConnRes* res, const ErlNifPid& pid) {
+  std::lock_guard lock(res->mu);
+  if (res->monitoring) enif_demonitor_process(env, res, &res->owner_mon);
+  ErlNifPid p = pid;
+  res->monitoring = enif_monitor_process(env, res, &p, &res->owner_mon) == 0;
+  res->obs->set_owner(pid);
+  if (!res->monitoring) res->conn->close("owner process is not alive");
+}
+
+// ------------------------------------------------------------------
+// Carrier
+// ------------------------------------------------------------------
+
+ERL_NIF_TERM nif_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  carrier::CarrierOptions options;
+  std::string bad;
+  if (!get_carrier_options(env, argv[0], &options, &bad)) {
+    return make_error(env, enif_make_tuple2(env, make_atom(env, "bad_option"),
+                                            make_atom(env, bad.c_str())));
+  }
+  std::lock_guard lock(global->mu);
+  if (global->carrier) return atoms.ok;
+  auto started = carrier::Carrier::start(options);
+  if (!started) return make_error(env, make_string_binary(env, started.error().what));
+  global->carrier = started.take();
+  return atoms.ok;
+}
+
+ERL_NIF_TERM nif_carrier_stats(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
+  carrier::Carrier* c = the_carrier();
+  if (!c) return enif_make_new_map(env);
+  carrier::CarrierStats s = c->stats();
+  return MapBuilder(env)
+      .count("connections_open", s.connections_open)
+      .count("connections_total", s.connections_total)
+      .count("listeners_open", s.listeners_open)
+      .count("ring_submits", s.ring_submits)
+      .count("wakeups", s.wakeups)
+      .put("pool", make_pool_stats(env, s.pool))
+      .term();
+}
+
+// ------------------------------------------------------------------
+// Listeners
+// ------------------------------------------------------------------
+
+ERL_NIF_TERM nif_listen(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  carrier::Carrier* c = the_carrier();
+  if (!c) return make_error(env, "not_started");
+  carrier::SockAddr addr;
+  int backlog;
+  if (!get_sockaddr(env, argv[0], argv[1], &addr) || !enif_get_int(env, argv[2], &backlog)) {
+    return enif_make_badarg(env);
+  }
+  void* mem = enif_alloc_resource(ListenRes::type, sizeof(ListenRes));
+  auto* res = new (mem) ListenRes();  // destroyed by listen_dtor
+  res->obs = std::make_shared<ListenObserver>(res);
+  auto l = c->listen(addr, backlog, res->obs);
+  if (!l) {
+    res->obs->release();
+    enif_release_resource(res);
+    return make_error(env, error_reason(env, l.error()));
+  }
+  res->listener = l.take();
+  ERL_NIF_TERM t = enif_make_resource(env, res);
+  enif_release_resource(res);
+  return enif_make_tuple2(env, atoms.ok, t);
+}
+
+ERL_NIF_TERM nif_accept(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ListenRes* res;
+  if (!get_listener(env, argv[0], &res)) return enif_make_badarg(env);
+  ErlNifPid self;
+  enif_self(env, &self);
+  res->obs->add_acceptor(self);
+  res->listener->accept();
+  return atoms.ok;
+}
+
+ERL_NIF_TERM nif_listener_address(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ListenRes* res;
+  if (!get_listener(env, argv[0], &res)) return enif_make_badarg(env);
+  return enif_make_tuple2(env, atoms.ok, make_ip_port(env, res->listener->local()));
+}
+
+ERL_NIF_TERM nif_close_listener(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ListenRes* res;
+  if (!get_listener(env, argv[0], &res)) return enif_make_badarg(env);
+  res->listener->close();
+  res->obs->release();
+  return atoms.ok;
+}
+
+// ------------------------------------------------------------------
+// Connections
+// ------------------------------------------------------------------
+
+ERL_NIF_TERM nif_connect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  carrier::Carrier* c = the_carrier();
+  if (!c) return make_error(env, "not_started");
+  carrier::SockAddr addr;
+  unsigned timeout_ms;
+  if (!get_sockaddr(env, argv[0], argv[1], &addr) || !enif_get_uint(env, argv[2], &timeout_ms)) {
+    return enif_make_badarg(env);
+  }
+  ErlNifPid self;
+  enif_self(env, &self);
+  ConnRes* res = ConnRes::create();
+  res->obs->set_connect_waiter(self);
+  res->conn = c->connect(addr, std::chrono::milliseconds(timeout_ms), res->obs);
+  monitor_owner(env, res, self);
+  ERL_NIF_TERM t = enif_make_resource(env, res);
+  enif_release_resource(res);
+  return enif_make_tuple2(env, atoms.ok, t);
+}
+
+ERL_NIF_TERM nif_controlling_process(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  ErlNifPid pid;
+  if (!get_conn(env, argv[0], &res) || !enif_get_local_pid(env, argv[1], &pid)) {
+    return enif_make_badarg(env);
+  }
+  if (res->obs->closed()) return make_error(env, atoms.closed);
+  monitor_owner(env, res, pid);
+  return atoms.ok;
+}
+
+ERL_NIF_TERM nif_recv_packet(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  ErlNifPid self;
+  enif_self(env, &self);
+  if (!res->obs->set_recv_waiter(self)) return make_error(env, atoms.closed);
+  res->conn->request_packet();
+  return atoms.ok;
+}
+
+// Keeps the Erlang binaries of an outbound batch alive (their bytes are the
+// iovecs) until the carrier has written them.
+class EnvKeepalive final : public carrier::Keepalive {
+ public:
+  EnvKeepalive() : env_(enif_alloc_env()) {}
+  ~EnvKeepalive() override { enif_free_env(env_); }
+  ErlNifEnv* env() { return env_; }
+
+ private:
+  ErlNifEnv* env_;
+};
+
+// Appends the binaries of iodata `t` (in `env`) to `iov`. Integers and odd
+// shapes are flattened into a new binary (a deliberate copy; the VM's dist
+// output is a list of binaries, so this is rare).
+bool add_iodata(ErlNifEnv* env, ERL_NIF_TERM t, std::vector<iovec>* iov, int depth = 0) {
+  ErlNifBinary bin;
+  if (enif_inspect_binary(env, t, &bin)) {
+    if (bin.size) iov->push_back({bin.data, bin.size});
+    return true;
+  }
+  if (depth < 8 && enif_is_list(env, t)) {
+    ERL_NIF_TERM head, tail = t;
+    bool all_binaries = true;
+    size_t mark = iov->size();
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+      if (!enif_inspect_binary(env, head, &bin) && !enif_is_list(env, head)) {
+        all_binaries = false;
+        break;
+      }
+      if (!add_iodata(env, head, iov, depth + 1)) return false;
+    }
+    if (all_binaries && enif_is_empty_list(env, tail)) return true;
+    iov->resize(mark);
+  }
+  if (!enif_inspect_iolist_as_binary(env, t, &bin)) return false;
+  if (bin.size) iov->push_back({bin.data, bin.size});
+  return true;
+}
+
+ERL_NIF_TERM send_packets(ErlNifEnv* env, ConnRes* res, ERL_NIF_TERM packets, bool single) {
+  auto keep = std::make_unique<EnvKeepalive>();
+  ERL_NIF_TERM copy = enif_make_copy(keep->env(), packets);  // refc binaries: no byte copy
+  carrier::OutboundBatch batch;
+  std::vector<iovec> iov;
+  if (single) {
+    if (!add_iodata(keep->env(), copy, &iov)) return enif_make_badarg(env);
+    batch.add_packet(iov);
+  } else {
+    ERL_NIF_TERM head, tail = copy;
+    while (enif_get_list_cell(keep->env(), tail, &head, &tail)) {
+      iov.clear();
+      if (!add_iodata(keep->env(), head, &iov)) return enif_make_badarg(env);
+      batch.add_packet(iov);
+    }
+  }
+  batch.set_keepalive(std::move(keep));
+  if (batch.empty()) return atoms.ok;
+  auto status = res->conn->send(std::move(batch));
+  if (!status) return make_error(env, atoms.closed);
+  return status.value().busy ? atoms.busy : atoms.ok;
+}
+
+ERL_NIF_TERM nif_send_packet(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  ERL_NIF_TERM r = send_packets(env, res, argv[1], true);
+  return enif_is_identical(r, atoms.busy) ? atoms.ok : r;
+}
+
+ERL_NIF_TERM nif_send_dist(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res) || !enif_is_list(env, argv[1])) return enif_make_badarg(env);
+  return send_packets(env, res, argv[1], false);
+}
+
+ERL_NIF_TERM nif_set_dist_framing(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  if (res->obs->closed()) return make_error(env, atoms.closed);
+  res->conn->set_framing(carrier::Framing::kDist);
+  return atoms.ok;
+}
+
+ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  ErlNifPid pid;
+  if (!get_conn(env, argv[0], &res) || !enif_get_local_pid(env, argv[1], &pid)) {
+    return enif_make_badarg(env);
+  }
+  if (!res->obs->set_input(pid)) return make_error(env, atoms.closed);
+  res->conn->start_streaming();
+  return atoms.ok;
+}
+
+ERL_NIF_TERM nif_consumed(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  ErlNifUInt64 bytes;
+  if (!get_conn(env, argv[0], &res) || !enif_get_uint64(env, argv[1], &bytes)) {
+    return enif_make_badarg(env);
+  }
+  res->conn->consumed(bytes);
+  return atoms.ok;
+}
+
+ERL_NIF_TERM nif_send_tick(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  res->conn->send_tick();
+  return atoms.ok;
+}
+
+ERL_NIF_TERM nif_stats(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  if (res->obs->closed()) return make_error(env, atoms.closed);
+  carrier::ConnectionStats s = res->conn->stats();
+  return enif_make_tuple4(env, atoms.ok, enif_make_uint64(env, s.packets_in + s.ticks_in),
+                          enif_make_uint64(env, s.packets_out + s.ticks_out),
+                          enif_make_uint64(env, s.queued_bytes));
+}
+
+ERL_NIF_TERM nif_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  return MapBuilder(env)
+      .count("id", res->conn->id())
+      .put("peer", make_ip_port(env, res->conn->peer()))
+      .put("local", make_ip_port(env, res->conn->local()))
+      .put("open", res->obs->closed() ? atoms.false_ : atoms.true_)
+      .put("stats", make_connection_stats(env, res->conn->stats()))
+      .term();
+}
+
+ERL_NIF_TERM nif_peername(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  return enif_make_tuple2(env, atoms.ok, make_ip_port(env, res->conn->peer()));
+}
+
+ERL_NIF_TERM nif_sockname(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  return enif_make_tuple2(env, atoms.ok, make_ip_port(env, res->conn->local()));
+}
+
+ERL_NIF_TERM nif_close(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  ErlNifBinary text;
+  std::string reason = "closed by ktls_filter_nif:close/2";
+  if (enif_inspect_iolist_as_binary(env, argv[1], &text)) {
+    reason.assign(reinterpret_cast<const char*>(text.data), text.size);
+  }
+  res->conn->close(reason);
+  return atoms.ok;
+}
+
+// ------------------------------------------------------------------
+// Filter (wired to nif/filter by the filter engine)
+// ------------------------------------------------------------------
+
+ERL_NIF_TERM nif_filter_configure(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  if (!enif_is_map(env, argv[0])) return enif_make_badarg(env);
+  return atoms.ok;
+}
+
+ERL_NIF_TERM nif_world_stats(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
+  return enif_make_new_map(env);
+}
+
+ERL_NIF_TERM nif_channel_list(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
+  return registry.list(env);
+}
+
+ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]) {
+  return nif_info(env, argc, argv);
+}
+
+// ------------------------------------------------------------------
+// Loading
+// ------------------------------------------------------------------
+
+int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
+  atoms.init(env);
+  const auto flags = static_cast<ErlNifResourceFlags>(ERL_NIF_RT_CREATE);
+  ErlNifResourceTypeInit conn_init{};
+  conn_init.dtor = conn_dtor;
+  conn_init.down = conn_down;
+  conn_init.members = 3;
+  ConnRes::type = enif_open_resource_type_x(env, "ktls_conn", &conn_init, flags, nullptr);
+  ListenRes::type = enif_open_resource_type(env, nullptr, "ktls_listener", listen_dtor, flags,
+                                            nullptr);
+  BufferRes::type = enif_open_resource_type(env, nullptr, "ktls_buffer", buffer_dtor, flags,
+                                            nullptr);
+  if (!ConnRes::type || !ListenRes::type || !BufferRes::type) return 1;
+  global = new (std::nothrow) Global();  // lives as long as the library
+  return global ? 0 : 1;
+}
+
+// The carrier thread must not outlive the code it runs; upgrades are refused.
+int upgrade(ErlNifEnv*, void**, void**, ERL_NIF_TERM) { return 1; }
+
+ErlNifFunc funcs[] = {
+    {"start", 1, nif_start, 0},
+    {"carrier_stats", 0, nif_carrier_stats, 0},
+    {"listen", 3, nif_listen, 0},
+    {"accept", 1, nif_accept, 0},
+    {"listener_address", 1, nif_listener_address, 0},
+    {"close_listener", 1, nif_close_listener, 0},
+    {"connect", 3, nif_connect, 0},
+    {"controlling_process", 2, nif_controlling_process, 0},
+    {"recv_packet", 1, nif_recv_packet, 0},
+    {"send_packet", 2, nif_send_packet, 0},
+    {"set_dist_framing", 1, nif_set_dist_framing, 0},
+    {"start_input", 2, nif_start_input, 0},
+    {"consumed", 2, nif_consumed, 0},
+    {"send_dist", 2, nif_send_dist, 0},
+    {"send_tick", 1, nif_send_tick, 0},
+    {"stats", 1, nif_stats, 0},
+    {"info", 1, nif_info, 0},
+    {"peername", 1, nif_peername, 0},
+    {"sockname", 1, nif_sockname, 0},
+    {"close", 2, nif_close, 0},
+    {"filter_configure", 1, nif_filter_configure, 0},
+    {"world_stats", 0, nif_world_stats, 0},
+    {"channel_list", 0, nif_channel_list, 0},
+    {"channel_inspect", 1, nif_channel_inspect, 0},
+};
+
+}  // namespace
+}  // namespace ktls::nif
+
+ERL_NIF_INIT(ktls_filter_nif, ktls::nif::funcs, ktls::nif::load, nullptr, ktls::nif::upgrade,
+             nullptr)

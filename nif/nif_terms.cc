@@ -1,0 +1,211 @@
+#include "nif/nif_terms.h"
+
+#include <arpa/inet.h>
+
+#include <cctype>
+#include <cstring>
+
+namespace ktls::nif {
+
+Atoms atoms;
+
+ERL_NIF_TERM make_atom(ErlNifEnv* env, const char* name) {
+  ERL_NIF_TERM a;
+  if (enif_make_existing_atom(env, name, &a, ERL_NIF_LATIN1)) return a;
+  return enif_make_atom(env, name);
+}
+
+void Atoms::init(ErlNifEnv* env) {
+  ok = make_atom(env, "ok");
+  error = make_atom(env, "error");
+  closed = make_atom(env, "closed");
+  busy = make_atom(env, "busy");
+  true_ = make_atom(env, "true");
+  false_ = make_atom(env, "false");
+  undefined = make_atom(env, "undefined");
+  ktls_accept = make_atom(env, "ktls_accept");
+  ktls_connected = make_atom(env, "ktls_connected");
+  ktls_packet = make_atom(env, "ktls_packet");
+  ktls_data = make_atom(env, "ktls_data");
+  ktls_writable = make_atom(env, "ktls_writable");
+  ktls_closed = make_atom(env, "ktls_closed");
+}
+
+ERL_NIF_TERM make_error(ErlNifEnv* env, ERL_NIF_TERM reason) {
+  return enif_make_tuple2(env, atoms.error, reason);
+}
+
+ERL_NIF_TERM make_error(ErlNifEnv* env, const char* reason) {
+  return make_error(env, make_atom(env, reason));
+}
+
+ERL_NIF_TERM make_string_binary(ErlNifEnv* env, const std::string& s) {
+  ERL_NIF_TERM t;
+  unsigned char* p = enif_make_new_binary(env, s.size(), &t);
+  if (!s.empty()) std::memcpy(p, s.data(), s.size());
+  return t;
+}
+
+ERL_NIF_TERM error_reason(ErlNifEnv* env, const carrier::Error& e) {
+  if (e.code > 0) {
+    if (const char* name = strerrorname_np(e.code)) {
+      std::string lower(name);
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return make_atom(env, lower.c_str());
+    }
+  }
+  return make_string_binary(env, e.what);
+}
+
+bool get_sockaddr(ErlNifEnv* env, ERL_NIF_TERM ip, ERL_NIF_TERM port, carrier::SockAddr* out) {
+  unsigned p;
+  if (!enif_get_uint(env, port, &p) || p > 65535) return false;
+  int arity;
+  const ERL_NIF_TERM* el;
+  if (!enif_get_tuple(env, ip, &arity, &el)) return false;
+  char text[INET6_ADDRSTRLEN];
+  if (arity == 4) {
+    unsigned b[4];
+    for (int i = 0; i < 4; i++) {
+      if (!enif_get_uint(env, el[i], &b[i]) || b[i] > 255) return false;
+    }
+    snprintf(text, sizeof text, "%u.%u.%u.%u", b[0], b[1], b[2], b[3]);
+  } else if (arity == 8) {
+    unsigned w[8];
+    for (int i = 0; i < 8; i++) {
+      if (!enif_get_uint(env, el[i], &w[i]) || w[i] > 65535) return false;
+    }
+    snprintf(text, sizeof text, "%x:%x:%x:%x:%x:%x:%x:%x", w[0], w[1], w[2], w[3], w[4], w[5],
+             w[6], w[7]);
+  } else {
+    return false;
+  }
+  auto r = carrier::SockAddr::parse(text, static_cast<uint16_t>(p));
+  if (!r) return false;
+  *out = r.value();
+  return true;
+}
+
+ERL_NIF_TERM make_ip_port(ErlNifEnv* env, const carrier::SockAddr& a) {
+  ERL_NIF_TERM ip;
+  if (a.family() == AF_INET) {
+    const auto* s = reinterpret_cast<const sockaddr_in*>(&a.storage);
+    const auto* b = reinterpret_cast<const uint8_t*>(&s->sin_addr);
+    ip = enif_make_tuple4(env, enif_make_uint(env, b[0]), enif_make_uint(env, b[1]),
+                          enif_make_uint(env, b[2]), enif_make_uint(env, b[3]));
+  } else {
+    const auto* s = reinterpret_cast<const sockaddr_in6*>(&a.storage);
+    const auto* b = reinterpret_cast<const uint8_t*>(&s->sin6_addr);
+    ERL_NIF_TERM w[8];
+    for (int i = 0; i < 8; i++) w[i] = enif_make_uint(env, (b[2 * i] << 8) | b[2 * i + 1]);
+    ip = enif_make_tuple_from_array(env, w, 8);
+  }
+  return enif_make_tuple2(env, ip, enif_make_uint(env, a.port()));
+}
+
+namespace {
+
+bool get_u64(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, uint64_t* out, bool* bad) {
+  ERL_NIF_TERM v;
+  if (!enif_get_map_value(env, map, make_atom(env, key), &v)) return true;
+  ErlNifUInt64 x;
+  if (!enif_get_uint64(env, v, &x)) {
+    *bad = true;
+    return false;
+  }
+  *out = x;
+  return true;
+}
+
+bool get_bool(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, bool* out, bool* bad) {
+  ERL_NIF_TERM v;
+  if (!enif_get_map_value(env, map, make_atom(env, key), &v)) return true;
+  if (enif_is_identical(v, atoms.true_)) {
+    *out = true;
+  } else if (enif_is_identical(v, atoms.false_)) {
+    *out = false;
+  } else {
+    *bad = true;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool get_carrier_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierOptions* o,
+                         std::string* bad_key) {
+  if (!enif_is_map(env, map)) {
+    *bad_key = "options (not a map)";
+    return false;
+  }
+  bool bad = false;
+  uint64_t v;
+  struct U64 {
+    const char* key;
+    uint64_t* dst;
+  };
+  uint64_t ring = o->ring_entries, buffer = o->pool.buffer_size, pool_max = o->pool.max_bytes,
+           hs = o->connection.max_handshake_packet;
+  const U64 fields[] = {
+      {"ring_entries", &ring},
+      {"buffer_size", &buffer},
+      {"pool_max_bytes", &pool_max},
+      {"max_handshake_packet", &hs},
+      {"max_dist_packet", &o->connection.max_dist_packet},
+      {"send_high_watermark", &o->connection.send_high_watermark},
+      {"send_low_watermark", &o->connection.send_low_watermark},
+      {"rx_window", &o->connection.rx_window},
+  };
+  for (const auto& f : fields) {
+    v = *f.dst;
+    if (!get_u64(env, map, f.key, &v, &bad)) {
+      *bad_key = f.key;
+      return false;
+    }
+    *f.dst = v;
+  }
+  o->ring_entries = static_cast<unsigned>(ring);
+  o->pool.buffer_size = buffer;
+  o->pool.max_bytes = pool_max;
+  o->connection.max_handshake_packet = static_cast<uint32_t>(hs);
+  if (!get_bool(env, map, "thp", &o->pool.thp, &bad)) {
+    *bad_key = "thp";
+    return false;
+  }
+  if (!get_bool(env, map, "nodelay", &o->connection.nodelay, &bad)) {
+    *bad_key = "nodelay";
+    return false;
+  }
+  return true;
+}
+
+ERL_NIF_TERM make_connection_stats(ErlNifEnv* env, const carrier::ConnectionStats& s) {
+  return MapBuilder(env)
+      .count("packets_in", s.packets_in)
+      .count("packets_out", s.packets_out)
+      .count("ticks_in", s.ticks_in)
+      .count("ticks_out", s.ticks_out)
+      .count("bytes_in", s.bytes_in)
+      .count("bytes_out", s.bytes_out)
+      .count("queued_bytes", s.queued_bytes)
+      .count("recv_calls", s.recv_calls)
+      .count("send_calls", s.send_calls)
+      .term();
+}
+
+ERL_NIF_TERM make_pool_stats(ErlNifEnv* env, const carrier::BufferPoolStats& s) {
+  return MapBuilder(env)
+      .count("arenas", s.arenas)
+      .count("arena_bytes", s.arena_bytes)
+      .count("buffers_in_use", s.buffers_in_use)
+      .count("large_in_use", s.large_in_use)
+      .count("large_bytes", s.large_bytes)
+      .count("misses", s.misses)
+      .count("exhausted", s.exhausted)
+      .count("huge_page_bytes", s.huge_page_bytes)
+      .put("thp_enabled", s.thp_enabled ? atoms.true_ : atoms.false_)
+      .term();
+}
+
+}  // namespace ktls::nif

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Common Test suites in tests/ct against the built application. Prints
+# "SUMMARY passed=N failed=M" last. KTLS_CT_SUITES="a_SUITE b_SUITE" for a subset.
+set -uo pipefail
+: "${KTLS_ROOT:?run through ./ktls test}"
+cd "$KTLS_ROOT"
+logdir="$KTLS_ROOT/_build/ct_logs"
+rm -rf "$logdir"
+mkdir -p "$logdir"
+suites=()
+for f in ${KTLS_CT_SUITES:-$(cd tests/ct && ls *_SUITE.erl | sed 's/\.erl$//')}; do
+  suites+=("tests/ct/${f%.erl}.erl")
+done
+# Every node in these suites talks on 127.0.0.1 only.
+ct_run -noshell -pa "$KTLS_ROOT/_build/lib/ktls_filter/ebin" \
+  -logdir "$logdir" -dir tests/ct -suite "${suites[@]}" -erl_args -connect_all false \
+  >"$logdir/ct_run.out" 2>&1 &
+pid=$!
+# Hard limit: a hung suite must not hang CI.
+( sleep "${KTLS_CT_TIMEOUT:-1200}"; kill -9 "$pid" 2>/dev/null ) &
+watchdog=$!
+wait "$pid"
+rc=$?
+kill "$watchdog" 2>/dev/null
+cat "$logdir/ct_run.out"
+line=$(grep -E 'TEST COMPLETE' "$logdir/ct_run.out" | tail -1)
+ok=$(sed -nE 's/.* ([0-9]+) ok.*/\1/p' <<<"$line")
+failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
+auto=$(sed -nE 's/.* ([0-9]+) automatically skipped.*/\1/p' <<<"$line")
+ok=${ok:-0}
+failed=$(( ${failed:-0} + ${auto:-0} ))
+if [ -z "$line" ]; then failed=$((failed + 1)); fi
+[ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+echo "SUMMARY passed=$ok failed=$failed"

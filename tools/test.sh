@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# ./ktls test: every test of the project, each stage counted per test case.
+# Ends with one line "N passed, N failed"; exit 0 only when nothing failed.
+#
+# Stages: gtest (bazel test), gtest under ASan+UBSan (clang), libFuzzer
+# (bounded), EUnit, Common Test (multi-node suites), patched runtime (THP).
+# KTLS_TEST_STAGES="gtest ct" runs a subset.
+set -uo pipefail
+: "${KTLS_ROOT:?run through ./ktls test}"
+cd "$KTLS_ROOT"
+LOGDIR="$KTLS_ROOT/_build/test"
+mkdir -p "$LOGDIR"
+STAGES=${KTLS_TEST_STAGES:-"gtest asan fuzz eunit ct runtime"}
+total_pass=0
+total_fail=0
+
+record() { # stage passed failed
+  printf 'stage %-8s %5d passed, %d failed\n' "$1" "$2" "$3"
+  total_pass=$((total_pass + $2))
+  total_fail=$((total_fail + $3))
+}
+
+# Counts <testcase> and failures in bazel's test.xml files.
+count_bazel_xml() {
+  python3 - "$1" <<'PY'
+import sys, glob, xml.etree.ElementTree as ET
+passed = failed = 0
+for f in glob.glob(sys.argv[1] + "/**/test.xml", recursive=True):
+    try:
+        root = ET.parse(f).getroot()
+    except ET.ParseError:
+        failed += 1
+        continue
+    cases = root.iter("testcase")
+    any_case = False
+    for c in cases:
+        any_case = True
+        if c.find("failure") is not None or c.find("error") is not None:
+            failed += 1
+        else:
+            passed += 1
+    if not any_case:
+        # A test binary without cases (or one that crashed before writing them).
+        failed += 1 if root.iter("failure") and list(root.iter("failure")) else 0
+print(passed, failed)
+PY
+}
+
+stage_bazel() { # name, extra bazel args...
+  local name=$1
+  shift
+  local out="$LOGDIR/$name.log"
+  bazel test "$@" //... >"$out" 2>&1
+  local rc=$?
+  local testlogs
+  testlogs=$(bazel info "$@" bazel-testlogs 2>/dev/null)
+  read -r p f < <(count_bazel_xml "$testlogs")
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "bazel test $* failed (rc=$rc) without a failing case; see $out" >&2
+    tail -30 "$out" >&2
+    f=1
+  fi
+  [ "$f" -gt 0 ] && grep -E 'FAILED|TIMEOUT' "$out" | head -20 >&2
+  record "$name" "$p" "$f"
+}
+
+stage_script() { # name script
+  local name=$1 script=$2 out="$LOGDIR/$1.log"
+  if [ ! -x "$script" ]; then
+    echo "stage $name: $script missing" >&2
+    record "$name" 0 1
+    return
+  fi
+  "$script" >"$out" 2>&1
+  local rc=$?
+  local line p=0 f=1
+  line=$(grep -E '^SUMMARY passed=[0-9]+ failed=[0-9]+' "$out" | tail -1)
+  if [ -n "$line" ]; then
+    p=$(sed -E 's/.*passed=([0-9]+).*/\1/' <<<"$line")
+    f=$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$line")
+  fi
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  if [ "$f" -gt 0 ]; then
+    echo "stage $name failed; last lines of $out:" >&2
+    tail -40 "$out" >&2
+  fi
+  record "$name" "$p" "$f"
+}
+
+for s in $STAGES; do
+  case "$s" in
+    gtest) stage_bazel gtest ;;
+    asan) stage_bazel asan --config=asan ;;
+    fuzz) stage_script fuzz "$KTLS_ROOT/tests/fuzz/run.sh" ;;
+    eunit) stage_script eunit "$KTLS_ROOT/tests/run_eunit.sh" ;;
+    ct) stage_script ct "$KTLS_ROOT/tests/run_ct.sh" ;;
+    runtime) stage_script runtime "$KTLS_ROOT/tests/runtime/run.sh" ;;
+    *) echo "unknown stage $s" >&2; record "$s" 0 1 ;;
+  esac
+done
+
+echo "${total_pass} passed, ${total_fail} failed"
+[ "$total_fail" -eq 0 ]
