@@ -52,6 +52,8 @@ call(Ctrl, Msg) ->
 
 -spec init(ktls_filter_nif:conn()) -> no_return().
 init(Conn) ->
+    %% Trapped so a failed handshake can be logged with the peer's address.
+    process_flag(trap_exit, true),
     setup_loop(Conn).
 
 setup_loop(Conn) ->
@@ -72,10 +74,28 @@ setup_loop(Conn) ->
             ok = erlang:dist_ctrl_get_data_notification(DHandle),
             output_loop(Conn, DHandle);
         {ktls_closed, Conn, Reason} ->
+            log_closed(Conn, handshake, Reason),
             exit({connection_closed, Reason});
+        {'EXIT', _Sup, Reason} ->
+            log_closed(Conn, handshake, Reason),
+            ktls_filter_nif:close(Conn, <<"handshake failed">>),
+            exit(Reason);
         _Other ->
             setup_loop(Conn)
     end.
+
+%% One log line per failed connection, naming the peer and the reason.
+log_closed(Conn, Phase, Reason) ->
+    Peer = case ktls_filter_nif:peername(Conn) of
+               {ok, {Ip, Port}} -> inet:ntoa(Ip) ++ ":" ++ integer_to_list(Port);
+               _ -> "unknown peer"
+           end,
+    Level = case Phase of
+                handshake -> warning;
+                connected -> notice
+            end,
+    logger:log(Level, "ktls_filter: connection with ~s closed during ~p: ~tp",
+               [Peer, Phase, Reason], #{domain => [ktls_filter]}).
 
 %% ------------------------------------------------------------------
 %% Output: VM -> carrier
@@ -86,7 +106,11 @@ output_loop(Conn, DHandle) ->
         dist_data ->
             send_data(Conn, DHandle);
         {ktls_closed, Conn, Reason} ->
+            log_closed(Conn, connected, Reason),
             exit({connection_closed, Reason});
+        {'EXIT', _From, Reason} ->
+            ktls_filter_nif:close(Conn, <<"dist channel shut down">>),
+            exit(Reason);
         _Other ->
             output_loop(Conn, DHandle)
     end.
@@ -131,7 +155,11 @@ wait_writable(Conn, DHandle) ->
         {ktls_writable, Conn} ->
             send_data(Conn, DHandle);
         {ktls_closed, Conn, Reason} ->
-            exit({connection_closed, Reason})
+            log_closed(Conn, connected, Reason),
+            exit({connection_closed, Reason});
+        {'EXIT', _From, Reason} ->
+            ktls_filter_nif:close(Conn, <<"dist channel shut down">>),
+            exit(Reason)
     end.
 
 %% ------------------------------------------------------------------

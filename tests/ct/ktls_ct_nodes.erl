@@ -1,0 +1,83 @@
+%% Helpers for multi-node suites: start OTP nodes on 127.0.0.1 with a given
+%% carrier (controlled over stdio by OTP's peer module, so the test runner
+%% itself is not on the dist path), and small remote-call helpers.
+-module(ktls_ct_nodes).
+
+-export([ebin/0, root/0, start/3, start/2, call/4, call/5, stop/1, os_pid/1, fd_count/1,
+         unique/1, cookie/0, wait_until/2]).
+
+-define(COOKIE, "ktls_ct_cookie").
+
+-spec root() -> string().
+root() ->
+    case os:getenv("KTLS_ROOT") of
+        false -> filename:dirname(filename:dirname(filename:dirname(code:which(?MODULE))));
+        R -> R
+    end.
+
+-spec ebin() -> string().
+ebin() ->
+    filename:join([root(), "_build", "lib", "ktls_filter", "ebin"]).
+
+-spec cookie() -> atom().
+cookie() -> list_to_atom(?COOKIE).
+
+-spec unique(string()) -> string().
+unique(Prefix) ->
+    Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
+
+%% Carrier: ktls | inet_tcp | epmdless (ktls with ktls_filter_epmd).
+-spec start(string(), atom()) -> {pid(), node()}.
+start(Name, Carrier) ->
+    start(Name, Carrier, []).
+
+-spec start(string(), atom(), [string()]) -> {pid(), node()}.
+start(Name, Carrier, Extra) ->
+    Args = ["-setcookie", ?COOKIE, "-pa", ebin(), "-kernel", "net_setuptime", "3",
+            "-connect_all", "false" | carrier_args(Carrier)] ++ Extra,
+    {ok, Peer, Node} = peer:start_link(#{name => Name, host => "127.0.0.1",
+                                         longnames => true, connection => standard_io,
+                                         args => Args, wait_boot => 30000}),
+    {Peer, Node}.
+
+carrier_args(ktls) -> ["-proto_dist", "ktls_filter"];
+carrier_args(inet_tcp) -> ["-proto_dist", "inet_tcp"];
+carrier_args(epmdless) ->
+    ["-proto_dist", "ktls_filter", "-epmd_module", "ktls_filter_epmd", "-start_epmd", "false"].
+
+-spec call(pid(), module(), atom(), list()) -> term().
+call(Peer, M, F, A) ->
+    call(Peer, M, F, A, 60000).
+
+-spec call(pid(), module(), atom(), list(), timeout()) -> term().
+call(Peer, M, F, A, Timeout) ->
+    peer:call(Peer, M, F, A, Timeout).
+
+-spec stop(pid()) -> ok.
+stop(Peer) ->
+    catch peer:stop(Peer),
+    ok.
+
+-spec os_pid(pid()) -> string().
+os_pid(Peer) ->
+    call(Peer, os, getpid, []).
+
+-spec fd_count(pid()) -> non_neg_integer().
+fd_count(Peer) ->
+    {ok, Fds} = call(Peer, file, list_dir, ["/proc/self/fd"]),
+    length(Fds).
+
+%% Polls Fun until it returns true, every 50 ms, at most Ms.
+-spec wait_until(fun(() -> boolean()), non_neg_integer()) -> ok | timeout.
+wait_until(Fun, Ms) when Ms =< 0 ->
+    case Fun() of
+        true -> ok;
+        false -> timeout
+    end;
+wait_until(Fun, Ms) ->
+    case Fun() of
+        true -> ok;
+        false ->
+            timer:sleep(50),
+            wait_until(Fun, Ms - 50)
+    end.

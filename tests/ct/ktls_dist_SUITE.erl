@@ -1,0 +1,228 @@
+%% Multi-node tests of -proto_dist ktls_filter in plain mode: real OTP 25
+%% nodes on 127.0.0.1, real sockets, stock inet_tcp_dist peers.
+-module(ktls_dist_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
+-export([ping_both_ways/1, rpc_and_erpc/1, links_and_monitors/1, message_64mib/1,
+         small_messages_in_order/1, nodedown_on_kill/1, reconnect_after_restart/1,
+         interop_inet_tcp_ktls_connects/1, interop_inet_tcp_peer_connects/1,
+         epmdless/1, remsh_without_epmd/1, config_error_names_option/1,
+         stats_and_getstat/1]).
+
+suite() -> [{timetrap, {minutes, 3}}].
+
+all() ->
+    [ping_both_ways, rpc_and_erpc, links_and_monitors, message_64mib, small_messages_in_order,
+     nodedown_on_kill, reconnect_after_restart, interop_inet_tcp_ktls_connects,
+     interop_inet_tcp_peer_connects, epmdless, remsh_without_epmd, config_error_names_option,
+     stats_and_getstat].
+
+init_per_testcase(_TC, Config) ->
+    Config.
+
+end_per_testcase(_TC, _Config) ->
+    [ktls_ct_nodes:stop(P) || P <- get_peers()],
+    erase(peers),
+    ok.
+
+get_peers() ->
+    case get(peers) of
+        undefined -> [];
+        L -> L
+    end.
+
+start(Name, Carrier) -> start(Name, Carrier, []).
+start(Name, Carrier, Extra) ->
+    {P, N} = ktls_ct_nodes:start(ktls_ct_nodes:unique(Name), Carrier, Extra),
+    put(peers, [P | get_peers()]),
+    {P, N}.
+
+call(P, M, F, A) -> ktls_ct_nodes:call(P, M, F, A).
+
+%% ------------------------------------------------------------------
+
+ping_both_ways(_Config) ->
+    {A, NA} = start("a", ktls),
+    {B, NB} = start("b", ktls),
+    pong = call(A, net_adm, ping, [NB]),
+    [NB] = call(A, erlang, nodes, []),
+    [NA] = call(B, erlang, nodes, []),
+    %% the connection really runs on our carrier
+    [_ | _] = call(A, ktls_filter, connections, []),
+    pong = call(B, net_adm, ping, [NA]),
+    ok.
+
+rpc_and_erpc(_Config) ->
+    {A, _} = start("a", ktls),
+    {_B, NB} = start("b", ktls),
+    NB = call(A, rpc, call, [NB, erlang, node, []]),
+    [1, 2, 3] = call(A, erpc, call, [NB, lists, seq, [1, 3]]),
+    Big = lists:seq(1, 100000),
+    Big = call(A, erpc, call, [NB, lists, reverse, [lists:reverse(Big)]]),
+    ok.
+
+links_and_monitors(_Config) ->
+    {A, _} = start("a", ktls),
+    {_B, NB} = start("b", ktls),
+    Result = call(A, erlang, apply, [fun() ->
+        process_flag(trap_exit, true),
+        Pid = spawn_link(NB, fun() -> receive stop -> exit(bye) end end),
+        Ref = monitor(process, Pid),
+        NB = node(Pid),
+        Pid ! stop,
+        Down = receive {'DOWN', Ref, process, Pid, R1} -> R1 after 5000 -> timeout end,
+        Exit = receive {'EXIT', Pid, R2} -> R2 after 5000 -> timeout end,
+        %% monitor of a registered name on the other node
+        Ref2 = monitor(process, {net_kernel, NB}),
+        true = demonitor(Ref2),
+        {Down, Exit}
+    end, []]),
+    {bye, bye} = Result,
+    ok.
+
+message_64mib(_Config) ->
+    {A, _} = start("a", ktls),
+    {_B, NB} = start("b", ktls),
+    Size = 64 * 1024 * 1024,
+    {Size, Hash} = call(A, erlang, apply, [fun() ->
+        Bin = crypto:strong_rand_bytes(Size),
+        Self = self(),
+        P = spawn(NB, fun() -> receive {From, B} -> From ! {byte_size(B), erlang:md5(B)} end end),
+        P ! {Self, Bin},
+        receive {S, H} -> {S, H} after 60000 -> timeout end =:= {Size, erlang:md5(Bin)}
+            andalso {Size, erlang:md5(Bin)}
+    end, []], 120000),
+    true = is_binary(Hash),
+    ok.
+
+small_messages_in_order(_Config) ->
+    {A, _} = start("a", ktls),
+    {_B, NB} = start("b", ktls),
+    N = 100000,
+    {ok, N} = call(A, erlang, apply, [fun() ->
+        Self = self(),
+        P = spawn(NB, fun Loop() -> Recv = fun R(I) when I > N -> {ok, N};
+                                               R(I) -> receive {seq, I} -> R(I + 1);
+                                                               {seq, J} -> {out_of_order, I, J}
+                                                       after 30000 -> {timeout, I} end
+                                           end,
+                                    Self ! {done, Recv(1)}, _ = Loop end),
+        [P ! {seq, I} || I <- lists:seq(1, N)],
+        receive {done, R} -> R after 60000 -> timeout end
+    end, []], 120000),
+    ok.
+
+nodedown_on_kill(_Config) ->
+    {A, _} = start("a", ktls, ["-kernel", "net_ticktime", "4"]),
+    {B, NB} = start("b", ktls, ["-kernel", "net_ticktime", "4"]),
+    pong = call(A, net_adm, ping, [NB]),
+    ok = call(A, net_kernel, monitor_nodes, [true]),
+    OsPid = ktls_ct_nodes:os_pid(B),
+    T0 = erlang:monotonic_time(millisecond),
+    os:cmd("kill -9 " ++ OsPid),
+    {nodedown, NB} = call(A, erlang, apply, [fun() ->
+        receive {nodedown, N} = M when N =:= NB -> M after 10000 -> timeout end
+    end, []]),
+    Elapsed = erlang:monotonic_time(millisecond) - T0,
+    ct:pal("nodedown after ~p ms", [Elapsed]),
+    true = Elapsed < 5000,  % within net_ticktime
+    [] = call(A, erlang, nodes, []),
+    ok.
+
+reconnect_after_restart(_Config) ->
+    {A, _} = start("a", ktls),
+    Name = ktls_ct_nodes:unique("b"),
+    {B, NB} = ktls_ct_nodes:start(Name, ktls),
+    pong = call(A, net_adm, ping, [NB]),
+    ktls_ct_nodes:stop(B),
+    ok = ktls_ct_nodes:wait_until(fun() -> call(A, erlang, nodes, []) =:= [] end, 10000),
+    {B2, NB} = ktls_ct_nodes:start(Name, ktls),
+    put(peers, [B2 | get_peers()]),
+    pong = call(A, net_adm, ping, [NB]),
+    NB = call(A, erpc, call, [NB, erlang, node, []]),
+    ok.
+
+interop_inet_tcp_ktls_connects(_Config) ->
+    {A, NA} = start("a", ktls),
+    {C, NC} = start("c", inet_tcp),
+    pong = call(A, net_adm, ping, [NC]),
+    NC = call(A, erpc, call, [NC, erlang, node, []]),
+    NA = call(C, erpc, call, [NA, erlang, node, []]),
+    Bin = binary:copy(<<"x">>, 1024 * 1024),
+    Bin = call(A, erpc, call, [NC, erlang, binary_to_term, [term_to_binary(Bin)]]),
+    ok.
+
+interop_inet_tcp_peer_connects(_Config) ->
+    {A, NA} = start("a", ktls),
+    {C, _NC} = start("c", inet_tcp),
+    pong = call(C, net_adm, ping, [NA]),
+    NA = call(C, erpc, call, [NA, erlang, node, []]),
+    Big = lists:seq(1, 50000),
+    Big = call(C, erpc, call, [NA, lists, reverse, [lists:reverse(Big)]]),
+    ok.
+
+epmdless(_Config) ->
+    Port = free_port(),
+    DName = ktls_ct_nodes:unique("d"),
+    DNode = list_to_atom(DName ++ "@127.0.0.1"),
+    {_D, DNode} = start_named(DName, epmdless, ["-ktls_filter_port", integer_to_list(Port)]),
+    {E, _} = start("e", epmdless, ["-ktls_filter_peer", atom_to_list(DNode),
+                                   integer_to_list(Port)]),
+    pong = call(E, net_adm, ping, [DNode]),
+    DNode = call(E, erpc, call, [DNode, erlang, node, []]),
+    ok.
+
+remsh_without_epmd(_Config) ->
+    Port = free_port(),
+    DName = ktls_ct_nodes:unique("d"),
+    DNode = list_to_atom(DName ++ "@127.0.0.1"),
+    {D, DNode} = start_named(DName, epmdless, ["-ktls_filter_port", integer_to_list(Port)]),
+    ok = call(D, persistent_term, put, [ktls_remsh_marker, remsh_marker_value]),
+    Ktls = filename:join(ktls_ct_nodes:root(), "ktls"),
+    Cmd = lists:flatten(io_lib:format(
+            "printf 'io:format(\"MARK:~~p:~~p~~n\", [node(), persistent_term:get(ktls_remsh_marker)]).\\n"
+            "q().\\n' | timeout 30 ~s remsh ~s --port ~w --cookie ~s 2>&1",
+            [Ktls, DNode, Port, ktls_ct_nodes:cookie()])),
+    Out = os:cmd(Cmd),
+    ct:pal("remsh output:~n~ts", [Out]),
+    Expect = io_lib:format("MARK:~p:remsh_marker_value", [DNode]),
+    ?assertNotEqual(nomatch, string:find(Out, lists:flatten(Expect))),
+    %% the target node survived the remote shell's q() (it quits the shell only)
+    DNode = call(D, erlang, node, []),
+    ok.
+
+config_error_names_option(_Config) ->
+    Ktls = filename:join(ktls_ct_nodes:root(), "ktls"),
+    Out = os:cmd("timeout 30 " ++ Ktls ++ " erl -name cfg_bad@127.0.0.1 -noshell "
+                 "-ktls_filter bogus_option 1 -eval 'halt()' 2>&1"),
+    ct:pal("~ts", [Out]),
+    ?assertNotEqual(nomatch, string:find(Out, "bogus_option")),
+    ok.
+
+stats_and_getstat(_Config) ->
+    {A, _} = start("a", ktls),
+    {_B, NB} = start("b", ktls),
+    pong = call(A, net_adm, ping, [NB]),
+    [Info] = call(A, ktls_filter, connections, []),
+    #{stats := #{packets_in := In, packets_out := Out}} = Info,
+    true = In > 0 andalso Out > 0,
+    #{connections_open := 1} = call(A, ktls_filter, carrier_stats, []),
+    {ok, [{NB, NodeInfo}]} = call(A, net_kernel, nodes_info, []),
+    {address, _} = lists:keyfind(address, 1, NodeInfo),
+    ok.
+
+%% ------------------------------------------------------------------
+
+start_named(Name, Carrier, Extra) ->
+    {P, N} = ktls_ct_nodes:start(Name, Carrier, Extra),
+    put(peers, [P | get_peers()]),
+    {P, N}.
+
+free_port() ->
+    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(S),
+    gen_tcp:close(S),
+    Port.
