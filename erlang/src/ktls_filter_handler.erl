@@ -1,0 +1,53 @@
+%% @doc Behaviour for user code that decides about inbound dist messages the
+%% built-in policy marks `unsafe' (and, in monitor mode, sees everything
+%% unsafe without being able to drop it).
+%%
+%% Callbacks run in the connection's input process, in order with the
+%% connection's traffic: the message after the one being classified waits.
+%% Keep them fast. A crash is logged and counts as `drop'.
+%%
+%% Configure with the `handler' option (or ktls_filter:config_set(handler, Mod)).
+-module(ktls_filter_handler).
+
+-export([classify/5, spawn_request_unauthorized/0]).
+
+-type hint() :: drop | safe | unsafe.
+-type control() :: tuple().
+-export_type([hint/0, control/0]).
+
+%% @doc A control message without payload (link, monitor, exit...).
+-callback classify(hint(), node(), control()) -> drop | keep.
+%% @doc A control message with its payload (send, reg_send, spawn_request args...).
+-callback classify(hint(), node(), control(), term()) -> drop | keep.
+%% @doc Runs instead of M:F(A) in a spawned process when a spawn request was
+%% rewritten to go through the handler (optional).
+-callback spawn_request_init(node(), module(), atom(), list()) -> term().
+-optional_callbacks([spawn_request_init/4]).
+
+%% @doc Calls the handler; any exception or odd answer is logged and is `drop'.
+-spec classify(module(), hint(), node(), control(), term() | '$none') -> drop | keep.
+classify(Handler, Hint, Node, Control, Payload) ->
+    try
+        Answer = case Payload of
+                     '$none' -> Handler:classify(Hint, Node, Control);
+                     _ -> Handler:classify(Hint, Node, Control, Payload)
+                 end,
+        case Answer of
+            keep -> keep;
+            drop -> drop;
+            Other ->
+                logger:error("ktls_filter: handler ~p returned ~tp (not keep | drop) for ~tp "
+                             "from ~p; dropping", [Handler, Other, Control, Node]),
+                drop
+        end
+    catch
+        Class:Reason:Stack ->
+            logger:error("ktls_filter: handler ~p crashed on ~tp from ~p: ~p:~tp ~tp; dropping",
+                         [Handler, Control, Node, Class, Reason, Stack]),
+            drop
+    end.
+
+%% @doc What a refused spawn request runs: exits with `unauthorized'.
+-spec spawn_request_unauthorized() -> no_return().
+spawn_request_unauthorized() ->
+    exit(unauthorized).
