@@ -51,7 +51,15 @@ ktls_build() {
   if [ -d "$bin/erlang/ebin" ]; then
     rm -f "$KTLS_EBIN"/*.beam
     cp -f "$bin"/erlang/ebin/*.beam "$KTLS_EBIN"/
-    cp -f "$KTLS_ROOT"/erlang/src/ktls_filter.app.src "$KTLS_EBIN"/ktls_filter.app 2>/dev/null || true
+    # The .app file: app.src with the modules that were actually built.
+    erl -noshell -eval '
+      [Src, Ebin] = init:get_plain_arguments(),
+      {ok, [{application, App, Props}]} = file:consult(Src),
+      Mods = lists:sort([list_to_atom(filename:basename(F, ".beam"))
+                         || F <- filelib:wildcard(filename:join(Ebin, "*.beam"))]),
+      Out = io_lib:format("~p.~n", [{application, App, lists:keystore(modules, 1, Props, {modules, Mods})}]),
+      ok = file:write_file(filename:join(Ebin, atom_to_list(App) ++ ".app"), Out),
+      halt().' -extra "$KTLS_ROOT/erlang/src/ktls_filter.app.src" "$KTLS_EBIN"
   fi
   if [ -f "$bin/nif/ktls_filter_nif.so" ]; then
     cp -f "$bin/nif/ktls_filter_nif.so" "$KTLS_PRIV"/
