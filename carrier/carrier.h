@@ -67,10 +67,12 @@ class OutboundBatch {
   size_t bytes() const { return bytes_; }      // payload bytes, without headers
   size_t packets() const { return sizes_.size(); }
   bool empty() const { return sizes_.empty(); }
+  // For the carrier: all parts in order, parts per packet, size per packet.
+  const std::vector<iovec>& iov() const { return iov_; }
+  const std::vector<uint32_t>& packet_parts() const { return parts_; }
+  const std::vector<uint64_t>& packet_sizes() const { return sizes_; }
 
  private:
-  friend class Connection;
-  friend class ConnectionImpl;
   std::vector<iovec> iov_;          // parts of all packets, in order
   std::vector<uint32_t> parts_;     // number of iovecs per packet
   std::vector<uint64_t> sizes_;     // payload size per packet

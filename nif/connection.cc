@@ -29,7 +29,9 @@ ConnObserver::~ConnObserver() { enif_free_env(env_); }
 void ConnObserver::send_to(const ErlNifPid& pid, ERL_NIF_TERM msg) {
   ErlNifPid to = pid;
   // A dead receiver is not an error: the owner monitor closes the connection.
-  if (!enif_send(nullptr, &to, env_, msg)) enif_clear_env(env_);
+  // Success or not, the environment must be cleared before it is reused.
+  enif_send(nullptr, &to, env_, msg);
+  enif_clear_env(env_);
 }
 
 void ConnObserver::set_owner(const ErlNifPid& pid) {
@@ -211,9 +213,8 @@ void ListenObserver::on_accept(carrier::Listener&, std::shared_ptr<carrier::Conn
     result = enif_make_tuple2(env_, atoms.ok, enif_make_resource(env_, cres));
     enif_release_resource(cres);  // the observer keeps it
   }
-  if (!enif_send(nullptr, &to, env_, enif_make_tuple3(env_, atoms.ktls_accept, lterm, result))) {
-    enif_clear_env(env_);
-  }
+  enif_send(nullptr, &to, env_, enif_make_tuple3(env_, atoms.ktls_accept, lterm, result));
+  enif_clear_env(env_);
 }
 
 void Registry::add(ConnRes* r) {
