@@ -99,6 +99,7 @@ struct TxBatch {
   std::vector<uint8_t> headers;  // header bytes of every packet, in order
   std::vector<iovec> wire;       // header + parts of every packet, in order
   uint64_t wire_bytes = 0;
+  uint8_t header_size = 4;
 };
 
 // ------------------------------------------------------------------
@@ -132,6 +133,9 @@ class ConnectionImpl final : public Connection {
       std::lock_guard lock(mu_);
       in_framing_ = framing;
       in_framing_set_ = true;
+      // Packets queued from now on get this framing's header; earlier ones
+      // keep the header of the framing they were sent in.
+      tx_header_ = framing == Framing::kHandshake ? 2 : 4;
     }
     poke();
   }
@@ -224,7 +228,8 @@ class ConnectionImpl final : public Connection {
   // Requests from other threads.
   std::mutex mu_;
   std::shared_ptr<ConnectionObserver> observer_;
-  std::deque<OutboundBatch> in_batches_;
+  std::deque<std::pair<OutboundBatch, uint8_t>> in_batches_;  // with header size
+  uint8_t tx_header_ = 2;
   uint32_t in_requests_ = 0;
   bool in_framing_set_ = false;
   Framing in_framing_ = Framing::kHandshake;
@@ -406,7 +411,7 @@ Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
   {
     std::lock_guard lock(mu_);
     if (closed_for_send_ || in_close_) return Error::message("connection closed");
-    in_batches_.push_back(std::move(batch));
+    in_batches_.emplace_back(std::move(batch), tx_header_);
     q = queued_.fetch_add(wire, std::memory_order_acq_rel) + wire;
   }
   poke();
@@ -428,7 +433,8 @@ void ConnectionImpl::take_requests() {
     in_tick_ = false;
     while (!in_batches_.empty()) {
       TxBatch t;
-      t.batch = std::move(in_batches_.front());
+      t.batch = std::move(in_batches_.front().first);
+      t.header_size = in_batches_.front().second;
       in_batches_.pop_front();
       tx_.push_back(std::move(t));
     }
@@ -440,10 +446,10 @@ void ConnectionImpl::take_requests() {
     }
   }
   if (tick && tx_.empty() && !send_inflight_) tick_ = true;
-  // Headers of new batches, in the framing of the moment they are sent.
+  // Headers of new batches, in the framing of the moment send() was called.
   for (TxBatch& t : tx_) {
     if (!t.wire.empty() || t.batch.empty()) continue;
-    const size_t h = parser_.header_size();
+    const size_t h = t.header_size;
     t.headers.resize(t.batch.packets() * h);
     size_t part = 0;
     for (size_t p = 0; p < t.batch.packets(); p++) {

@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$KTLS_ROOT"
 logdir="$KTLS_ROOT/_build/ct_logs"
 rm -rf "$logdir"
-mkdir -p "$logdir"
+mkdir -p "$logdir" "$KTLS_ROOT/_build/test"
 suites=()
 for f in ${KTLS_CT_SUITES:-$(cd tests/ct && ls *_SUITE.erl | sed 's/\.erl$//')}; do
   suites+=("tests/ct/${f%.erl}.erl")
@@ -14,7 +14,7 @@ done
 # Every node in these suites talks on 127.0.0.1 only.
 ct_run -noshell -pa "$KTLS_ROOT/_build/lib/ktls_filter/ebin" \
   -logdir "$logdir" -dir tests/ct -suite "${suites[@]}" -erl_args -connect_all false \
-  >"$logdir/ct_run.out" 2>&1 &
+  >"$KTLS_ROOT/_build/test/ct_output.log" 2>&1 &
 pid=$!
 # Hard limit: a hung suite must not hang CI.
 ( sleep "${KTLS_CT_TIMEOUT:-1200}"; kill -9 "$pid" 2>/dev/null ) &
@@ -22,8 +22,8 @@ watchdog=$!
 wait "$pid"
 rc=$?
 kill "$watchdog" 2>/dev/null
-cat "$logdir/ct_run.out"
-line=$(grep -E 'TEST COMPLETE' "$logdir/ct_run.out" | tail -1)
+cat "$KTLS_ROOT/_build/test/ct_output.log"
+line=$(grep -E 'TEST COMPLETE' "$KTLS_ROOT/_build/test/ct_output.log" | tail -1)
 ok=$(sed -nE 's/.* ([0-9]+) ok.*/\1/p' <<<"$line")
 failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
 auto=$(sed -nE 's/.* ([0-9]+) automatically skipped.*/\1/p' <<<"$line")

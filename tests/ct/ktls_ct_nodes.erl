@@ -33,7 +33,9 @@ start(Name, Carrier) ->
 
 -spec start(string(), atom(), [string()]) -> {pid(), node()}.
 start(Name, Carrier, Extra) ->
-    Args = ["-setcookie", ?COOKIE, "-pa", ebin(), "-kernel", "net_setuptime", "3",
+    %% The suites' funs run on the nodes, so their modules must load there.
+    TestDir = filename:dirname(code:which(?MODULE)),
+    Args = ["-setcookie", ?COOKIE, "-pa", ebin(), "-pa", TestDir, "-kernel", "net_setuptime", "3",
             "-connect_all", "false" | carrier_args(Carrier)] ++ Extra,
     {ok, Peer, Node} = peer:start_link(#{name => Name, host => "127.0.0.1",
                                          longnames => true, connection => standard_io,
