@@ -214,6 +214,7 @@ class ConnectionImpl final : public Connection {
   void parse();
   void arm_recv();
   void arm_send();
+  void check_writable();
   bool make_room();
   void deliver(std::span<const Packet> packets);
   void finish_close();
@@ -253,7 +254,7 @@ class ConnectionImpl final : public Connection {
   size_t tx_offset_ = 0;  // bytes of tx_.front() already written
   msghdr msg_{};
   std::vector<iovec> iov_;
-  bool busy_ = false;
+  std::atomic<bool> want_writable_{false};
   bool tick_ = false;
   std::vector<Packet> batch_;  // reused per recv completion
   static constexpr uint8_t kTick[4] = {0, 0, 0, 0};
@@ -413,6 +414,9 @@ Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
     if (closed_for_send_ || in_close_) return Error::message("connection closed");
     in_batches_.emplace_back(std::move(batch), tx_header_);
     q = queued_.fetch_add(wire, std::memory_order_acq_rel) + wire;
+    // The caller waits for on_writable; the ring thread sends it once the
+    // queue is below the low watermark (checked after every send and poke).
+    if (q > options_.send_high_watermark) want_writable_.store(true, std::memory_order_release);
   }
   poke();
   return SendStatus{q, q > options_.send_high_watermark};
@@ -481,6 +485,14 @@ void ConnectionImpl::service() {
   }
   arm_recv();
   arm_send();
+  check_writable();
+}
+
+void ConnectionImpl::check_writable() {
+  if (!want_writable_.load(std::memory_order_acquire)) return;
+  if (queued_.load(std::memory_order_acquire) >= options_.send_low_watermark) return;
+  if (!want_writable_.exchange(false, std::memory_order_acq_rel)) return;
+  if (auto obs = observer()) obs->on_writable(*this);
 }
 
 void ConnectionImpl::deliver(std::span<const Packet> packets) {
@@ -656,12 +668,6 @@ void ConnectionImpl::on_send(int res) {
     packets_out_.fetch_add(t.batch.packets(), std::memory_order_relaxed);
     queued_.fetch_sub(t.wire_bytes, std::memory_order_acq_rel);
     tx_.pop_front();  // frees the keepalive: the kernel has the bytes
-  }
-  uint64_t q = queued_.load(std::memory_order_acquire);
-  if (q > options_.send_high_watermark) busy_ = true;
-  if (busy_ && q < options_.send_low_watermark) {
-    busy_ = false;
-    if (auto obs = observer()) obs->on_writable(*this);
   }
   service();
 }

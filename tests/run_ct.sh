@@ -23,12 +23,19 @@ wait "$pid"
 rc=$?
 kill "$watchdog" 2>/dev/null
 cat "$KTLS_ROOT/_build/test/ct_output.log"
-line=$(grep -E 'TEST COMPLETE' "$KTLS_ROOT/_build/test/ct_output.log" | tail -1)
-ok=$(sed -nE 's/.* ([0-9]+) ok.*/\1/p' <<<"$line")
-failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
-auto=$(sed -nE 's/.* ([0-9]+) automatically skipped.*/\1/p' <<<"$line")
-ok=${ok:-0}
-failed=$(( ${failed:-0} + ${auto:-0} ))
-if [ -z "$line" ]; then failed=$((failed + 1)); fi
+# One "TEST COMPLETE, N ok, M failed[, K skipped...]" line per suite: sum them.
+read -r ok failed nlines < <(grep -E 'TEST COMPLETE' "$KTLS_ROOT/_build/test/ct_output.log" | awk '
+  { for (i = 1; i <= NF; i++) {
+      if ($(i+1) ~ /^ok/) ok += $i
+      if ($(i+1) ~ /^failed/) failed += $i
+      if ($(i+1) == "automatically") failed += $i
+    }
+    n++ }
+  END { print ok + 0, failed + 0, n + 0 }')
+expected=${#suites[@]}
+if [ "$nlines" -lt "$expected" ]; then
+  echo "only $nlines of $expected suites completed" >&2
+  failed=$((failed + expected - nlines))
+fi
 [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
 echo "SUMMARY passed=$ok failed=$failed"

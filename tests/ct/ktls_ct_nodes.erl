@@ -37,7 +37,8 @@ start(Name, Carrier, Extra) ->
     TestDir = filename:dirname(code:which(?MODULE)),
     Args = ["-setcookie", ?COOKIE, "-pa", ebin(), "-pa", TestDir, "-kernel", "net_setuptime", "3",
             "-connect_all", "false" | carrier_args(Carrier)] ++ Extra,
-    {ok, Peer, Node} = peer:start_link(#{name => Name, host => "127.0.0.1",
+    %% Not linked: suites start nodes in init_per_suite, whose process ends.
+    {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1",
                                          longnames => true, connection => standard_io,
                                          args => Args, wait_boot => 30000}),
     {Peer, Node}.

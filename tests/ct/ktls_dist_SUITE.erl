@@ -123,14 +123,26 @@ nodedown_on_kill(_Config) ->
     {A, _} = start("a", ktls, ["-kernel", "net_ticktime", "4"]),
     {B, NB} = start("b", ktls, ["-kernel", "net_ticktime", "4"]),
     pong = call(A, net_adm, ping, [NB]),
-    ok = call(A, net_kernel, monitor_nodes, [true]),
     OsPid = ktls_ct_nodes:os_pid(B),
-    T0 = erlang:monotonic_time(millisecond),
+    %% A watcher process on A that reports nodedown with its delay.
+    Self = self(),
+    Watcher = call(A, erlang, spawn, [fun() ->
+        ok = net_kernel:monitor_nodes(true),
+        receive {go, From, T0} ->
+            receive {nodedown, NB} ->
+                From ! {nodedown, NB, erlang:monotonic_time(millisecond) - T0}
+            after 10000 -> From ! {no_nodedown, NB}
+            end
+        end
+    end]),
+    timer:sleep(200),
+    Watcher ! {go, Self, call(A, erlang, monotonic_time, [millisecond])},
     os:cmd("kill -9 " ++ OsPid),
-    {nodedown, NB} = call(A, erlang, apply, [fun() ->
-        receive {nodedown, N} = M when N =:= NB -> M after 10000 -> timeout end
-    end, []]),
-    Elapsed = erlang:monotonic_time(millisecond) - T0,
+    Elapsed = receive
+                  {nodedown, NB, Ms} -> Ms;
+                  {no_nodedown, NB} -> ct:fail(no_nodedown)
+              after 15000 -> ct:fail(no_answer)
+              end,
     ct:pal("nodedown after ~p ms", [Elapsed]),
     true = Elapsed < 5000,  % within net_ticktime
     [] = call(A, erlang, nodes, []),
