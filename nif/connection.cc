@@ -1,6 +1,7 @@
 #include "nif/connection.h"
 
 #include <cerrno>
+#include <cstring>
 #include <new>
 
 #include "nif/nif_terms.h"
@@ -9,7 +10,6 @@ namespace ktls::nif {
 
 ErlNifResourceType* ConnRes::type = nullptr;
 ErlNifResourceType* ListenRes::type = nullptr;
-ErlNifResourceType* BufferRes::type = nullptr;
 Registry registry;
 
 ConnRes* ConnRes::create() {
@@ -76,15 +76,26 @@ void ConnObserver::on_connected(carrier::Connection&, const carrier::Error* erro
                                 result));
 }
 
-ERL_NIF_TERM ConnObserver::make_binary(const carrier::Packet& p, BufferRes** last) {
-  if (*last == nullptr || (*last)->buffer != p.buffer) {
-    if (*last) enif_release_resource(*last);  // the binaries made so far keep it
-    auto* br = static_cast<BufferRes*>(enif_alloc_resource(BufferRes::type, sizeof(BufferRes)));
-    p.buffer->ref();
-    br->buffer = p.buffer;
-    *last = br;
+// The packets of one completion as sub-binaries of one new binary: one
+// allocation and one copy per batch. The copy is deliberate: OTP 25's dist
+// decoder makes sub-binaries of its input and asserts that the input is an
+// ordinary refc binary, so resource binaries over our pool buffers cannot be
+// handed to erlang:dist_ctrl_put_data/2 on a stock runtime.
+ERL_NIF_TERM ConnObserver::make_binaries(std::span<const carrier::Packet> packets,
+                                         uint64_t* bytes) {
+  uint64_t total = 0;
+  for (const auto& p : packets) total += p.size;
+  *bytes = total;
+  ERL_NIF_TERM whole;
+  unsigned char* dst = enif_make_new_binary(env_, total, &whole);
+  ERL_NIF_TERM list = enif_make_list(env_, 0);
+  size_t off = total;
+  for (size_t i = packets.size(); i-- > 0;) {
+    off -= packets[i].size;
+    std::memcpy(dst + off, packets[i].data, packets[i].size);
+    list = enif_make_list_cell(env_, enif_make_sub_binary(env_, whole, off, packets[i].size), list);
   }
-  return enif_make_resource_binary(env_, *last, p.data, p.size);
+  return list;
 }
 
 void ConnObserver::on_packets(carrier::Connection&, std::span<const carrier::Packet> packets) {
@@ -98,24 +109,19 @@ void ConnObserver::on_packets(carrier::Connection&, std::span<const carrier::Pac
     }
   }
   ERL_NIF_TERM conn = enif_make_resource(env_, res_);
-  BufferRes* last = nullptr;
   if (input) {
     // Dist phase: every packet of this completion in one message.
-    ERL_NIF_TERM list = enif_make_list(env_, 0);
-    uint64_t bytes = 0;
-    for (size_t i = packets.size(); i-- > 0;) {
-      list = enif_make_list_cell(env_, make_binary(packets[i], &last), list);
-      bytes += packets[i].size;
-    }
-    if (last) enif_release_resource(last);
+    uint64_t bytes;
+    ERL_NIF_TERM list = make_binaries(packets, &bytes);
     send_to(*input, enif_make_tuple4(env_, atoms.ktls_data, conn, list,
                                      enif_make_uint64(env_, bytes)));
     return;
   }
   // Handshake phase: one packet per request.
   if (waiter && !packets.empty()) {
-    ERL_NIF_TERM bin = make_binary(packets[0], &last);
-    if (last) enif_release_resource(last);
+    ERL_NIF_TERM bin;
+    unsigned char* dst = enif_make_new_binary(env_, packets[0].size, &bin);
+    std::memcpy(dst, packets[0].data, packets[0].size);
     send_to(*waiter, enif_make_tuple3(env_, atoms.ktls_packet, conn, bin));
   }
 }

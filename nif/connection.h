@@ -38,12 +38,6 @@ struct ListenRes {
   static ErlNifResourceType* type;
 };
 
-// Keeps a pool buffer alive for the resource binaries made over it.
-struct BufferRes {
-  carrier::Buffer* buffer;
-  static ErlNifResourceType* type;
-};
-
 class ConnObserver final : public carrier::ConnectionObserver {
  public:
   explicit ConnObserver(ConnRes* res);
@@ -64,7 +58,7 @@ class ConnObserver final : public carrier::ConnectionObserver {
 
  private:
   void send_to(const ErlNifPid& pid, ERL_NIF_TERM msg);
-  ERL_NIF_TERM make_binary(const carrier::Packet& p, BufferRes** last);
+  ERL_NIF_TERM make_binaries(std::span<const carrier::Packet> packets, uint64_t* bytes);
 
   ConnRes* res_;          // kept (enif_keep_resource) until on_closed
   ErlNifEnv* env_;        // ring thread only

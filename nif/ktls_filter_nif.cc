@@ -47,11 +47,6 @@ void listen_dtor(ErlNifEnv*, void* obj) {
   res->~ListenRes();
 }
 
-void buffer_dtor(ErlNifEnv*, void* obj) {
-  auto* res = static_cast<BufferRes*>(obj);
-  if (res->buffer) res->buffer->unref();
-}
-
 bool get_conn(ErlNifEnv* env, ERL_NIF_TERM t, ConnRes** out) {
   void* p;
   if (!enif_get_resource(env, t, ConnRes::type, &p)) return false;
@@ -397,9 +392,7 @@ int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
   ConnRes::type = enif_open_resource_type_x(env, "ktls_conn", &conn_init, flags, nullptr);
   ListenRes::type = enif_open_resource_type(env, nullptr, "ktls_listener", listen_dtor, flags,
                                             nullptr);
-  BufferRes::type = enif_open_resource_type(env, nullptr, "ktls_buffer", buffer_dtor, flags,
-                                            nullptr);
-  if (!ConnRes::type || !ListenRes::type || !BufferRes::type) return 1;
+  if (!ConnRes::type || !ListenRes::type) return 1;
   global = new (std::nothrow) Global();  // lives as long as the library
   return global ? 0 : 1;
 }

@@ -198,10 +198,14 @@ remsh_without_epmd(_Config) ->
     {D, DNode} = start_named(DName, epmdless, ["-ktls_filter_port", integer_to_list(Port)]),
     ok = call(D, persistent_term, put, [ktls_remsh_marker, remsh_marker_value]),
     Ktls = filename:join(ktls_ct_nodes:root(), "ktls"),
+    %% OTP 25 runs -remsh only on a terminal: script(1) gives it one. The
+    %% shell is left with ^G q (q() would stop the target node).
     Cmd = lists:flatten(io_lib:format(
-            "printf 'io:format(\"MARK:~~p:~~p~~n\", [node(), persistent_term:get(ktls_remsh_marker)]).\\n"
-            "q().\\n' | timeout 30 ~s remsh ~s --port ~w --cookie ~s 2>&1",
-            [Ktls, DNode, Port, ktls_ct_nodes:cookie()])),
+            "(sleep 5; printf 'io:format(\"MARK:~~p:~~p~~n\", "
+            "[node(), persistent_term:get(ktls_remsh_marker)]).\\r'; sleep 3; "
+            "printf '\\007'; sleep 1; printf 'q\\r'; sleep 2) | "
+            "KTLS_ROOT=~s timeout 30 script -qfc '~s remsh ~s --port ~w --cookie ~s' /dev/null 2>&1",
+            [ktls_ct_nodes:root(), Ktls, DNode, Port, ktls_ct_nodes:cookie()])),
     Out = os:cmd(Cmd),
     ct:pal("remsh output:~n~ts", [Out]),
     Expect = io_lib:format("MARK:~p:remsh_marker_value", [DNode]),
