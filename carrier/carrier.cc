@@ -147,8 +147,13 @@ class ConnectionImpl final : public Connection {
     poke();
   }
   void consumed(uint64_t bytes) override {
-    uint64_t before = unconsumed_.fetch_sub(bytes, std::memory_order_acq_rel);
-    if (before >= options_.rx_window && before - bytes < options_.rx_window) poke();
+    // Saturating: consuming more than was delivered in streaming mode (e.g.
+    // handshake packets) must not wrap the counter.
+    uint64_t before = unconsumed_.load(std::memory_order_acquire), after;
+    do {
+      after = before > bytes ? before - bytes : 0;
+    } while (!unconsumed_.compare_exchange_weak(before, after, std::memory_order_acq_rel));
+    if (before >= options_.rx_window && after < options_.rx_window) poke();
   }
   Result<SendStatus> send(OutboundBatch&& batch) override;
   void send_tick() override {

@@ -1,0 +1,283 @@
+// Carrier tests on real loopback sockets.
+#include "carrier/carrier.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <string>
+#include <vector>
+
+namespace ktls::carrier {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Records everything a connection reports; waits with a deadline.
+class Recorder : public ConnectionObserver {
+ public:
+  void on_connected(Connection&, const Error* e) override {
+    std::lock_guard l(mu);
+    connected = true;
+    connect_error = e ? e->what : "";
+    cv.notify_all();
+  }
+  void on_packets(Connection& c, std::span<const Packet> ps) override {
+    std::lock_guard l(mu);
+    uint64_t bytes = 0;
+    for (const auto& p : ps) {
+      packets.emplace_back(reinterpret_cast<const char*>(p.data), p.size);
+      bytes += p.size;
+    }
+    batches++;
+    if (auto_consume) c.consumed(bytes);
+    cv.notify_all();
+  }
+  void on_writable(Connection&) override {
+    std::lock_guard l(mu);
+    writable++;
+    cv.notify_all();
+  }
+  void on_closed(Connection&, const Error& reason) override {
+    std::lock_guard l(mu);
+    closed++;
+    close_reason = reason.what;
+    cv.notify_all();
+  }
+  template <class Pred>
+  bool wait(Pred pred, std::chrono::milliseconds t = 10s) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, t, [&] { return pred(); });
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  bool connected = false;
+  std::string connect_error, close_reason;
+  std::vector<std::string> packets;
+  int batches = 0, writable = 0, closed = 0;
+  bool auto_consume = true;
+};
+
+class Acceptor : public ListenerObserver {
+ public:
+  void on_accept(Listener&, std::shared_ptr<Connection> c, const Error* e) override {
+    std::lock_guard l(mu);
+    if (c) conns.push_back(c);
+    if (e) errors.push_back(e->what);
+    cv.notify_all();
+  }
+  std::shared_ptr<Connection> next(std::chrono::milliseconds t = 10s) {
+    std::unique_lock l(mu);
+    if (!cv.wait_for(l, t, [&] { return !conns.empty(); })) return nullptr;
+    auto c = conns.front();
+    conns.erase(conns.begin());
+    return c;
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::shared_ptr<Connection>> conns;
+  std::vector<std::string> errors;
+};
+
+struct Pair {
+  std::shared_ptr<Connection> client, server;
+  std::shared_ptr<Recorder> crec = std::make_shared<Recorder>(),
+                            srec = std::make_shared<Recorder>();
+};
+
+class CarrierTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = Carrier::start(options);
+    ASSERT_TRUE(c.ok()) << c.error().what;
+    carrier = c.take();
+    auto addr = SockAddr::parse("127.0.0.1", 0);
+    ASSERT_TRUE(addr.ok());
+    auto l = carrier->listen(addr.value(), 128, acceptor);
+    ASSERT_TRUE(l.ok()) << l.error().what;
+    listener = l.take();
+  }
+  // A connected pair, both in dist framing and streaming.
+  Pair connect_pair(bool dist = true) {
+    Pair p;
+    listener->accept();
+    p.client = carrier->connect(listener->local(), 5000ms, p.crec);
+    EXPECT_TRUE(p.crec->wait([&] { return p.crec->connected; }));
+    EXPECT_EQ(p.crec->connect_error, "");
+    p.server = acceptor->next();
+    EXPECT_TRUE(p.server);
+    p.server->set_observer(p.srec);
+    if (dist) {
+      for (auto& c : {p.client, p.server}) {
+        c->set_framing(Framing::kDist);
+        c->start_streaming();
+      }
+    }
+    return p;
+  }
+  // Owns the strings of a batch until the carrier has written them.
+  struct Strings : Keepalive {
+    std::vector<std::string> s;
+  };
+  static SendStatus send_strings(Connection& c, std::vector<std::string> msgs) {
+    auto keep = std::make_unique<Strings>();
+    keep->s = std::move(msgs);
+    OutboundBatch b;
+    for (auto& m : keep->s) {
+      iovec v{m.data(), m.size()};
+      b.add_packet({&v, 1});
+    }
+    b.set_keepalive(std::move(keep));
+    auto st = c.send(std::move(b));
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? st.value() : SendStatus{};
+  }
+  CarrierOptions options;
+  std::unique_ptr<Carrier> carrier;
+  std::shared_ptr<Acceptor> acceptor = std::make_shared<Acceptor>();
+  std::shared_ptr<Listener> listener;
+};
+
+size_t open_fds() {
+  size_t n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (readdir(d)) n++;
+  closedir(d);
+  return n;
+}
+
+TEST_F(CarrierTest, PacketsArriveInOrderBothWays) {
+  Pair p = connect_pair();
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 2000; i++) msgs.push_back("message " + std::to_string(i));
+  send_strings(*p.client, msgs);
+  send_strings(*p.server, msgs);
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size(); }));
+  ASSERT_TRUE(p.crec->wait([&] { return p.crec->packets.size() == msgs.size(); }));
+  EXPECT_EQ(p.srec->packets, msgs);
+  EXPECT_EQ(p.crec->packets, msgs);
+  EXPECT_LT(p.srec->batches, 2000);  // many packets per delivery
+  EXPECT_EQ(p.client->stats().packets_out, 2000u);
+}
+
+TEST_F(CarrierTest, HundredThousandSmallPacketsInOrder) {
+  Pair p = connect_pair();
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 100000; i++) msgs.push_back(std::to_string(i));
+  for (size_t i = 0; i < msgs.size(); i += 1000) {
+    send_strings(*p.client, std::vector<std::string>(msgs.begin() + i, msgs.begin() + i + 1000));
+  }
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size(); }, 30s));
+  EXPECT_EQ(p.srec->packets, msgs);
+}
+
+TEST_F(CarrierTest, SixtyFourMiBPacket) {
+  Pair p = connect_pair();
+  std::string big(64 * 1024 * 1024, 'x');
+  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i / 4096);
+  send_strings(*p.client, {"before", big, "after"});
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == 3; }, 30s));
+  EXPECT_EQ(p.srec->packets[0], "before");
+  EXPECT_TRUE(p.srec->packets[1] == big);
+  EXPECT_EQ(p.srec->packets[2], "after");
+}
+
+TEST_F(CarrierTest, HandshakeOnePacketPerRequestThenDist) {
+  Pair p = connect_pair(false);
+  // Server: two handshake packets, then dist packets, all in one write.
+  send_strings(*p.server, {"first", "second"});
+  p.server->set_framing(Framing::kDist);
+  send_strings(*p.server, {"dist1", "dist2"});
+  p.client->request_packet();
+  ASSERT_TRUE(p.crec->wait([&] { return p.crec->packets.size() == 1; }));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(p.crec->packets.size(), 1u);  // nothing more without a request
+  p.client->request_packet();
+  ASSERT_TRUE(p.crec->wait([&] { return p.crec->packets.size() == 2; }));
+  p.client->set_framing(Framing::kDist);
+  p.client->start_streaming();
+  ASSERT_TRUE(p.crec->wait([&] { return p.crec->packets.size() == 4; }));
+  EXPECT_EQ(p.crec->packets, (std::vector<std::string>{"first", "second", "dist1", "dist2"}));
+}
+
+TEST_F(CarrierTest, BusyThenWritableWhenPeerReadsAgain) {
+  Pair p = connect_pair();
+  p.srec->auto_consume = false;  // server stops consuming: it stops reading at rx_window
+  // 64 MiB: more than rx_window plus both sockets' buffers.
+  bool busy = false;
+  for (int i = 0; i < 256; i++) {
+    busy = send_strings(*p.client, {std::string(256 * 1024, 'b')}).busy || busy;
+  }
+  ASSERT_TRUE(busy);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(p.crec->writable, 0);
+  EXPECT_GT(p.client->stats().queued_bytes, options.connection.send_low_watermark);
+  // The server consumes what it got, and from now on everything.
+  uint64_t got = 0;
+  {
+    std::lock_guard l(p.srec->mu);
+    p.srec->auto_consume = true;
+    for (auto& s : p.srec->packets) got += s.size();
+  }
+  p.server->consumed(got);
+  ASSERT_TRUE(p.crec->wait([&] { return p.crec->writable == 1; }, 30s));
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == 256; }, 30s));
+}
+
+TEST_F(CarrierTest, OversizedFrameClosesWithReasonNamingPeer) {
+  Pair p = connect_pair();
+  // The client writes a 2-byte-framed packet of 1024 bytes starting ff ff:
+  // the server reads the 4-byte length 0x0400ffff, over the 64 MiB limit.
+  p.client->set_framing(Framing::kHandshake);
+  send_strings(*p.client, {std::string(1024, '\xff')});
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->closed == 1; }));
+  EXPECT_NE(p.srec->close_reason.find("oversized dist packet"), std::string::npos)
+      << p.srec->close_reason;
+  EXPECT_NE(p.srec->close_reason.find("127.0.0.1:"), std::string::npos);
+  ASSERT_TRUE(p.crec->wait([&] { return p.crec->closed == 1; }));
+}
+
+TEST_F(CarrierTest, PeerCloseReportsOnceAndSendFails) {
+  Pair p = connect_pair();
+  p.client->close("test");
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->closed == 1; }));
+  ASSERT_TRUE(p.crec->wait([&] { return p.crec->closed == 1; }));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(p.srec->closed, 1);
+  EXPECT_EQ(p.crec->closed, 1);
+  OutboundBatch b;
+  std::string m = "late";
+  iovec v{m.data(), m.size()};
+  b.add_packet({&v, 1});
+  EXPECT_FALSE(p.client->send(std::move(b)).ok());
+}
+
+TEST_F(CarrierTest, ConnectRefused) {
+  auto addr = SockAddr::parse("127.0.0.1", 1);  // nothing listens on port 1
+  auto rec = std::make_shared<Recorder>();
+  carrier->connect(addr.value(), 2000ms, rec);
+  ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }));
+  EXPECT_NE(rec->connect_error.find("refused"), std::string::npos) << rec->connect_error;
+}
+
+TEST_F(CarrierTest, ThousandConnectionsLeaveNoFds) {
+  { Pair warm = connect_pair(); warm.client->close("warm"); warm.srec->wait([&] { return warm.srec->closed == 1; }); }
+  size_t before = open_fds();
+  for (int i = 0; i < 1000; i++) {
+    Pair p = connect_pair();
+    p.client->close("done");
+    ASSERT_TRUE(p.srec->wait([&] { return p.srec->closed == 1; }));
+    ASSERT_TRUE(p.crec->wait([&] { return p.crec->closed == 1; }));
+  }
+  EXPECT_LE(open_fds(), before + 2);
+  EXPECT_EQ(carrier->stats().connections_open, 0u);
+}
+
+}  // namespace
+}  // namespace ktls::carrier
