@@ -83,7 +83,16 @@ namespace {
 
 constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux
 
-enum class OpKind : uint8_t { kWake, kRecv, kSend, kConnect, kTimeout, kAccept, kCancel };
+enum class OpKind : uint8_t {
+  kWake,
+  kRecv,
+  kSend,
+  kConnect,
+  kTimeout,
+  kConnCancel,
+  kAccept,
+  kListenCancel,
+};
 
 // user_data of every SQE: an Op embedded in its owner (stable address).
 struct Op {
@@ -210,9 +219,10 @@ class ConnectionImpl final : public Connection {
   Op send_op{OpKind::kSend, this};
   Op connect_op{OpKind::kConnect, this};
   Op timeout_op{OpKind::kTimeout, this};
-  Op cancel_op{OpKind::kCancel, this};
+  Op cancel_op{OpKind::kConnCancel, this};
   std::atomic<bool> poked{false};
   bool connected = true;
+  int ops = 0;  // SQEs in flight that name this connection; it lives until 0
 
  private:
   void take_requests();
@@ -308,8 +318,9 @@ class ListenerImpl final : public Listener, public std::enable_shared_from_this<
   bool finished() const { return finished_; }
 
   Op accept_op{OpKind::kAccept, this};
-  Op cancel_op{OpKind::kCancel, this};
+  Op cancel_op{OpKind::kListenCancel, this};
   std::atomic<bool> poked{false};
+  int ops = 0;  // SQEs in flight that name this listener
 
  private:
   CarrierImpl* carrier_;
@@ -359,10 +370,7 @@ class CarrierImpl final : public Carrier {
   const ConnectionOptions& conn_options() const { return options_.connection; }
   void connection_finished(ConnectionImpl* c);
   void listener_finished(ListenerImpl* l);
-  std::shared_ptr<ConnectionImpl> find(ConnectionImpl* c) {
-    auto it = conns_.find(c);
-    return it == conns_.end() ? nullptr : it->second;
-  }
+  void dispatch(Op* op, int res);
 
  private:
   void run();
@@ -591,6 +599,7 @@ void ConnectionImpl::arm_recv() {
   if (!s) return;
   io_uring_prep_recv(s, fd_, rx_->data() + rx_end_, rx_->capacity() - rx_end_, 0);
   io_uring_sqe_set_data(s, &recv_op);
+  ops++;
   recv_inflight_ = true;
 }
 
@@ -639,6 +648,7 @@ void ConnectionImpl::arm_send() {
   msg_.msg_iovlen = iov_.size();
   io_uring_prep_sendmsg(s, fd_, &msg_, MSG_NOSIGNAL);
   io_uring_sqe_set_data(s, &send_op);
+  ops++;
   send_inflight_ = true;
 }
 
@@ -683,6 +693,7 @@ void ConnectionImpl::start_connect(const SockAddr& addr, std::chrono::millisecon
   io_uring_sqe* s = carrier_->sqe();
   io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&peer_.storage), peer_.len);
   io_uring_sqe_set_data(s, &connect_op);
+  ops++;
   s->flags |= IOSQE_IO_LINK;
   static thread_local __kernel_timespec ts;  // copied by the kernel at submit
   ts.tv_sec = timeout.count() / 1000;
@@ -690,6 +701,7 @@ void ConnectionImpl::start_connect(const SockAddr& addr, std::chrono::millisecon
   io_uring_sqe* t = carrier_->sqe();
   io_uring_prep_link_timeout(t, &ts, 0);
   io_uring_sqe_set_data(t, &timeout_op);
+  ops++;
   connect_inflight_ = true;
   io_uring_submit(&carrier_->ring_);  // ts must be consumed before it changes
 }
@@ -733,6 +745,7 @@ void ConnectionImpl::finish_close() {
       if (s) {
         io_uring_prep_cancel(s, connect_inflight_ ? &connect_op : recv_inflight_ ? &recv_op : &send_op, 0);
         io_uring_sqe_set_data(s, &cancel_op);
+  ops++;
         cancel_inflight_ = true;
       }
     }
@@ -779,6 +792,7 @@ void ListenerImpl::service() {
         if (s) {
           io_uring_prep_cancel(s, &accept_op, 0);
           io_uring_sqe_set_data(s, &cancel_op);
+  ops++;
           cancel_inflight_ = true;
         }
       }
@@ -800,6 +814,7 @@ void ListenerImpl::service() {
   io_uring_prep_accept(s, fd_, reinterpret_cast<sockaddr*>(&peer_), &peer_len_,
                        SOCK_NONBLOCK | SOCK_CLOEXEC);
   io_uring_sqe_set_data(s, &accept_op);
+  ops++;
   inflight_ = true;
 }
 
@@ -912,14 +927,53 @@ std::shared_ptr<ConnectionImpl> CarrierImpl::adopt(int fd, const SockAddr& peer)
 }
 
 void CarrierImpl::connection_finished(ConnectionImpl* c) {
-  // Destroyed after the current callback returns (drain_pokes/run hold a ref).
-  conns_.erase(c);
   open_.fetch_sub(1, std::memory_order_relaxed);
+  if (c->ops == 0) conns_.erase(c);  // else when its last completion arrives
 }
 
 void CarrierImpl::listener_finished(ListenerImpl* l) {
-  listeners_.erase(l);
   listeners_open_.fetch_sub(1, std::memory_order_relaxed);
+  if (l->ops == 0) listeners_.erase(l);
+}
+
+// One completion. Its owner is alive: owners stay registered while they have
+// operations in flight.
+void CarrierImpl::dispatch(Op* op, int res) {
+  if (!op) return;
+  switch (op->kind) {
+    case OpKind::kWake:
+      arm_wake();
+      return;
+    case OpKind::kRecv:
+    case OpKind::kSend:
+    case OpKind::kConnect:
+    case OpKind::kTimeout:
+    case OpKind::kConnCancel: {
+      auto* c = static_cast<ConnectionImpl*>(op->owner);
+      auto ref = conns_.at(c);  // keeps it alive through the handler
+      c->ops--;
+      if (!c->finished()) {
+        if (op->kind == OpKind::kRecv) c->on_recv(res);
+        if (op->kind == OpKind::kSend) c->on_send(res);
+        if (op->kind == OpKind::kConnect) c->on_connect(res);
+        if (op->kind == OpKind::kConnCancel) c->on_cancel();
+      }
+      if (c->finished() && c->ops == 0) conns_.erase(c);
+      return;
+    }
+    case OpKind::kAccept:
+    case OpKind::kListenCancel: {
+      auto* l = static_cast<ListenerImpl*>(op->owner);
+      auto ref = listeners_.at(l);
+      l->ops--;
+      if (!l->finished()) {
+        if (op->kind == OpKind::kAccept) l->on_accept(res);
+        if (op->kind == OpKind::kListenCancel) l->on_cancel();
+      }
+      if (l->finished() && l->ops == 0) listeners_.erase(l);
+      return;
+    }
+  }
 }
 
 Result<std::shared_ptr<Listener>> CarrierImpl::listen(const SockAddr& addr, int backlog,
@@ -1031,49 +1085,7 @@ void CarrierImpl::run() {
       seen++;
     }
     io_uring_cq_advance(&ring_, seen);
-    for (auto [op, res] : done) {
-      if (!op) continue;
-      switch (op->kind) {
-        case OpKind::kWake:
-          arm_wake();
-          break;
-        case OpKind::kTimeout:
-          break;
-        case OpKind::kRecv:
-        case OpKind::kSend:
-        case OpKind::kConnect: {
-          auto* c = static_cast<ConnectionImpl*>(op->owner);
-          auto ref = find(c);
-          if (!ref) break;
-          if (op->kind == OpKind::kRecv) c->on_recv(res);
-          if (op->kind == OpKind::kSend) c->on_send(res);
-          if (op->kind == OpKind::kConnect) c->on_connect(res);
-          break;
-        }
-        case OpKind::kAccept: {
-          auto* l = static_cast<ListenerImpl*>(op->owner);
-          auto it = listeners_.find(l);
-          if (it == listeners_.end()) break;
-          auto ref = it->second;
-          l->on_accept(res);
-          break;
-        }
-        case OpKind::kCancel: {
-          auto* c = static_cast<ConnectionImpl*>(op->owner);
-          if (auto ref = find(c)) {
-            c->on_cancel();
-            break;
-          }
-          auto* l = static_cast<ListenerImpl*>(op->owner);
-          auto it = listeners_.find(l);
-          if (it != listeners_.end()) {
-            auto ref2 = it->second;
-            l->on_cancel();
-          }
-          break;
-        }
-      }
-    }
+    for (auto [op, res] : done) dispatch(op, res);
   }
   stop_all();
 }
@@ -1096,27 +1108,7 @@ void CarrierImpl::stop_all() {
       Op* op = static_cast<Op*>(io_uring_cqe_get_data(cqe));
       int res = cqe->res;
       io_uring_cqe_seen(&ring_, cqe);
-      if (op && op->kind != OpKind::kWake && op->kind != OpKind::kTimeout) {
-        if (op->kind == OpKind::kAccept) {
-          auto* l = static_cast<ListenerImpl*>(op->owner);
-          if (listeners_.count(l)) l->on_accept(res);
-        } else if (op->kind == OpKind::kCancel) {
-          auto* c = static_cast<ConnectionImpl*>(op->owner);
-          if (conns_.count(c)) {
-            c->on_cancel();
-          } else if (listeners_.count(static_cast<ListenerImpl*>(op->owner))) {
-            static_cast<ListenerImpl*>(op->owner)->on_cancel();
-          }
-        } else {
-          auto* c = static_cast<ConnectionImpl*>(op->owner);
-          if (conns_.count(c)) {
-            auto ref = conns_[c];
-            if (op->kind == OpKind::kRecv) c->on_recv(res);
-            if (op->kind == OpKind::kSend) c->on_send(res);
-            if (op->kind == OpKind::kConnect) c->on_connect(res);
-          }
-        }
-      }
+      dispatch(op, res);
     }
   }
 }
