@@ -1,0 +1,226 @@
+#!/usr/bin/env escript
+%%! -noshell
+%% ./ktls bench [--quick]: ktls_filter against inet_tcp and inet_tls, two
+%% local nodes per carrier, identical VM flags, carriers alternating within
+%% each repetition, medians over the repetitions, ratios against inet_tcp.
+-mode(compile).
+
+-define(VM_FLAGS, ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]).
+
+main(Args) ->
+    [Root, BenchEbin, OutDir | Rest] = Args,
+    Quick = lists:member("--quick", Rest),
+    KtlsEbin = filename:join([Root, "_build", "lib", "ktls_filter", "ebin"]),
+    TlsOpt = make_tls(OutDir),
+    Carriers0 = [{inet_tcp, ["-proto_dist", "inet_tcp"]},
+                 {inet_tls, ["-proto_dist", "inet_tls", "-ssl_dist_optfile", TlsOpt]},
+                 {ktls_filter, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter"]}],
+    Carriers = case os:getenv("KTLS_BENCH_CARRIERS") of
+                   false -> Carriers0;
+                   Sel -> [C || {N, _} = C <- Carriers0,
+                                lists:member(atom_to_list(N), string:split(Sel, ",", all))]
+               end,
+    Reps = case Quick of true -> 3; false -> 5 end,
+    Scale = case Quick of true -> 1; false -> 4 end,
+    io:format("bench: ~p carriers, ~p repetitions, VM flags ~s~n",
+              [length(Carriers), Reps, string:join(?VM_FLAGS, " ")]),
+    Results = lists:foldl(
+                fun(Rep, Acc) ->
+                        %% rotate the order each repetition
+                        Order = rotate(Carriers, Rep),
+                        lists:foldl(fun({Name, CArgs}, Acc1) ->
+                                            R = run_carrier(Name, CArgs, BenchEbin, Scale),
+                                            io:format("  rep ~p ~p: ~p~n", [Rep, Name, R]),
+                                            Acc1#{Name => [R | maps:get(Name, Acc1, [])]}
+                                    end, Acc, Order)
+                end, #{}, lists:seq(1, Reps)),
+    Table = report(Results, [N || {N, _} <- Carriers]),
+    io:put_chars(Table),
+    ok = file:write_file(filename:join(OutDir, "results.md"), Table),
+    ok = file:write_file(filename:join(OutDir, "results.term"),
+                         io_lib:format("~p.~n", [Results])),
+    plot(Results, [N || {N, _} <- Carriers], OutDir),
+    io:format("results in ~s~n", [OutDir]),
+    halt(0).
+
+rotate(L, N) ->
+    K = N rem length(L),
+    {A, B} = lists:split(K, L),
+    B ++ A.
+
+%% Two fresh nodes, all workloads, nodes stopped. A carrier whose nodes do
+%% not connect is reported as failed, not fatal.
+run_carrier(Name, CArgs, BenchEbin, Scale) ->
+    Cookie = "bench_" ++ integer_to_list(erlang:unique_integer([positive])),
+    Start = fun(Tag) ->
+                    peer:start(#{name => atom_to_list(Name) ++ "_" ++ Tag ++ "_" ++ os:getpid(),
+                                 host => "127.0.0.1", longnames => true,
+                                 connection => standard_io, wait_boot => 30000,
+                                 args => ?VM_FLAGS ++ ["-setcookie", Cookie, "-pa", BenchEbin,
+                                                       "-connect_all", "false" | CArgs]})
+            end,
+    {ok, A, _NA} = Start("a"),
+    {ok, B, NB} = Start("b"),
+    try
+        Call = fun(F, As) -> peer:call(A, ktls_bench, F, As, 300000) end,
+        pong = peer:call(A, net_adm, ping, [NB]),
+        PidA = Call(os_pid, []),
+        PidB = peer:call(B, ktls_bench, os_pid, []),
+        Bulk = fun(Size, Bytes) ->
+                       Count = max(16, Bytes div Size),
+                       {Moved, Us} = Call(bulk, [NB, Size, Count]),
+                       Moved / Us  % bytes/µs = MB/s
+               end,
+        MB = 1024 * 1024,
+        R64 = Bulk(64, 8 * MB * Scale),
+        R1k = Bulk(1024, 64 * MB * Scale),
+        CpuA0 = Call(cpu_ticks, []),
+        CpuB0 = peer:call(B, ktls_bench, cpu_ticks, []),
+        Bytes64k = 512 * MB * Scale,
+        {Moved64k, Us64k} = Call(bulk, [NB, 65536, Bytes64k div 65536]),
+        CpuTicks = Call(cpu_ticks, []) - CpuA0 + peer:call(B, ktls_bench, cpu_ticks, []) - CpuB0,
+        R64k = Moved64k / Us64k,
+        R1m = Bulk(MB, 512 * MB * Scale),
+        {N1, T1} = Call(small, [NB, 1, 100000 * Scale]),
+        {N8, T8} = Call(small, [NB, 8, 25000 * Scale]),
+        Rtts = Call(pingpong, [NB, 2000 * Scale]),
+        Setups = Call(setup_time, [NB, 10 * Scale]),
+        _ = {PidA, PidB},
+        #{bulk_64 => R64, bulk_1k => R1k, bulk_64k => R64k, bulk_1m => R1m,
+          small_1 => N1 / T1 * 1.0e6, small_8 => N8 / T8 * 1.0e6,
+          pp_p50 => pct(Rtts, 50), pp_p99 => pct(Rtts, 99),
+          cpu_per_gib => (CpuTicks / 100) / (Moved64k / (1024 * MB)),
+          setup_ms => pct(Setups, 50) / 1000}
+    catch
+        C:E:St ->
+            io:format("  ~p FAILED: ~p:~P ~P~n", [Name, C, E, 20, St, 10]),
+            #{}
+    after
+        catch peer:stop(A),
+        catch peer:stop(B)
+    end.
+
+pct(Sorted, P) ->
+    N = length(Sorted),
+    lists:nth(max(1, min(N, round(N * P / 100))), Sorted).
+
+median([]) -> undefined;
+median(L0) ->
+    L = lists:sort(L0),
+    lists:nth((length(L) + 1) div 2, L).
+
+metrics() ->
+    [{bulk_64, "bulk 64 B msgs (MB/s)", higher},
+     {bulk_1k, "bulk 1 KiB msgs (MB/s)", higher},
+     {bulk_64k, "bulk 64 KiB msgs (MB/s)", higher},
+     {bulk_1m, "bulk 1 MiB msgs (MB/s)", higher},
+     {small_1, "small msgs/s, 1 sender", higher},
+     {small_8, "small msgs/s, 8 senders", higher},
+     {pp_p50, "ping-pong p50 (us)", lower},
+     {pp_p99, "ping-pong p99 (us)", lower},
+     {cpu_per_gib, "CPU s per GiB (both nodes, 64 KiB)", lower},
+     {setup_ms, "connection setup p50 (ms)", lower}].
+
+medians(Results, Name) ->
+    Runs = [R || R <- maps:get(Name, Results, []), map_size(R) > 0],
+    maps:from_list([{K, median([maps:get(K, R) || R <- Runs])} || {K, _, _} <- metrics()]).
+
+report(Results, Names) ->
+    Med = maps:from_list([{N, medians(Results, N)} || N <- Names]),
+    Base = maps:get(inet_tcp, Med, #{}),
+    Others = [N || N <- Names, N =/= inet_tcp],
+    Header = ["| workload | ", lists:join(" | ", [atom_to_list(N) || N <- Names]), " | ",
+              lists:join(" | ", [atom_to_list(N) ++ " / inet_tcp" || N <- Others]), " |\n",
+              "|---|", lists:duplicate(length(Names) + length(Others), "---:|"), "\n"],
+    Rows = [["| ", Label, " | ",
+             lists:join(" | ", [fmt(maps:get(K, maps:get(N, Med))) || N <- Names]), " | ",
+             lists:join(" | ", [ratio(maps:get(K, maps:get(N, Med)), maps:get(K, Base, undefined))
+                                || N <- Others]),
+             " |\n"] || {K, Label, _} <- metrics()],
+    Runs = [io_lib:format("~p: ~p good runs; ", [N, length([R || R <- maps:get(N, Results, []),
+                                                           map_size(R) > 0])]) || N <- Names],
+    lists:flatten(["\n", Header, Rows, "\nMedians over repetitions; ratios are of medians from this run. ",
+                   Runs, "\n"]).
+
+fmt(undefined) -> "n/a";
+fmt(V) when V >= 1000 -> io_lib:format("~s", [group(round(V))]);
+fmt(V) when V >= 10 -> io_lib:format("~.1f", [float(V)]);
+fmt(V) -> io_lib:format("~.2f", [float(V)]).
+
+group(N) ->
+    S = integer_to_list(N),
+    lists:reverse(group3(lists:reverse(S))).
+group3([A, B, C, D | T]) -> [A, B, C, $, | group3([D | T])];
+group3(L) -> L.
+
+ratio(_, undefined) -> "n/a";
+ratio(undefined, _) -> "n/a";
+ratio(V, B) when B > 0 -> io_lib:format("~.2fx", [V / B]);
+ratio(_, _) -> "n/a".
+
+%% Grouped bars: ratio against inet_tcp per workload (>1 = better for
+%% throughput rows; for latency/CPU rows the inverse is plotted so that
+%% higher is better everywhere).
+plot(Results, Names, OutDir) ->
+    Med = maps:from_list([{N, medians(Results, N)} || N <- Names]),
+    Base = maps:get(inet_tcp, Med, #{}),
+    Data = filename:join(OutDir, "plot.dat"),
+    Lines = [[Label0, lists:map(fun(N) ->
+                                        V = maps:get(K, maps:get(N, Med)),
+                                        BV = maps:get(K, Base, undefined),
+                                        R = case {V, BV, Dir} of
+                                                {undefined, _, _} -> 0;
+                                                {_, undefined, _} -> 0;
+                                                {_, 0, _} -> 0;
+                                                {_, _, higher} -> V / BV;
+                                                {0, _, lower} -> 0;
+                                                {_, _, lower} -> BV / V
+                                            end,
+                                        io_lib:format(" ~.3f", [float(R)])
+                                end, Names), "\n"]
+             || {K, Label, Dir} <- metrics(),
+                Label0 <- [io_lib:format("\"~s\"", [short(Label)])]],
+    ok = file:write_file(Data, ["workload", [[" ", atom_to_list(N)] || N <- Names], "\n", Lines]),
+    Png = filename:join(OutDir, "plot.png"),
+    Script = io_lib:format(
+               "set terminal pngcairo size 1200,600\nset output '~s'\n"
+               "set style data histograms\nset style histogram clustered gap 1\n"
+               "set style fill solid 0.8 border -1\nset key top left\n"
+               "set ylabel 'relative to inet_tcp (higher is better)'\n"
+               "set xtics rotate by -30\nset grid ytics\nset yrange [0:*]\n"
+               "set title 'ktls_filter bench (medians; latency and CPU rows inverted)'\n"
+               "plot ~s\n",
+               [Png, lists:join(", ", [io_lib:format("'~s' using ~p:xtic(1) title '~s'",
+                                                     [Data, I + 1, atom_to_list(N)])
+                                       || {I, N} <- lists:zip(lists:seq(1, length(Names)), Names)])]),
+    Gp = filename:join(OutDir, "plot.gp"),
+    ok = file:write_file(Gp, Script),
+    Out = os:cmd("gnuplot " ++ Gp ++ " 2>&1"),
+    case Out of
+        "" -> ok;
+        _ -> io:format("gnuplot: ~s~n", [Out])
+    end.
+
+short(Label) ->
+    hd(string:split(Label, " (")).
+
+make_tls(OutDir) ->
+    D = filename:join(OutDir, "tls"),
+    ok = filelib:ensure_dir(filename:join(D, "x")),
+    Cmds = [
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+      "-subj /CN=ktls-bench-ca -keyout ca.key -out ca.pem",
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+      "-subj /CN=127.0.0.1 -keyout node.key -out node.csr",
+      "printf 'subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth,clientAuth\\n' > ext.cnf",
+      "openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile ext.cnf -out node.pem"],
+    [os:cmd("cd " ++ D ++ " && " ++ C ++ " 2>&1") || C <- Cmds],
+    F = fun(N) -> filename:join(D, N) end,
+    Common = [{certfile, F("node.pem")}, {keyfile, F("node.key")}, {cacertfile, F("ca.pem")},
+              {verify, verify_peer}, {versions, ['tlsv1.3']}],
+    Opts = [{server, [{fail_if_no_peer_cert, true} | Common]},
+            {client, Common}],
+    File = F("ssl_dist.conf"),
+    ok = file:write_file(File, io_lib:format("~p.~n", [Opts])),
+    File.
