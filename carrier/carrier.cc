@@ -108,6 +108,7 @@ struct TxBatch {
   std::vector<uint8_t> headers;  // header bytes of every packet, in order
   std::vector<iovec> wire;       // header + parts of every packet, in order
   uint64_t wire_bytes = 0;
+  uint64_t prewritten = 0;  // written by the fast path before it was queued
   uint8_t header_size = 4;
 };
 
@@ -213,6 +214,10 @@ class ConnectionImpl final : public Connection {
     getsockname(fd_, reinterpret_cast<sockaddr*>(&local_.storage), &local_.len);
   }
   void fail(const std::string& why, int code = 0);
+  void mark_ready() {
+    std::lock_guard lock(mu_);
+    if (!closed_for_send_) tx_ready_ = true;
+  }
   bool finished() const { return finished_; }
 
   Op recv_op{OpKind::kRecv, this};
@@ -229,6 +234,7 @@ class ConnectionImpl final : public Connection {
   void parse();
   void arm_recv();
   void arm_send();
+  size_t write_now(const OutboundBatch& batch, uint8_t header_size);
   void check_writable();
   bool make_room();
   void deliver(std::span<const Packet> packets);
@@ -244,8 +250,15 @@ class ConnectionImpl final : public Connection {
   // Requests from other threads.
   std::mutex mu_;
   std::shared_ptr<ConnectionObserver> observer_;
-  std::deque<std::pair<OutboundBatch, uint8_t>> in_batches_;  // with header size
+  struct InBatch {
+    OutboundBatch batch;
+    uint8_t header_size;
+    size_t written;  // bytes already written by the fast path
+  };
+  std::deque<InBatch> in_batches_;
   uint8_t tx_header_ = 2;
+  bool tx_busy_ = false;   // the ring thread has tx work queued or in flight
+  bool tx_ready_ = false;  // connected and not closing: the fast path may write
   uint32_t in_requests_ = 0;
   bool in_framing_set_ = false;
   Framing in_framing_ = Framing::kHandshake;
@@ -419,14 +432,52 @@ void ConnectionImpl::poke() {
   carrier_->poke(std::static_pointer_cast<ConnectionImpl>(shared_from_this()));
 }
 
+// Writes a whole batch with one non-blocking sendmsg on the calling thread;
+// returns the bytes the kernel took (0 on EAGAIN or error: the ring thread
+// then sends the rest and sees the error itself). Caller holds mu_.
+size_t ConnectionImpl::write_now(const OutboundBatch& batch, uint8_t h) {
+  constexpr size_t kMaxPackets = 256;
+  if (batch.packets() > kMaxPackets || batch.iov().size() + batch.packets() > kMaxIov) return 0;
+  uint8_t headers[kMaxPackets * 4];
+  iovec iov[kMaxIov];
+  size_t n = 0, part = 0;
+  for (size_t p = 0; p < batch.packets(); p++) {
+    uint64_t size = batch.packet_sizes()[p];
+    uint8_t* hdr = &headers[p * 4];
+    for (size_t i = 0; i < h; i++) hdr[i] = static_cast<uint8_t>(size >> (8 * (h - 1 - i)));
+    iov[n++] = {hdr, h};
+    for (uint32_t k = 0; k < batch.packet_parts()[p]; k++) iov[n++] = batch.iov()[part++];
+  }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = n;
+  ssize_t w = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  send_calls_.fetch_add(1, std::memory_order_relaxed);
+  if (w <= 0) return 0;
+  bytes_out_.fetch_add(static_cast<uint64_t>(w), std::memory_order_relaxed);
+  return static_cast<size_t>(w);
+}
+
 Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
-  uint64_t wire = batch.bytes() + batch.packets() * 4;
   uint64_t q;
   {
     std::lock_guard lock(mu_);
     if (closed_for_send_ || in_close_) return Error::message("connection closed");
-    in_batches_.emplace_back(std::move(batch), tx_header_);
-    q = queued_.fetch_add(wire, std::memory_order_acq_rel) + wire;
+    const uint8_t h = tx_header_;
+    const uint64_t wire = batch.bytes() + batch.packets() * h;
+    // Fast path: nothing queued or in flight, so the calling thread may write
+    // directly (saves waking the ring thread: matters for latency).
+    size_t written = 0;
+    if (!tx_busy_ && tx_ready_ && in_batches_.empty()) {
+      written = write_now(batch, h);
+      if (written == wire) {
+        packets_out_.fetch_add(batch.packets(), std::memory_order_relaxed);
+        return SendStatus{queued_.load(std::memory_order_acquire), false};
+      }
+    }
+    tx_busy_ = true;
+    in_batches_.push_back(InBatch{std::move(batch), h, written});
+    q = queued_.fetch_add(wire - written, std::memory_order_acq_rel) + wire - written;
     // The caller waits for on_writable; the ring thread sends it once the
     // queue is below the low watermark (checked after every send and poke).
     if (q > options_.send_high_watermark) want_writable_.store(true, std::memory_order_release);
@@ -436,7 +487,6 @@ Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
 }
 
 void ConnectionImpl::take_requests() {
-  bool tick = false;
   {
     std::lock_guard lock(mu_);
     requests_ += in_requests_;
@@ -446,23 +496,29 @@ void ConnectionImpl::take_requests() {
       in_framing_set_ = false;
     }
     if (in_streaming_) streaming_ = true;
-    tick = in_tick_;
-    in_tick_ = false;
     while (!in_batches_.empty()) {
       TxBatch t;
-      t.batch = std::move(in_batches_.front().first);
-      t.header_size = in_batches_.front().second;
+      t.batch = std::move(in_batches_.front().batch);
+      t.header_size = in_batches_.front().header_size;
+      t.prewritten = in_batches_.front().written;
+      // Only the first batch after an idle period can have a head start.
+      if (t.prewritten && tx_.empty()) tx_offset_ = t.prewritten;
       in_batches_.pop_front();
       tx_.push_back(std::move(t));
     }
+    if (in_tick_ && tx_.empty() && !send_inflight_) {
+      tick_ = true;
+      tx_busy_ = true;
+    }
+    in_tick_ = false;
     if (in_close_ && !closing_) {
       closing_ = true;
       close_reason_ = Error::message("closed: " + in_close_reason_ + " (peer " +
                                      peer_.to_string() + ")");
       closed_for_send_ = true;
+      tx_ready_ = false;
     }
   }
-  if (tick && tx_.empty() && !send_inflight_) tick_ = true;
   // Headers of new batches, in the framing of the moment send() was called.
   for (TxBatch& t : tx_) {
     if (!t.wire.empty() || t.batch.empty()) continue;
@@ -640,7 +696,11 @@ void ConnectionImpl::arm_send() {
   if (iov_.empty() && tick_) {
     iov_.push_back({const_cast<uint8_t*>(kTick), parser_.header_size()});
   }
-  if (iov_.empty()) return;
+  if (iov_.empty()) {
+    std::lock_guard lock(mu_);
+    if (in_batches_.empty() && tx_.empty() && !tick_) tx_busy_ = false;
+    return;
+  }
   io_uring_sqe* s = carrier_->sqe();
   if (!s) return;
   msg_ = msghdr{};
@@ -681,7 +741,7 @@ void ConnectionImpl::on_send(int res) {
     n -= left;
     tx_offset_ = 0;
     packets_out_.fetch_add(t.batch.packets(), std::memory_order_relaxed);
-    queued_.fetch_sub(t.wire_bytes, std::memory_order_acq_rel);
+    queued_.fetch_sub(t.wire_bytes - t.prewritten, std::memory_order_acq_rel);
     tx_.pop_front();  // frees the keepalive: the kernel has the bytes
   }
   service();
@@ -718,6 +778,7 @@ void ConnectionImpl::on_connect(int res) {
   }
   connected = true;
   set_addresses(peer_);
+  mark_ready();
   if (options_.nodelay) {
     int one = 1;
     setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -732,6 +793,7 @@ void ConnectionImpl::fail(const std::string& why, int code) {
   close_reason_ = Error{code, why};
   std::lock_guard lock(mu_);
   closed_for_send_ = true;
+  tx_ready_ = false;
 }
 
 // Waits for in-flight operations (cancelling them), then closes the socket
@@ -916,6 +978,7 @@ void CarrierImpl::poke(std::shared_ptr<ListenerImpl> l) {
 std::shared_ptr<ConnectionImpl> CarrierImpl::adopt(int fd, const SockAddr& peer) {
   auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), fd, options_.connection);
   c->set_addresses(peer);
+  c->mark_ready();
   if (options_.connection.nodelay) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
