@@ -4,7 +4,8 @@
 set -uo pipefail
 : "${KTLS_ROOT:?run through ./ktls test}"
 cd "$KTLS_ROOT"
-logdir="$KTLS_ROOT/_build/ct_logs"
+logdir="${KTLS_CT_LOGDIR:-$KTLS_ROOT/_build/ct_logs}"
+out="$logdir.out"
 rm -rf "$logdir"
 mkdir -p "$logdir" "$KTLS_ROOT/_build/test"
 suites=()
@@ -14,7 +15,7 @@ done
 # Every node in these suites talks on 127.0.0.1 only.
 ct_run -noshell -pa "$KTLS_ROOT/_build/lib/ktls_filter/ebin" \
   -logdir "$logdir" -dir tests/ct -suite "${suites[@]}" -erl_args -connect_all false \
-  >"$KTLS_ROOT/_build/test/ct_output.log" 2>&1 &
+  >"$out" 2>&1 &
 pid=$!
 # Hard limit: a hung suite must not hang CI.
 ( sleep "${KTLS_CT_TIMEOUT:-1200}"; kill -9 "$pid" 2>/dev/null ) &
@@ -22,9 +23,9 @@ watchdog=$!
 wait "$pid"
 rc=$?
 kill "$watchdog" 2>/dev/null
-cat "$KTLS_ROOT/_build/test/ct_output.log"
+cat "$out"
 # One "TEST COMPLETE, N ok, M failed[, K skipped...]" line per suite: sum them.
-read -r ok failed nlines < <(grep -E 'TEST COMPLETE' "$KTLS_ROOT/_build/test/ct_output.log" | awk '
+read -r ok failed nlines < <(grep -E 'TEST COMPLETE' "$out" | awk '
   { for (i = 1; i <= NF; i++) {
       if ($(i+1) ~ /^ok/) ok += $i
       if ($(i+1) ~ /^failed/) failed += $i

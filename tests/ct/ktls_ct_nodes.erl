@@ -38,9 +38,16 @@ start(Name, Carrier, Extra) ->
     Args = ["-setcookie", ?COOKIE, "-pa", ebin(), "-pa", TestDir, "-kernel", "net_setuptime", "3",
             "-connect_all", "false" | carrier_args(Carrier)] ++ Extra,
     %% Not linked: suites start nodes in init_per_suite, whose process ends.
-    {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1",
-                                         longnames => true, connection => standard_io,
-                                         args => Args, wait_boot => 30000}),
+    %% KTLS_ERL / KTLS_ERL_EXTRA: run the nodes on another runtime (the
+    %% patched one of patches/) with extra emulator flags.
+    Exec = case os:getenv("KTLS_ERL") of
+               false -> #{};
+               Erl -> #{exec => Erl}
+           end,
+    ExtraVm = string:lexemes(os:getenv("KTLS_ERL_EXTRA", ""), " "),
+    {ok, Peer, Node} = peer:start(Exec#{name => Name, host => "127.0.0.1",
+                                        longnames => true, connection => standard_io,
+                                        args => ExtraVm ++ Args, wait_boot => 30000}),
     {Peer, Node}.
 
 carrier_args(ktls) -> ["-proto_dist", "ktls_filter"];

@@ -59,13 +59,15 @@ run_carrier(Name, CArgs, BenchEbin, Scale) ->
                                  args => ?VM_FLAGS ++ ["-setcookie", Cookie, "-pa", BenchEbin,
                                                        "-connect_all", "false" | CArgs]})
             end,
-    {ok, A, _NA} = Start("a"),
-    {ok, B, NB} = Start("b"),
+    put(bench_peers, []),
     try
-        Call = fun(F, As) -> peer:call(A, ktls_bench, F, As, 300000) end,
+        {ok, A, _NA} = Start("a"),
+        put(bench_peers, [A]),
+        {ok, B, NB} = Start("b"),
+        put(bench_peers, [A, B]),
+        Call = fun(F, As) -> peer:call(A, ktls_bench, F, As, 120000) end,
         pong = peer:call(A, net_adm, ping, [NB]),
-        PidA = Call(os_pid, []),
-        PidB = peer:call(B, ktls_bench, os_pid, []),
+        put(bench_os_pids, [Call(os_pid, []), peer:call(B, ktls_bench, os_pid, [])]),
         Bulk = fun(Size, Bytes) ->
                        Count = max(16, Bytes div Size),
                        {Moved, Us} = Call(bulk, [NB, Size, Count]),
@@ -85,7 +87,6 @@ run_carrier(Name, CArgs, BenchEbin, Scale) ->
         {N8, T8} = Call(small, [NB, 8, 25000 * Scale]),
         Rtts = Call(pingpong, [NB, 2000 * Scale]),
         Setups = Call(setup_time, [NB, 10 * Scale]),
-        _ = {PidA, PidB},
         #{bulk_64 => R64, bulk_1k => R1k, bulk_64k => R64k, bulk_1m => R1m,
           small_1 => N1 / T1 * 1.0e6, small_8 => N8 / T8 * 1.0e6,
           pp_p50 => pct(Rtts, 50), pp_p99 => pct(Rtts, 99),
@@ -96,8 +97,16 @@ run_carrier(Name, CArgs, BenchEbin, Scale) ->
             io:format("  ~p FAILED: ~p:~P ~P~n", [Name, C, E, 20, St, 10]),
             #{}
     after
-        catch peer:stop(A),
-        catch peer:stop(B)
+        [catch peer:stop(P) || P <- get(bench_peers)],
+        %% a wedged node does not outlive its carrier's turn
+        [os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null") || OsPid <- get_default(bench_os_pids)],
+        erase(bench_os_pids)
+    end.
+
+get_default(K) ->
+    case get(K) of
+        undefined -> [];
+        V -> V
     end.
 
 pct(Sorted, P) ->
@@ -127,20 +136,24 @@ medians(Results, Name) ->
 
 report(Results, Names) ->
     Med = maps:from_list([{N, medians(Results, N)} || N <- Names]),
-    Base = maps:get(inet_tcp, Med, #{}),
-    Others = [N || N <- Names, N =/= inet_tcp],
-    Header = ["| workload | ", lists:join(" | ", [atom_to_list(N) || N <- Names]), " | ",
-              lists:join(" | ", [atom_to_list(N) ++ " / inet_tcp" || N <- Others]), " |\n",
-              "|---|", lists:duplicate(length(Names) + length(Others), "---:|"), "\n"],
+    %% ratio columns: every carrier against inet_tcp, ktls_filter against inet_tls
+    Pairs = [{N, inet_tcp} || N <- Names, N =/= inet_tcp, lists:member(inet_tcp, Names)] ++
+            [{N, inet_tls} || N <- Names, N =/= inet_tls, N =/= inet_tcp,
+                              lists:member(inet_tls, Names)],
+    Header = ["| workload | ", lists:join(" | ", [atom_to_list(N) || N <- Names]),
+              [[" | ", atom_to_list(N), " / ", atom_to_list(D)] || {N, D} <- Pairs], " |\n",
+              "|---|", lists:duplicate(length(Names) + length(Pairs), "---:|"), "\n"],
     Rows = [["| ", Label, " | ",
-             lists:join(" | ", [fmt(maps:get(K, maps:get(N, Med))) || N <- Names]), " | ",
-             lists:join(" | ", [ratio(maps:get(K, maps:get(N, Med)), maps:get(K, Base, undefined))
-                                || N <- Others]),
+             lists:join(" | ", [fmt(maps:get(K, maps:get(N, Med))) || N <- Names]),
+             [[" | ", ratio(maps:get(K, maps:get(N, Med)), maps:get(K, maps:get(D, Med)))]
+              || {N, D} <- Pairs],
              " |\n"] || {K, Label, _} <- metrics()],
     Runs = [io_lib:format("~p: ~p good runs; ", [N, length([R || R <- maps:get(N, Results, []),
                                                            map_size(R) > 0])]) || N <- Names],
-    lists:flatten(["\n", Header, Rows, "\nMedians over repetitions; ratios are of medians from this run. ",
-                   Runs, "\n"]).
+    lists:flatten(["\n", Header, Rows,
+                   "\nMedians over repetitions; ratios are carrier / baseline of medians from this "
+                   "run (above 1 is better for throughput rows, worse for latency, CPU and setup "
+                   "rows). ", Runs, "\n"]).
 
 fmt(undefined) -> "n/a";
 fmt(V) when V >= 1000 -> io_lib:format("~s", [group(round(V))]);
@@ -183,7 +196,8 @@ plot(Results, Names, OutDir) ->
     ok = file:write_file(Data, ["workload", [[" ", atom_to_list(N)] || N <- Names], "\n", Lines]),
     Png = filename:join(OutDir, "plot.png"),
     Script = io_lib:format(
-               "set terminal pngcairo size 1200,600\nset output '~s'\n"
+               "set terminal pngcairo size 1200,600 noenhanced\nset output '~s'\n"
+               "set key autotitle columnhead\n"
                "set style data histograms\nset style histogram clustered gap 1\n"
                "set style fill solid 0.8 border -1\nset key top left\n"
                "set ylabel 'relative to inet_tcp (higher is better)'\n"
