@@ -1,3 +1,5 @@
+#include "carrier/buffer_pool.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -9,8 +11,6 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
-
-#include "carrier/buffer_pool.h"
 
 namespace ktls::carrier {
 
@@ -56,8 +56,13 @@ struct BufferPool::Impl {
   std::vector<Arena> arenas;
   Buffer* free_list = nullptr;
   std::unordered_map<Buffer*, std::unique_ptr<std::byte[]>> large;  // descriptor storage
-  uint64_t total_bytes = 0;  // arenas + large regions
+  uint64_t total_bytes = 0;                                         // arenas + large regions
   BufferPoolStats stats;
+  // The pool keeps itself alive while any buffer is out (header contract):
+  // `pin` holds a reference from the first acquire to the last give_back.
+  std::weak_ptr<BufferPool> self;
+  std::shared_ptr<BufferPool> pin;
+  uint64_t out = 0;
 };
 
 void Buffer::unref() {
@@ -70,11 +75,13 @@ BufferPool::BufferPool(const BufferPoolOptions& options)
 Result<std::shared_ptr<BufferPool>> BufferPool::create(const BufferPoolOptions& options) {
   if (options.buffer_size == 0 || options.buffer_size > options.arena_size ||
       options.arena_size % kHugePage != 0) {
-    return Error::message("buffer pool: buffer_size must be in 1..arena_size and arena_size a "
-                          "multiple of 2 MiB");
+    return Error::message(
+        "buffer pool: buffer_size must be in 1..arena_size and arena_size a "
+        "multiple of 2 MiB");
   }
   std::shared_ptr<BufferPool> pool(new BufferPool(options));  // private constructor
   pool->impl_->stats.thp_enabled = options.thp && !thp_mode_never();
+  pool->impl_->self = pool;
   return pool;
 }
 
@@ -110,8 +117,8 @@ BufferRef BufferPool::acquire() {
                     std::make_unique<std::byte[]>(n * sizeof(Buffer)), n};
       auto* d = reinterpret_cast<Buffer*>(a.descriptors.get());
       for (size_t i = 0; i < n; i++) {
-        Buffer* nb = new (&d[i]) Buffer(this, a.base + i * options_.buffer_size,
-                                        options_.buffer_size, false);
+        Buffer* nb = new (&d[i])
+            Buffer(this, a.base + i * options_.buffer_size, options_.buffer_size, false);
         nb->next_free_ = impl_->free_list;
         impl_->free_list = nb;
       }
@@ -124,6 +131,7 @@ BufferRef BufferPool::acquire() {
     impl_->free_list = b->next_free_;
     b->next_free_ = nullptr;
     impl_->stats.buffers_in_use++;
+    if (impl_->out++ == 0) impl_->pin = impl_->self.lock();
   }
   return BufferRef(b);
 }
@@ -135,7 +143,8 @@ BufferRef BufferPool::acquire_large(size_t size) {
     impl_->stats.exhausted++;
     return BufferRef();
   }
-  auto base = len >= kHugePage ? map_aligned(len, impl_->stats.thp_enabled) : [&]() -> Result<uint8_t*> {
+  auto base =
+      len >= kHugePage ? map_aligned(len, impl_->stats.thp_enabled) : [&]() -> Result<uint8_t*> {
     void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return Error::from_errno(errno, "mmap");
     return static_cast<uint8_t*>(p);
@@ -150,11 +159,16 @@ BufferRef BufferPool::acquire_large(size_t size) {
   impl_->total_bytes += len;
   impl_->stats.large_in_use++;
   impl_->stats.large_bytes += len;
+  if (impl_->out++ == 0) impl_->pin = impl_->self.lock();
   return BufferRef(b);
 }
 
 void BufferPool::give_back(Buffer* b) {
+  // Declared before the lock: when this was the last buffer out and nobody
+  // else holds the pool, the pool is destroyed here, after the unlock.
+  std::shared_ptr<BufferPool> last;
   std::lock_guard lock(impl_->mu);
+  if (--impl_->out == 0) last = std::move(impl_->pin);
   if (b->large_) {
     auto it = impl_->large.find(b);
     size_t len = b->capacity();

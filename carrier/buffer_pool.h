@@ -78,22 +78,22 @@ class BufferRef {
 };
 
 struct BufferPoolOptions {
-  size_t buffer_size = 256 * 1024;        // bytes per pooled buffer
-  size_t arena_size = 2 * 1024 * 1024;    // 2 MiB: one huge page
+  size_t buffer_size = 256 * 1024;           // bytes per pooled buffer
+  size_t arena_size = 2 * 1024 * 1024;       // 2 MiB: one huge page
   size_t max_bytes = 1024ull * 1024 * 1024;  // pooled + large, hard limit
-  bool thp = true;                        // madvise(MADV_HUGEPAGE) arenas
+  bool thp = true;                           // madvise(MADV_HUGEPAGE) arenas
 };
 
 struct BufferPoolStats {
-  uint64_t arenas = 0;             // arenas mapped
-  uint64_t arena_bytes = 0;        // bytes in arenas
-  uint64_t buffers_in_use = 0;     // pooled buffers handed out
-  uint64_t large_in_use = 0;       // dedicated large regions alive
-  uint64_t large_bytes = 0;        // bytes in those
-  uint64_t misses = 0;             // acquire() that found the free list empty
-  uint64_t exhausted = 0;          // acquire() refused by max_bytes
-  uint64_t huge_page_bytes = 0;    // AnonHugePages of our arenas (smaps), 0 if unknown
-  bool thp_enabled = false;        // arenas advised for huge pages
+  uint64_t arenas = 0;           // arenas mapped
+  uint64_t arena_bytes = 0;      // bytes in arenas
+  uint64_t buffers_in_use = 0;   // pooled buffers handed out
+  uint64_t large_in_use = 0;     // dedicated large regions alive
+  uint64_t large_bytes = 0;      // bytes in those
+  uint64_t misses = 0;           // acquire() that found the free list empty
+  uint64_t exhausted = 0;        // acquire() refused by max_bytes
+  uint64_t huge_page_bytes = 0;  // AnonHugePages of our arenas (smaps), 0 if unknown
+  bool thp_enabled = false;      // arenas advised for huge pages
 };
 
 class BufferPool {

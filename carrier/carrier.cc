@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <deque>
@@ -82,6 +83,8 @@ void OutboundBatch::add_packet(std::span<const iovec> parts) {
 namespace {
 
 constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux
+// How often a connection that found the buffer pool empty tries again.
+constexpr std::chrono::milliseconds kRetryDelay{5};
 
 enum class OpKind : uint8_t {
   kWake,
@@ -207,7 +210,10 @@ class ConnectionImpl final : public Connection {
   void on_connect(int res);
   void on_recv(int res);
   void on_send(int res);
-  void on_cancel() { cancel_inflight_ = false; service(); }
+  void on_cancel() {
+    cancel_inflight_ = false;
+    service();
+  }
   void set_addresses(const SockAddr& peer) {
     peer_ = peer;
     local_.len = sizeof(local_.storage);
@@ -227,7 +233,8 @@ class ConnectionImpl final : public Connection {
   Op cancel_op{OpKind::kConnCancel, this};
   std::atomic<bool> poked{false};
   bool connected = true;
-  int ops = 0;  // SQEs in flight that name this connection; it lives until 0
+  bool starved = false;  // in CarrierImpl::starved_
+  int ops = 0;           // SQEs in flight that name this connection; it lives until 0
 
  private:
   void take_requests();
@@ -382,6 +389,8 @@ class CarrierImpl final : public Carrier {
   std::shared_ptr<ConnectionImpl> adopt(int fd, const SockAddr& peer);  // accepted socket
   const ConnectionOptions& conn_options() const { return options_.connection; }
   void connection_finished(ConnectionImpl* c);
+  // The pool had no buffer for `c`: service it again after kRetryDelay.
+  void retry_later(ConnectionImpl* c);
   void listener_finished(ListenerImpl* l);
   void dispatch(Op* op, int res);
 
@@ -390,6 +399,7 @@ class CarrierImpl final : public Carrier {
   void wake();
   void arm_wake();
   void drain_pokes();
+  void retry_starved();
   void stop_all();
 
   CarrierOptions options_;
@@ -415,6 +425,10 @@ class CarrierImpl final : public Carrier {
   std::vector<std::pair<std::shared_ptr<ConnectionImpl>, std::pair<SockAddr, int64_t>>> connects_;
   std::vector<std::shared_ptr<ListenerImpl>> new_listeners_;
 
+  // Connections waiting for a buffer (ring thread only); retried on a timer.
+  std::vector<ConnectionImpl*> starved_;
+  std::chrono::steady_clock::time_point last_retry_{};
+  std::vector<std::pair<Op*, int>> done_;  // completions of one wait, reused
   std::atomic<uint64_t> next_id_{1};
   std::atomic<uint64_t> open_{0}, total_{0}, listeners_open_{0}, submits_{0}, wakeups_{0};
   friend class ConnectionImpl;
@@ -513,8 +527,8 @@ void ConnectionImpl::take_requests() {
     in_tick_ = false;
     if (in_close_ && !closing_) {
       closing_ = true;
-      close_reason_ = Error::message("closed: " + in_close_reason_ + " (peer " +
-                                     peer_.to_string() + ")");
+      close_reason_ =
+          Error::message("closed: " + in_close_reason_ + " (peer " + peer_.to_string() + ")");
       closed_for_send_ = true;
       tx_ready_ = false;
     }
@@ -530,11 +544,9 @@ void ConnectionImpl::take_requests() {
       uint8_t* hdr = &t.headers[p * h];
       for (size_t i = 0; i < h; i++) hdr[i] = static_cast<uint8_t>(size >> (8 * (h - 1 - i)));
       t.wire.push_back({hdr, h});
-      for (uint32_t k = 0; k < t.batch.packet_parts()[p]; k++) t.wire.push_back(t.batch.iov()[part++]);
+      for (uint32_t k = 0; k < t.batch.packet_parts()[p]; k++)
+        t.wire.push_back(t.batch.iov()[part++]);
       t.wire_bytes += h + size;
-    }
-    if (h != 4) {  // queued_ assumed 4-byte headers
-      queued_.fetch_sub(t.batch.packets() * (4 - h), std::memory_order_acq_rel);
     }
   }
 }
@@ -584,11 +596,10 @@ void ConnectionImpl::parse() {
     auto r = parser_.next(base, rx_end_ - rx_start_);
     if (r.step == FrameParser::Step::kNeedMore) break;
     if (r.step == FrameParser::Step::kOversized) {
-      fail("oversized " +
-           std::string(parser_.framing() == Framing::kDist ? "dist" : "handshake") +
+      fail("oversized " + std::string(parser_.framing() == Framing::kDist ? "dist" : "handshake") +
            " packet from " + peer_.to_string() + ": " + std::to_string(r.size) + " bytes (max " +
            std::to_string(parser_.framing() == Framing::kDist ? options_.max_dist_packet
-                                                               : options_.max_handshake_packet) +
+                                                              : options_.max_handshake_packet) +
            ")");
       return;
     }
@@ -633,8 +644,8 @@ bool ConnectionImpl::make_room() {
     if (need == 0 && rx_->capacity() - rx_end_ >= buffer_size / 16) return true;
   }
   size_t want = need > partial ? need : partial;
-  BufferRef next = want > buffer_size ? carrier_->pool().acquire_large(want)
-                                      : carrier_->pool().acquire();
+  BufferRef next =
+      want > buffer_size ? carrier_->pool().acquire_large(want) : carrier_->pool().acquire();
   if (!next) return false;  // pool exhausted: reading pauses until the next poke
   if (partial) std::memcpy(next->data(), rx_->data() + rx_start_, partial);
   rx_ = std::move(next);
@@ -650,7 +661,10 @@ void ConnectionImpl::arm_recv() {
   } else if (requests_ == 0) {
     return;
   }
-  if (!make_room()) return;
+  if (!make_room()) {
+    carrier_->retry_later(this);  // pool exhausted: not an error, try again soon
+    return;
+  }
   io_uring_sqe* s = carrier_->sqe();
   if (!s) return;
   io_uring_prep_recv(s, fd_, rx_->data() + rx_end_, rx_->capacity() - rx_end_, 0);
@@ -805,9 +819,13 @@ void ConnectionImpl::finish_close() {
       ::shutdown(fd_, SHUT_RDWR);
       io_uring_sqe* s = carrier_->sqe();
       if (s) {
-        io_uring_prep_cancel(s, connect_inflight_ ? &connect_op : recv_inflight_ ? &recv_op : &send_op, 0);
+        io_uring_prep_cancel(s,
+                             connect_inflight_ ? &connect_op
+                             : recv_inflight_  ? &recv_op
+                                               : &send_op,
+                             0);
         io_uring_sqe_set_data(s, &cancel_op);
-  ops++;
+        ops++;
         cancel_inflight_ = true;
       }
     }
@@ -824,6 +842,8 @@ void ConnectionImpl::finish_close() {
   }
   queued_.store(0, std::memory_order_relaxed);
   rx_ = BufferRef();
+  // Counted as gone before on_closed, so stats read after it are exact.
+  carrier_->open_.fetch_sub(1, std::memory_order_relaxed);
   auto obs = observer();
   if (obs) obs->on_closed(*this, close_reason_);
   {
@@ -835,9 +855,7 @@ void ConnectionImpl::finish_close() {
 
 // ---- Listener ----
 
-void ListenerImpl::poke() {
-  carrier_->poke(shared_from_this());
-}
+void ListenerImpl::poke() { carrier_->poke(shared_from_this()); }
 
 void ListenerImpl::service() {
   if (finished_) return;
@@ -854,7 +872,7 @@ void ListenerImpl::service() {
         if (s) {
           io_uring_prep_cancel(s, &accept_op, 0);
           io_uring_sqe_set_data(s, &cancel_op);
-  ops++;
+          ops++;
           cancel_inflight_ = true;
         }
       }
@@ -990,8 +1008,17 @@ std::shared_ptr<ConnectionImpl> CarrierImpl::adopt(int fd, const SockAddr& peer)
 }
 
 void CarrierImpl::connection_finished(ConnectionImpl* c) {
-  open_.fetch_sub(1, std::memory_order_relaxed);
+  if (c->starved) {
+    std::erase(starved_, c);
+    c->starved = false;
+  }
   if (c->ops == 0) conns_.erase(c);  // else when its last completion arrives
+}
+
+void CarrierImpl::retry_later(ConnectionImpl* c) {
+  if (c->starved) return;
+  c->starved = true;
+  starved_.push_back(c);
 }
 
 void CarrierImpl::listener_finished(ListenerImpl* l) {
@@ -1002,7 +1029,8 @@ void CarrierImpl::listener_finished(ListenerImpl* l) {
 // One completion. Its owner is alive: owners stay registered while they have
 // operations in flight.
 void CarrierImpl::dispatch(Op* op, int res) {
-  if (!op) return;
+  // liburing's own timeout SQE when the kernel lacks IORING_FEAT_EXT_ARG.
+  if (!op || reinterpret_cast<uintptr_t>(op) == LIBURING_UDATA_TIMEOUT) return;
   switch (op->kind) {
     case OpKind::kWake:
       arm_wake();
@@ -1136,21 +1164,43 @@ void CarrierImpl::run() {
       sleeping_.store(false, std::memory_order_seq_cst);
       continue;
     }
-    io_uring_submit_and_wait(&ring_, 1);
+    io_uring_cqe* cqe = nullptr;
+    if (starved_.empty()) {
+      io_uring_submit_and_wait(&ring_, 1);
+    } else {
+      __kernel_timespec ts{0, kRetryDelay.count() * 1000 * 1000};
+      io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    }
     submits_.fetch_add(1, std::memory_order_relaxed);
     sleeping_.store(false, std::memory_order_seq_cst);
-    io_uring_cqe* cqe;
     unsigned head, seen = 0;
     // Completions are handled one by one: handlers may submit new SQEs.
-    std::vector<std::pair<Op*, int>> done;
+    done_.clear();
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      done.emplace_back(static_cast<Op*>(io_uring_cqe_get_data(cqe)), cqe->res);
+      done_.emplace_back(static_cast<Op*>(io_uring_cqe_get_data(cqe)), cqe->res);
       seen++;
     }
     io_uring_cq_advance(&ring_, seen);
-    for (auto [op, res] : done) dispatch(op, res);
+    for (auto [op, res] : done_) dispatch(op, res);
+    retry_starved();
   }
   stop_all();
+}
+
+void CarrierImpl::retry_starved() {
+  if (starved_.empty()) return;
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_retry_ < kRetryDelay) return;
+  last_retry_ = now;
+  std::vector<ConnectionImpl*> again;
+  again.swap(starved_);  // service() may put them back
+  for (ConnectionImpl* c : again) {
+    c->starved = false;
+    auto it = conns_.find(c);
+    if (it == conns_.end()) continue;
+    auto keep = it->second;
+    keep->service();
+  }
 }
 
 // Carrier shutdown: every connection and listener is closed and reported.

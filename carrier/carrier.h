@@ -33,7 +33,7 @@ struct SockAddr {
   static Result<SockAddr> parse(const std::string& ip, uint16_t port);
   int family() const { return storage.ss_family; }
   uint16_t port() const;
-  std::string ip() const;        // numeric, without port
+  std::string ip() const;         // numeric, without port
   std::string to_string() const;  // "127.0.0.1:4370", "[::1]:4370"
 };
 
@@ -64,7 +64,7 @@ class OutboundBatch {
  public:
   void add_packet(std::span<const iovec> parts);
   void set_keepalive(std::unique_ptr<Keepalive> k) { keep_ = std::move(k); }
-  size_t bytes() const { return bytes_; }      // payload bytes, without headers
+  size_t bytes() const { return bytes_; }  // payload bytes, without headers
   size_t packets() const { return sizes_.size(); }
   bool empty() const { return sizes_.empty(); }
   // For the carrier: all parts in order, parts per packet, size per packet.
@@ -73,16 +73,16 @@ class OutboundBatch {
   const std::vector<uint64_t>& packet_sizes() const { return sizes_; }
 
  private:
-  std::vector<iovec> iov_;          // parts of all packets, in order
-  std::vector<uint32_t> parts_;     // number of iovecs per packet
-  std::vector<uint64_t> sizes_;     // payload size per packet
+  std::vector<iovec> iov_;       // parts of all packets, in order
+  std::vector<uint32_t> parts_;  // number of iovecs per packet
+  std::vector<uint64_t> sizes_;  // payload size per packet
   size_t bytes_ = 0;
   std::unique_ptr<Keepalive> keep_;
 };
 
 struct ConnectionStats {
-  uint64_t packets_in = 0;    // delivered packets (ticks excluded)
-  uint64_t packets_out = 0;   // packets handed to send
+  uint64_t packets_in = 0;   // delivered packets (ticks excluded)
+  uint64_t packets_out = 0;  // packets handed to send
   uint64_t ticks_in = 0;
   uint64_t ticks_out = 0;
   uint64_t bytes_in = 0;      // wire bytes read

@@ -10,8 +10,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ktls::carrier {
@@ -267,7 +267,11 @@ TEST_F(CarrierTest, ConnectRefused) {
 }
 
 TEST_F(CarrierTest, ThousandConnectionsLeaveNoFds) {
-  { Pair warm = connect_pair(); warm.client->close("warm"); warm.srec->wait([&] { return warm.srec->closed == 1; }); }
+  {
+    Pair warm = connect_pair();
+    warm.client->close("warm");
+    warm.srec->wait([&] { return warm.srec->closed == 1; });
+  }
   size_t before = open_fds();
   for (int i = 0; i < 1000; i++) {
     Pair p = connect_pair();
@@ -277,6 +281,175 @@ TEST_F(CarrierTest, ThousandConnectionsLeaveNoFds) {
   }
   EXPECT_LE(open_fds(), before + 2);
   EXPECT_EQ(carrier->stats().connections_open, 0u);
+}
+
+// Handshake packets queued before the connection is up go out with 2-byte
+// headers; the queue accounting must come back to exactly zero.
+TEST_F(CarrierTest, QueuedBytesReturnToZeroAfterHandshakeSends) {
+  listener->accept();
+  auto crec = std::make_shared<Recorder>();
+  auto client = carrier->connect(listener->local(), 5000ms, crec);
+  send_strings(*client, {"one", "two", "three"});  // before on_connected: queued
+  auto server = acceptor->next();
+  ASSERT_TRUE(server);
+  auto srec = std::make_shared<Recorder>();
+  server->set_observer(srec);
+  for (int i = 0; i < 3; i++) server->request_packet();
+  ASSERT_TRUE(srec->wait([&] { return srec->packets.size() == 3; }));
+  EXPECT_EQ(srec->packets, (std::vector<std::string>{"one", "two", "three"}));
+  ASSERT_TRUE(crec->wait([&] { return client->stats().queued_bytes == 0; }, 2s))
+      << client->stats().queued_bytes;
+  client->set_framing(Framing::kDist);
+  EXPECT_FALSE(send_strings(*client, {"four"}).busy);
+}
+
+TEST_F(CarrierTest, RxWindowPausesReadingUntilConsumed) {
+  Pair p = connect_pair();
+  p.srec->auto_consume = false;
+  const uint64_t window = options.connection.rx_window;
+  for (int i = 0; i < 64; i++) send_strings(*p.client, {std::string(512 * 1024, 'w')});  // 32 MiB
+  std::this_thread::sleep_for(300ms);
+  uint64_t got = 0;
+  size_t n = 0;
+  {
+    std::lock_guard l(p.srec->mu);
+    n = p.srec->packets.size();
+    for (auto& s : p.srec->packets) got += s.size();
+  }
+  EXPECT_GE(got, window);
+  EXPECT_LT(got, window + 2 * 1024 * 1024) << "read far past rx_window";
+  EXPECT_LT(n, 64u);
+  {
+    std::lock_guard l(p.srec->mu);
+    p.srec->auto_consume = true;
+  }
+  p.server->consumed(got);
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == 64; }, 30s));
+}
+
+// Keeps every delivered packet's buffer, like the NIF does with resource
+// binaries, until told to let go.
+class Holder : public Recorder {
+ public:
+  void on_packets(Connection& c, std::span<const Packet> ps) override {
+    {
+      std::lock_guard l(mu);
+      for (const auto& p : ps) {
+        held.emplace_back(p.buffer);
+        data.push_back(p.data);
+      }
+    }
+    Recorder::on_packets(c, ps);
+  }
+  std::vector<BufferRef> held;
+  std::vector<const uint8_t*> data;
+};
+
+TEST_F(CarrierTest, PoolExhaustionPausesReadingAndResumes) {
+  options.pool.max_bytes = 2 * 1024 * 1024;  // one arena: 8 buffers of 256 KiB
+  carrier.reset();
+  SetUp();
+  Pair p = connect_pair();
+  auto holder = std::make_shared<Holder>();
+  p.server->set_observer(holder);
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 64; i++)
+    msgs.push_back(std::string(64 * 1024, static_cast<char>('a' + i % 26)));
+  send_strings(*p.client, msgs);  // 4 MiB: twice the pool
+  std::this_thread::sleep_for(300ms);
+  size_t n;
+  {
+    std::lock_guard l(holder->mu);
+    n = holder->packets.size();
+  }
+  EXPECT_LT(n, msgs.size());
+  EXPECT_GT(carrier->stats().pool.exhausted, 0u);
+  {
+    std::lock_guard l(holder->mu);
+    holder->held.clear();  // the "VM" lets go of the binaries
+  }
+  ASSERT_TRUE(holder->wait(
+      [&] {
+        holder->held.clear();
+        return holder->packets.size() == msgs.size();
+      },
+      10s))
+      << holder->packets.size();
+  EXPECT_EQ(holder->packets, msgs);
+  EXPECT_EQ(holder->closed, 0);
+}
+
+// A listener whose accept queue is full drops SYNs, so connect() can only
+// end by its timeout.
+TEST_F(CarrierTest, ConnectTimesOutWhenTheListenerDropsSyns) {
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(lfd, 0), 0);
+  socklen_t len = sizeof a;
+  getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; i++) {  // fill the accept queue (backlog 0 holds one)
+    int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ::connect(f, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    fillers.push_back(f);
+  }
+  std::this_thread::sleep_for(100ms);
+  auto addr = SockAddr::parse("127.0.0.1", ntohs(a.sin_port));
+  auto rec = std::make_shared<Recorder>();
+  auto t0 = std::chrono::steady_clock::now();
+  carrier->connect(addr.value(), 300ms, rec);
+  ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }, 5s));
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_NE(rec->connect_error.find("timed out"), std::string::npos) << rec->connect_error;
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 2s);
+  for (int f : fillers) ::close(f);
+  ::close(lfd);
+}
+
+TEST_F(CarrierTest, ListenerCloseFailsPendingAccepts) {
+  listener->accept();
+  listener->accept();
+  listener->close();
+  std::unique_lock l(acceptor->mu);
+  ASSERT_TRUE(acceptor->cv.wait_for(l, 5s, [&] { return acceptor->errors.size() == 2; }));
+  EXPECT_NE(acceptor->errors[0].find("closed"), std::string::npos) << acceptor->errors[0];
+  EXPECT_EQ(carrier->stats().listeners_open, 0u);
+}
+
+// Buffers handed to the user stay valid after the carrier is gone.
+TEST_F(CarrierTest, BuffersOutliveTheCarrier) {
+  Pair p = connect_pair();
+  auto holder = std::make_shared<Holder>();
+  p.server->set_observer(holder);
+  send_strings(*p.client, {"kept"});
+  ASSERT_TRUE(holder->wait([&] { return holder->packets.size() == 1; }));
+  BufferRef ref;
+  const uint8_t* bytes;
+  {
+    std::lock_guard l(holder->mu);
+    ref = holder->held.front();
+    bytes = holder->data.front();
+    holder->held.clear();
+  }
+  p = Pair();
+  holder.reset();
+  listener.reset();
+  carrier.reset();
+  // The bytes are still readable; dropping the last reference frees them.
+  EXPECT_EQ(std::memcmp(bytes, "kept", 4), 0);
+  ref = BufferRef();
+}
+
+TEST_F(CarrierTest, CarrierDestructionClosesEachConnectionOnce) {
+  Pair p = connect_pair();
+  carrier.reset();
+  EXPECT_EQ(p.crec->closed, 1);
+  EXPECT_EQ(p.srec->closed, 1);
+  EXPECT_NE(p.crec->close_reason.find("127.0.0.1:"), std::string::npos) << p.crec->close_reason;
 }
 
 }  // namespace
