@@ -113,6 +113,7 @@ struct TxBatch {
   uint64_t wire_bytes = 0;
   uint64_t prewritten = 0;  // written by the fast path before it was queued
   uint8_t header_size = 4;
+  bool tick = false;  // a zero-length packet from send_tick()
 };
 
 // ------------------------------------------------------------------
@@ -290,7 +291,6 @@ class ConnectionImpl final : public Connection {
   msghdr msg_{};
   std::vector<iovec> iov_;
   std::atomic<bool> want_writable_{false};
-  bool tick_ = false;
   std::vector<Packet> batch_;  // reused per recv completion
   static constexpr uint8_t kTick[4] = {0, 0, 0, 0};
 
@@ -520,8 +520,16 @@ void ConnectionImpl::take_requests() {
       in_batches_.pop_front();
       tx_.push_back(std::move(t));
     }
-    if (in_tick_ && tx_.empty() && !send_inflight_) {
-      tick_ = true;
+    // Nothing queued or in flight: the tick goes out like any packet, so a
+    // partial write of it is handled like any other.
+    if (in_tick_ && tx_.empty()) {
+      TxBatch t;
+      t.tick = true;
+      t.header_size = tx_header_;
+      t.wire.push_back({const_cast<uint8_t*>(kTick), tx_header_});
+      t.wire_bytes = tx_header_;
+      queued_.fetch_add(tx_header_, std::memory_order_acq_rel);
+      tx_.push_back(std::move(t));
       tx_busy_ = true;
     }
     in_tick_ = false;
@@ -707,12 +715,9 @@ void ConnectionImpl::arm_send() {
     }
     if (iov_.size() == kMaxIov) break;
   }
-  if (iov_.empty() && tick_) {
-    iov_.push_back({const_cast<uint8_t*>(kTick), parser_.header_size()});
-  }
   if (iov_.empty()) {
     std::lock_guard lock(mu_);
-    if (in_batches_.empty() && tx_.empty() && !tick_) tx_busy_ = false;
+    if (in_batches_.empty() && tx_.empty()) tx_busy_ = false;
     return;
   }
   io_uring_sqe* s = carrier_->sqe();
@@ -740,10 +745,6 @@ void ConnectionImpl::on_send(int res) {
   }
   bytes_out_.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
   size_t n = static_cast<size_t>(res);
-  if (tx_.empty() && tick_) {
-    tick_ = false;  // a 2- or 4-byte tick: socket buffers take it whole in practice
-    ticks_out_.fetch_add(1, std::memory_order_relaxed);
-  }
   while (n > 0 && !tx_.empty()) {
     TxBatch& t = tx_.front();
     size_t left = t.wire_bytes - tx_offset_;
@@ -754,7 +755,11 @@ void ConnectionImpl::on_send(int res) {
     }
     n -= left;
     tx_offset_ = 0;
-    packets_out_.fetch_add(t.batch.packets(), std::memory_order_relaxed);
+    if (t.tick) {
+      ticks_out_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      packets_out_.fetch_add(t.batch.packets(), std::memory_order_relaxed);
+    }
     queued_.fetch_sub(t.wire_bytes - t.prewritten, std::memory_order_acq_rel);
     tx_.pop_front();  // frees the keepalive: the kernel has the bytes
   }
