@@ -90,5 +90,48 @@ TEST(FrameParser, FramingSwitchLeavesLaterBytesForTheNewFraming) {
   EXPECT_EQ(bytes[r.consumed + r2.body_offset], 'b');
 }
 
+TEST(FrameParser, StatesFollowHeaderAndBody) {
+  FrameParser p;
+  p.set_framing(Framing::kDist);
+  const uint8_t bytes[] = {0, 0, 1, 0, 'x'};  // 256-byte body, only 1 byte here
+  EXPECT_EQ(p.next(bytes, 3).step, FrameParser::Step::kNeedMore);
+  EXPECT_EQ(p.state(), FrameParser::State::kHeader);
+  auto r = p.next(bytes, sizeof bytes);
+  EXPECT_EQ(r.step, FrameParser::Step::kNeedMore);
+  EXPECT_EQ(r.size, 256u);  // the caller sizes its buffer from this
+  EXPECT_EQ(p.state(), FrameParser::State::kBody);
+  EXPECT_EQ(p.body_size(), 256u);
+  std::vector<uint8_t> whole(bytes, bytes + 4);
+  whole.resize(4 + 256, 'x');
+  r = p.next(whole.data(), whole.size());
+  ASSERT_EQ(r.step, FrameParser::Step::kPacket);
+  EXPECT_EQ(r.consumed, 260u);
+  EXPECT_EQ(p.state(), FrameParser::State::kHeader);
+}
+
+TEST(FrameParser, FramingSwitchForgetsAHeaderDecodedWithTheOldFraming) {
+  // A dist packet of 65538 bytes whose first two bytes (0, 1) were decoded as
+  // a handshake length of 1 before the framing changed.
+  std::vector<uint8_t> bytes = {0, 1, 0, 2};
+  bytes.resize(4 + 65538, 'd');
+  FrameParser p;
+  EXPECT_EQ(p.next(bytes.data(), 2).step, FrameParser::Step::kNeedMore);
+  EXPECT_EQ(p.state(), FrameParser::State::kBody);
+  p.set_framing(Framing::kDist);
+  EXPECT_EQ(p.state(), FrameParser::State::kHeader);
+  auto r = p.next(bytes.data(), bytes.size());
+  ASSERT_EQ(r.step, FrameParser::Step::kPacket);
+  EXPECT_EQ(r.size, 65538u);
+  EXPECT_EQ(r.consumed, bytes.size());
+}
+
+TEST(FrameParser, HandshakeZeroLengthIsAnEmptyPacketNotATick) {
+  FrameParser p;
+  const uint8_t bytes[] = {0, 0};
+  auto r = p.next(bytes, 2);
+  EXPECT_EQ(r.step, FrameParser::Step::kPacket);
+  EXPECT_EQ(r.size, 0u);
+}
+
 }  // namespace
 }  // namespace ktls::carrier
