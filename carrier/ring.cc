@@ -1,0 +1,327 @@
+// The ring thread: event loop, command queue, registration of owners,
+// shutdown (see ring.h).
+#include "carrier/ring.h"
+
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "carrier/connection.h"
+#include "carrier/listener.h"
+
+namespace ktls::carrier::internal {
+
+Result<void> CarrierImpl::init() {
+  auto pool = BufferPool::create(options_.pool);
+  if (!pool) return pool.error();
+  pool_ = pool.take();
+  int r = io_uring_queue_init(options_.ring_entries, &ring_, 0);
+  if (r < 0) return Error::from_errno(-r, "io_uring_queue_init");
+  ring_ok_ = true;
+  event_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (event_fd_ < 0) return Error::from_errno(errno, "eventfd");
+  arm_wake();
+  io_uring_submit(&ring_);
+  thread_ = std::thread([this] { run(); });
+  return {};
+}
+
+CarrierImpl::~CarrierImpl() {
+  if (thread_.joinable()) {
+    stop_.store(true);
+    wake();
+    thread_.join();
+  }
+  conns_.clear();
+  listeners_.clear();
+  if (ring_ok_) io_uring_queue_exit(&ring_);
+  if (event_fd_ >= 0) ::close(event_fd_);
+}
+
+io_uring_sqe* CarrierImpl::sqe() {
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  if (!s) {
+    io_uring_submit(&ring_);
+    submits_.fetch_add(1, std::memory_order_relaxed);
+    s = io_uring_get_sqe(&ring_);
+  }
+  return s;
+}
+
+void CarrierImpl::arm_wake() {
+  io_uring_sqe* s = sqe();
+  io_uring_prep_read(s, event_fd_, &event_buf_, sizeof event_buf_, 0);
+  io_uring_sqe_set_data(s, &wake_op_);
+}
+
+void CarrierImpl::wake() {
+  uint64_t one = 1;
+  wakeups_.fetch_add(1, std::memory_order_relaxed);
+  [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+}
+
+void CarrierImpl::poke(std::shared_ptr<ConnectionImpl> c) {
+  if (c->poked.exchange(true, std::memory_order_acq_rel)) return;  // already queued
+  {
+    std::lock_guard lock(poke_mu_);
+    poked_conns_.push_back(std::move(c));
+  }
+  if (sleeping_.load(std::memory_order_seq_cst)) wake();
+}
+
+void CarrierImpl::poke(std::shared_ptr<ListenerImpl> l) {
+  if (l->poked.exchange(true, std::memory_order_acq_rel)) return;
+  {
+    std::lock_guard lock(poke_mu_);
+    poked_listeners_.push_back(std::move(l));
+  }
+  if (sleeping_.load(std::memory_order_seq_cst)) wake();
+}
+
+std::shared_ptr<ConnectionImpl> CarrierImpl::adopt(int fd, const SockAddr& peer) {
+  auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), fd, options_.connection);
+  c->set_addresses(peer);
+  c->mark_ready();
+  if (options_.connection.nodelay) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  conns_.emplace(c.get(), c);
+  open_.fetch_add(1, std::memory_order_relaxed);
+  total_.fetch_add(1, std::memory_order_relaxed);
+  return c;
+}
+
+void CarrierImpl::connection_finished(ConnectionImpl* c) {
+  if (c->starved) {
+    std::erase(starved_, c);
+    c->starved = false;
+  }
+  if (c->ops == 0) conns_.erase(c);  // else when its last completion arrives
+}
+
+void CarrierImpl::retry_later(ConnectionImpl* c) {
+  if (c->starved) return;
+  c->starved = true;
+  starved_.push_back(c);
+}
+
+void CarrierImpl::listener_finished(ListenerImpl* l) {
+  listeners_open_.fetch_sub(1, std::memory_order_relaxed);
+  if (l->ops == 0) listeners_.erase(l);
+}
+
+// One completion. Its owner is alive: owners stay registered while they have
+// operations in flight.
+void CarrierImpl::dispatch(Op* op, int res) {
+  // liburing's own timeout SQE when the kernel lacks IORING_FEAT_EXT_ARG.
+  if (!op || reinterpret_cast<uintptr_t>(op) == LIBURING_UDATA_TIMEOUT) return;
+  switch (op->kind) {
+    case OpKind::kWake:
+      arm_wake();
+      return;
+    case OpKind::kRecv:
+    case OpKind::kSend:
+    case OpKind::kConnect:
+    case OpKind::kTimeout:
+    case OpKind::kConnCancel: {
+      auto* c = static_cast<ConnectionImpl*>(op->owner);
+      auto ref = conns_.at(c);  // keeps it alive through the handler
+      c->ops--;
+      if (!c->finished()) {
+        if (op->kind == OpKind::kRecv) c->on_recv(res);
+        if (op->kind == OpKind::kSend) c->on_send(res);
+        if (op->kind == OpKind::kConnect) c->on_connect(res);
+        if (op->kind == OpKind::kConnCancel) c->on_cancel();
+      }
+      if (c->finished() && c->ops == 0) conns_.erase(c);
+      return;
+    }
+    case OpKind::kAccept:
+    case OpKind::kListenCancel: {
+      auto* l = static_cast<ListenerImpl*>(op->owner);
+      auto ref = listeners_.at(l);
+      l->ops--;
+      if (!l->finished()) {
+        if (op->kind == OpKind::kAccept) l->on_accept(res);
+        if (op->kind == OpKind::kListenCancel) l->on_cancel();
+      }
+      if (l->finished() && l->ops == 0) listeners_.erase(l);
+      return;
+    }
+  }
+}
+
+Result<std::shared_ptr<Listener>> CarrierImpl::listen(const SockAddr& addr, int backlog,
+                                                      std::shared_ptr<ListenerObserver> observer) {
+  int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error::from_errno(errno, "socket");
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) < 0) {
+    int e = errno;
+    ::close(fd);
+    return Error::from_errno(e, "bind " + addr.to_string());
+  }
+  if (::listen(fd, backlog) < 0) {
+    int e = errno;
+    ::close(fd);
+    return Error::from_errno(e, "listen " + addr.to_string());
+  }
+  SockAddr local;
+  local.len = sizeof local.storage;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&local.storage), &local.len);
+  auto l = std::make_shared<ListenerImpl>(this, fd, local, std::move(observer));
+  {
+    std::lock_guard lock(new_mu_);
+    new_listeners_.push_back(l);
+  }
+  listeners_open_.fetch_add(1, std::memory_order_relaxed);
+  wake();
+  return std::shared_ptr<Listener>(l);
+}
+
+std::shared_ptr<Connection> CarrierImpl::connect(const SockAddr& addr,
+                                                 std::chrono::milliseconds timeout,
+                                                 std::shared_ptr<ConnectionObserver> observer) {
+  int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), fd, options_.connection);
+  c->set_observer(std::move(observer));
+  total_.fetch_add(1, std::memory_order_relaxed);
+  open_.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(new_mu_);
+    connects_.push_back({c, {addr, fd < 0 ? -int64_t{errno} : timeout.count()}});
+  }
+  wake();
+  return c;
+}
+
+void CarrierImpl::drain_pokes() {
+  std::vector<std::shared_ptr<ConnectionImpl>> conns;
+  std::vector<std::shared_ptr<ListenerImpl>> listeners;
+  std::vector<std::pair<std::shared_ptr<ConnectionImpl>, std::pair<SockAddr, int64_t>>> connects;
+  {
+    std::lock_guard lock(new_mu_);
+    for (auto& l : new_listeners_) listeners_.emplace(l.get(), l);
+    new_listeners_.clear();
+    connects.swap(connects_);
+  }
+  for (auto& [c, what] : connects) {
+    conns_.emplace(c.get(), c);
+    if (what.second < 0) {
+      c->connected = false;
+      Error e = Error::from_errno(static_cast<int>(-what.second), "socket");
+      c->fail(e.what, e.code);
+      c->service();
+      continue;
+    }
+    c->start_connect(what.first, std::chrono::milliseconds(what.second));
+  }
+  {
+    std::lock_guard lock(poke_mu_);
+    conns.swap(poked_conns_);
+    listeners.swap(poked_listeners_);
+  }
+  for (auto& c : conns) {
+    c->poked.store(false, std::memory_order_release);
+    if (conns_.count(c.get())) c->service();
+  }
+  for (auto& l : listeners) {
+    l->poked.store(false, std::memory_order_release);
+    if (listeners_.count(l.get())) l->service();
+  }
+}
+
+void CarrierImpl::run() {
+  std::vector<std::shared_ptr<ConnectionImpl>> keep;  // alive during a callback
+  while (!stop_.load(std::memory_order_acquire)) {
+    drain_pokes();
+    sleeping_.store(true, std::memory_order_seq_cst);
+    bool pending;
+    {
+      std::lock_guard lock(poke_mu_);
+      std::lock_guard lock2(new_mu_);
+      pending = !poked_conns_.empty() || !poked_listeners_.empty() || !connects_.empty() ||
+                !new_listeners_.empty();
+    }
+    if (pending) {
+      sleeping_.store(false, std::memory_order_seq_cst);
+      continue;
+    }
+    io_uring_cqe* cqe = nullptr;
+    if (starved_.empty()) {
+      io_uring_submit_and_wait(&ring_, 1);
+    } else {
+      __kernel_timespec ts{0, kRetryDelay.count() * 1000 * 1000};
+      io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    }
+    submits_.fetch_add(1, std::memory_order_relaxed);
+    sleeping_.store(false, std::memory_order_seq_cst);
+    unsigned head, seen = 0;
+    // Completions are handled one by one: handlers may submit new SQEs.
+    done_.clear();
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      done_.emplace_back(static_cast<Op*>(io_uring_cqe_get_data(cqe)), cqe->res);
+      seen++;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    for (auto [op, res] : done_) dispatch(op, res);
+    retry_starved();
+  }
+  stop_all();
+}
+
+void CarrierImpl::retry_starved() {
+  if (starved_.empty()) return;
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_retry_ < kRetryDelay) return;
+  last_retry_ = now;
+  std::vector<ConnectionImpl*> again;
+  again.swap(starved_);  // service() may put them back
+  for (ConnectionImpl* c : again) {
+    c->starved = false;
+    auto it = conns_.find(c);
+    if (it == conns_.end()) continue;
+    auto keep = it->second;
+    keep->service();
+  }
+}
+
+// Carrier shutdown: every connection and listener is closed and reported.
+void CarrierImpl::stop_all() {
+  std::vector<std::shared_ptr<ConnectionImpl>> conns;
+  for (auto& [p, c] : conns_) conns.push_back(c);
+  for (auto& c : conns) c->close("carrier stopped");
+  std::vector<std::shared_ptr<ListenerImpl>> ls;
+  for (auto& [p, l] : listeners_) ls.push_back(l);
+  for (auto& l : ls) l->close();
+  // Bounded: give in-flight operations a moment to finish.
+  for (int round = 0; round < 100 && (!conns_.empty() || !listeners_.empty()); round++) {
+    drain_pokes();
+    io_uring_submit(&ring_);
+    __kernel_timespec ts{0, 10 * 1000 * 1000};
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_wait_cqe_timeout(&ring_, &cqe, &ts) == 0 && cqe) {
+      Op* op = static_cast<Op*>(io_uring_cqe_get_data(cqe));
+      int res = cqe->res;
+      io_uring_cqe_seen(&ring_, cqe);
+      dispatch(op, res);
+    }
+  }
+}
+
+}  // namespace ktls::carrier::internal
+
+namespace ktls::carrier {
+
+Result<std::unique_ptr<Carrier>> Carrier::start(const CarrierOptions& options) {
+  auto c = std::make_unique<internal::CarrierImpl>(options);
+  auto r = c->init();
+  if (!r) return r.error();
+  return std::unique_ptr<Carrier>(std::move(c));
+}
+
+}  // namespace ktls::carrier

@@ -1,0 +1,125 @@
+// The ring thread: one io_uring, an eventfd for wakeups, and the commands
+// other threads queue for it. Internal to the carrier library.
+//
+// Completion handlers (ConnectionImpl::on_*, ListenerImpl::on_*) run on the
+// ring thread only. They may queue SQEs (CarrierImpl::sqe()) and call
+// observers; they must not block, and an owner must stay registered in
+// CarrierImpl (conns_/listeners_) while any SQE naming it is in flight
+// (`ops` counts them), because the SQE's user_data points into it.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "carrier/carrier.h"
+
+namespace ktls::carrier::internal {
+
+constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux
+// How often a connection that found the buffer pool empty tries again.
+constexpr std::chrono::milliseconds kRetryDelay{5};
+
+enum class OpKind : uint8_t {
+  kWake,
+  kRecv,
+  kSend,
+  kConnect,
+  kTimeout,
+  kConnCancel,
+  kAccept,
+  kListenCancel,
+};
+
+// user_data of every SQE: an Op embedded in its owner (stable address).
+struct Op {
+  OpKind kind;
+  void* owner;
+};
+
+class ConnectionImpl;
+class ListenerImpl;
+
+class CarrierImpl final : public Carrier {
+ public:
+  explicit CarrierImpl(const CarrierOptions& options) : options_(options) {}
+  ~CarrierImpl() override;
+  Result<void> init();
+
+  Result<std::shared_ptr<Listener>> listen(const SockAddr& addr, int backlog,
+                                           std::shared_ptr<ListenerObserver> observer) override;
+  std::shared_ptr<Connection> connect(const SockAddr& addr, std::chrono::milliseconds timeout,
+                                      std::shared_ptr<ConnectionObserver> observer) override;
+  CarrierStats stats() const override {
+    CarrierStats s;
+    s.connections_open = open_.load(std::memory_order_relaxed);
+    s.connections_total = total_.load(std::memory_order_relaxed);
+    s.listeners_open = listeners_open_.load(std::memory_order_relaxed);
+    s.ring_submits = submits_.load(std::memory_order_relaxed);
+    s.wakeups = wakeups_.load(std::memory_order_relaxed);
+    s.pool = pool_->stats();
+    return s;
+  }
+  BufferPool& pool() override { return *pool_; }
+
+  // Ring thread helpers.
+  io_uring_sqe* sqe();
+  void poke(std::shared_ptr<ConnectionImpl> c);
+  void poke(std::shared_ptr<ListenerImpl> l);
+  std::shared_ptr<ConnectionImpl> adopt(int fd, const SockAddr& peer);  // accepted socket
+  const ConnectionOptions& conn_options() const { return options_.connection; }
+  void connection_finished(ConnectionImpl* c);
+  // The pool had no buffer for `c`: service it again after kRetryDelay.
+  void retry_later(ConnectionImpl* c);
+  void listener_finished(ListenerImpl* l);
+  void dispatch(Op* op, int res);
+
+ private:
+  void run();
+  void wake();
+  void arm_wake();
+  void drain_pokes();
+  void retry_starved();
+  void stop_all();
+
+  CarrierOptions options_;
+  std::shared_ptr<BufferPool> pool_;
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  int event_fd_ = -1;
+  uint64_t event_buf_ = 0;
+  Op wake_op_{OpKind::kWake, nullptr};
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> sleeping_{false};
+
+  std::mutex poke_mu_;
+  std::vector<std::shared_ptr<ConnectionImpl>> poked_conns_;
+  std::vector<std::shared_ptr<ListenerImpl>> poked_listeners_;
+
+  // Ring thread only: everything alive, keyed by address.
+  std::unordered_map<ConnectionImpl*, std::shared_ptr<ConnectionImpl>> conns_;
+  std::unordered_map<ListenerImpl*, std::shared_ptr<ListenerImpl>> listeners_;
+  std::mutex new_mu_;  // registration from other threads
+  std::vector<std::shared_ptr<ConnectionImpl>> new_conns_;
+  std::vector<std::pair<std::shared_ptr<ConnectionImpl>, std::pair<SockAddr, int64_t>>> connects_;
+  std::vector<std::shared_ptr<ListenerImpl>> new_listeners_;
+
+  // Connections waiting for a buffer (ring thread only); retried on a timer.
+  std::vector<ConnectionImpl*> starved_;
+  std::chrono::steady_clock::time_point last_retry_{};
+  std::vector<std::pair<Op*, int>> done_;  // completions of one wait, reused
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> open_{0}, total_{0}, listeners_open_{0}, submits_{0}, wakeups_{0};
+  friend class ConnectionImpl;
+  friend class ListenerImpl;
+};
+}  // namespace ktls::carrier::internal
