@@ -155,6 +155,14 @@ bool eventually(Pred pred, std::chrono::milliseconds t = 5s) {
   return true;
 }
 
+// Sends one packet; true if the connection took it.
+bool send_strings_raw(Connection& c, std::string m) {
+  OutboundBatch b;
+  iovec v{m.data(), m.size()};
+  b.add_packet({&v, 1});
+  return c.send(std::move(b)).ok();
+}
+
 size_t open_fds() {
   size_t n = 0;
   DIR* d = opendir("/proc/self/fd");
@@ -474,6 +482,13 @@ TEST_F(CarrierTest, CarrierDestructionClosesEachConnectionOnce) {
   EXPECT_EQ(p.crec->closed, 1);
   EXPECT_EQ(p.srec->closed, 1);
   EXPECT_NE(p.crec->close_reason.find("127.0.0.1:"), std::string::npos) << p.crec->close_reason;
+  // Calls after the carrier is gone are harmless no-ops or errors.
+  p.client->close("again");
+  p.server->consumed(100);
+  p.server->send_tick();
+  EXPECT_FALSE(send_strings_raw(*p.client, "late"));
+  listener->accept();
+  listener->close();
 }
 
 TEST_F(CarrierTest, TicksAreCountedNotDelivered) {

@@ -15,6 +15,7 @@ std::shared_ptr<ConnectionObserver> ConnectionImpl::observer() {
 }
 
 void ConnectionImpl::poke() {
+  if (finished()) return;  // nothing left to do, and the carrier may be gone
   carrier_->poke(std::static_pointer_cast<ConnectionImpl>(shared_from_this()));
 }
 

@@ -134,7 +134,7 @@ class ConnectionImpl final : public Connection {
     std::lock_guard lock(mu_);
     if (!closed_for_send_) tx_ready_ = true;
   }
-  bool finished() const { return finished_; }
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
 
   Op recv_op{OpKind::kRecv, this};
   Op send_op{OpKind::kSend, this};
@@ -193,7 +193,10 @@ class ConnectionImpl final : public Connection {
   bool streaming_ = false;
   bool recv_inflight_ = false, send_inflight_ = false, connect_inflight_ = false;
   bool cancel_inflight_ = false;
-  bool closing_ = false, finished_ = false;
+  bool closing_ = false;
+  // Set once on_closed was reported; read by other threads so that calls on
+  // a finished connection never reach the ring (which may be gone).
+  std::atomic<bool> finished_{false};
   Error close_reason_;
   std::deque<TxBatch> tx_;
   size_t tx_offset_ = 0;  // bytes of tx_.front() already written

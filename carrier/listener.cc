@@ -11,7 +11,10 @@
 
 namespace ktls::carrier::internal {
 
-void ListenerImpl::poke() { carrier_->poke(shared_from_this()); }
+void ListenerImpl::poke() {
+  if (finished()) return;  // nothing left to do, and the carrier may be gone
+  carrier_->poke(shared_from_this());
+}
 
 void ListenerImpl::service() {
   if (finished_) return;

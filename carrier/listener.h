@@ -44,7 +44,7 @@ class ListenerImpl final : public Listener, public std::enable_shared_from_this<
     cancel_inflight_ = false;
     service();
   }
-  bool finished() const { return finished_; }
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
 
   Op accept_op{OpKind::kAccept, this};
   Op cancel_op{OpKind::kListenCancel, this};
@@ -60,7 +60,8 @@ class ListenerImpl final : public Listener, public std::enable_shared_from_this<
   uint32_t in_accepts_ = 0;
   bool in_close_ = false;
   uint32_t accepts_ = 0;
-  bool inflight_ = false, cancel_inflight_ = false, closing_ = false, finished_ = false;
+  bool inflight_ = false, cancel_inflight_ = false, closing_ = false;
+  std::atomic<bool> finished_{false};  // closed: calls no longer reach the ring
   sockaddr_storage peer_{};
   socklen_t peer_len_ = 0;
 };
