@@ -275,6 +275,31 @@ TEST_F(CarrierTest, OversizedFrameClosesWithReasonNamingPeer) {
   ASSERT_TRUE(p.crec->wait([&] { return p.crec->closed == 1; }));
 }
 
+// Bytes written by a plain socket: a good packet, then a 4 GiB length.
+TEST_F(CarrierTest, OversizedAfterAGoodPacketDeliversItThenCloses) {
+  listener->accept();
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const auto& l = listener->local();
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&l.storage), l.len), 0);
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&me), &len);
+  auto server = acceptor->next();
+  ASSERT_TRUE(server);
+  auto rec = std::make_shared<Recorder>();
+  server->set_observer(rec);
+  server->set_framing(Framing::kDist);
+  server->start_streaming();
+  const uint8_t bytes[] = {0, 0, 0, 4, 'g', 'o', 'o', 'd', 0xff, 0xff, 0xff, 0xff};
+  ASSERT_EQ(::write(fd, bytes, sizeof bytes), static_cast<ssize_t>(sizeof bytes));
+  ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }));
+  EXPECT_EQ(rec->packets, std::vector<std::string>{"good"});
+  EXPECT_EQ(rec->close_reason,
+            "oversized dist packet from 127.0.0.1:" + std::to_string(ntohs(me.sin_port)) +
+                ": 4294967295 bytes (max 67108864)");
+  ::close(fd);
+}
+
 TEST_F(CarrierTest, PeerCloseReportsOnceAndSendFails) {
   Pair p = connect_pair();
   p.client->close("test");

@@ -166,7 +166,9 @@ void ConnectionImpl::deliver(std::span<const Packet> packets) {
 void ConnectionImpl::parse() {
   if (!rx_) return;
   batch_.clear();
-  uint64_t bytes = 0;
+  uint64_t bytes = 0, ticks = 0;
+  bool oversized = false;
+  FrameParser::Result bad{};
   while (!closing_) {
     if (!streaming_ && requests_ == 0) break;
     if (streaming_ && unconsumed_.load(std::memory_order_acquire) + bytes >= options_.rx_window &&
@@ -177,35 +179,39 @@ void ConnectionImpl::parse() {
     auto r = parser_.next(base, rx_end_ - rx_start_);
     if (r.step == FrameParser::Step::kNeedMore) break;
     if (r.step == FrameParser::Step::kOversized) {
-      fail("oversized " + std::string(parser_.framing() == Framing::kDist ? "dist" : "handshake") +
-           " packet from " + peer_.to_string() + ": " + std::to_string(r.size) + " bytes (max " +
-           std::to_string(parser_.framing() == Framing::kDist ? options_.max_dist_packet
-                                                              : options_.max_handshake_packet) +
-           ")");
-      return;
+      oversized = true;  // the packets before it are still delivered
+      bad = r;
+      break;
     }
     rx_start_ += r.consumed;
     if (r.step == FrameParser::Step::kTick) {
-      ticks_in_.fetch_add(1, std::memory_order_relaxed);
+      ticks++;
       continue;
     }
     batch_.push_back(Packet{base + r.body_offset, static_cast<uint32_t>(r.size), rx_.get()});
     bytes += r.size;
-    packets_in_.fetch_add(1, std::memory_order_relaxed);
     if (!streaming_) {
       requests_--;
       break;  // the framing may change after a handshake packet
     }
   }
+  // Counters once per completion, not per packet.
+  if (ticks) ticks_in_.fetch_add(ticks, std::memory_order_relaxed);
   if (!batch_.empty()) {
+    packets_in_.fetch_add(batch_.size(), std::memory_order_relaxed);
     unconsumed_.fetch_add(streaming_ ? bytes : 0, std::memory_order_acq_rel);
     deliver(batch_);
     batch_.clear();
     // A handshake request may have arrived during the callback.
     if (!streaming_ && !closing_) {
       take_requests();
-      if (requests_ > 0 || streaming_) parse();
+      if (!oversized && (requests_ > 0 || streaming_)) parse();
     }
+  }
+  if (oversized) {
+    fail("oversized " + std::string(parser_.framing() == Framing::kDist ? "dist" : "handshake") +
+         " packet from " + peer_.to_string() + ": " + std::to_string(bad.size) + " bytes (max " +
+         std::to_string(parser_.max_size()) + ")");
   }
 }
 
@@ -339,8 +345,7 @@ void ConnectionImpl::on_send(int res) {
   service();
 }
 
-void ConnectionImpl::start_connect(const SockAddr& addr, std::chrono::milliseconds timeout) {
-  peer_ = addr;
+void ConnectionImpl::start_connect(std::chrono::milliseconds timeout) {
   connected = false;
   io_uring_sqe* s = carrier_->sqe();
   io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&peer_.storage), peer_.len);

@@ -116,7 +116,7 @@ class ConnectionImpl final : public Connection {
   // -- ring thread --
   void poke();
   void service();  // apply requests, parse, (re)arm recv/send, finish close
-  void start_connect(const SockAddr& addr, std::chrono::milliseconds timeout);
+  void start_connect(std::chrono::milliseconds timeout);  // to peer()
   void on_connect(int res);
   void on_recv(int res);
   void on_send(int res);
@@ -124,6 +124,8 @@ class ConnectionImpl final : public Connection {
     cancel_inflight_ = false;
     service();
   }
+  // Before the connection is shared (peer() is read without a lock).
+  void set_peer(const SockAddr& peer) { peer_ = peer; }
   void set_addresses(const SockAddr& peer) {
     peer_ = peer;
     local_.len = sizeof(local_.storage);

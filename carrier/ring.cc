@@ -188,6 +188,7 @@ std::shared_ptr<Connection> CarrierImpl::connect(const SockAddr& addr,
                                                  std::shared_ptr<ConnectionObserver> observer) {
   int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), fd, options_.connection);
+  c->set_peer(addr);
   c->set_observer(std::move(observer));
   total_.fetch_add(1, std::memory_order_relaxed);
   open_.fetch_add(1, std::memory_order_relaxed);
@@ -218,7 +219,7 @@ void CarrierImpl::drain_pokes() {
       c->service();
       continue;
     }
-    c->start_connect(what.first, std::chrono::milliseconds(what.second));
+    c->start_connect(std::chrono::milliseconds(what.second));
   }
   {
     std::lock_guard lock(poke_mu_);
