@@ -13,16 +13,11 @@ for f in ${KTLS_CT_SUITES:-$(cd tests/ct && ls *_SUITE.erl | sed 's/\.erl$//')};
   suites+=("tests/ct/${f%.erl}.erl")
 done
 # Every node in these suites talks on 127.0.0.1 only.
-ct_run -noshell -pa "$KTLS_ROOT/_build/lib/ktls_filter/ebin" \
-  -logdir "$logdir" -dir tests/ct -suite "${suites[@]}" -erl_args -connect_all false \
-  >"$out" 2>&1 &
-pid=$!
 # Hard limit: a hung suite must not hang CI.
-( sleep "${KTLS_CT_TIMEOUT:-1200}"; kill -9 "$pid" 2>/dev/null ) &
-watchdog=$!
-wait "$pid"
+timeout -s KILL "${KTLS_CT_TIMEOUT:-1200}" ct_run -noshell -pa "$KTLS_ROOT/_build/lib/ktls_filter/ebin" \
+  -logdir "$logdir" -dir tests/ct -suite "${suites[@]}" -erl_args -connect_all false \
+  >"$out" 2>&1 </dev/null
 rc=$?
-kill "$watchdog" 2>/dev/null
 cat "$out"
 # One "TEST COMPLETE, N ok, M failed[, K skipped...]" line per suite: sum them.
 read -r ok failed nlines < <(grep -E 'TEST COMPLETE' "$out" | awk '

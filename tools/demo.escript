@@ -1,7 +1,7 @@
 #!/usr/bin/env escript
 %%! -noshell
 %% ./ktls demo: three nodes with -proto_dist ktls_filter on 127.0.0.1.
-%% Shows traffic flowing, an attack being dropped by the filter, and the stats.
+%% Shows traffic flowing over the carrier and the carrier's statistics.
 -mode(compile).
 
 main([Ebin | _]) ->
@@ -35,26 +35,15 @@ main([Ebin | _]) ->
     Ms = (erlang:monotonic_time(microsecond) - T0) div 1000,
     say("  done in ~p ms", [Ms]),
 
-    say("attack: ~p asks ~p to run erlang:halt() through erpc", [NA, NB]),
-    Attack = Call(A, erlang, apply, [fun() ->
-        try erpc:call(NB, erlang, halt, [1], 5000)
-        catch C1:R1 -> {C1, R1}
-        end
-    end, []]),
-    say("  attacker got: ~p", [Attack]),
-    say("  ~p is still up: ~p", [NB, Call(A, net_adm, ping, [NB])]),
-
-    say("attack: {'$gen_cast', {cast, os, cmd, [\"touch /tmp/pwned\"], GL}} to rex on ~p", [NB]),
-    ok = Call(A, erlang, apply, [fun() ->
-        {rex, NB} ! {'$gen_cast', {cast, os, cmd, ["echo pwned"], group_leader()}}, ok
-    end, []]),
-    timer:sleep(500),
+    %% The filter engine (nif/filter, issue 4) is not in the tree yet, so the
+    %% demo does not launch attacks: nothing would stop them.
+    say("attacks: skipped - the filter engine is not built yet, so nothing would drop them"),
 
     say("stats on ~p:", [NB]),
     Stats = Call(B, ktls_filter, carrier_stats, []),
     say("  carrier: ~p", [Stats]),
-    World = try Call(B, ktls_filter_nif, world_stats, []) catch _:E -> E end,
-    say("  filter: ~p", [World]),
+    [Conn | _] = Call(B, ktls_filter, connections, []),
+    say("  a connection: ~p", [Conn]),
     [peer:stop(P) || P <- [A, B, C]],
     say("demo finished"),
     halt(0);

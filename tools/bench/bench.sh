@@ -2,6 +2,10 @@
 # ./ktls bench [--quick]: see tools/bench/bench.escript.
 set -euo pipefail
 : "${KTLS_ROOT:?run through ./ktls bench}"
+if [ "${1:-}" = "--thp" ]; then
+  shift
+  exec "$KTLS_ROOT/tools/bench/thp_bench.sh" "$@"
+fi
 ebin="$KTLS_ROOT/_build/bench/ebin"
 out="$KTLS_ROOT/_build/bench/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$ebin" "$out"
