@@ -39,9 +39,9 @@ ktls_ensure_setup() {
 # Build everything with Bazel and lay out the OTP application.
 ktls_build() {
   ktls_log "building (bazel)"
-  bazel build //... >"$KTLS_BUILD.log" 2>&1 || {
-    mkdir -p "$KTLS_BUILD"
-    cat "$KTLS_BUILD.log" >&2
+  mkdir -p "$KTLS_BUILD"
+  bazel build //... >"$KTLS_BUILD/build.log" 2>&1 || {
+    cat "$KTLS_BUILD/build.log" >&2
     ktls_log "bazel build failed"
     return 1
   }
