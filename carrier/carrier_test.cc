@@ -227,7 +227,10 @@ TEST_F(CarrierTest, HandshakeOnePacketPerRequestThenDist) {
 
 TEST_F(CarrierTest, BusyThenWritableWhenPeerReadsAgain) {
   Pair p = connect_pair();
-  p.srec->auto_consume = false;  // server stops consuming: it stops reading at rx_window
+  {
+    std::lock_guard l(p.srec->mu);
+    p.srec->auto_consume = false;  // server stops consuming: it stops reading at rx_window
+  }
   // 64 MiB: more than rx_window plus both sockets' buffers.
   bool busy = false;
   for (int i = 0; i < 256; i++) {
@@ -362,7 +365,10 @@ TEST_F(CarrierTest, QueuedBytesReturnToZeroAfterHandshakeSends) {
 
 TEST_F(CarrierTest, RxWindowPausesReadingUntilConsumed) {
   Pair p = connect_pair();
-  p.srec->auto_consume = false;
+  {
+    std::lock_guard l(p.srec->mu);
+    p.srec->auto_consume = false;
+  }
   const uint64_t window = options.connection.rx_window;
   for (int i = 0; i < 64; i++) send_strings(*p.client, {std::string(512 * 1024, 'w')});  // 32 MiB
   std::this_thread::sleep_for(300ms);

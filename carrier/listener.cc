@@ -41,6 +41,8 @@ void ListenerImpl::service() {
     finished_ = true;
     ::close(fd_);
     fd_ = -1;
+    // Counted as gone before the observer hears of it (stats are exact then).
+    carrier_->listeners_open_.fetch_sub(1, std::memory_order_relaxed);
     Error e = Error::message("listener " + local_.to_string() + " closed");
     for (; accepts_ > 0; accepts_--) observer_->on_accept(*this, nullptr, &e);
     carrier_->listener_finished(this);

@@ -109,7 +109,6 @@ void CarrierImpl::retry_later(ConnectionImpl* c) {
 }
 
 void CarrierImpl::listener_finished(ListenerImpl* l) {
-  listeners_open_.fetch_sub(1, std::memory_order_relaxed);
   if (l->ops == 0) listeners_.erase(l);
 }
 
