@@ -4,14 +4,14 @@
 %% Shows traffic flowing over the carrier and the carrier's statistics.
 -mode(compile).
 
-main([Ebin | _]) ->
+main([Ebin, BenchEbin | _]) ->
     true = code:add_patha(Ebin),
     Cookie = "ktls_demo_" ++ integer_to_list(erlang:unique_integer([positive])),
     Start = fun(Name) ->
                     {ok, P, N} = peer:start_link(
                                    #{name => Name ++ "_" ++ os:getpid(), host => "127.0.0.1",
                                      longnames => true, connection => standard_io,
-                                     args => ["-pa", Ebin, "-proto_dist", "ktls_filter",
+                                     args => ["-pa", Ebin, "-pa", BenchEbin, "-proto_dist", "ktls_filter",
                                               "-setcookie", Cookie]}),
                     {P, N}
             end,
@@ -23,17 +23,14 @@ main([Ebin | _]) ->
     pong = Call(B, net_adm, ping, [NC]),
     say("~p sees ~p", [NA, Call(A, erlang, nodes, [])]),
 
-    say("traffic: 20,000 erpc calls and a 16 MiB binary from ~p to ~p", [NA, NB]),
-    T0 = erlang:monotonic_time(microsecond),
-    ok = Call(A, erlang, apply, [fun() ->
-        [I = erpc:call(NB, erlang, abs, [-I]) || I <- lists:seq(1, 20000)],
-        Bin = binary:copy(<<"k">>, 16 * 1024 * 1024),
-        Size = byte_size(Bin),
-        Size = erpc:call(NB, erlang, byte_size, [Bin]),
-        ok
-    end, []]),
-    Ms = (erlang:monotonic_time(microsecond) - T0) div 1000,
-    say("  done in ~p ms", [Ms]),
+    say("traffic from ~p to ~p:", [NA, NB]),
+    {Msgs, MsgUs} = Call(A, ktls_bench, small, [NB, 4, 50000]),
+    say("  ~p small messages from 4 senders: ~p msgs/s", [Msgs, round(Msgs / MsgUs * 1.0e6)]),
+    {Bytes, BytesUs} = Call(A, ktls_bench, bulk, [NB, 1024 * 1024, 256]),
+    say("  256 MiB in 1 MiB binaries: ~p MB/s", [round(Bytes / BytesUs)]),
+    Rtts = Call(A, ktls_bench, pingpong, [NB, 1000]),
+    say("  ping-pong p50: ~p us", [lists:nth(500, Rtts)]),
+    NB = Call(A, erpc, call, [NB, erlang, node, []]),
 
     %% The filter engine (nif/filter, issue 4) is not in the tree yet, so the
     %% demo does not launch attacks: nothing would stop them.
@@ -48,7 +45,7 @@ main([Ebin | _]) ->
     say("demo finished"),
     halt(0);
 main(_) ->
-    io:format("usage: demo.escript EBIN~n"),
+    io:format("usage: demo.escript EBIN BENCH_EBIN~n"),
     halt(2).
 
 say(F) -> say(F, []).
