@@ -13,18 +13,10 @@ config_get() ->
 %% start-up options. Switching deep_packet_inspection is logged.
 -spec config_set(atom(), term()) -> ok | {error, string()}.
 config_set(Key, Value) ->
-    Old = ktls_filter_config:get(),
-    case ktls_filter_config:validate(maps:to_list(Old) ++ [{Key, Value}]) of
-        {ok, New} ->
-            case ktls_filter_nif:filter_configure(New) of
-                ok ->
-                    persistent_term:put({ktls_filter_config, config}, New),
-                    logger:notice("ktls_filter: ~p set to ~tp (was ~tp)",
-                                  [Key, maps:get(Key, New), maps:get(Key, Old)]),
-                    ok;
-                Error ->
-                    Error
-            end;
+    case ktls_filter_config:set({Key, Value}, fun ktls_filter_nif:filter_configure/1) of
+        {ok, Old, New} ->
+            logger:notice("ktls_filter: ~p set to ~tp (was ~tp)", [Key, New, Old]),
+            ok;
         Error ->
             Error
     end.

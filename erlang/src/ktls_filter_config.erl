@@ -6,7 +6,7 @@
 %% ill-typed option is an error that names it.
 -module(ktls_filter_config).
 
--export([load/0, get/0, get/1, options/0, validate/1, describe/0]).
+-export([load/0, get/0, get/1, set/2, options/0, validate/1, describe/0]).
 
 -type key() :: atom().
 -type config() :: #{key() => term()}.
@@ -72,6 +72,25 @@ load() ->
                 {ok, Config} ->
                     persistent_term:put(?PT_KEY, Config),
                     {ok, Config};
+                Error ->
+                    Error
+            end;
+        Error ->
+            Error
+    end.
+
+%% @doc Changes one option at run time: validated like the start-up options,
+%% handed to Apply (which pushes it into the NIF), then stored.
+-spec set({atom(), term()}, fun((config()) -> ok | {error, term()})) ->
+          {ok, Old :: term(), New :: term()} | {error, term()}.
+set({Key, Value}, Apply) ->
+    Old = ?MODULE:get(),
+    case validate(maps:to_list(Old) ++ [{Key, Value}]) of
+        {ok, New} ->
+            case Apply(New) of
+                ok ->
+                    persistent_term:put(?PT_KEY, New),
+                    {ok, maps:get(Key, Old), maps:get(Key, New)};
                 Error ->
                     Error
             end;

@@ -105,15 +105,21 @@ output_loop(Conn, DHandle) ->
     receive
         dist_data ->
             send_data(Conn, DHandle);
-        {ktls_closed, Conn, Reason} ->
-            log_closed(Conn, connected, Reason),
-            exit({connection_closed, Reason});
-        {'EXIT', _From, Reason} ->
-            ktls_filter_nif:close(Conn, <<"dist channel shut down">>),
-            exit(Reason);
-        _Other ->
+        Other ->
+            ok = connection_down(Conn, Other),
             output_loop(Conn, DHandle)
     end.
+
+%% Exits when Msg says the connection or the channel is gone; ok otherwise
+%% (other messages are dropped).
+connection_down(Conn, {ktls_closed, Conn, Reason}) ->
+    log_closed(Conn, connected, Reason),
+    exit({connection_closed, Reason});
+connection_down(Conn, {'EXIT', _From, Reason}) ->
+    ktls_filter_nif:close(Conn, <<"dist channel shut down">>),
+    exit(Reason);
+connection_down(_Conn, _Other) ->
+    ok.
 
 send_data(Conn, DHandle) ->
     case collect(DHandle, ?BATCH_PACKETS, ?BATCH_BYTES, []) of
@@ -154,12 +160,10 @@ wait_writable(Conn, DHandle) ->
     receive
         {ktls_writable, Conn} ->
             send_data(Conn, DHandle);
-        {ktls_closed, Conn, Reason} ->
-            log_closed(Conn, connected, Reason),
-            exit({connection_closed, Reason});
-        {'EXIT', _From, Reason} ->
-            ktls_filter_nif:close(Conn, <<"dist channel shut down">>),
-            exit(Reason)
+        {ktls_closed, Conn, _} = Closed ->
+            connection_down(Conn, Closed);
+        {'EXIT', _, _} = Exit ->
+            connection_down(Conn, Exit)
     end.
 
 %% ------------------------------------------------------------------

@@ -47,3 +47,11 @@ describe_lists_every_option_test() ->
     Text = lists:flatten(io_lib:format("~s", [ktls_filter_config:describe()])),
     [?assertNotEqual(nomatch, string:find(Text, atom_to_list(K)))
      || {K, _, _, _} <- ktls_filter_config:options()].
+
+set_validates_applies_and_stores_test() ->
+    persistent_term:put({ktls_filter_config, config}, element(2, ktls_filter_config:validate([]))),
+    {ok, enforce, monitor} = ktls_filter_config:set({filter_mode, monitor}, fun(_) -> ok end),
+    ?assertEqual(monitor, ktls_filter_config:get(filter_mode)),
+    {error, _} = ktls_filter_config:set({filter_mode, loud}, fun(_) -> ok end),
+    {error, nif_says_no} = ktls_filter_config:set({backlog, 3}, fun(_) -> {error, nif_says_no} end),
+    ?assertEqual(128, ktls_filter_config:get(backlog)).
