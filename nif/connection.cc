@@ -72,8 +72,8 @@ void ConnObserver::on_connected(carrier::Connection&, const carrier::Error* erro
   }
   if (!to) return;
   ERL_NIF_TERM result = error ? make_error(env_, error_reason(env_, *error)) : atoms.ok;
-  send_to(*to, enif_make_tuple3(env_, atoms.ktls_connected, enif_make_resource(env_, res_),
-                                result));
+  send_to(*to,
+          enif_make_tuple3(env_, atoms.ktls_connected, enif_make_resource(env_, res_), result));
 }
 
 // The packets of one completion as sub-binaries of one new binary: one
@@ -113,8 +113,8 @@ void ConnObserver::on_packets(carrier::Connection&, std::span<const carrier::Pac
     // Dist phase: every packet of this completion in one message.
     uint64_t bytes;
     ERL_NIF_TERM list = make_binaries(packets, &bytes);
-    send_to(*input, enif_make_tuple4(env_, atoms.ktls_data, conn, list,
-                                     enif_make_uint64(env_, bytes)));
+    send_to(*input,
+            enif_make_tuple4(env_, atoms.ktls_data, conn, list, enif_make_uint64(env_, bytes)));
     return;
   }
   // Handshake phase: one packet per request.

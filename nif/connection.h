@@ -60,9 +60,9 @@ class ConnObserver final : public carrier::ConnectionObserver {
   void send_to(const ErlNifPid& pid, ERL_NIF_TERM msg);
   ERL_NIF_TERM make_binaries(std::span<const carrier::Packet> packets, uint64_t* bytes);
 
-  ConnRes* res_;          // kept (enif_keep_resource) until on_closed
-  ErlNifEnv* env_;        // ring thread only
-  std::mutex mu_;         // guards the fields below
+  ConnRes* res_;    // kept (enif_keep_resource) until on_closed
+  ErlNifEnv* env_;  // ring thread only
+  std::mutex mu_;   // guards the fields below
   std::optional<ErlNifPid> owner_, input_, recv_waiter_, connect_waiter_;
   bool closed_ = false;
 };

@@ -79,8 +79,8 @@ ERL_NIF_TERM nif_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   carrier::CarrierOptions options;
   std::string bad;
   if (!get_carrier_options(env, argv[0], &options, &bad)) {
-    return make_error(env, enif_make_tuple2(env, make_atom(env, "bad_option"),
-                                            make_atom(env, bad.c_str())));
+    return make_error(
+        env, enif_make_tuple2(env, make_atom(env, "bad_option"), make_atom(env, bad.c_str())));
   }
   std::lock_guard lock(global->mu);
   if (global->carrier) return atoms.ok;
@@ -390,8 +390,8 @@ int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
   conn_init.down = conn_down;
   conn_init.members = 3;
   ConnRes::type = enif_open_resource_type_x(env, "ktls_conn", &conn_init, flags, nullptr);
-  ListenRes::type = enif_open_resource_type(env, nullptr, "ktls_listener", listen_dtor, flags,
-                                            nullptr);
+  ListenRes::type =
+      enif_open_resource_type(env, nullptr, "ktls_listener", listen_dtor, flags, nullptr);
   if (!ConnRes::type || !ListenRes::type) return 1;
   global = new (std::nothrow) Global();  // lives as long as the library
   return global ? 0 : 1;

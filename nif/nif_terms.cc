@@ -75,8 +75,8 @@ bool get_sockaddr(ErlNifEnv* env, ERL_NIF_TERM ip, ERL_NIF_TERM port, carrier::S
     for (int i = 0; i < 8; i++) {
       if (!enif_get_uint(env, el[i], &w[i]) || w[i] > 65535) return false;
     }
-    snprintf(text, sizeof text, "%x:%x:%x:%x:%x:%x:%x:%x", w[0], w[1], w[2], w[3], w[4], w[5],
-             w[6], w[7]);
+    snprintf(text, sizeof text, "%x:%x:%x:%x:%x:%x:%x:%x", w[0], w[1], w[2], w[3], w[4], w[5], w[6],
+             w[7]);
   } else {
     return false;
   }
