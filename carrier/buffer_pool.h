@@ -33,6 +33,10 @@ class Buffer {
   // its pool (or unmaps a dedicated large region). Thread-safe.
   void ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void unref();
+  // True when the caller holds the only reference: nobody else reads the
+  // bytes any more, so the holder may overwrite them (the carrier reuses its
+  // receive buffer from the start once every delivered packet was released).
+  bool unique() const { return refs_.load(std::memory_order_acquire) == 1; }
 
  private:
   friend class BufferPool;

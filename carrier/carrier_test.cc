@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -535,6 +536,35 @@ TEST_F(CarrierTest, TicksAreCountedNotDelivered) {
       eventually([&] { return p.client->stats().ticks_out == p.server->stats().ticks_in; }));
   EXPECT_EQ(p.server->stats().packets_in, 1u);
   EXPECT_EQ(p.client->stats().ticks_out, p.server->stats().ticks_in);
+}
+
+// A reader that releases every packet during on_packets (as the NIF does by
+// copying) keeps receiving into the same pool buffer.
+class BufferCounter : public Recorder {
+ public:
+  void on_packets(Connection& c, std::span<const Packet> ps) override {
+    {
+      std::lock_guard l(mu);
+      for (const auto& p : ps) buffers.insert(p.buffer);
+    }
+    Recorder::on_packets(c, ps);
+  }
+  std::set<const Buffer*> buffers;
+};
+
+TEST_F(CarrierTest, ReceiveBufferIsReusedWhenPacketsAreReleased) {
+  Pair p = connect_pair();
+  auto counter = std::make_shared<BufferCounter>();
+  p.server->set_observer(counter);
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 5000; i++) msgs.push_back(std::string(1000 + i % 777, static_cast<char>(i)));
+  for (size_t i = 0; i < msgs.size(); i += 100) {  // ~7 MiB in batches of 100
+    send_strings(*p.client, std::vector<std::string>(msgs.begin() + i, msgs.begin() + i + 100));
+  }
+  ASSERT_TRUE(counter->wait([&] { return counter->packets.size() == msgs.size(); }));
+  EXPECT_EQ(counter->packets, msgs);
+  std::lock_guard l(counter->mu);
+  EXPECT_EQ(counter->buffers.size(), 1u);  // without reuse: two, alternating
 }
 
 }  // namespace

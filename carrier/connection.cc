@@ -226,9 +226,22 @@ bool ConnectionImpl::make_room() {
     auto r = parser_.next(rx_->data() + rx_start_, partial);
     if (r.step == FrameParser::Step::kNeedMore && r.size > 0) need = r.body_offset + r.size;
   }
+  // Sole owner of a pooled buffer (every packet delivered from it was
+  // released, e.g. copied by the NIF): reuse it from the start instead of
+  // cycling through the pool. Large regions are not kept for reuse.
+  const bool reusable = rx_ && rx_start_ > 0 && rx_->capacity() <= buffer_size && rx_->unique();
+  if (reusable && partial == 0) rx_start_ = rx_end_ = 0;
   if (rx_) {
     if (need > 0 && rx_->capacity() - rx_start_ >= need) return true;
     if (need == 0 && rx_->capacity() - rx_end_ >= buffer_size / 16) return true;
+    if (reusable && need <= rx_->capacity()) {
+      // Deliberate copy of less than one packet (its received prefix) to
+      // the front, as below, but without taking another buffer.
+      std::memmove(rx_->data(), rx_->data() + rx_start_, partial);
+      rx_start_ = 0;
+      rx_end_ = partial;
+      return true;
+    }
   }
   size_t want = need > partial ? need : partial;
   BufferRef next =
