@@ -78,6 +78,20 @@ peer_stops_reading(Config) ->
     {ok, S} = ktls_fake_node:handshake(?config(port, Config), Fake, ktls_ct_nodes:cookie()),
     ok = inet:setopts(S, [{recbuf, 4096}]),
     A = ?config(a, Config),
+    %% The VM must see the connection as busy (+zdbbl semantics): a system
+    %% monitor on A records busy_dist_port events.
+    ok = ktls_ct_nodes:call(A, erlang, apply, [fun() ->
+        P = spawn(fun() ->
+                          erlang:system_monitor(self(), [busy_dist_port]),
+                          Busy = receive {monitor, _, busy_dist_port, _} -> true
+                                 after 10000 -> false
+                                 end,
+                          erlang:system_monitor(undefined),
+                          receive {get, From} -> From ! {busy, Busy} end
+                  end),
+        true = register(ktls_ct_busy, P),
+        ok
+    end, []]),
     %% A floods the fake node, which never reads nor ticks: A must give up
     %% within net_ticktime (4 s) plus slack, without blocking anything else.
     ok = ktls_ct_nodes:call(A, erlang, apply, [fun() ->
@@ -86,6 +100,10 @@ peer_stops_reading(Config) ->
         ok
     end, []]),
     still_healthy(Config),
+    {busy, true} = ktls_ct_nodes:call(A, erlang, apply, [fun() ->
+        ktls_ct_busy ! {get, self()},
+        receive {busy, _} = R -> R after 15000 -> no_answer end
+    end, []]),
     ok = ktls_ct_nodes:wait_until(
            fun() -> not lists:member(Fake, ktls_ct_nodes:call(A, erlang, nodes, [hidden])) andalso
                         not lists:member(Fake, ktls_ct_nodes:call(A, erlang, nodes, [])) end,
