@@ -268,8 +268,7 @@ void ConnectionImpl::arm_recv() {
   io_uring_sqe* s = carrier_->sqe();
   if (!s) return;
   io_uring_prep_recv(s, fd_, rx_->data() + rx_end_, rx_->capacity() - rx_end_, 0);
-  io_uring_sqe_set_data(s, &recv_op);
-  ops++;
+  CarrierImpl::track(s, &recv_op, ops);
   recv_inflight_ = true;
 }
 
@@ -318,8 +317,7 @@ void ConnectionImpl::arm_send() {
   msg_.msg_iov = iov_.data();
   msg_.msg_iovlen = iov_.size();
   io_uring_prep_sendmsg(s, fd_, &msg_, MSG_NOSIGNAL);
-  io_uring_sqe_set_data(s, &send_op);
-  ops++;
+  CarrierImpl::track(s, &send_op, ops);
   send_inflight_ = true;
 }
 
@@ -360,18 +358,17 @@ void ConnectionImpl::on_send(int res) {
 
 void ConnectionImpl::start_connect(std::chrono::milliseconds timeout) {
   connected = false;
+  carrier_->reserve(2);  // connect and its timeout in one submission
   io_uring_sqe* s = carrier_->sqe();
   io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&peer_.storage), peer_.len);
-  io_uring_sqe_set_data(s, &connect_op);
-  ops++;
+  CarrierImpl::track(s, &connect_op, ops);
   s->flags |= IOSQE_IO_LINK;
   static thread_local __kernel_timespec ts;  // copied by the kernel at submit
   ts.tv_sec = timeout.count() / 1000;
   ts.tv_nsec = (timeout.count() % 1000) * 1000000;
   io_uring_sqe* t = carrier_->sqe();
   io_uring_prep_link_timeout(t, &ts, 0);
-  io_uring_sqe_set_data(t, &timeout_op);
-  ops++;
+  CarrierImpl::track(t, &timeout_op, ops);
   connect_inflight_ = true;
   io_uring_submit(&carrier_->ring_);  // ts must be consumed before it changes
 }
@@ -413,17 +410,8 @@ void ConnectionImpl::finish_close() {
   if (recv_inflight_ || send_inflight_ || connect_inflight_) {
     if (!cancel_inflight_) {
       ::shutdown(fd_, SHUT_RDWR);
-      io_uring_sqe* s = carrier_->sqe();
-      if (s) {
-        io_uring_prep_cancel(s,
-                             connect_inflight_ ? &connect_op
-                             : recv_inflight_  ? &recv_op
-                                               : &send_op,
-                             0);
-        io_uring_sqe_set_data(s, &cancel_op);
-        ops++;
-        cancel_inflight_ = true;
-      }
+      Op* target = connect_inflight_ ? &connect_op : recv_inflight_ ? &recv_op : &send_op;
+      cancel_inflight_ = carrier_->cancel(target, &cancel_op, ops);
     }
     return;
   }

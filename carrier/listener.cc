@@ -27,13 +27,7 @@ void ListenerImpl::service() {
   if (closing_) {
     if (inflight_) {
       if (!cancel_inflight_) {
-        io_uring_sqe* s = carrier_->sqe();
-        if (s) {
-          io_uring_prep_cancel(s, &accept_op, 0);
-          io_uring_sqe_set_data(s, &cancel_op);
-          ops++;
-          cancel_inflight_ = true;
-        }
+        cancel_inflight_ = carrier_->cancel(&accept_op, &cancel_op, ops);
       }
       return;
     }
@@ -54,8 +48,7 @@ void ListenerImpl::service() {
   peer_len_ = sizeof peer_;
   io_uring_prep_accept(s, fd_, reinterpret_cast<sockaddr*>(&peer_), &peer_len_,
                        SOCK_NONBLOCK | SOCK_CLOEXEC);
-  io_uring_sqe_set_data(s, &accept_op);
-  ops++;
+  CarrierImpl::track(s, &accept_op, ops);
   inflight_ = true;
 }
 

@@ -50,6 +50,21 @@ io_uring_sqe* CarrierImpl::sqe() {
   return s;
 }
 
+void CarrierImpl::reserve(unsigned n) {
+  if (io_uring_sq_space_left(&ring_) < n) {
+    io_uring_submit(&ring_);
+    submits_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+bool CarrierImpl::cancel(Op* target, Op* done, int& ops) {
+  io_uring_sqe* s = sqe();
+  if (!s) return false;
+  io_uring_prep_cancel(s, target, 0);
+  track(s, done, ops);
+  return true;
+}
+
 void CarrierImpl::arm_wake() {
   io_uring_sqe* s = sqe();
   io_uring_prep_read(s, event_fd_, &event_buf_, sizeof event_buf_, 0);

@@ -72,6 +72,17 @@ class CarrierImpl final : public Carrier {
 
   // Ring thread helpers.
   io_uring_sqe* sqe();
+  // After prep: completion of `s` goes to `op`, counted in its owner's `ops`
+  // (the owner stays registered until that completion).
+  static void track(io_uring_sqe* s, Op* op, int& ops) {
+    io_uring_sqe_set_data(s, op);
+    ops++;
+  }
+  // Makes room for `n` SQEs that must go in one submission (a link chain).
+  void reserve(unsigned n);
+  // Asks the kernel to cancel `target`; the cancel completes to `done`.
+  // False if no SQE was available (the caller tries again later).
+  bool cancel(Op* target, Op* done, int& ops);
   void poke(std::shared_ptr<ConnectionImpl> c);
   void poke(std::shared_ptr<ListenerImpl> l);
   std::shared_ptr<ConnectionImpl> adopt(int fd, const SockAddr& peer);  // accepted socket
