@@ -14,7 +14,20 @@ main(Args) ->
     TlsOpt = make_tls(OutDir),
     Carriers0 = [{inet_tcp, ["-proto_dist", "inet_tcp"]},
                  {inet_tls, ["-proto_dist", "inet_tls", "-ssl_dist_optfile", TlsOpt]},
-                 {ktls_filter, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter"]}],
+                 {ktls_filter, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter"]}] ++
+        %% --variants: the carrier's buffer pool without THP, and ktls_filter
+        %% on the THP-patched runtime (./ktls runtime build) with +MMthp true.
+        case lists:member("--variants", Rest) of
+            false -> [];
+            true ->
+                Patched = filename:join([Root, "_build", "runtime", "bin", "erl"]),
+                [{ktls_filter_pool_nothp, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
+                                           "-ktls_filter", "thp", "false"]}] ++
+                    [{ktls_filter_patched_thp, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
+                                                "+MMthp", "true", "+MMscs", "2048",
+                                                {exec, Patched}]}
+                     || filelib:is_regular(Patched)]
+        end,
     Carriers = case os:getenv("KTLS_BENCH_CARRIERS") of
                    false -> Carriers0;
                    Sel -> [C || {N, _} = C <- Carriers0,
@@ -50,10 +63,12 @@ rotate(L, N) ->
 
 %% Two fresh nodes, all workloads, nodes stopped. A carrier whose nodes do
 %% not connect is reported as failed, not fatal.
-run_carrier(Name, CArgs, BenchEbin, Scale) ->
+run_carrier(Name, CArgs0, BenchEbin, Scale) ->
     Cookie = "bench_" ++ integer_to_list(erlang:unique_integer([positive])),
+    Exec = maps:from_list([{exec, E} || {exec, E} <- CArgs0]),
+    CArgs = [A || A <- CArgs0, not is_tuple(A)],
     Start = fun(Tag) ->
-                    peer:start(#{name => atom_to_list(Name) ++ "_" ++ Tag ++ "_" ++ os:getpid(),
+                    peer:start(Exec#{name => atom_to_list(Name) ++ "_" ++ Tag ++ "_" ++ os:getpid(),
                                  host => "127.0.0.1", longnames => true,
                                  connection => standard_io, wait_boot => 30000,
                                  args => ?VM_FLAGS ++ ["-setcookie", Cookie, "-pa", BenchEbin,
