@@ -38,7 +38,7 @@ size_t ConnectionImpl::write_now(const OutboundBatch& batch, uint8_t h) {
   msghdr msg{};
   msg.msg_iov = iov;
   msg.msg_iovlen = n;
-  ssize_t w = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  ssize_t w = ::sendmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   send_calls_.fetch_add(1, std::memory_order_relaxed);
   if (w <= 0) return 0;
   bytes_out_.fetch_add(static_cast<uint64_t>(w), std::memory_order_relaxed);
@@ -267,7 +267,7 @@ void ConnectionImpl::arm_recv() {
   }
   io_uring_sqe* s = carrier_->sqe();
   if (!s) return;
-  io_uring_prep_recv(s, fd_, rx_->data() + rx_end_, rx_->capacity() - rx_end_, 0);
+  io_uring_prep_recv(s, fd_.get(), rx_->data() + rx_end_, rx_->capacity() - rx_end_, 0);
   CarrierImpl::track(s, &recv_op, ops);
   recv_inflight_ = true;
 }
@@ -316,7 +316,7 @@ void ConnectionImpl::arm_send() {
   msg_ = msghdr{};
   msg_.msg_iov = iov_.data();
   msg_.msg_iovlen = iov_.size();
-  io_uring_prep_sendmsg(s, fd_, &msg_, MSG_NOSIGNAL);
+  io_uring_prep_sendmsg(s, fd_.get(), &msg_, MSG_NOSIGNAL);
   CarrierImpl::track(s, &send_op, ops);
   send_inflight_ = true;
 }
@@ -360,7 +360,7 @@ void ConnectionImpl::start_connect(std::chrono::milliseconds timeout) {
   connected = false;
   carrier_->reserve(2);  // connect and its timeout in one submission
   io_uring_sqe* s = carrier_->sqe();
-  io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&peer_.storage), peer_.len);
+  io_uring_prep_connect(s, fd_.get(), reinterpret_cast<const sockaddr*>(&peer_.storage), peer_.len);
   CarrierImpl::track(s, &connect_op, ops);
   s->flags |= IOSQE_IO_LINK;
   static thread_local __kernel_timespec ts;  // copied by the kernel at submit
@@ -388,7 +388,7 @@ void ConnectionImpl::on_connect(int res) {
   mark_ready();
   if (options_.nodelay) {
     int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   if (auto obs = observer()) obs->on_connected(*this, nullptr);
   service();
@@ -409,7 +409,7 @@ void ConnectionImpl::finish_close() {
   if (finished_) return;
   if (recv_inflight_ || send_inflight_ || connect_inflight_) {
     if (!cancel_inflight_) {
-      ::shutdown(fd_, SHUT_RDWR);
+      ::shutdown(fd_.get(), SHUT_RDWR);
       Op* target = connect_inflight_ ? &connect_op : recv_inflight_ ? &recv_op : &send_op;
       cancel_inflight_ = carrier_->cancel(target, &cancel_op, ops);
     }
@@ -417,8 +417,7 @@ void ConnectionImpl::finish_close() {
   }
   if (cancel_inflight_) return;
   finished_ = true;
-  ::close(fd_);
-  fd_ = -1;
+  fd_.reset();
   tx_.clear();
   {
     std::lock_guard lock(mu_);

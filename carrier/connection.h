@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "carrier/carrier.h"
+#include "carrier/fd.h"
 #include "carrier/framing.h"
 #include "carrier/ring.h"
 
@@ -31,12 +32,9 @@ struct TxBatch {
 
 class ConnectionImpl final : public Connection {
  public:
-  ConnectionImpl(CarrierImpl* carrier, uint64_t id, int fd, const ConnectionOptions& options)
-      : carrier_(carrier), id_(id), fd_(fd), options_(options) {
+  ConnectionImpl(CarrierImpl* carrier, uint64_t id, Fd fd, const ConnectionOptions& options)
+      : carrier_(carrier), id_(id), fd_(std::move(fd)), options_(options) {
     parser_.set_limits(options.max_handshake_packet, options.max_dist_packet);
-  }
-  ~ConnectionImpl() override {
-    if (fd_ >= 0) ::close(fd_);
   }
 
   // -- public API (any thread) --
@@ -129,7 +127,7 @@ class ConnectionImpl final : public Connection {
   void set_addresses(const SockAddr& peer) {
     peer_ = peer;
     local_.len = sizeof(local_.storage);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&local_.storage), &local_.len);
+    getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&local_.storage), &local_.len);
   }
   void fail(const std::string& why, int code = 0);
   void mark_ready() {
@@ -162,7 +160,7 @@ class ConnectionImpl final : public Connection {
 
   CarrierImpl* carrier_;
   uint64_t id_;
-  int fd_;
+  Fd fd_;
   ConnectionOptions options_;
   SockAddr peer_, local_;
 

@@ -33,8 +33,7 @@ void ListenerImpl::service() {
     }
     if (cancel_inflight_) return;
     finished_ = true;
-    ::close(fd_);
-    fd_ = -1;
+    fd_.reset();
     // Counted as gone before the observer hears of it (stats are exact then).
     carrier_->listeners_open_.fetch_sub(1, std::memory_order_relaxed);
     Error e = Error::message("listener " + local_.to_string() + " closed");
@@ -46,7 +45,7 @@ void ListenerImpl::service() {
   io_uring_sqe* s = carrier_->sqe();
   if (!s) return;
   peer_len_ = sizeof peer_;
-  io_uring_prep_accept(s, fd_, reinterpret_cast<sockaddr*>(&peer_), &peer_len_,
+  io_uring_prep_accept(s, fd_.get(), reinterpret_cast<sockaddr*>(&peer_), &peer_len_,
                        SOCK_NONBLOCK | SOCK_CLOEXEC);
   CarrierImpl::track(s, &accept_op, ops);
   inflight_ = true;

@@ -9,18 +9,16 @@
 #include <mutex>
 
 #include "carrier/carrier.h"
+#include "carrier/fd.h"
 #include "carrier/ring.h"
 
 namespace ktls::carrier::internal {
 
 class ListenerImpl final : public Listener, public std::enable_shared_from_this<ListenerImpl> {
  public:
-  ListenerImpl(CarrierImpl* carrier, int fd, const SockAddr& local,
+  ListenerImpl(CarrierImpl* carrier, Fd fd, const SockAddr& local,
                std::shared_ptr<ListenerObserver> observer)
-      : carrier_(carrier), fd_(fd), local_(local), observer_(std::move(observer)) {}
-  ~ListenerImpl() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
+      : carrier_(carrier), fd_(std::move(fd)), local_(local), observer_(std::move(observer)) {}
   void accept() override {
     {
       std::lock_guard lock(mu_);
@@ -53,7 +51,7 @@ class ListenerImpl final : public Listener, public std::enable_shared_from_this<
 
  private:
   CarrierImpl* carrier_;
-  int fd_;
+  Fd fd_;
   SockAddr local_;
   std::shared_ptr<ListenerObserver> observer_;
   std::mutex mu_;

@@ -20,8 +20,8 @@ Result<void> CarrierImpl::init() {
   int r = io_uring_queue_init(options_.ring_entries, &ring_, 0);
   if (r < 0) return Error::from_errno(-r, "io_uring_queue_init");
   ring_ok_ = true;
-  event_fd_ = eventfd(0, EFD_CLOEXEC);
-  if (event_fd_ < 0) return Error::from_errno(errno, "eventfd");
+  event_fd_.reset(eventfd(0, EFD_CLOEXEC));
+  if (!event_fd_) return Error::from_errno(errno, "eventfd");
   arm_wake();
   io_uring_submit(&ring_);
   thread_ = std::thread([this] { run(); });
@@ -37,7 +37,6 @@ CarrierImpl::~CarrierImpl() {
   conns_.clear();
   listeners_.clear();
   if (ring_ok_) io_uring_queue_exit(&ring_);
-  if (event_fd_ >= 0) ::close(event_fd_);
 }
 
 io_uring_sqe* CarrierImpl::sqe() {
@@ -67,14 +66,14 @@ bool CarrierImpl::cancel(Op* target, Op* done, int& ops) {
 
 void CarrierImpl::arm_wake() {
   io_uring_sqe* s = sqe();
-  io_uring_prep_read(s, event_fd_, &event_buf_, sizeof event_buf_, 0);
+  io_uring_prep_read(s, event_fd_.get(), &event_buf_, sizeof event_buf_, 0);
   io_uring_sqe_set_data(s, &wake_op_);
 }
 
 void CarrierImpl::wake() {
   uint64_t one = 1;
   wakeups_.fetch_add(1, std::memory_order_relaxed);
-  [[maybe_unused]] ssize_t n = ::write(event_fd_, &one, sizeof one);
+  [[maybe_unused]] ssize_t n = ::write(event_fd_.get(), &one, sizeof one);
 }
 
 void CarrierImpl::poke(std::shared_ptr<ConnectionImpl> c) {
@@ -96,12 +95,15 @@ void CarrierImpl::poke(std::shared_ptr<ListenerImpl> l) {
 }
 
 std::shared_ptr<ConnectionImpl> CarrierImpl::adopt(int fd, const SockAddr& peer) {
-  auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), fd, options_.connection);
+  Fd owned(fd);
+  const int raw = owned.get();
+  auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), std::move(owned),
+                                            options_.connection);
   c->set_addresses(peer);
   c->mark_ready();
   if (options_.connection.nodelay) {
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(raw, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   conns_.emplace(c.get(), c);
   open_.fetch_add(1, std::memory_order_relaxed);
@@ -170,24 +172,20 @@ void CarrierImpl::dispatch(Op* op, int res) {
 
 Result<std::shared_ptr<Listener>> CarrierImpl::listen(const SockAddr& addr, int backlog,
                                                       std::shared_ptr<ListenerObserver> observer) {
-  int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Error::from_errno(errno, "socket");
+  Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return Error::from_errno(errno, "socket");
   int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) < 0) {
-    int e = errno;
-    ::close(fd);
-    return Error::from_errno(e, "bind " + addr.to_string());
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) < 0) {
+    return Error::from_errno(errno, "bind " + addr.to_string());
   }
-  if (::listen(fd, backlog) < 0) {
-    int e = errno;
-    ::close(fd);
-    return Error::from_errno(e, "listen " + addr.to_string());
+  if (::listen(fd.get(), backlog) < 0) {
+    return Error::from_errno(errno, "listen " + addr.to_string());
   }
   SockAddr local;
   local.len = sizeof local.storage;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&local.storage), &local.len);
-  auto l = std::make_shared<ListenerImpl>(this, fd, local, std::move(observer));
+  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local.storage), &local.len);
+  auto l = std::make_shared<ListenerImpl>(this, std::move(fd), local, std::move(observer));
   {
     std::lock_guard lock(new_mu_);
     new_listeners_.push_back(l);
@@ -200,15 +198,17 @@ Result<std::shared_ptr<Listener>> CarrierImpl::listen(const SockAddr& addr, int 
 std::shared_ptr<Connection> CarrierImpl::connect(const SockAddr& addr,
                                                  std::chrono::milliseconds timeout,
                                                  std::shared_ptr<ConnectionObserver> observer) {
-  int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), fd, options_.connection);
+  Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  const int socket_errno = fd ? 0 : errno;  // before anything else can change errno
+  auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), std::move(fd),
+                                            options_.connection);
   c->set_peer(addr);
   c->set_observer(std::move(observer));
   total_.fetch_add(1, std::memory_order_relaxed);
   open_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lock(new_mu_);
-    connects_.push_back({c, {addr, fd < 0 ? -int64_t{errno} : timeout.count()}});
+    connects_.push_back({c, {addr, socket_errno ? -int64_t{socket_errno} : timeout.count()}});
   }
   wake();
   return c;

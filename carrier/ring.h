@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "carrier/carrier.h"
+#include "carrier/fd.h"
 
 namespace ktls::carrier::internal {
 
@@ -105,7 +106,7 @@ class CarrierImpl final : public Carrier {
   std::shared_ptr<BufferPool> pool_;
   io_uring ring_{};
   bool ring_ok_ = false;
-  int event_fd_ = -1;
+  Fd event_fd_;
   uint64_t event_buf_ = 0;
   Op wake_op_{OpKind::kWake, nullptr};
   std::thread thread_;
