@@ -5,7 +5,17 @@
 %% each repetition, medians over the repetitions, ratios against inet_tcp.
 -mode(compile).
 
--define(VM_FLAGS, ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]).
+%% Identical for every carrier. Default: schedulers do not busy-wait, so the
+%% CPU column counts work, not spinning. KTLS_BENCH_VM_FLAGS overrides
+%% ("default" = no flags: OTP's own defaults, as in notes/perf-anchors.md).
+-define(VM_FLAGS, vm_flags()).
+
+vm_flags() ->
+    case os:getenv("KTLS_BENCH_VM_FLAGS") of
+        false -> ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"];
+        "default" -> [];
+        Flags -> string:lexemes(Flags, " ")
+    end.
 
 main(Args) ->
     [Root, BenchEbin, OutDir | Rest] = Args,
