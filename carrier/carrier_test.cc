@@ -445,33 +445,65 @@ TEST_F(CarrierTest, PoolExhaustionPausesReadingAndResumes) {
 
 // A listener whose accept queue is full drops SYNs, so connect() can only
 // end by its timeout.
-TEST_F(CarrierTest, ConnectTimesOutWhenTheListenerDropsSyns) {
-  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(lfd, 0), 0);
-  socklen_t len = sizeof a;
-  getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; i++) {  // fill the accept queue (backlog 0 holds one)
-    int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(f, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    fillers.push_back(f);
+// A plain listener whose accept queue is full: it drops SYNs, so a connect
+// to it can only end by its timeout or by close().
+class SynDropper {
+ public:
+  SynDropper() {
+    lfd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok_ = ::bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::listen(lfd_, 0) == 0;
+    socklen_t len = sizeof a;
+    getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    for (int i = 0; i < 4; i++) {  // fill the accept queue (backlog 0 holds one)
+      int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      ::connect(f, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      fillers_.push_back(f);
+    }
+    std::this_thread::sleep_for(100ms);
   }
-  std::this_thread::sleep_for(100ms);
-  auto addr = SockAddr::parse("127.0.0.1", ntohs(a.sin_port));
+  ~SynDropper() {
+    for (int f : fillers_) ::close(f);
+    ::close(lfd_);
+  }
+  bool ok() const { return ok_; }
+  SockAddr addr() const { return SockAddr::parse("127.0.0.1", port_).value(); }
+
+ private:
+  int lfd_;
+  bool ok_;
+  uint16_t port_;
+  std::vector<int> fillers_;
+};
+
+TEST_F(CarrierTest, ConnectTimesOutWhenTheListenerDropsSyns) {
+  SynDropper dropper;
+  ASSERT_TRUE(dropper.ok());
   auto rec = std::make_shared<Recorder>();
   auto t0 = std::chrono::steady_clock::now();
-  carrier->connect(addr.value(), 300ms, rec);
+  carrier->connect(dropper.addr(), 300ms, rec);
   ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }, 5s));
   auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_NE(rec->connect_error.find("timed out"), std::string::npos) << rec->connect_error;
   EXPECT_GE(took, 250ms);
   EXPECT_LT(took, 2s);
-  for (int f : fillers) ::close(f);
-  ::close(lfd);
+}
+
+TEST_F(CarrierTest, CloseWhileConnectingReportsTheCloseNotATimeout) {
+  SynDropper dropper;
+  ASSERT_TRUE(dropper.ok());
+  auto rec = std::make_shared<Recorder>();
+  auto c = carrier->connect(dropper.addr(), 10000ms, rec);
+  std::this_thread::sleep_for(50ms);
+  c->close("shutting down");
+  ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }, 5s));
+  EXPECT_TRUE(rec->connected);  // on_connected came, with an error
+  EXPECT_NE(rec->connect_error.find("shutting down"), std::string::npos) << rec->connect_error;
+  EXPECT_NE(rec->close_reason.find("shutting down"), std::string::npos) << rec->close_reason;
+  EXPECT_NE(rec->close_reason.find("127.0.0.1:"), std::string::npos) << rec->close_reason;
 }
 
 TEST_F(CarrierTest, ListenerCloseFailsPendingAccepts) {

@@ -376,8 +376,11 @@ void ConnectionImpl::start_connect(std::chrono::milliseconds timeout) {
 void ConnectionImpl::on_connect(int res) {
   connect_inflight_ = false;
   if (res < 0) {
-    int err = res == -ECANCELED ? ETIMEDOUT : -res;
-    Error e = Error::from_errno(err, "connect " + peer_.to_string());
+    // While closing, the failure is close()'s doing (shutdown or cancel):
+    // report its reason. Otherwise ECANCELED means the linked timeout fired.
+    const bool closed = closing_;
+    const int err = closed ? -res : res == -ECANCELED ? ETIMEDOUT : -res;
+    Error e = closed ? close_reason_ : Error::from_errno(err, "connect " + peer_.to_string());
     if (auto obs = observer()) obs->on_connected(*this, &e);
     fail(e.what, err);
     service();
