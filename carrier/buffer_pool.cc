@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -60,9 +61,15 @@ struct BufferPool::Impl {
   BufferPoolStats stats;
   // The pool keeps itself alive while any buffer is out (header contract):
   // `pin` holds a reference from the first acquire to the last give_back.
+  // `out` counts buffers handed out; it goes 0 -> 1 and 1 -> 0 only under
+  // `mu` (that is where `pin` changes), other steps are lock-free.
   std::weak_ptr<BufferPool> self;
   std::shared_ptr<BufferPool> pin;
-  uint64_t out = 0;
+  std::atomic<uint64_t> out{0};
+  // Pooled buffers released by any thread, pushed without a lock; acquire()
+  // takes the whole stack at once (no pop of single entries, so no ABA).
+  std::atomic<Buffer*> returned{nullptr};
+  std::atomic<uint64_t> in_use{0};  // pooled buffers handed out (stats)
 };
 
 void Buffer::unref() {
@@ -101,6 +108,8 @@ BufferRef BufferPool::acquire() {
   Buffer* b = nullptr;
   {
     std::lock_guard lock(impl_->mu);
+    if (!impl_->free_list)
+      impl_->free_list = impl_->returned.exchange(nullptr, std::memory_order_acquire);
     if (!impl_->free_list) {
       impl_->stats.misses++;
       if (impl_->total_bytes + options_.arena_size > options_.max_bytes) {
@@ -130,8 +139,8 @@ BufferRef BufferPool::acquire() {
     b = impl_->free_list;
     impl_->free_list = b->next_free_;
     b->next_free_ = nullptr;
-    impl_->stats.buffers_in_use++;
-    if (impl_->out++ == 0) impl_->pin = impl_->self.lock();
+    impl_->in_use.fetch_add(1, std::memory_order_relaxed);
+    if (impl_->out.fetch_add(1, std::memory_order_acq_rel) == 0) impl_->pin = impl_->self.lock();
   }
   return BufferRef(b);
 }
@@ -159,16 +168,29 @@ BufferRef BufferPool::acquire_large(size_t size) {
   impl_->total_bytes += len;
   impl_->stats.large_in_use++;
   impl_->stats.large_bytes += len;
-  if (impl_->out++ == 0) impl_->pin = impl_->self.lock();
+  if (impl_->out.fetch_add(1, std::memory_order_acq_rel) == 0) impl_->pin = impl_->self.lock();
   return BufferRef(b);
 }
 
 void BufferPool::give_back(Buffer* b) {
+  if (!b->large_) {
+    // Lock-free release of a pooled buffer (any thread, e.g. the VM's GC).
+    Buffer* head = impl_->returned.load(std::memory_order_relaxed);
+    do {
+      b->next_free_ = head;
+    } while (!impl_->returned.compare_exchange_weak(head, b, std::memory_order_release,
+                                                    std::memory_order_relaxed));
+    impl_->in_use.fetch_sub(1, std::memory_order_relaxed);
+    // Not the last buffer out: done, and this thread touches the pool no more.
+    uint64_t n = impl_->out.load(std::memory_order_relaxed);
+    while (n > 1) {
+      if (impl_->out.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) return;
+    }
+  }
   // Declared before the lock: when this was the last buffer out and nobody
   // else holds the pool, the pool is destroyed here, after the unlock.
   std::shared_ptr<BufferPool> last;
   std::lock_guard lock(impl_->mu);
-  if (--impl_->out == 0) last = std::move(impl_->pin);
   if (b->large_) {
     auto it = impl_->large.find(b);
     size_t len = b->capacity();
@@ -178,11 +200,8 @@ void BufferPool::give_back(Buffer* b) {
     impl_->stats.large_bytes -= len;
     b->~Buffer();
     impl_->large.erase(it);
-    return;
   }
-  b->next_free_ = impl_->free_list;
-  impl_->free_list = b;
-  impl_->stats.buffers_in_use--;
+  if (impl_->out.fetch_sub(1, std::memory_order_acq_rel) == 1) last = std::move(impl_->pin);
 }
 
 BufferPoolStats BufferPool::stats() const {
@@ -191,6 +210,7 @@ BufferPoolStats BufferPool::stats() const {
   {
     std::lock_guard lock(impl_->mu);
     s = impl_->stats;
+    s.buffers_in_use = impl_->in_use.load(std::memory_order_relaxed);
     for (const auto& a : impl_->arenas) {
       ranges.emplace_back(reinterpret_cast<uintptr_t>(a.base),
                           reinterpret_cast<uintptr_t>(a.base) + a.size);

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -104,6 +107,70 @@ TEST(BufferPool, ReleaseFromOtherThreads) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(pool.value()->stats().buffers_in_use, 0u);
+}
+
+// Acquire on one thread while four others release: a buffer is never handed
+// out twice, and the counts come back to zero.
+TEST(BufferPool, ConcurrentReleaseWhileAcquiring) {
+  BufferPoolOptions o;
+  o.buffer_size = 64 * 1024;
+  o.max_bytes = 2 * 1024 * 1024;  // 32 buffers: they must be recycled
+  auto pool = BufferPool::create(o);
+  ASSERT_TRUE(pool.ok());
+  std::mutex mu;
+  std::vector<BufferRef> handed;
+  std::atomic<bool> done{false};
+  std::set<Buffer*> live;  // owned by the acquiring thread
+  std::vector<std::thread> releasers;
+  std::atomic<uint64_t> released{0};
+  for (int t = 0; t < 4; t++) {
+    releasers.emplace_back([&] {
+      while (!done.load() || [&] {
+        std::lock_guard l(mu);
+        return !handed.empty();
+      }()) {
+        BufferRef r;
+        {
+          std::lock_guard l(mu);
+          if (!handed.empty()) {
+            r = std::move(handed.back());
+            handed.pop_back();
+          }
+        }
+        if (r) {
+          r->data()[0] = 1;  // the bytes are ours until the release
+          r = BufferRef();
+          released++;
+        }
+      }
+    });
+  }
+  uint64_t acquired = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (acquired < 5000 && std::chrono::steady_clock::now() < deadline) {
+    BufferRef b = pool.value()->acquire();
+    if (!b) {  // all 32 out: the releasers catch up
+      std::this_thread::yield();
+      continue;
+    }
+    acquired++;
+    std::lock_guard l(mu);
+    handed.push_back(std::move(b));
+  }
+  done = true;
+  for (auto& t : releasers) t.join();
+  EXPECT_EQ(released.load(), acquired);
+  EXPECT_EQ(acquired, 5000u);
+  EXPECT_EQ(pool.value()->stats().buffers_in_use, 0u);
+  EXPECT_EQ(pool.value()->stats().arenas, 1u);
+  // Every buffer is back exactly once: 32 distinct acquires succeed, the 33rd fails.
+  std::vector<BufferRef> all;
+  for (int i = 0; i < 32; i++) {
+    all.push_back(pool.value()->acquire());
+    ASSERT_TRUE(all.back());
+    EXPECT_TRUE(live.insert(all.back().get()).second);
+  }
+  EXPECT_FALSE(pool.value()->acquire());
 }
 
 TEST(BufferPool, ArenasAreAdvisedForHugePages) {
