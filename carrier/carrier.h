@@ -205,6 +205,8 @@ class Carrier {
   virtual std::shared_ptr<Connection> connect(const SockAddr& addr,
                                               std::chrono::milliseconds timeout,
                                               std::shared_ptr<ConnectionObserver> observer) = 0;
+  // Counters; includes BufferPool::stats(), which reads /proc/self/smaps
+  // (slow: not for hot paths).
   virtual CarrierStats stats() const = 0;
   virtual BufferPool& pool() = 0;
 };
