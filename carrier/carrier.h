@@ -52,7 +52,9 @@ struct Packet {
 };
 
 // Keeps outbound bytes alive until the kernel has taken them. Destroyed on
-// the ring thread once the batch is fully sent or the connection is closed.
+// the ring thread once the batch is fully sent or the connection is closed,
+// or inside send() on the calling thread when send() wrote the whole batch
+// directly (nothing was queued).
 class Keepalive {
  public:
   virtual ~Keepalive() = default;
@@ -178,6 +180,11 @@ class Listener {
 
 struct CarrierOptions {
   unsigned ring_entries = 1024;
+  // After handling completions the ring thread polls for more for this long
+  // before it sleeps (like the VM's scheduler busy-wait): request/response
+  // traffic then does not pay a thread wake-up per message, but the spin
+  // takes CPU from the schedulers where cores are scarce. 0 = never spin.
+  std::chrono::microseconds spin{0};
   BufferPoolOptions pool;
   ConnectionOptions connection;
 };

@@ -267,7 +267,11 @@ void CarrierImpl::run() {
       continue;
     }
     io_uring_cqe* cqe = nullptr;
-    if (starved_.empty()) {
+    // sleeping_ is already set, so pokes arrive as eventfd completions.
+    bool ready = spin_for_completion();
+    if (ready) {
+      io_uring_submit(&ring_);
+    } else if (starved_.empty()) {
       io_uring_submit_and_wait(&ring_, 1);
     } else {
       __kernel_timespec ts{0, kRetryDelay.count() * 1000 * 1000};
@@ -287,6 +291,23 @@ void CarrierImpl::run() {
     retry_starved();
   }
   stop_all();
+}
+
+// Submits what is queued, then polls the completion queue for up to
+// options_.spin; true when a completion is there.
+bool CarrierImpl::spin_for_completion() {
+  if (options_.spin.count() <= 0) return false;
+  io_uring_submit(&ring_);
+  submits_.fetch_add(1, std::memory_order_relaxed);
+  const auto until = std::chrono::steady_clock::now() + options_.spin;
+  io_uring_cqe* cqe = nullptr;
+  do {
+    for (int i = 0; i < 64; i++) {
+      if (io_uring_peek_cqe(&ring_, &cqe) == 0) return true;
+      __builtin_ia32_pause();
+    }
+  } while (std::chrono::steady_clock::now() < until);
+  return false;
 }
 
 void CarrierImpl::retry_starved() {

@@ -100,6 +100,7 @@ class CarrierImpl final : public Carrier {
   void arm_wake();
   void drain_pokes();
   void retry_starved();
+  bool spin_for_completion();
   void stop_all();
 
   CarrierOptions options_;

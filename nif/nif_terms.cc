@@ -145,10 +145,12 @@ bool get_carrier_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierOptio
     const char* key;
     uint64_t* dst;
   };
+  uint64_t spin = static_cast<uint64_t>(o->spin.count());
   uint64_t ring = o->ring_entries, buffer = o->pool.buffer_size, pool_max = o->pool.max_bytes,
            hs = o->connection.max_handshake_packet;
   const U64 fields[] = {
       {"ring_entries", &ring},
+      {"ring_spin_us", &spin},
       {"buffer_size", &buffer},
       {"pool_max_bytes", &pool_max},
       {"max_handshake_packet", &hs},
@@ -166,6 +168,7 @@ bool get_carrier_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierOptio
     *f.dst = v;
   }
   o->ring_entries = static_cast<unsigned>(ring);
+  o->spin = std::chrono::microseconds(spin);
   o->pool.buffer_size = buffer;
   o->pool.max_bytes = pool_max;
   o->connection.max_handshake_packet = static_cast<uint32_t>(hs);

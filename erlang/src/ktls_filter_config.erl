@@ -39,6 +39,9 @@ options() ->
       "buffer pool limit, bytes (backpressure above)"},
      {thp, boolean, true, "advise buffer arenas for transparent huge pages"},
      {ring_entries, pos_integer, 1024, "io_uring submission queue size"},
+     {ring_spin_us, non_neg_integer, 0,
+      "microseconds the carrier thread polls for completions before sleeping (0 = never); "
+      "lowers request/response latency where cores are to spare"},
      {peers, peers, #{},
       "epmd-less name table: #{'name@host' => {HostOrIp, Port}} for ktls_filter_epmd"},
      {deep_packet_inspection, boolean, true,

@@ -32,7 +32,9 @@ main(Args) ->
             true ->
                 Patched = filename:join([Root, "_build", "runtime", "bin", "erl"]),
                 [{ktls_filter_pool_nothp, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
-                                           "-ktls_filter", "thp", "false"]}] ++
+                                           "-ktls_filter", "thp", "false"]},
+                 {ktls_filter_spin50, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
+                                       "-ktls_filter", "ring_spin_us", "50"]}] ++
                     [{ktls_filter_patched_thp, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
                                                 "+MMthp", "true", "+MMscs", "2048",
                                                 {exec, Patched}]}
