@@ -25,28 +25,29 @@ record() { # stage passed failed
   total_fail=$((total_fail + $3))
 }
 
-# Counts <testcase> and failures in bazel's test.xml files.
-count_bazel_xml() {
-  python3 - "$1" <<'PY'
-import sys, glob, xml.etree.ElementTree as ET
+# Counts <testcase> and failures in the test.xml of each test target of
+# this workspace (runs_per_test leftovers in run_K_of_N/ are not counted).
+count_bazel_xml() { # testlogs-dir target...
+  python3 - "$@" <<'PY'
+import sys, os, xml.etree.ElementTree as ET
+logs, targets = sys.argv[1], sys.argv[2:]
 passed = failed = 0
-for f in glob.glob(sys.argv[1] + "/**/test.xml", recursive=True):
+for t in targets:
+    pkg, name = t.lstrip("/").split(":")
+    f = os.path.join(logs, pkg, name, "test.xml")
     try:
         root = ET.parse(f).getroot()
-    except ET.ParseError:
-        failed += 1
+    except (OSError, ET.ParseError):
+        failed += 1  # no result: the test binary did not run or crashed
         continue
-    cases = root.iter("testcase")
-    any_case = False
+    cases = list(root.iter("testcase"))
+    if not cases:
+        failed += 1
     for c in cases:
-        any_case = True
         if c.find("failure") is not None or c.find("error") is not None:
             failed += 1
         else:
             passed += 1
-    if not any_case:
-        # A test binary without cases (or one that crashed before writing them).
-        failed += 1 if root.iter("failure") and list(root.iter("failure")) else 0
 print(passed, failed)
 PY
 }
@@ -57,9 +58,11 @@ stage_bazel() { # name, extra bazel args...
   local out="$LOGDIR/$name.log"
   bazel test "$@" //... >"$out" 2>&1
   local rc=$?
-  local testlogs
+  local testlogs targets
   testlogs=$(bazel info "$@" bazel-testlogs 2>/dev/null)
-  read -r p f < <(count_bazel_xml "$testlogs")
+  targets=$(bazel query 'tests(//...)' 2>/dev/null)
+  # shellcheck disable=SC2086
+  read -r p f < <(count_bazel_xml "$testlogs" $targets)
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     echo "bazel test $* failed (rc=$rc) without a failing case; see $out" >&2
     tail -30 "$out" >&2
