@@ -11,6 +11,7 @@ namespace ktls::nif {
 ErlNifResourceType* ConnRes::type = nullptr;
 ErlNifResourceType* ListenRes::type = nullptr;
 Registry registry;
+ErlNifResourceType* BufferRes::type = nullptr;
 
 ConnRes* ConnRes::create() {
   void* mem = enif_alloc_resource(type, sizeof(ConnRes));
@@ -76,19 +77,41 @@ void ConnObserver::on_connected(carrier::Connection&, const carrier::Error* erro
           enif_make_tuple3(env_, atoms.ktls_connected, enif_make_resource(env_, res_), result));
 }
 
-// The packets of one completion as sub-binaries of one new binary: one
-// allocation and one copy per batch. The copy is deliberate: OTP 25's dist
-// decoder makes sub-binaries of its input and asserts that the input is an
-// ordinary refc binary, so resource binaries over our pool buffers cannot be
-// handed to erlang:dist_ctrl_put_data/2 on a stock runtime.
+bool zero_copy_rx = false;
+
+// The packets of one completion as binaries for the VM.
+//
+// Zero-copy (a runtime with patches/0002): one resource binary per packet
+// over the carrier's receive buffer; the buffer returns to the pool when the
+// VM has released every binary made over it.
+//
+// Otherwise one allocation and one copy per batch, each packet a sub-binary
+// of the new binary. The copy is deliberate: a stock OTP 25 dist decoder
+// makes sub-binaries of its input and asserts that the input is an ordinary
+// refc binary, so resource binaries abort the VM there.
 ERL_NIF_TERM ConnObserver::make_binaries(std::span<const carrier::Packet> packets,
                                          uint64_t* bytes) {
   uint64_t total = 0;
   for (const auto& p : packets) total += p.size;
   *bytes = total;
+  ERL_NIF_TERM list = enif_make_list(env_, 0);
+  if (zero_copy_rx) {
+    BufferRes* res = nullptr;
+    for (size_t i = packets.size(); i-- > 0;) {
+      const carrier::Packet& p = packets[i];
+      if (!res || res->buffer != p.buffer) {
+        if (res) enif_release_resource(res);  // the binaries made keep it
+        res = static_cast<BufferRes*>(enif_alloc_resource(BufferRes::type, sizeof(BufferRes)));
+        p.buffer->ref();
+        res->buffer = p.buffer;
+      }
+      list = enif_make_list_cell(env_, enif_make_resource_binary(env_, res, p.data, p.size), list);
+    }
+    if (res) enif_release_resource(res);
+    return list;
+  }
   ERL_NIF_TERM whole;
   unsigned char* dst = enif_make_new_binary(env_, total, &whole);
-  ERL_NIF_TERM list = enif_make_list(env_, 0);
   size_t off = total;
   for (size_t i = packets.size(); i-- > 0;) {
     off -= packets[i].size;

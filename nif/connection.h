@@ -18,6 +18,16 @@ namespace ktls::nif {
 class ConnObserver;
 class ListenObserver;
 
+// True when the runtime takes resource binaries as dist input (see
+// patches/0002); received packets then reach the VM without a copy.
+extern bool zero_copy_rx;
+
+// Keeps a carrier receive buffer alive for the resource binaries made over it.
+struct BufferRes {
+  carrier::Buffer* buffer;
+  static ErlNifResourceType* type;
+};
+
 // Resource of one connection. Kept alive by its observer until on_closed, so
 // every message the carrier sends can name it.
 struct ConnRes {

@@ -1,5 +1,6 @@
 // ktls_filter_nif: the NIF entry points (see erlang/src/ktls_filter_nif.erl).
 // One carrier per loaded NIF library, started by start/1.
+#include <dlfcn.h>
 #include <erl_nif.h>
 
 #include <chrono>
@@ -39,6 +40,11 @@ void conn_down(ErlNifEnv*, void* obj, ErlNifPid*, ErlNifMonitor*) {
     res->monitoring = false;
   }
   if (res->conn) res->conn->close("owner process exited");
+}
+
+void buffer_dtor(ErlNifEnv*, void* obj) {
+  auto* res = static_cast<BufferRes*>(obj);
+  if (res->buffer) res->buffer->unref();  // back to the pool with the last one
 }
 
 void listen_dtor(ErlNifEnv*, void* obj) {
@@ -84,6 +90,11 @@ ERL_NIF_TERM nif_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   }
   std::lock_guard lock(global->mu);
   if (global->carrier) return atoms.ok;
+  ERL_NIF_TERM zc;
+  if (enif_get_map_value(env, argv[0], make_atom(env, "zero_copy_rx"), &zc) &&
+      enif_is_identical(zc, atoms.false_)) {
+    zero_copy_rx = false;  // asked to copy even where the runtime could take buffers
+  }
   auto started = carrier::Carrier::start(options);
   if (!started) return make_error(env, make_string_binary(env, started.error().what));
   global->carrier = started.take();
@@ -101,6 +112,7 @@ ERL_NIF_TERM nif_carrier_stats(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
       .count("ring_submits", s.ring_submits)
       .count("wakeups", s.wakeups)
       .put("pool", make_pool_stats(env, s.pool))
+      .put("zero_copy_rx", zero_copy_rx ? atoms.true_ : atoms.false_)
       .term();
 }
 
@@ -392,7 +404,13 @@ int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
   ConnRes::type = enif_open_resource_type_x(env, "ktls_conn", &conn_init, flags, nullptr);
   ListenRes::type =
       enif_open_resource_type(env, nullptr, "ktls_listener", listen_dtor, flags, nullptr);
-  if (!ConnRes::type || !ListenRes::type) return 1;
+  BufferRes::type =
+      enif_open_resource_type(env, nullptr, "ktls_buffer", buffer_dtor, flags, nullptr);
+  if (!ConnRes::type || !ListenRes::type || !BufferRes::type) return 1;
+  // patches/0002 exports this from the runtime.
+  const auto* patched =
+      static_cast<const int*>(dlsym(RTLD_DEFAULT, "erts_dist_input_resource_binaries"));
+  zero_copy_rx = patched && *patched;
   global = new (std::nothrow) Global();  // lives as long as the library
   return global ? 0 : 1;
 }

@@ -38,6 +38,9 @@ options() ->
      {pool_max_bytes, pos_integer, 4096 * 1024 * 1024,
       "buffer pool limit, bytes (backpressure above)"},
      {thp, boolean, true, "advise buffer arenas for transparent huge pages"},
+     {zero_copy_rx, boolean, true,
+      "hand receive buffers to the VM without copying when the runtime allows it "
+      "(patches/0002); false = always copy"},
      {ring_entries, pos_integer, 1024, "io_uring submission queue size"},
      {ring_spin_us, non_neg_integer, 0,
       "microseconds the carrier thread polls for completions before sleeping (0 = never); "

@@ -10,7 +10,7 @@
          small_messages_in_order/1, nodedown_on_kill/1, reconnect_after_restart/1,
          interop_inet_tcp_ktls_connects/1, interop_inet_tcp_peer_connects/1,
          epmdless/1, remsh_without_epmd/1, config_error_names_option/1,
-         stats_and_getstat/1]).
+         stats_and_getstat/1, pool_buffers_return_after_release/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -18,7 +18,7 @@ all() ->
     [ping_both_ways, rpc_and_erpc, links_and_monitors, message_64mib, small_messages_in_order,
      nodedown_on_kill, reconnect_after_restart, interop_inet_tcp_ktls_connects,
      interop_inet_tcp_peer_connects, epmdless, remsh_without_epmd, config_error_names_option,
-     stats_and_getstat].
+     stats_and_getstat, pool_buffers_return_after_release].
 
 init_per_testcase(_TC, Config) ->
     Config.
@@ -234,6 +234,54 @@ stats_and_getstat(_Config) ->
     #{connections_open := 1} = call(A, ktls_filter, carrier_stats, []),
     {ok, [{NB, NodeInfo}]} = call(A, net_kernel, nodes_info, []),
     {address, _} = lists:keyfind(address, 1, NodeInfo),
+    ok.
+
+%% With zero-copy receive (a runtime with patches/0002) received binaries
+%% live in the carrier's pool buffers: held binaries pin buffers, and the
+%% buffers return to the pool once the VM has released them. Without it the
+%% NIF copies, and the pool stays small whatever the VM holds.
+pool_buffers_return_after_release(_Config) ->
+    {A, _} = start("a", ktls),
+    {_B, NB} = start("b", ktls),
+    pong = call(A, net_adm, ping, [NB]),
+    InUse = fun() ->
+                    #{pool := #{buffers_in_use := N, large_in_use := L}} =
+                        call(A, ktls_filter, carrier_stats, []),
+                    N + L
+            end,
+    #{zero_copy_rx := ZeroCopy} = call(A, ktls_filter, carrier_stats, []),
+    Before = InUse(),
+    %% A process on A asks B for 2,000 distinct 8 KiB binaries and keeps them
+    %% (each arrives unfragmented in one dist packet, so zero-copy applies).
+    ok = call(A, erlang, apply, [fun() ->
+        Holder = spawn(fun() ->
+                               Bins = [erpc:call(NB, crypto, strong_rand_bytes, [8192])
+                                       || _ <- lists:seq(1, 2000)],
+                               receive {drop, From} -> From ! {dropped, length(Bins)} end
+                       end),
+        true = register(ktls_ct_holder, Holder),
+        ok
+    end, []]),
+    ok = ktls_ct_nodes:wait_until(fun() -> InUse() > Before orelse not ZeroCopy end, 20000),
+    timer:sleep(500),
+    Holding = InUse(),
+    {dropped, 2000} = call(A, erlang, apply, [fun() ->
+        ktls_ct_holder ! {drop, self()},
+        R = receive {dropped, _} = D -> D after 30000 -> timeout end,
+        [erlang:garbage_collect(P) || P <- processes()],
+        R
+    end, []]),
+    ok = ktls_ct_nodes:wait_until(
+           fun() ->
+                   call(A, erlang, apply, [fun() -> [erlang:garbage_collect(P) || P <- processes()], ok end, []]),
+                   InUse() =< Before + 2
+           end, 20000),
+    ct:pal("zero_copy_rx ~p: pool buffers in use ~p before, ~p holding, ~p after",
+           [ZeroCopy, Before, Holding, InUse()]),
+    case ZeroCopy of
+        true -> true = Holding > Before + 2;  % the held binaries pinned buffers
+        false -> ok
+    end,
     ok.
 
 %% ------------------------------------------------------------------
