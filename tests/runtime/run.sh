@@ -55,7 +55,20 @@ echo "stock: $stock"
 bad=$(timeout 30 "$ERL_PATCHED" +MMthp maybe -noshell -eval 'halt().' 2>&1)
 [ -n "$bad" ] && ok bad_flag_value_rejected || ko bad_flag_value_rejected "no error for +MMthp maybe"
 
-# The multi-node suites again, every node on the patched runtime with THP on.
+# patches/0002: the NIF sees the patched runtime and hands its buffers over.
+zc() { # erl-command
+  timeout 60 "$1" -pa "$KTLS_ROOT/_build/lib/ktls_filter/ebin" -proto_dist ktls_filter \
+    -name "zc_$$_$RANDOM@127.0.0.1" -setcookie zc -noshell \
+    -eval 'io:format("~p", [maps:get(zero_copy_rx, ktls_filter:carrier_stats())]), halt().' 2>&1
+}
+ERL_EPMD_ADDRESS=127.0.0.1 epmd -daemon 2>/dev/null || true
+v=$(zc "$ERL_PATCHED")
+[ "$v" = "true" ] && ok patched_runtime_zero_copy_rx || ko patched_runtime_zero_copy_rx "$v"
+v=$(zc erl)
+[ "$v" = "false" ] && ok stock_runtime_copies_rx || ko stock_runtime_copies_rx "$v"
+
+# The multi-node suites again, every node on the patched runtime with THP on
+# (and zero-copy receive).
 ct=$(KTLS_CT_LOGDIR="$KTLS_ROOT/_build/ct_logs_patched" KTLS_ERL="$ERL_PATCHED" KTLS_ERL_EXTRA="+MMthp true" KTLS_CT_SUITES="ktls_dist_SUITE" \
   "$KTLS_ROOT/tests/run_ct.sh" 2>&1 | tail -1)
 echo "patched runtime CT: $ct"
