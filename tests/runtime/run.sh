@@ -67,9 +67,9 @@ v=$(zc "$ERL_PATCHED")
 v=$(zc erl)
 [ "$v" = "false" ] && ok stock_runtime_copies_rx || ko stock_runtime_copies_rx "$v"
 
-# The multi-node suites again, every node on the patched runtime with THP on
+# All multi-node suites again, every node on the patched runtime with THP on
 # (and zero-copy receive).
-ct=$(KTLS_CT_LOGDIR="$KTLS_ROOT/_build/ct_logs_patched" KTLS_ERL="$ERL_PATCHED" KTLS_ERL_EXTRA="+MMthp true" KTLS_CT_SUITES="ktls_dist_SUITE" \
+ct=$(KTLS_CT_LOGDIR="$KTLS_ROOT/_build/ct_logs_patched" KTLS_ERL="$ERL_PATCHED" KTLS_ERL_EXTRA="+MMthp true" \
   "$KTLS_ROOT/tests/run_ct.sh" 2>&1 | tail -1)
 echo "patched runtime CT: $ct"
 p=$(sed -nE 's/.*passed=([0-9]+).*/\1/p' <<<"$ct")
