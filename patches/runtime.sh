@@ -10,7 +10,7 @@ UPSTREAM="25.2.3+dfsg"
 ERTS_VSN="13.1.5"
 SRC_CACHE="$KTLS_ROOT/_build/runtime-src"
 OUT="$KTLS_ROOT/_build/runtime"
-PATCHES="$KTLS_ROOT/patches"
+PATCHES="${KTLS_RUNTIME_PATCHES:-$KTLS_ROOT/patches}"  # override: tests only
 log() { printf 'runtime: %s\n' "$*" >&2; }
 die() { printf 'runtime: error: %s\n' "$*" >&2; exit 1; }
 
@@ -78,8 +78,10 @@ build() {
     while read -r p; do
       case "$p" in '' | \#*) continue ;; esac
       [ -f "$PATCHES/$p" ] || die "series names $p, which is not in patches/"
-      patch -d "$work" -p1 --dry-run -s <"$PATCHES/$p" >/dev/null ||
+      if ! patch -d "$work" -p1 --dry-run -s <"$PATCHES/$p" >/dev/null; then
+        rm -rf "$work"
         die "patch $p does not apply to erlang $VERSION"
+      fi
       patch -d "$work" -p1 -s <"$PATCHES/$p" >/dev/null
       log "applied $p"
     done <"$PATCHES/series"

@@ -55,6 +55,21 @@ echo "stock: $stock"
 bad=$(timeout 30 "$ERL_PATCHED" +MMthp maybe -noshell -eval 'halt().' 2>&1)
 [ -n "$bad" ] && ok bad_flag_value_rejected || ko bad_flag_value_rejected "no error for +MMthp maybe"
 
+# A patch that does not apply: an error naming it, the installed runtime untouched.
+bad_dir=$(mktemp -d)
+cp "$KTLS_ROOT/patches/runtime.sh" "$bad_dir/"
+printf 'bad.patch\n' >"$bad_dir/series"
+printf -- '--- a/erts/emulator/beam/erl_init.c\n+++ b/erts/emulator/beam/erl_init.c\n@@ -1,3 +1,3 @@\n-no such line one\n+x\n no such line two\n no such line three\n' >"$bad_dir/bad.patch"
+stamp_before=$(cat "$KTLS_ROOT/_build/runtime/.stamp")
+msg=$(KTLS_RUNTIME_PATCHES="$bad_dir" "$KTLS_ROOT/patches/runtime.sh" build 2>&1)
+rc=$?
+if [ $rc -ne 0 ] && grep -q 'bad.patch' <<<"$msg" && [ "$(cat "$KTLS_ROOT/_build/runtime/.stamp")" = "$stamp_before" ]; then
+  ok bad_patch_named_nothing_installed
+else
+  ko bad_patch_named_nothing_installed "rc=$rc: $msg"
+fi
+rm -rf "$bad_dir"
+
 # patches/0002: the NIF sees the patched runtime and hands its buffers over.
 zc() { # erl-command
   timeout 60 "$1" -pa "$KTLS_ROOT/_build/lib/ktls_filter/ebin" -proto_dist ktls_filter \
