@@ -4,6 +4,7 @@
 #include <cstring>
 #include <new>
 
+#include "nif/filter_glue.h"
 #include "nif/nif_terms.h"
 
 namespace ktls::nif {
@@ -21,11 +22,15 @@ ConnRes* ConnRes::create() {
   return res;
 }
 
-ConnObserver::ConnObserver(ConnRes* res) : res_(res), env_(enif_alloc_env()) {
+ConnObserver::ConnObserver(ConnRes* res)
+    : res_(res), env_(enif_alloc_env()), log_env_(enif_alloc_env()) {
   enif_keep_resource(res_);
 }
 
-ConnObserver::~ConnObserver() { enif_free_env(env_); }
+ConnObserver::~ConnObserver() {
+  enif_free_env(env_);
+  enif_free_env(log_env_);
+}
 
 void ConnObserver::send_to(const ErlNifPid& pid, ERL_NIF_TERM msg) {
   ErlNifPid to = pid;
@@ -121,7 +126,141 @@ ERL_NIF_TERM ConnObserver::make_binaries(std::span<const carrier::Packet> packet
   return list;
 }
 
-void ConnObserver::on_packets(carrier::Connection&, std::span<const carrier::Packet> packets) {
+namespace {
+
+uint64_t now_us() {
+  return static_cast<uint64_t>(enif_monotonic_time(ERL_NIF_USEC) + enif_time_offset(ERL_NIF_USEC));
+}
+
+ERL_NIF_TERM log_event(ErlNifEnv* env, ERL_NIF_TERM node, const filter::Message& m) {
+  ERL_NIF_TERM time = enif_make_uint64(env, now_us());
+  ERL_NIF_TERM control = make_message_term(env, m.control);
+  if (!m.payload.valid()) {
+    return enif_make_tuple4(env, make_atom(env, "control"), time, node, control);
+  }
+  return enif_make_tuple5(env, make_atom(env, "payload"), time, node, control,
+                          make_message_term(env, m.payload));
+}
+
+}  // namespace
+
+// The filter decides about every packet of the batch (see nif/filter); what
+// it keeps or writes goes to the input process as binaries, in order, with
+// the handler's questions between them.
+ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets,
+                                        std::string* close_reason) {
+  filter::Channel& ch = *res_->channel;
+  const uint64_t gen = policy_generation();
+  if (gen != res_->policy_gen) {
+    ch.set_policy(current_policy());
+    res_->policy_gen = gen;
+  }
+  const bool log = loggers_active();
+  ERL_NIF_TERM events = log ? enif_make_list(log_env_, 0) : 0;
+  ERL_NIF_TERM log_node = log ? make_atom(log_env_, res_->peer_node.c_str()) : 0;
+  uint64_t n_events = 0;
+  pieces_.clear();
+  items_.clear();
+  scratch_.clear();
+  auto scratch_piece = [&](const std::vector<uint8_t>& b) {
+    pieces_.push_back(Piece{nullptr, scratch_.size(), b.size()});
+    scratch_.insert(scratch_.end(), b.begin(), b.end());
+    return static_cast<int>(pieces_.size() - 1);
+  };
+  auto packet_piece = [&](const carrier::Packet& p) {
+    pieces_.push_back(Piece{&p, 0, p.size});
+    return static_cast<int>(pieces_.size() - 1);
+  };
+  for (const carrier::Packet& p : packets) {
+    filter::Verdict& v = verdict_;
+    ch.inspect(filter::Bytes(p.data, p.size), v);
+    if (v.action == filter::Action::Close) {
+      *close_reason = v.error;
+      break;
+    }
+    if (!v.prefix.empty()) items_.push_back(Item{scratch_piece(v.prefix)});
+    if (log && v.decoded) {
+      events = enif_make_list_cell(log_env_, log_event(log_env_, log_node, v.message), events);
+      n_events++;
+    }
+    switch (v.action) {
+      case filter::Action::Keep:
+        items_.push_back(Item{v.replaced ? scratch_piece(v.bytes) : packet_piece(p)});
+        break;
+      case filter::Action::Drop:
+        if (!v.bytes.empty()) items_.push_back(Item{scratch_piece(v.bytes)});
+        break;
+      case filter::Action::Hold:
+      case filter::Action::Close:
+        break;
+      case filter::Action::Ask: {
+        Item it;
+        it.keep = v.replaced ? scratch_piece(v.bytes) : packet_piece(p);
+        it.drop = v.drop_bytes.empty() ? -1 : scratch_piece(v.drop_bytes);
+        it.ask = enif_make_tuple4(env_, make_atom(env_, filter::hint_name(v.hint)),
+                                  enif_make_int(env_, static_cast<int>(v.message.info->op)),
+                                  make_message_term(env_, v.message.control),
+                                  make_message_term(env_, v.message.payload));
+        items_.push_back(it);
+        break;
+      }
+    }
+  }
+  if (log && n_events > 0) loggers_dispatch(log_env_, events, n_events);
+  enif_clear_env(log_env_);
+
+  // Binaries: one copy per batch (stock runtime), or resource binaries over
+  // the receive buffers plus one binary for what the filter wrote.
+  std::vector<ERL_NIF_TERM> bins(pieces_.size());
+  if (zero_copy_rx) {
+    ERL_NIF_TERM written = 0;
+    if (!scratch_.empty()) {
+      unsigned char* d = enif_make_new_binary(env_, scratch_.size(), &written);
+      std::memcpy(d, scratch_.data(), scratch_.size());
+    }
+    BufferRes* res = nullptr;
+    for (size_t i = 0; i < pieces_.size(); i++) {
+      const Piece& pc = pieces_[i];
+      if (!pc.packet) {
+        bins[i] = enif_make_sub_binary(env_, written, pc.off, pc.size);
+        continue;
+      }
+      if (!res || res->buffer != pc.packet->buffer) {
+        if (res) enif_release_resource(res);  // the binaries made keep it
+        res = static_cast<BufferRes*>(enif_alloc_resource(BufferRes::type, sizeof(BufferRes)));
+        pc.packet->buffer->ref();
+        res->buffer = pc.packet->buffer;
+      }
+      bins[i] = enif_make_resource_binary(env_, res, pc.packet->data, pc.size);
+    }
+    if (res) enif_release_resource(res);
+  } else {
+    size_t total = 0;
+    for (const Piece& pc : pieces_) total += pc.size;
+    ERL_NIF_TERM whole;
+    unsigned char* d = enif_make_new_binary(env_, total, &whole);
+    size_t off = 0;
+    for (size_t i = 0; i < pieces_.size(); i++) {
+      const Piece& pc = pieces_[i];
+      std::memcpy(d + off, pc.packet ? pc.packet->data : scratch_.data() + pc.off, pc.size);
+      bins[i] = enif_make_sub_binary(env_, whole, off, pc.size);
+      off += pc.size;
+    }
+  }
+  ERL_NIF_TERM list = enif_make_list(env_, 0);
+  for (size_t i = items_.size(); i-- > 0;) {
+    const Item& it = items_[i];
+    ERL_NIF_TERM t = bins[it.keep];
+    if (it.ask) {
+      ERL_NIF_TERM drop = it.drop < 0 ? make_atom(env_, "none") : bins[it.drop];
+      t = enif_make_tuple4(env_, make_atom(env_, "ktls_ask"), it.ask, t, drop);
+    }
+    list = enif_make_list_cell(env_, t, list);
+  }
+  return list;
+}
+
+void ConnObserver::on_packets(carrier::Connection& c, std::span<const carrier::Packet> packets) {
   std::optional<ErlNifPid> input, waiter;
   {
     std::lock_guard lock(mu_);
@@ -134,10 +273,18 @@ void ConnObserver::on_packets(carrier::Connection&, std::span<const carrier::Pac
   ERL_NIF_TERM conn = enif_make_resource(env_, res_);
   if (input) {
     // Dist phase: every packet of this completion in one message.
-    uint64_t bytes;
-    ERL_NIF_TERM list = make_binaries(packets, &bytes);
+    uint64_t bytes = 0;
+    std::string close_reason;
+    ERL_NIF_TERM list;
+    if (res_->channel) {
+      for (const auto& p : packets) bytes += p.size;
+      list = filter_batch(packets, &close_reason);
+    } else {
+      list = make_binaries(packets, &bytes);
+    }
     send_to(*input,
             enif_make_tuple4(env_, atoms.ktls_data, conn, list, enif_make_uint64(env_, bytes)));
+    if (!close_reason.empty()) c.close("dist filter: " + close_reason);
     return;
   }
   // Handshake phase: one packet per request.

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "carrier/carrier.h"
+#include "nif/filter/channel.h"
 
 namespace ktls::nif {
 
@@ -33,9 +34,15 @@ struct BufferRes {
 struct ConnRes {
   std::shared_ptr<carrier::Connection> conn;
   std::shared_ptr<ConnObserver> obs;
-  std::mutex mu;  // owner monitor
+  std::mutex mu;  // owner monitor; channel and peer_node against readers
   ErlNifMonitor owner_mon{};
   bool monitoring = false;
+  // The filter's view of the channel, set by start_input before the input
+  // process is known to the observer; then used by the ring thread only
+  // (stats and atom cache are safe to read from any thread).
+  std::unique_ptr<filter::Channel> channel;
+  std::string peer_node;
+  uint64_t policy_gen = 0;  // ring thread
 
   static ErlNifResourceType* type;
   // A new resource with its observer; the caller holds one reference.
@@ -69,10 +76,29 @@ class ConnObserver final : public carrier::ConnectionObserver {
  private:
   void send_to(const ErlNifPid& pid, ERL_NIF_TERM msg);
   ERL_NIF_TERM make_binaries(std::span<const carrier::Packet> packets, uint64_t* bytes);
+  // Runs the filter over a batch; returns the list for the input process
+  // and sets `close_reason` when a packet was malformed.
+  ERL_NIF_TERM filter_batch(std::span<const carrier::Packet> packets, std::string* close_reason);
 
-  ConnRes* res_;    // kept (enif_keep_resource) until on_closed
-  ErlNifEnv* env_;  // ring thread only
-  std::mutex mu_;   // guards the fields below
+  // What filter_batch delivers, in order: a received packet, bytes the
+  // filter wrote (in scratch_), or a question for the handler.
+  struct Piece {
+    const carrier::Packet* packet;  // nullptr: scratch_[off, off + size)
+    size_t off, size;
+  };
+  struct Item {
+    int keep = -1, drop = -1;  // piece indexes; drop -1 = nothing
+    ERL_NIF_TERM ask = 0;      // 0: plain piece `keep`
+  };
+  std::vector<Piece> pieces_;
+  std::vector<Item> items_;
+  std::vector<uint8_t> scratch_;
+  filter::Verdict verdict_;
+
+  ConnRes* res_;        // kept (enif_keep_resource) until on_closed
+  ErlNifEnv* env_;      // ring thread only
+  ErlNifEnv* log_env_;  // ring thread only: logger events of one batch
+  std::mutex mu_;       // guards the fields below
   std::optional<ErlNifPid> owner_, input_, recv_waiter_, connect_waiter_;
   bool closed_ = false;
 };

@@ -11,6 +11,7 @@
 
 #include "carrier/carrier.h"
 #include "nif/connection.h"
+#include "nif/filter_glue.h"
 #include "nif/nif_terms.h"
 
 namespace ktls::nif {
@@ -295,11 +296,31 @@ ERL_NIF_TERM nif_set_dist_framing(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]
   return atoms.ok;
 }
 
+// start_input(Conn, InputPid, #{node, local_node, creation}): from now on
+// received packets go through the filter to InputPid.
 ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ConnRes* res;
   ErlNifPid pid;
-  if (!get_conn(env, argv[0], &res) || !enif_get_local_pid(env, argv[1], &pid)) {
+  ERL_NIF_TERM node, local, creation;
+  char name[1024], local_name[1024];
+  ErlNifUInt64 cr;
+  if (!get_conn(env, argv[0], &res) || !enif_get_local_pid(env, argv[1], &pid) ||
+      !enif_get_map_value(env, argv[2], make_atom(env, "node"), &node) ||
+      !enif_get_map_value(env, argv[2], make_atom(env, "local_node"), &local) ||
+      !enif_get_map_value(env, argv[2], make_atom(env, "creation"), &creation) ||
+      !enif_get_atom(env, node, name, sizeof name, ERL_NIF_LATIN1) ||
+      !enif_get_atom(env, local, local_name, sizeof local_name, ERL_NIF_LATIN1) ||
+      !enif_get_uint64(env, creation, &cr)) {
     return enif_make_badarg(env);
+  }
+  {
+    std::lock_guard lock(res->mu);
+    if (!res->channel) {
+      res->channel = std::make_unique<filter::Channel>(
+          current_policy(), filter::LocalNode{local_name, static_cast<uint32_t>(cr)});
+      res->policy_gen = policy_generation();
+      res->peer_node = name;
+    }
   }
   if (!res->obs->set_input(pid)) return make_error(env, atoms.closed);
   res->conn->start_streaming();
@@ -373,21 +394,8 @@ ERL_NIF_TERM nif_close(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 // Filter (wired to nif/filter by the filter engine)
 // ------------------------------------------------------------------
 
-ERL_NIF_TERM nif_filter_configure(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
-  if (!enif_is_map(env, argv[0])) return enif_make_badarg(env);
-  return atoms.ok;
-}
-
-ERL_NIF_TERM nif_world_stats(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
-  return enif_make_new_map(env);
-}
-
 ERL_NIF_TERM nif_channel_list(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
   return registry.list(env);
-}
-
-ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]) {
-  return nif_info(env, argc, argv);
 }
 
 // ------------------------------------------------------------------
@@ -407,6 +415,7 @@ int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
   BufferRes::type =
       enif_open_resource_type(env, nullptr, "ktls_buffer", buffer_dtor, flags, nullptr);
   if (!ConnRes::type || !ListenRes::type || !BufferRes::type) return 1;
+  if (!filter_glue_load(env)) return 1;
   // patches/0002 exports this from the runtime.
   const auto* patched =
       static_cast<const int*>(dlsym(RTLD_DEFAULT, "erts_dist_input_resource_binaries"));
@@ -430,7 +439,7 @@ ErlNifFunc funcs[] = {
     {"recv_packet", 1, nif_recv_packet, 0},
     {"send_packet", 2, nif_send_packet, 0},
     {"set_dist_framing", 1, nif_set_dist_framing, 0},
-    {"start_input", 2, nif_start_input, 0},
+    {"start_input", 3, nif_start_input, 0},
     {"consumed", 2, nif_consumed, 0},
     {"send_dist", 2, nif_send_dist, 0},
     {"send_tick", 1, nif_send_tick, 0},
@@ -443,6 +452,12 @@ ErlNifFunc funcs[] = {
     {"world_stats", 0, nif_world_stats, 0},
     {"channel_list", 0, nif_channel_list, 0},
     {"channel_inspect", 1, nif_channel_inspect, 0},
+    {"filter_answer", 3, nif_filter_answer, 0},
+    {"logger_open", 1, nif_logger_open, 0},
+    {"logger_ack", 2, nif_logger_ack, 0},
+    {"logger_set_capacity", 1, nif_logger_set_capacity, 0},
+    {"logger_list", 0, nif_logger_list, 0},
+    {"logger_inspect", 1, nif_logger_inspect, 0},
 };
 
 }  // namespace

@@ -3,6 +3,8 @@
 
 -export([config_get/0, config_set/2, carrier_stats/0, connections/0,
          connection_info/1, options/0]).
+-export([world_stats_get/0, channel_list/0, channel_inspect/1,
+         logger_list/0, logger_inspect/1, logger_set_capacity/1]).
 
 %% @doc The configuration in force.
 -spec config_get() -> ktls_filter_config:config().
@@ -39,3 +41,50 @@ connection_info(C) ->
 -spec options() -> ok.
 options() ->
     io:put_chars(ktls_filter_config:describe()).
+
+%% @doc Node-wide filter counters: messages seen, kept and dropped (total and
+%% per control message), fragments, refused spawn requests, errors, and how
+%% often inspection and mode were switched.
+-spec world_stats_get() -> map().
+world_stats_get() ->
+    ktls_filter_nif:world_stats().
+
+%% @doc Open dist channels of this carrier as {Node, Conn}; Node is
+%% `undefined' while the handshake runs.
+-spec channel_list() -> [{node() | undefined, ktls_filter_nif:conn()}].
+channel_list() ->
+    [{maps:get(node, ktls_filter_nif:channel_inspect(C), undefined), C}
+     || C <- ktls_filter_nif:channel_list()].
+
+%% @doc One channel by node name or connection: peer address, framing flags,
+%% the receiving atom cache, filter counters per control message, bytes and
+%% fragments.
+-spec channel_inspect(node() | ktls_filter_nif:conn()) -> map() | {error, not_found}.
+channel_inspect(Node) when is_atom(Node) ->
+    case [C || {N, C} <- channel_list(), N =:= Node] of
+        [C | _] -> ktls_filter_nif:channel_inspect(C);
+        [] -> {error, not_found}
+    end;
+channel_inspect(Conn) ->
+    ktls_filter_nif:channel_inspect(Conn).
+
+%% @doc Registered loggers (see ktls_filter_logger).
+-spec logger_list() -> [map()].
+logger_list() ->
+    [ktls_filter_nif:logger_inspect(L) || L <- ktls_filter_nif:logger_list()].
+
+%% @doc A logger by worker pid or handle: pending and dropped events.
+-spec logger_inspect(pid() | ktls_filter_nif:logger()) -> map() | {error, not_found}.
+logger_inspect(Pid) when is_pid(Pid) ->
+    case [I || I = #{pid := P} <- logger_list(), P =:= Pid] of
+        [I | _] -> I;
+        [] -> {error, not_found}
+    end;
+logger_inspect(L) ->
+    ktls_filter_nif:logger_inspect(L).
+
+%% @doc Events a logger may have waiting before new ones are dropped (and
+%% counted); 0 = unbounded.
+-spec logger_set_capacity(non_neg_integer()) -> ok | {error, string()}.
+logger_set_capacity(N) ->
+    config_set(logger_capacity, N).

@@ -66,7 +66,9 @@ setup_loop(Conn) ->
             Input = spawn_opt(?MODULE, input_init, [Conn, DHandle, Node],
                               [link | ?SPAWN_OPTS]),
             ok = erlang:dist_ctrl_input_handler(DHandle, Input),
-            ok = ktls_filter_nif:start_input(Conn, Input),
+            ok = ktls_filter_nif:start_input(Conn, Input,
+                                             #{node => Node, local_node => node(),
+                                               creation => erlang:system_info(creation)}),
             Input ! {DHandle, go},
             From ! {Ref, ok},
             process_flag(priority, normal),
@@ -172,6 +174,8 @@ wait_writable(Conn, DHandle) ->
 
 -spec input_init(ktls_filter_nif:conn(), term(), node()) -> no_return().
 input_init(Conn, DHandle, Node) ->
+    put(ktls_conn, Conn),
+    put(ktls_node, Node),
     receive
         {DHandle, go} -> input_loop(Conn, DHandle, Node)
     end.
@@ -188,8 +192,26 @@ input_loop(Conn, DHandle, Node) ->
             input_loop(Conn, DHandle, Node)
     end.
 
-put_data(DHandle, [P | Ps]) ->
+put_data(DHandle, [P | Ps]) when is_binary(P) ->
     erlang:dist_ctrl_put_data(DHandle, P),
+    put_data(DHandle, Ps);
+put_data(DHandle, [{ktls_ask, Question, Keep, Drop} | Ps]) ->
+    %% The handler decides in order with the traffic: later packets wait.
+    case ask_handler(Question) of
+        keep -> erlang:dist_ctrl_put_data(DHandle, Keep);
+        drop when is_binary(Drop) -> erlang:dist_ctrl_put_data(DHandle, Drop);
+        drop -> ok
+    end,
     put_data(DHandle, Ps);
 put_data(_DHandle, []) ->
     ok.
+
+ask_handler({Hint, Op, Control, Payload}) ->
+    Conn = get(ktls_conn),
+    Node = get(ktls_node),
+    Answer = case ktls_filter_config:get(handler) of
+                 undefined -> drop;
+                 Handler -> ktls_filter_handler:classify(Handler, Hint, Node, Control, Payload)
+             end,
+    ok = ktls_filter_nif:filter_answer(Conn, Op, Answer =:= keep),
+    Answer.

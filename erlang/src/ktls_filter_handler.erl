@@ -9,7 +9,7 @@
 %% Configure with the `handler' option (or ktls_filter:config_set(handler, Mod)).
 -module(ktls_filter_handler).
 
--export([classify/5, spawn_request_unauthorized/0]).
+-export([classify/5, spawn_request_denied/1]).
 
 -type hint() :: drop | safe | unsafe.
 -type control() :: tuple().
@@ -47,7 +47,13 @@ classify(Handler, Hint, Node, Control, Payload) ->
             drop
     end.
 
-%% @doc What a refused spawn request runs: exits with `unauthorized'.
--spec spawn_request_unauthorized() -> no_return().
-spawn_request_unauthorized() ->
+%% @doc What a refused spawn request runs instead of its M:F(A): the filter
+%% rewrites the request, so the caller's monitor or link sees the process
+%% exit at once. For erpc calls (erpc:execute_call/4) the argument is the
+%% call's reference and the exit reason the one erpc turns into
+%% `{exception, unauthorized}' for the caller.
+-spec spawn_request_denied(reference() | undefined) -> no_return().
+spawn_request_denied(Ref) when is_reference(Ref) ->
+    exit({Ref, exit, unauthorized});
+spawn_request_denied(_) ->
     exit(unauthorized).

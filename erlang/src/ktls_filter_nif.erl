@@ -18,15 +18,18 @@
 -export([start/1, carrier_stats/0]).
 -export([listen/3, accept/1, listener_address/1, close_listener/1]).
 -export([connect/3, controlling_process/2, recv_packet/1, send_packet/2,
-         set_dist_framing/1, start_input/2, consumed/2, send_dist/2,
+         set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2]).
--export([filter_configure/1, world_stats/0, channel_list/0, channel_inspect/1]).
+-export([filter_configure/1, world_stats/0, channel_list/0, channel_inspect/1,
+         filter_answer/3]).
+-export([logger_open/1, logger_ack/2, logger_set_capacity/1, logger_list/0, logger_inspect/1]).
 
 -on_load(load/0).
 
 -type listener() :: reference().
 -type conn() :: reference().
--export_type([listener/0, conn/0]).
+-type logger() :: reference().
+-export_type([listener/0, conn/0, logger/0]).
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -86,8 +89,14 @@ send_packet(_C, _Data) -> ?NIF.
 set_dist_framing(_C) -> ?NIF.
 
 %% @doc Streams dist packets (filtered) to Pid as ktls_data messages.
--spec start_input(conn(), pid()) -> ok | {error, closed}.
-start_input(_C, _Pid) -> ?NIF.
+%% @doc From now on received packets go through the filter to Pid as
+%% `{ktls_data, Conn, Items, Bytes}'. Items are binaries for the VM, in
+%% order, and `{ktls_ask, {Hint, Op, Control, Payload}, KeepBin, DropBin | none}'
+%% for messages the handler decides.
+-spec start_input(conn(), pid(),
+                  #{node := node(), local_node := node(), creation := non_neg_integer()}) ->
+          ok | {error, closed}.
+start_input(_C, _Pid, _Info) -> ?NIF.
 
 %% @doc Bytes of ktls_data the input handler has passed on to the VM.
 -spec consumed(conn(), non_neg_integer()) -> ok.
@@ -122,6 +131,27 @@ close(_C, _Reason) -> ?NIF.
 %% @doc Sets filter configuration (mode, policy, limits); see ktls_filter.
 -spec filter_configure(map()) -> ok | {error, term()}.
 filter_configure(_Config) -> ?NIF.
+
+%% @doc Counts the handler's answer (Kept) for a message of control op Op.
+-spec filter_answer(conn(), non_neg_integer(), boolean()) -> ok.
+filter_answer(_C, _Op, _Kept) -> ?NIF.
+
+%% @doc Registers Pid as a logger: it gets `{ktls_logger_batch, Logger,
+%% Dropped, Events}' and acknowledges each with logger_ack/2.
+-spec logger_open(pid()) -> {ok, logger()} | {error, term()}.
+logger_open(_Pid) -> ?NIF.
+
+-spec logger_ack(logger(), non_neg_integer()) -> ok.
+logger_ack(_L, _N) -> ?NIF.
+
+-spec logger_set_capacity(non_neg_integer()) -> ok.
+logger_set_capacity(_N) -> ?NIF.
+
+-spec logger_list() -> [logger()].
+logger_list() -> ?NIF.
+
+-spec logger_inspect(logger()) -> map().
+logger_inspect(_L) -> ?NIF.
 
 -spec world_stats() -> map().
 world_stats() -> ?NIF.

@@ -4,7 +4,7 @@
 -module(ktls_ct_nodes).
 
 -export([ebin/0, root/0, start/3, start/2, call/4, call/5, stop/1, os_pid/1, fd_count/1,
-         unique/1, cookie/0, wait_until/2]).
+         unique/1, cookie/0, wait_until/2, allow_mfa_args/1]).
 
 -define(COOKIE, "ktls_ct_cookie").
 
@@ -54,6 +54,11 @@ carrier_args(ktls) -> ["-proto_dist", "ktls_filter"];
 carrier_args(inet_tcp) -> ["-proto_dist", "inet_tcp"];
 carrier_args(epmdless) ->
     ["-proto_dist", "ktls_filter", "-epmd_module", "ktls_filter_epmd", "-start_epmd", "false"].
+
+%% Command-line arguments that add MFAs to the filter's allow list.
+-spec allow_mfa_args([{module(), atom(), arity() | '_'}]) -> [string()].
+allow_mfa_args(Mfas) ->
+    ["-ktls_filter", "allow_mfa", lists:flatten(io_lib:format("~w", [Mfas]))].
 
 -spec call(pid(), module(), atom(), list()) -> term().
 call(Peer, M, F, A) ->

@@ -1,0 +1,507 @@
+#include "nif/filter/channel.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace ktls::filter {
+namespace {
+
+constexpr uint8_t kPassThrough = 'p';
+constexpr uint8_t kDistHeader = 'D';
+constexpr uint8_t kFragHeader = 'E';
+constexpr uint8_t kFragCont = 'F';
+constexpr size_t kFragPrefix = 1 + 1 + 8 + 8;  // magic, type, seq id, frag id
+
+uint64_t be64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+// Registered name no process has: where carriers of atom-cache updates go.
+constexpr std::string_view kVoidName = "ktls_filter_dropped";
+
+}  // namespace
+
+Stats& world_stats() {
+  static Stats s;
+  return s;
+}
+
+struct Channel::Sequence {
+  uint64_t id = 0;
+  uint64_t next = 0;     // fragment id expected next
+  bool pass = false;     // started while inspection was off: passes through
+  bool discard = false;  // over a limit: swallowed, then counted as dropped
+  const char* discard_reason = "";
+  uint64_t serial = 0;  // cache write counter after its header
+  std::vector<uint16_t> slots;
+  std::vector<std::string> texts;
+  std::vector<std::string_view> refs;
+  std::vector<uint8_t> buf;  // 131 'D' + the header's refs, then the body
+  size_t header_len = 0;
+};
+
+Channel::Channel(std::shared_ptr<const Policy> policy, LocalNode local)
+    : policy_(std::move(policy)), local_(std::move(local)) {
+  refs_.reserve(255);
+  ref_slots_.reserve(255);
+}
+
+Channel::~Channel() = default;
+
+void Channel::count(std::atomic<uint64_t> Stats::*field, uint64_t n) {
+  Stats::add(stats_.*field, n);
+  Stats::add(world_stats().*field, n);
+}
+
+void Channel::count_control(const ControlInfo* c, bool kept) {
+  count(kept ? &Stats::kept : &Stats::dropped);
+  if (!c) return;
+  for (Stats* s : {&stats_, &world_stats()}) {
+    ControlCounters& cc = s->control[c->index];
+    Stats::add(cc.seen);
+    Stats::add(kept ? cc.kept : cc.dropped);
+  }
+}
+
+const char* Channel::framing() const {
+  switch (framing_) {
+    case Framing::Header:
+      return "header";
+    case Framing::PassThrough:
+      return "pass_through";
+    case Framing::Unknown:
+      break;
+  }
+  return "unknown";
+}
+
+std::vector<std::pair<uint16_t, std::string>> Channel::atom_cache() const {
+  std::lock_guard lock(cache_mu_);
+  std::vector<std::pair<uint16_t, std::string>> out;
+  for (size_t i = 0; i < kAtomCacheSize; i++) {
+    if (cache_set_[i]) out.emplace_back(static_cast<uint16_t>(i), cache_[i]);
+  }
+  return out;
+}
+
+bool Channel::fail(Verdict& v, const char* what, size_t offset, const ControlInfo* c) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s%s%s at byte %zu", c ? c->name : "", c ? ": " : "", what,
+                offset);
+  v.action = Action::Close;
+  v.error = buf;
+  count(&Stats::errors);
+  return false;
+}
+
+// Normal header after magic and type: NumberOfAtomCacheRefs, Flags (a
+// nibble per reference plus one with the long-atoms bit), references.
+// Cache writes apply now, in arrival order, exactly as the VM applies them.
+bool Channel::parse_header(Bytes p, size_t& pos, Verdict& v) {
+  refs_.clear();
+  ref_slots_.clear();
+  ref_new_ = false;
+  if (p.size() - pos < 1) return fail(v, "truncated dist header", pos);
+  const size_t n = p[pos++];
+  if (n == 0) return true;
+  const size_t flag_bytes = n / 2 + 1;
+  if (p.size() - pos < flag_bytes) return fail(v, "truncated atom cache flags", pos);
+  const uint8_t* flags = &p[pos];
+  pos += flag_bytes;
+  const bool long_atoms = (flags[n / 2] >> ((n % 2) * 4)) & 1;
+  ref_texts_.resize(n);
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t nib = (flags[i / 2] >> ((i % 2) * 4)) & 0xF;
+    if (p.size() - pos < 1) return fail(v, "truncated atom cache reference", pos);
+    const size_t slot = size_t{nib & 7u} * 256 + p[pos++];
+    if (slot >= kAtomCacheSize) return fail(v, "atom cache index out of range", pos - 1);
+    if (nib & 8) {
+      size_t len_bytes = long_atoms ? 2 : 1;
+      if (p.size() - pos < len_bytes) return fail(v, "truncated atom cache entry", pos);
+      size_t len = long_atoms ? (size_t{p[pos]} << 8 | p[pos + 1]) : p[pos];
+      pos += len_bytes;
+      if (len > 255 * 4) return fail(v, "atom cache entry too long", pos - len_bytes);
+      if (p.size() - pos < len) return fail(v, "truncated atom cache entry", pos);
+      std::string_view text(reinterpret_cast<const char*>(&p[pos]), len);
+      pos += len;
+      {
+        std::lock_guard lock(cache_mu_);
+        cache_[slot].assign(text);
+        cache_set_[slot] = true;
+      }
+      cache_serial_[slot] = ++serial_;
+      ref_new_ = true;
+      count(&Stats::atom_cache_writes);
+    } else if (!cache_set_[slot]) {
+      return fail(v, "reference to an empty atom cache slot", pos - 1);
+    }
+    // Copied: a later reference of the same header may overwrite the slot.
+    ref_texts_[i].assign(cache_[slot]);
+    ref_slots_.push_back(static_cast<uint16_t>(slot));
+  }
+  for (const std::string& t : ref_texts_) refs_.emplace_back(t);
+  return true;
+}
+
+// Control tuple and payload at body[pos..]; pass-through terms carry their
+// own version byte.
+bool Channel::decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Message& m,
+                     Verdict& v) {
+  TermError err;
+  if (versioned) {
+    if (pos >= body.size() || body[pos] != tag::kVersion) {
+      return fail(v, "control message without version byte", pos);
+    }
+    pos++;
+  }
+  const size_t ctrl_pos = pos;
+  if (!walk_term(body, pos, refs, nullptr, err)) return fail(v, err.what, err.offset);
+  Term ctrl(body, ctrl_pos, refs);
+  if (!ctrl.is_tuple() || ctrl.arity() == 0) {
+    return fail(v, "control message is not a tuple", ctrl_pos);
+  }
+  auto op = ctrl.element(0).integer();
+  const ControlInfo* info = op ? control_info(*op) : nullptr;
+  if (!info) return fail(v, "unknown control message", ctrl_pos);
+  if (ctrl.arity() != info->arity) return fail(v, "wrong control tuple arity", ctrl_pos, info);
+  m.info = info;
+  m.control = ctrl;
+  m.payload = Term();
+  if (info->payload) {
+    if (versioned) {
+      if (pos >= body.size() || body[pos] != tag::kVersion) {
+        return fail(v, "payload without version byte", pos, info);
+      }
+      pos++;
+    }
+    const size_t payload_pos = pos;
+    if (pos >= body.size()) return fail(v, "missing payload", pos, info);
+    if (!walk_term(body, pos, refs, nullptr, err)) return fail(v, err.what, err.offset, info);
+    m.payload = Term(body, payload_pos, refs);
+  }
+  if (pos != body.size()) return fail(v, "trailing bytes after the message", pos, info);
+  return true;
+}
+
+void Channel::inspect(Bytes p, Verdict& v) {
+  v.action = Action::Keep;
+  v.replaced = false;
+  v.prefix.clear();
+  v.bytes.clear();
+  v.drop_bytes.clear();
+  v.hint = Hint::Safe;
+  v.reason = "";
+  v.message = Message{};
+  v.decoded = false;
+  v.error.clear();
+  last_done_.reset();
+  if (p.empty()) return;  // tick
+  count(&Stats::packets);
+  count(&Stats::bytes, p.size());
+
+  if (p[0] == kPassThrough) {
+    if (framing_ == Framing::Header) {
+      fail(v, "pass-through packet on a channel with dist headers", 0);
+      return;
+    }
+    framing_ = Framing::PassThrough;
+    refs_.clear();
+    ref_new_ = false;
+    decide(p, 0, 1, true, v);
+    return;
+  }
+  if (p.size() < 2 || p[0] != tag::kVersion) {
+    fail(v, "bad dist header magic", 0);
+    return;
+  }
+  if (framing_ == Framing::PassThrough) {
+    fail(v, "dist header on a pass-through channel", 0);
+    return;
+  }
+  framing_ = Framing::Header;
+  switch (p[1]) {
+    case kDistHeader: {
+      size_t pos = 2;
+      if (!parse_header(p, pos, v)) return;
+      decide(p, pos, pos, false, v);
+      return;
+    }
+    case kFragHeader:
+      first_fragment(p, v);
+      return;
+    case kFragCont:
+      continuation(p, v);
+      return;
+    default:
+      fail(v, "unknown dist header type", 1);
+  }
+}
+
+// A whole (unfragmented) message: p[0..header_end) is its header.
+void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned, Verdict& v) {
+  count(&Stats::messages);
+  const Policy& pol = *policy_;
+  if (!pol.inspect || pol.mode == Mode::Off) {
+    count(&Stats::uninspected);
+    count(&Stats::kept);
+    return;
+  }
+  Message m;
+  if (!decode(p, body_pos, refs_, versioned, m, v)) return;
+  judge(m, p.first(header_end), ref_new_, v);
+}
+
+void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict& v) {
+  const Policy& pol = *policy_;
+  Classification c = classify(pol, m);
+  v.hint = c.hint;
+  v.reason = c.reason;
+  v.message = m;
+  v.decoded = true;
+  bool keep = c.hint == Hint::Safe;
+  if (!keep && pol.mode == Mode::Monitor) {
+    count(&Stats::would_drop);
+    keep = true;
+  }
+  if (keep) {
+    count_control(m.info, true);
+    v.action = Action::Keep;
+    return;
+  }
+  // The drop alternative: a refused spawn request still gets an answer; a
+  // header that wrote the atom cache still reaches the VM.
+  std::vector<uint8_t>& alt = (c.hint == Hint::Unsafe && pol.handler) ? v.drop_bytes : v.bytes;
+  if (m.info->kind == Kind::SpawnRequest) {
+    rewrite_spawn_request(header, m, alt);
+  } else if (header_writes) {
+    carrier_for(header, alt);
+  }
+  if (c.hint == Hint::Unsafe && pol.handler) {
+    count(&Stats::asked);
+    for (Stats* s : {&stats_, &world_stats()}) Stats::add(s->control[m.info->index].seen);
+    v.action = Action::Ask;
+    return;
+  }
+  if (m.info->kind == Kind::SpawnRequest) count(&Stats::rewritten);
+  count_control(m.info, false);
+  v.action = Action::Drop;
+}
+
+void Channel::record_answer(const ControlInfo* c, bool kept) {
+  count(kept ? &Stats::kept : &Stats::dropped);
+  if (!c) return;
+  for (Stats* s : {&stats_, &world_stats()}) {
+    Stats::add(kept ? s->control[c->index].kept : s->control[c->index].dropped);
+  }
+}
+
+// Header + {REG_SEND, Pid, '', ktls_filter_dropped} + []: the VM applies the
+// header's cache writes and discards the message (nobody has that name).
+void Channel::carrier_for(Bytes header, std::vector<uint8_t>& out) {
+  out.assign(header.begin(), header.end());
+  if (header.size() >= 1 && header[0] == kPassThrough) out.push_back(tag::kVersion);
+  enc::small_tuple(out, 4);
+  enc::integer(out, static_cast<int64_t>(Op::REG_SEND));
+  enc::pid(out, local_.name, 0, 0, local_.creation);
+  enc::atom(out, "");
+  enc::atom(out, kVoidName);
+  if (header.size() >= 1 && header[0] == kPassThrough) out.push_back(tag::kVersion);
+  enc::nil(out);
+}
+
+// The spawn request, now of ktls_filter_handler:spawn_request_denied/1: the
+// process exits at once (with {Ref, exit, unauthorized} for erpc calls, so
+// the caller's erpc raises {exception, unauthorized}) and the caller's
+// monitor or link reports it.
+void Channel::rewrite_spawn_request(Bytes header, const Message& m, std::vector<uint8_t>& out) {
+  const bool versioned = header.size() >= 1 && header[0] == kPassThrough;
+  out.assign(header.begin(), header.end());
+  if (versioned) out.push_back(tag::kVersion);
+  const Term& c = m.control;
+  enc::small_tuple(out, static_cast<uint8_t>(c.arity()));
+  enc::integer(out, static_cast<int64_t>(m.info->op));
+  for (uint32_t i = 1; i < c.arity(); i++) {
+    if (i == 4) {
+      enc::small_tuple(out, 3);
+      enc::atom(out, "ktls_filter_handler");
+      enc::atom(out, "spawn_request_denied");
+      enc::integer(out, 1);
+    } else {
+      c.element(i).append_to(out);
+    }
+  }
+  if (versioned) out.push_back(tag::kVersion);
+  enc::list_header(out, 1);
+  Term mfa = c.element(4);
+  Term first = m.payload.list_element(0);
+  if (mfa.element(0).is_atom("erpc") && mfa.element(1).is_atom("execute_call") &&
+      first.tag() == tag::kNewerReference) {
+    first.append_to(out);
+  } else {
+    enc::atom(out, "undefined");
+  }
+  enc::nil(out);
+}
+
+void Channel::first_fragment(Bytes p, Verdict& v) {
+  if (p.size() < kFragPrefix + 1) {
+    fail(v, "truncated fragment header", 0);
+    return;
+  }
+  const uint64_t seq = be64(&p[2]);
+  const uint64_t frag = be64(&p[10]);
+  count(&Stats::fragments);
+  if (frag == 0) {
+    fail(v, "fragment id 0", 10);
+    return;
+  }
+  for (const auto& s : seqs_) {
+    if (s->id == seq) {
+      fail(v, "fragment sequence already open", 2);
+      return;
+    }
+  }
+  if (seqs_.size() >= policy_->max_open_fragments) {
+    fail(v, "too many open fragment sequences", 2);
+    return;
+  }
+  size_t pos = kFragPrefix;
+  if (!parse_header(p, pos, v)) return;
+  auto s = std::make_unique<Sequence>();
+  s->id = seq;
+  s->next = frag - 1;
+  const Policy& pol = *policy_;
+  s->pass = !pol.inspect || pol.mode == Mode::Off;
+  if (s->pass) {
+    v.action = Action::Keep;
+  } else {
+    s->serial = serial_;
+    s->slots = ref_slots_;
+    s->texts = ref_texts_;
+    s->buf.reserve(std::min<uint64_t>(frag * (p.size() - pos) + (pos - kFragPrefix) + 2,
+                                      pol.max_message_size + 4096));
+    s->buf.push_back(tag::kVersion);
+    s->buf.push_back(kDistHeader);
+    s->buf.insert(s->buf.end(), p.begin() + kFragPrefix, p.begin() + pos);
+    s->header_len = s->buf.size();
+    const size_t body = p.size() - pos;
+    if (body > pol.max_message_size) {
+      s->discard = true;
+      s->discard_reason = "message larger than max_message_size";
+    } else if (held_bytes_ + body > pol.max_reassembly_bytes) {
+      s->discard = true;
+      s->discard_reason = "fragment reassembly memory limit";
+    } else {
+      s->buf.insert(s->buf.end(), p.begin() + pos, p.end());
+      held_bytes_ += body;
+    }
+    if (s->discard) release(*s);
+    v.action = Action::Hold;
+    // The VM must see this header's cache writes now, before any later
+    // message that uses them.
+    if (ref_new_) carrier_for(Bytes(s->buf.data(), s->header_len), v.prefix);
+  }
+  Sequence& ref = *s;
+  seqs_.push_back(std::move(s));
+  if (frag == 1) finish(ref, v);
+}
+
+void Channel::release(Sequence& s) {
+  const size_t body = s.buf.size() > s.header_len ? s.buf.size() - s.header_len : 0;
+  held_bytes_ -= body;
+  s.buf.resize(s.header_len);
+  s.buf.shrink_to_fit();
+}
+
+void Channel::continuation(Bytes p, Verdict& v) {
+  if (p.size() < kFragPrefix) {
+    fail(v, "truncated fragment header", 0);
+    return;
+  }
+  const uint64_t seq = be64(&p[2]);
+  const uint64_t frag = be64(&p[10]);
+  count(&Stats::fragments);
+  auto it = std::find_if(seqs_.begin(), seqs_.end(), [&](const auto& s) { return s->id == seq; });
+  if (it == seqs_.end()) {
+    fail(v, "fragment for an unknown sequence", 2);
+    return;
+  }
+  Sequence& s = **it;
+  if (frag != s.next || frag == 0) {
+    fail(v, "fragment out of order", 10);
+    return;
+  }
+  s.next--;
+  const size_t body = p.size() - kFragPrefix;
+  if (s.pass) {
+    v.action = Action::Keep;
+  } else {
+    v.action = Action::Hold;
+    if (!s.discard) {
+      const Policy& pol = *policy_;
+      if (s.buf.size() - s.header_len + body > pol.max_message_size) {
+        s.discard = true;
+        s.discard_reason = "message larger than max_message_size";
+      } else if (held_bytes_ + body > pol.max_reassembly_bytes) {
+        s.discard = true;
+        s.discard_reason = "fragment reassembly memory limit";
+      }
+      if (s.discard) {
+        release(s);
+      } else {
+        s.buf.insert(s.buf.end(), p.begin() + kFragPrefix, p.end());
+        held_bytes_ += body;
+      }
+    }
+  }
+  if (frag == 1) finish(s, v);
+}
+
+// The last fragment arrived: decide about the whole message.
+void Channel::finish(Sequence& s, Verdict& v) {
+  auto it = std::find_if(seqs_.begin(), seqs_.end(), [&](const auto& x) { return x.get() == &s; });
+  last_done_ = std::move(*it);
+  seqs_.erase(it);
+  count(&Stats::messages);
+  count(&Stats::fragmented);
+  if (s.pass) {
+    count(&Stats::uninspected);
+    count(&Stats::kept);
+    v.action = Action::Keep;
+    return;
+  }
+  if (s.discard) {
+    count(&Stats::too_large);
+    count_control(nullptr, false);
+    v.reason = s.discard_reason;
+    v.hint = Hint::Drop;
+    v.action = Action::Drop;
+    return;
+  }
+  held_bytes_ -= s.buf.size() - s.header_len;
+  for (const std::string& t : s.texts) s.refs.emplace_back(t);
+  Message m;
+  if (!decode(s.buf, s.header_len, s.refs, false, m, v)) return;
+  static const uint8_t kNoRefs[] = {tag::kVersion, kDistHeader, 0};
+  judge(m, Bytes(kNoRefs, sizeof kNoRefs), false, v);
+  if (v.action == Action::Keep || v.action == Action::Ask) {
+    // The whole message as one packet. Its header can be reused when no
+    // slot it references was written since; otherwise the terms are
+    // written out with plain atoms under a header without references.
+    bool unchanged = true;
+    for (uint16_t slot : s.slots) unchanged = unchanged && cache_serial_[slot] <= s.serial;
+    std::vector<uint8_t>& out = v.bytes;
+    if (unchanged) {
+      out = std::move(s.buf);  // the message views stay valid: same storage
+    } else {
+      out.assign(kNoRefs, kNoRefs + sizeof kNoRefs);
+      m.control.append_to(out);
+      if (m.payload.valid()) m.payload.append_to(out);
+    }
+    v.replaced = true;
+  }
+}
+
+}  // namespace ktls::filter

@@ -1,0 +1,152 @@
+// One inbound dist channel as the filter sees it: the receiving side of the
+// atom cache, open fragment sequences, statistics, and the decision for each
+// dist packet (the bytes of one 4-byte-framed packet, without the length).
+//
+// A Channel is used by one thread at a time (the carrier thread that
+// receives for the connection); its counters may be read from any thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nif/filter/control.h"
+#include "nif/filter/etf.h"
+#include "nif/filter/policy.h"
+
+namespace ktls::filter {
+
+inline constexpr size_t kAtomCacheSize = 2048;  // ERTS_ATOM_CACHE_SIZE in OTP 25
+
+struct ControlCounters {
+  std::atomic<uint64_t> seen{0}, kept{0}, dropped{0};
+};
+
+// Counters of one channel, and (summed) of the whole node.
+struct Stats {
+  std::atomic<uint64_t> packets{0};   // dist packets in (ticks excluded)
+  std::atomic<uint64_t> bytes{0};     // their bytes
+  std::atomic<uint64_t> messages{0};  // whole messages (after reassembly)
+  std::atomic<uint64_t> kept{0};
+  std::atomic<uint64_t> dropped{0};
+  std::atomic<uint64_t> rewritten{0};    // refused spawn requests answered
+  std::atomic<uint64_t> asked{0};        // unsafe messages handed to the handler
+  std::atomic<uint64_t> would_drop{0};   // monitor mode: kept, policy said drop
+  std::atomic<uint64_t> uninspected{0};  // passed while inspection was off
+  std::atomic<uint64_t> fragments{0};    // fragment packets
+  std::atomic<uint64_t> fragmented{0};   // messages that came in fragments
+  std::atomic<uint64_t> too_large{0};    // dropped by the size limits
+  std::atomic<uint64_t> atom_cache_writes{0};
+  std::atomic<uint64_t> errors{0};  // malformed input: channel closed
+  std::array<ControlCounters, kControlCount> control;
+
+  // Adds n to a counter of this and of the node-wide stats.
+  static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
+    c.fetch_add(n, std::memory_order_relaxed);
+  }
+};
+
+// Node-wide counters (sum over every channel that ever existed).
+Stats& world_stats();
+
+// What the caller does with one packet.
+// In every case but Close, `prefix` (when not empty) is delivered first: it
+// carries atom-cache writes of a held or dropped message to the VM.
+enum class Action : uint8_t {
+  Keep,   // deliver the packet (or `bytes` when `replaced`)
+  Drop,   // deliver `bytes` when not empty (a rewritten message), else nothing
+  Hold,   // fragment held until its sequence is complete
+  Ask,    // the handler decides: Keep as above, or Drop with `drop_bytes`
+  Close,  // malformed: close the connection, `error` says why and where
+};
+
+struct Verdict {
+  Action action = Action::Keep;
+  bool replaced = false;
+  std::vector<uint8_t> prefix;
+  std::vector<uint8_t> bytes;
+  std::vector<uint8_t> drop_bytes;
+  Hint hint = Hint::Safe;
+  const char* reason = "";
+  // The message (views valid until the next inspect), for handler and loggers.
+  Message message;
+  bool decoded = false;
+  std::string error;
+};
+
+// This node, for the messages the filter writes itself.
+struct LocalNode {
+  std::string name;
+  uint32_t creation = 0;
+};
+
+class Channel {
+ public:
+  Channel(std::shared_ptr<const Policy> policy, LocalNode local);
+  ~Channel();
+
+  // Replaces the policy (next packet on).
+  void set_policy(std::shared_ptr<const Policy> policy) { policy_ = std::move(policy); }
+  const Policy& policy() const { return *policy_; }
+
+  // Decides about one dist packet. `v` is reused between calls.
+  void inspect(Bytes packet, Verdict& v);
+
+  // Counts the handler's answer for a message inspect() returned as Ask.
+  // Any thread.
+  void record_answer(const ControlInfo* c, bool kept);
+
+  const Stats& stats() const { return stats_; }
+  // The receiving atom cache: slots in use and their texts.
+  std::vector<std::pair<uint16_t, std::string>> atom_cache() const;
+  size_t open_sequences() const { return seqs_.size(); }
+  uint64_t reassembly_bytes() const { return held_bytes_; }
+  // "header" (atom cache / fragments negotiated), "pass_through" or
+  // "unknown" until the first message.
+  const char* framing() const;
+
+ private:
+  struct Header;
+  struct Sequence;
+
+  void count(std::atomic<uint64_t> Stats::*field, uint64_t n = 1);
+  void count_control(const ControlInfo* c, bool kept);
+  bool parse_header(Bytes p, size_t& pos, Verdict& v);
+  bool decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Message& m, Verdict& v);
+  void decide(Bytes p, size_t header_end, size_t body_pos, bool versioned, Verdict& v);
+  void judge(const Message& m, Bytes header, bool header_writes, Verdict& v);
+  void first_fragment(Bytes p, Verdict& v);
+  void continuation(Bytes p, Verdict& v);
+  void finish(Sequence& s, Verdict& v);
+  void release(Sequence& s);
+  void carrier_for(Bytes header, std::vector<uint8_t>& out);
+  void rewrite_spawn_request(Bytes header, const Message& m, std::vector<uint8_t>& out);
+  bool fail(Verdict& v, const char* what, size_t offset, const ControlInfo* c = nullptr);
+
+  std::shared_ptr<const Policy> policy_;
+  LocalNode local_;
+  enum class Framing : uint8_t { Unknown, Header, PassThrough } framing_ = Framing::Unknown;
+
+  mutable std::mutex cache_mu_;  // cache_ and cache_set_ against atom_cache()
+  std::array<std::string, kAtomCacheSize> cache_;
+  std::array<bool, kAtomCacheSize> cache_set_{};
+  std::array<uint64_t, kAtomCacheSize> cache_serial_{};  // write counter at last write
+  uint64_t serial_ = 0;
+  // The current packet's references: texts and cache slots.
+  std::vector<std::string> ref_texts_;
+  std::vector<std::string_view> refs_;
+  std::vector<uint16_t> ref_slots_;
+  bool ref_new_ = false;  // the current header wrote to the cache
+
+  std::vector<std::unique_ptr<Sequence>> seqs_;
+  std::unique_ptr<Sequence> last_done_;  // keeps Verdict::message valid
+  uint64_t held_bytes_ = 0;
+  Stats stats_;
+};
+
+}  // namespace ktls::filter

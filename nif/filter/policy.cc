@@ -1,0 +1,243 @@
+#include "nif/filter/policy.h"
+
+#include <array>
+
+namespace ktls::filter {
+namespace {
+
+// What ordinary OTP traffic between nodes spawns or casts on a peer.
+const std::array<Mfa, 2> kBuiltinMfa = {{
+    {"erlang", "node", 0},
+    {"net_adm", "ping", 1},
+}};
+
+// Modules whose functions an io server may run for a remote io_request:
+// io:format/3 to a remote group leader sends {put_chars, Enc, io_lib,
+// format, Args}, io:read/fread send {get_until, ..., erl_scan | io_lib, ...}.
+bool io_module_allowed(std::string_view m) { return m == "io_lib" || m == "erl_scan"; }
+
+constexpr std::array<std::string_view, 22> kProtected = {
+    "init",
+    "erl_prim_loader",
+    "code_server",
+    "kernel_sup",
+    "net_sup",
+    "kernel_safe_sup",
+    "application_controller",
+    "erts_code_purger",
+    "logger",
+    "logger_sup",
+    "file_server_2",
+    "erl_signal_server",
+    "inet_db",
+    "kernel_refc",
+    "standard_error_sup",
+    "user_drv",
+    "erl_epmd",
+    "auth",
+    "timer_server",
+    "global_group_check",
+    "socket_registry",
+    "rex_sup",
+};
+
+// Arity of an argument list term, -1 when it is not a proper list.
+int64_t args_arity(const Term& args) {
+  if (args.tag() == tag::kNil) return 0;
+  if (args.tag() == tag::kString) return args.list_length();
+  if (args.tag() != tag::kList || args.list_length() == 0) return -1;
+  // A proper list ends with NIL after its last element.
+  if (args.list_element(args.list_length() - 1).next().tag() != tag::kNil) return -1;
+  return args.list_length();
+}
+
+Classification check_mfa(const Policy& p, Term m, Term f, int64_t arity) {
+  auto ma = m.atom();
+  auto fa = f.atom();
+  if (!ma || !fa || arity < 0) return {Hint::Unsafe, "spawn of something that is not M:F/A"};
+  if (p.mfa_allowed(*ma, *fa, arity)) return {Hint::Safe, "allowed mfa"};
+  return {Hint::Unsafe, "mfa not allowed"};
+}
+
+// A fun as code to run: export funs are M:F/A; other funs run code of
+// their module, allowed only when the whole module is.
+Classification check_fun(const Policy& p, const Term& fun, int64_t arity) {
+  auto mod = fun.fun_module();
+  if (!mod) return {Hint::Drop, "bad fun"};
+  if (fun.tag() == tag::kExport) {
+    // EXPORT_EXT: module, function and arity terms in a row.
+    Term f = fun.export_function();
+    auto fa = f.atom();
+    if (fa && p.mfa_allowed(*mod, *fa, arity)) return {Hint::Safe, "allowed mfa"};
+    return {Hint::Unsafe, "mfa not allowed"};
+  }
+  for (const Mfa& a : p.allow_mfa) {
+    if (a.module == *mod && a.function.empty() && a.arity < 0)
+      return {Hint::Safe, "allowed module"};
+  }
+  return {Hint::Unsafe, "spawn of a fun"};
+}
+
+// spawn_request {29, ReqId, From, GL, {M, F, A}, Opts[, Token]} with Args as
+// payload; erpc and erlang:apply wrap the real target in their arguments.
+Classification spawn_request(const Policy& p, const Message& msg) {
+  Term mfa = msg.control.element(4);
+  if (!mfa.is_tuple() || mfa.arity() != 3) return {Hint::Drop, "spawn_request without {M, F, A}"};
+  Term m = mfa.element(0), f = mfa.element(1);
+  auto ma = m.atom();
+  auto fa = f.atom();
+  const Term& args = msg.payload;
+  int64_t n = args_arity(args);
+  if (!ma || !fa || n < 0) return {Hint::Drop, "spawn_request with a bad M:F/A"};
+  if (*ma == "erpc" && *fa == "execute_call" && n == 4) {
+    Term a = args.list_element(3);
+    return check_mfa(p, args.list_element(1), args.list_element(2), args_arity(a));
+  }
+  if (*ma == "erpc" && *fa == "execute_cast" && n == 3) {
+    Term a = args.list_element(2);
+    return check_mfa(p, args.list_element(0), args.list_element(1), args_arity(a));
+  }
+  if (*ma == "erlang" && *fa == "apply" && n == 3) {
+    Term a = args.list_element(2);
+    return check_mfa(p, args.list_element(0), args.list_element(1), args_arity(a));
+  }
+  if (*ma == "erlang" && *fa == "apply" && n == 2) {
+    Term fun = args.list_element(0);
+    if (fun.is_fun()) return check_fun(p, fun, args_arity(args.list_element(1)));
+    return {Hint::Unsafe, "erlang:apply of something that is not a fun"};
+  }
+  return check_mfa(p, m, f, n);
+}
+
+// {io_request, From, ReplyAs, Request}: requests that name a function for
+// the io server to call are code execution unless the module is io_lib or
+// erl_scan (or allowed). Also looks into {requests, [...]}.
+Classification io_request(const Policy& p, const Term& req, int depth) {
+  if (depth > 4) return {Hint::Drop, "io_request nested too deep"};
+  if (req.is_tuple()) {
+    Term first = req.element(0);
+    uint32_t n = req.arity();
+    if (first.is_atom("requests") && n == 2) {
+      Term list = req.element(1);
+      for (uint32_t i = 0; i < list.list_length(); i++) {
+        Classification c = io_request(p, list.list_element(i), depth + 1);
+        if (c.hint != Hint::Safe) return c;
+      }
+      return {};
+    }
+    // {put_chars, M, F, A} | {put_chars, Enc, M, F, A} |
+    // {get_until, Prompt, M, F, A} | {get_until, Enc, Prompt, M, F, A}
+    bool put = first.is_atom("put_chars");
+    bool get = first.is_atom("get_until");
+    if ((put && (n == 4 || n == 5)) || (get && (n == 5 || n == 6))) {
+      Term m = req.element(n - 3), f = req.element(n - 2), a = req.element(n - 1);
+      auto ma = m.atom();
+      auto fa = f.atom();
+      if (!ma || !fa) return {Hint::Drop, "io_request with a bad M:F/A"};
+      if (io_module_allowed(*ma)) return {};
+      if (p.mfa_allowed(*ma, *fa, args_arity(a))) return {};
+      return {Hint::Drop, "io_request that calls a function"};
+    }
+  }
+  return {};
+}
+
+Classification payload_checks(const Policy& p, const Term& payload) {
+  if (payload.is_tuple() && payload.arity() == 4 && payload.element(0).is_atom("io_request")) {
+    return io_request(p, payload.element(3), 0);
+  }
+  return {};
+}
+
+// rex (the rpc server) runs {call | block_call | cast, M, F, A, GL} for
+// old-style rpc: {'$gen_cast', X} or {'$gen_call', From, X}.
+Classification rex(const Policy& p, const Term& payload) {
+  if (!payload.is_tuple()) return {};
+  Term req;
+  if (payload.arity() == 2 && payload.element(0).is_atom("$gen_cast")) req = payload.element(1);
+  if (payload.arity() == 3 && payload.element(0).is_atom("$gen_call")) req = payload.element(2);
+  if (!req.is_tuple() || req.arity() < 4) return {};
+  Term kind = req.element(0);
+  if (kind.is_atom("call") || kind.is_atom("block_call") || kind.is_atom("cast")) {
+    return check_mfa(p, req.element(1), req.element(2), args_arity(req.element(3)));
+  }
+  return {};
+}
+
+}  // namespace
+
+const char* hint_name(Hint h) {
+  switch (h) {
+    case Hint::Safe:
+      return "safe";
+    case Hint::Unsafe:
+      return "unsafe";
+    case Hint::Drop:
+      return "drop";
+  }
+  return "?";
+}
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::Enforce:
+      return "enforce";
+    case Mode::Monitor:
+      return "monitor";
+    case Mode::Off:
+      return "off";
+  }
+  return "?";
+}
+
+bool Policy::mfa_allowed(std::string_view m, std::string_view f, int64_t arity) const {
+  auto match = [&](const Mfa& a) {
+    return a.module == m && (a.function.empty() || (!f.empty() && a.function == f)) &&
+           (a.arity < 0 || (arity >= 0 && a.arity == arity));
+  };
+  for (const Mfa& a : kBuiltinMfa) {
+    if (match(a)) return true;
+  }
+  for (const Mfa& a : allow_mfa) {
+    if (match(a)) return true;
+  }
+  return false;
+}
+
+bool Policy::name_allowed(std::string_view name) const {
+  for (const std::string& n : allow_reg_names) {
+    if (n == name) return true;
+  }
+  return false;
+}
+
+bool protected_name(std::string_view name) {
+  for (std::string_view n : kProtected) {
+    if (n == name) return true;
+  }
+  return false;
+}
+
+Classification classify(const Policy& p, const Message& msg) {
+  switch (msg.info->kind) {
+    case Kind::Signal:
+      return {Hint::Safe, "signal"};
+    case Kind::Send:
+      return payload_checks(p, msg.payload);
+    case Kind::RegSend: {
+      auto name = msg.control.element(msg.info->to).atom();
+      if (!name) return {Hint::Drop, "reg_send to something that is not an atom"};
+      if (p.name_allowed(*name)) return {Hint::Safe, "allowed name"};
+      Classification c = payload_checks(p, msg.payload);
+      if (c.hint != Hint::Safe) return c;
+      if (*name == "rex") return rex(p, msg.payload);
+      if (protected_name(*name)) return {Hint::Unsafe, "message to a protected process"};
+      return {Hint::Safe, "reg_send"};
+    }
+    case Kind::SpawnRequest:
+      return spawn_request(p, msg);
+  }
+  return {Hint::Drop, "unknown kind"};
+}
+
+}  // namespace ktls::filter

@@ -1,0 +1,69 @@
+// The filter policy: how a decoded dist message is classified (drop | safe
+// | unsafe) and what the mode makes of that. Pure functions over an
+// immutable Policy; the NIF swaps in a new Policy when the configuration
+// changes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nif/filter/control.h"
+#include "nif/filter/etf.h"
+
+namespace ktls::filter {
+
+enum class Hint : uint8_t { Safe, Unsafe, Drop };
+enum class Mode : uint8_t { Enforce, Monitor, Off };
+
+const char* hint_name(Hint h);
+const char* mode_name(Mode m);
+
+// {Module, Function, Arity}; an empty function or arity -1 matches any.
+struct Mfa {
+  std::string module;
+  std::string function;
+  int arity = -1;
+};
+
+struct Policy {
+  Mode mode = Mode::Enforce;
+  // Break glass: false passes every message without decoding it (the atom
+  // cache and fragment bookkeeping still run, so switching back is safe).
+  bool inspect = true;
+  uint64_t max_message_size = 128ull << 20;
+  uint64_t max_reassembly_bytes = 256ull << 20;
+  uint32_t max_open_fragments = 64;
+  // Extra MFAs allowed through spawn_request / erpc / rpc, on top of the
+  // built-in list.
+  std::vector<Mfa> allow_mfa;
+  // Registered names that may receive anything (protected names included).
+  std::vector<std::string> allow_reg_names;
+  // A handler module decides unsafe messages (the NIF asks the connection's
+  // input process) instead of the policy dropping them.
+  bool handler = false;
+
+  bool mfa_allowed(std::string_view m, std::string_view f, int64_t arity) const;
+  bool name_allowed(std::string_view name) const;
+};
+
+// A decoded control message and its payload (views into the packet).
+struct Message {
+  const ControlInfo* info = nullptr;
+  Term control;
+  Term payload;  // invalid when the message has none
+};
+
+struct Classification {
+  Hint hint = Hint::Safe;
+  const char* reason = "";  // static text for logs and counters
+};
+
+Classification classify(const Policy& policy, const Message& msg);
+
+// Registered names of OTP's own processes that remote nodes have no
+// business messaging directly (supervisors, code server, init...).
+bool protected_name(std::string_view name);
+
+}  // namespace ktls::filter
