@@ -163,6 +163,13 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
   items_.clear();
   scratch_.clear();
   auto scratch_piece = [&](const std::vector<uint8_t>& b) {
+    if (b.size() >= (16u << 10)) {
+      // A reassembled message: one copy straight into its own binary.
+      ERL_NIF_TERM t;
+      std::memcpy(enif_make_new_binary(env_, b.size(), &t), b.data(), b.size());
+      pieces_.push_back(Piece{nullptr, 0, 0, t});
+      return static_cast<int>(pieces_.size() - 1);
+    }
     pieces_.push_back(Piece{nullptr, scratch_.size(), b.size()});
     scratch_.insert(scratch_.end(), b.begin(), b.end());
     return static_cast<int>(pieces_.size() - 1);
@@ -221,6 +228,10 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
     BufferRes* res = nullptr;
     for (size_t i = 0; i < pieces_.size(); i++) {
       const Piece& pc = pieces_[i];
+      if (pc.bin) {
+        bins[i] = pc.bin;
+        continue;
+      }
       if (!pc.packet) {
         bins[i] = enif_make_sub_binary(env_, written, pc.off, pc.size);
         continue;
@@ -242,6 +253,10 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
     size_t off = 0;
     for (size_t i = 0; i < pieces_.size(); i++) {
       const Piece& pc = pieces_[i];
+      if (pc.bin) {
+        bins[i] = pc.bin;
+        continue;
+      }
       std::memcpy(d + off, pc.packet ? pc.packet->data : scratch_.data() + pc.off, pc.size);
       bins[i] = enif_make_sub_binary(env_, whole, off, pc.size);
       off += pc.size;

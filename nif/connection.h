@@ -85,6 +85,7 @@ class ConnObserver final : public carrier::ConnectionObserver {
   struct Piece {
     const carrier::Packet* packet;  // nullptr: scratch_[off, off + size)
     size_t off, size;
+    ERL_NIF_TERM bin = 0;  // already a binary (large rewritten messages)
   };
   struct Item {
     int keep = -1, drop = -1;  // piece indexes; drop -1 = nothing

@@ -336,6 +336,60 @@ ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[])
       .term();
 }
 
+// filter_decode(Packets): runs packets (one connection's stream, in order)
+// through a fresh channel under the policy in force; for tests and tools.
+ERL_NIF_TERM nif_filter_decode(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  filter::Channel ch(current_policy(), filter::LocalNode{"ktls_filter_decode@localhost", 1});
+  filter::Verdict v;
+  std::vector<ERL_NIF_TERM> out;
+  ERL_NIF_TERM head, tail = argv[0];
+  auto bin = [&](const std::vector<uint8_t>& b) {
+    ERL_NIF_TERM t;
+    unsigned char* d = enif_make_new_binary(env, b.size(), &t);
+    if (!b.empty()) std::memcpy(d, b.data(), b.size());
+    return t;
+  };
+  while (enif_get_list_cell(env, tail, &head, &tail)) {
+    ErlNifBinary packet;
+    if (!enif_inspect_binary(env, head, &packet)) return enif_make_badarg(env);
+    ch.inspect(filter::Bytes(packet.data, packet.size), v);
+    if (v.action == filter::Action::Close) {
+      out.push_back(enif_make_tuple2(env, make_atom(env, "close"), make_string_binary(env, v.error)));
+      break;
+    }
+    const char* action = "keep";
+    switch (v.action) {
+      case filter::Action::Keep:
+        action = "keep";
+        break;
+      case filter::Action::Drop:
+        action = "drop";
+        break;
+      case filter::Action::Hold:
+        action = "hold";
+        break;
+      case filter::Action::Ask:
+        action = "ask";
+        break;
+      case filter::Action::Close:
+        break;
+    }
+    ERL_NIF_TERM name = v.decoded ? make_atom(env, v.message.info->name) : atoms.undefined;
+    ERL_NIF_TERM bytes = v.replaced || v.action == filter::Action::Drop ? bin(v.bytes) : head;
+    if (v.action == filter::Action::Hold) bytes = make_atom(env, "none");
+    ERL_NIF_TERM items[] = {make_atom(env, action),
+                            make_atom(env, filter::hint_name(v.hint)),
+                            make_string_binary(env, v.reason),
+                            name,
+                            make_message_term(env, v.message.control),
+                            make_message_term(env, v.message.payload),
+                            bin(v.prefix),
+                            bytes};
+    out.push_back(enif_make_tuple_from_array(env, items, 8));
+  }
+  return enif_make_list_from_array(env, out.data(), static_cast<unsigned>(out.size()));
+}
+
 ERL_NIF_TERM nif_filter_answer(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   void* p;
   int op;

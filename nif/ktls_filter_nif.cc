@@ -453,6 +453,7 @@ ErlNifFunc funcs[] = {
     {"channel_list", 0, nif_channel_list, 0},
     {"channel_inspect", 1, nif_channel_inspect, 0},
     {"filter_answer", 3, nif_filter_answer, 0},
+    {"filter_decode", 1, nif_filter_decode, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"logger_open", 1, nif_logger_open, 0},
     {"logger_ack", 2, nif_logger_ack, 0},
     {"logger_set_capacity", 1, nif_logger_set_capacity, 0},

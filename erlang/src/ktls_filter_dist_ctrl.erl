@@ -63,6 +63,7 @@ setup_loop(Conn) ->
             From ! {Ref, ok},
             setup_loop(Conn);
         {Ref, From, {handshake_complete, Node, DHandle}} ->
+            put(ktls_node, Node),
             Input = spawn_opt(?MODULE, input_init, [Conn, DHandle, Node],
                               [link | ?SPAWN_OPTS]),
             ok = erlang:dist_ctrl_input_handler(DHandle, Input),
@@ -96,8 +97,12 @@ log_closed(Conn, Phase, Reason) ->
                 handshake -> warning;
                 connected -> notice
             end,
-    logger:log(Level, "ktls_filter: connection with ~s closed during ~p: ~tp",
-               [Peer, Phase, Reason], #{domain => [ktls_filter]}).
+    Node = case get(ktls_node) of
+               undefined -> "";
+               N -> io_lib:format(" (~p)", [N])
+           end,
+    logger:log(Level, "ktls_filter: connection with ~s~s closed during ~p: ~tp",
+               [Peer, Node, Phase, Reason], #{domain => [ktls_filter]}).
 
 %% ------------------------------------------------------------------
 %% Output: VM -> carrier

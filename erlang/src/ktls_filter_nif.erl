@@ -21,7 +21,7 @@
          set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2]).
 -export([filter_configure/1, world_stats/0, channel_list/0, channel_inspect/1,
-         filter_answer/3]).
+         filter_answer/3, filter_decode/1]).
 -export([logger_open/1, logger_ack/2, logger_set_capacity/1, logger_list/0, logger_inspect/1]).
 
 -on_load(load/0).
@@ -131,6 +131,13 @@ close(_C, _Reason) -> ?NIF.
 %% @doc Sets filter configuration (mode, policy, limits); see ktls_filter.
 -spec filter_configure(map()) -> ok | {error, term()}.
 filter_configure(_Config) -> ?NIF.
+
+%% @doc Runs dist packets (one connection's stream, in order) through a
+%% fresh filter channel under the policy in force: per packet
+%% `{Action, Hint, Reason, ControlName, Control, Payload, Prefix, Bytes}'
+%% (Bytes: what the VM would get), or a final `{close, Why}'. For tests.
+-spec filter_decode([binary()]) -> [tuple()].
+filter_decode(_Packets) -> ?NIF.
 
 %% @doc Counts the handler's answer (Kept) for a message of control op Op.
 -spec filter_answer(conn(), non_neg_integer(), boolean()) -> ok.

@@ -185,10 +185,29 @@ bool Channel::decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Mess
   return true;
 }
 
+std::vector<uint8_t> Channel::take_buffer() {
+  if (spare_.empty()) return {};
+  std::vector<uint8_t> b = std::move(spare_.back());
+  spare_.pop_back();
+  b.clear();
+  return b;
+}
+
+void Channel::recycle(std::vector<uint8_t>&& b) {
+  constexpr size_t kSpares = 4;
+  constexpr size_t kMaxSpare = 16u << 20;
+  if (b.capacity() >= (64u << 10) && b.capacity() <= kMaxSpare && spare_.size() < kSpares) {
+    spare_.push_back(std::move(b));
+  }
+  b = std::vector<uint8_t>();
+}
+
 void Channel::inspect(Bytes p, Verdict& v) {
   v.action = Action::Keep;
   v.replaced = false;
   v.prefix.clear();
+  // A reassembled message handed out last time goes back to the spares.
+  if (v.bytes.capacity() >= (64u << 10)) recycle(std::move(v.bytes));
   v.bytes.clear();
   v.drop_bytes.clear();
   v.hint = Hint::Safe;
@@ -196,7 +215,10 @@ void Channel::inspect(Bytes p, Verdict& v) {
   v.message = Message{};
   v.decoded = false;
   v.error.clear();
-  last_done_.reset();
+  if (last_done_) {
+    recycle(std::move(last_done_->buf));
+    last_done_.reset();
+  }
   if (p.empty()) return;  // tick
   count(&Stats::packets);
   count(&Stats::bytes, p.size());
@@ -380,6 +402,7 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     s->serial = serial_;
     s->slots = ref_slots_;
     s->texts = ref_texts_;
+    s->buf = take_buffer();
     s->buf.reserve(std::min<uint64_t>(frag * (p.size() - pos) + (pos - kFragPrefix) + 2,
                                       pol.max_message_size + 4096));
     s->buf.push_back(tag::kVersion);

@@ -145,6 +145,11 @@ class Channel {
 
   std::vector<std::unique_ptr<Sequence>> seqs_;
   std::unique_ptr<Sequence> last_done_;  // keeps Verdict::message valid
+  // Reassembly buffers kept for reuse: a fresh large allocation per
+  // fragmented message costs page faults (glibc maps and unmaps them).
+  std::vector<std::vector<uint8_t>> spare_;
+  std::vector<uint8_t> take_buffer();
+  void recycle(std::vector<uint8_t>&& b);
   uint64_t held_bytes_ = 0;
   Stats stats_;
 };

@@ -8,6 +8,7 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1]).
+-export([malformed_dist_messages/1, too_many_fragment_sequences/1]).
 -export([random_bytes/1, truncated_handshake/1, oversized_handshake_packet/1,
          oversized_dist_frame/1, silent_peer/1, peer_stops_reading/1,
          thousand_bad_connections/1]).
@@ -16,7 +17,8 @@ suite() -> [{timetrap, {minutes, 4}}].
 
 all() ->
     [random_bytes, truncated_handshake, oversized_handshake_packet, oversized_dist_frame,
-     silent_peer, peer_stops_reading, thousand_bad_connections].
+     silent_peer, peer_stops_reading, thousand_bad_connections, malformed_dist_messages,
+     too_many_fragment_sequences].
 
 init_per_suite(Config) ->
     Port = free_port(),
@@ -67,6 +69,50 @@ oversized_dist_frame(Config) ->
     closed_within(S, 5000),
     still_healthy(Config),
     logged(Config, "oversized").
+
+%% After a real handshake, each malformed message closes that connection
+%% with a log line naming the peer, the control message (when known) and
+%% the byte offset; the node and its other connections keep running.
+malformed_dist_messages(Config) ->
+    A = ?config(a, Config),
+    Errors0 = maps:get(errors, ktls_ct_nodes:call(A, ktls_filter, world_stats_get, [])),
+    Pid = <<88, 119, 3, "a@b", 1:32, 0:32, 1:32>>,
+    Cases =
+        [{<<131, $D, 1, 16#00, 5>>, "reference to an empty atom cache slot at byte 4"},
+         {<<131, $D, 0, 104, 4, 97, 6>>, "term count exceeds remaining bytes at byte 5"},
+         {<<131, $D, 0, 104, 2, 97, 99, 106>>, "unknown control message at byte 3"},
+         {<<131, $D, 0, 104, 3, 97, 1, Pid/binary>>, "truncated term at byte 25"},
+         {<<131, $D, 0, 104, 4, 97, 6, Pid/binary, 106, 100, 0, 3, "rex">>,
+          "reg_send: missing payload"},
+         {<<131, $D, 0, 104, 3, 97, 2, 106, Pid/binary, 108, 255, 255, 255, 255, 97, 1>>,
+          "send: term count exceeds remaining bytes"},
+         {<<131, $D, 0, 104, 3, 97, 2, 106, Pid/binary, 109, 255, 255, 255, 0>>,
+          "send: binary length exceeds remaining bytes"},
+         {<<131, $F, 5:64, 1:64, 0>>, "fragment for an unknown sequence at byte 2"},
+         {<<131, $Z>>, "unknown dist header type at byte 1"}],
+    lists:foreach(
+      fun({Packet, Why}) ->
+              Fake = list_to_atom(ktls_ct_nodes:unique("fake") ++ "@127.0.0.1"),
+              {ok, S} = ktls_fake_node:handshake(?config(port, Config), Fake,
+                                                 ktls_ct_nodes:cookie()),
+              ok = gen_tcp:send(S, Packet),
+              closed_within(S, 5000),
+              logged(Config, "dist filter: " ++ Why),
+              logged(Config, atom_to_list(Fake))
+      end, Cases),
+    still_healthy(Config),
+    Errors = maps:get(errors, ktls_ct_nodes:call(A, ktls_filter, world_stats_get, [])),
+    ?assertEqual(length(Cases), Errors - Errors0).
+
+%% A peer that opens fragment sequences and never finishes them is cut off
+%% at max_open_fragments (64) instead of making the node hold them all.
+too_many_fragment_sequences(Config) ->
+    Fake = list_to_atom(ktls_ct_nodes:unique("fake") ++ "@127.0.0.1"),
+    {ok, S} = ktls_fake_node:handshake(?config(port, Config), Fake, ktls_ct_nodes:cookie()),
+    [ok = gen_tcp:send(S, <<131, $E, Seq:64, 2:64, 0, 104, 3, 97, 2>>) || Seq <- lists:seq(1, 65)],
+    closed_within(S, 5000),
+    logged(Config, "dist filter: too many open fragment sequences"),
+    still_healthy(Config).
 
 silent_peer(Config) ->
     S = connect(Config),

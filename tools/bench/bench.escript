@@ -22,9 +22,15 @@ main(Args) ->
     Quick = lists:member("--quick", Rest),
     KtlsEbin = filename:join([Root, "_build", "lib", "ktls_filter", "ebin"]),
     TlsOpt = make_tls(OutDir),
+    %% The bench spawns its sinks with spawn/4 of ktls_bench: allowed on
+    %% purpose, everything else keeps the default policy.
+    Allow = ["-ktls_filter", "allow_mfa", "[{ktls_bench,'_','_'}]"],
     Carriers0 = [{inet_tcp, ["-proto_dist", "inet_tcp"]},
                  {inet_tls, ["-proto_dist", "inet_tls", "-ssl_dist_optfile", TlsOpt]},
-                 {ktls_filter, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter"]}] ++
+                 {ktls_filter, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter" | Allow]},
+                 %% break glass: the filter only tracks headers (cost of inspection)
+                 {ktls_nofilter, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
+                                  "-ktls_filter", "deep_packet_inspection", "false" | Allow]}] ++
         %% --variants: the carrier's buffer pool without THP, and ktls_filter
         %% on the THP-patched runtime (./ktls runtime build) with +MMthp true.
         case lists:member("--variants", Rest) of
@@ -32,12 +38,12 @@ main(Args) ->
             true ->
                 Patched = filename:join([Root, "_build", "runtime", "bin", "erl"]),
                 [{ktls_filter_pool_nothp, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
-                                           "-ktls_filter", "thp", "false"]},
+                                           "-ktls_filter", "thp", "false" | Allow]},
                  {ktls_filter_spin50, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
-                                       "-ktls_filter", "ring_spin_us", "50"]}] ++
+                                       "-ktls_filter", "ring_spin_us", "50" | Allow]}] ++
                     [{ktls_filter_patched_thp, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
                                                 "+MMthp", "true", "+MMscs", "2048",
-                                                {exec, Patched}]}
+                                                {exec, Patched} | Allow]}
                      || filelib:is_regular(Patched)]
         end,
     Carriers = case os:getenv("KTLS_BENCH_CARRIERS") of
@@ -166,7 +172,10 @@ report(Results, Names) ->
     %% ratio columns: every carrier against inet_tcp, ktls_filter against inet_tls
     Pairs = [{N, inet_tcp} || N <- Names, N =/= inet_tcp, lists:member(inet_tcp, Names)] ++
             [{N, inet_tls} || N <- Names, N =/= inet_tls, N =/= inet_tcp,
-                              lists:member(inet_tls, Names)],
+                              lists:member(inet_tls, Names)] ++
+            %% the cost of inspection: filter on against break glass
+            [{ktls_filter, ktls_nofilter} || lists:member(ktls_filter, Names),
+                                            lists:member(ktls_nofilter, Names)],
     Header = ["| workload | ", lists:join(" | ", [atom_to_list(N) || N <- Names]),
               [[" | ", atom_to_list(N), " / ", atom_to_list(D)] || {N, D} <- Pairs], " |\n",
               "|---|", lists:duplicate(length(Names) + length(Pairs), "---:|"), "\n"],

@@ -1,0 +1,211 @@
+%% The filter engine on real nodes: a ktls_filter TARGET node and a stock
+%% OTP ATTACKER node (-proto_dist inet_tcp, atom cache and fragments as OTP
+%% sends them). Handler and logger behaviours, the break-glass switch,
+%% monitor mode, statistics, the atom cache across dropped messages, size
+%% limits.
+-module(ktls_filter_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
+-export([handler_decides/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
+         monitor_mode_keeps_and_counts/1, channel_inspect_reports_state/1,
+         atom_cache_survives_dropped_message/1, max_message_size_drops_large_messages/1]).
+%% run on the nodes
+-export([start_echo/0, try_erpc/4, echo/2, start_collector/0, collected/0, start_logger/0,
+         send_many/3]).
+
+suite() -> [{timetrap, {minutes, 3}}].
+
+all() ->
+    [handler_decides, logger_gets_events_and_counts_drops, break_glass_switch,
+     monitor_mode_keeps_and_counts, channel_inspect_reports_state,
+     atom_cache_survives_dropped_message, max_message_size_drops_large_messages].
+
+init_per_testcase(_TC, Config) ->
+    Config.
+
+end_per_testcase(_TC, _Config) ->
+    [ktls_ct_nodes:stop(P) || P <- get_peers()],
+    erase(peers),
+    ok.
+
+get_peers() ->
+    case get(peers) of
+        undefined -> [];
+        L -> L
+    end.
+
+%% Target (ktls_filter, default policy plus Extra) with an echo server, and
+%% a connected stock attacker.
+start_pair(Extra) ->
+    {T, NT} = ktls_ct_nodes:start(ktls_ct_nodes:unique("target"), ktls, Extra),
+    put(peers, [T | get_peers()]),
+    {A, NA} = ktls_ct_nodes:start(ktls_ct_nodes:unique("attacker"), inet_tcp),
+    put(peers, [A | get_peers()]),
+    ok = ktls_ct_nodes:call(T, ?MODULE, start_echo, []),
+    true = ktls_ct_nodes:call(A, net_kernel, connect_node, [NT]),
+    {T, NT, A, NA}.
+
+call(P, F, Args) -> ktls_ct_nodes:call(P, ?MODULE, F, Args).
+world(T) -> ktls_ct_nodes:call(T, ktls_filter, world_stats_get, []).
+
+%% ------------------------------------------------------------------
+%% Cases
+%% ------------------------------------------------------------------
+
+%% Unsafe messages go to the configured handler, in order with the
+%% traffic: keep runs the spawn, drop refuses it, a crash counts as drop.
+handler_decides(_Config) ->
+    {T, NT, A, _} = start_pair(["-ktls_filter", "handler", "ktls_ct_handler"]),
+    OsPid = ktls_ct_nodes:call(T, os, getpid, []),
+    ?assertEqual({ok, OsPid}, call(A, try_erpc, [NT, os, getpid, []])),
+    ?assertEqual({exit, {exception, unauthorized}}, call(A, try_erpc, [NT, os, cmd, ["true"]])),
+    ?assertEqual({exit, {exception, unauthorized}},
+                 call(A, try_erpc, [NT, erlang, error, [crash_me]])),
+    ok = call(A, echo, [NT, still_here]),
+    W = world(T),
+    ?assertEqual(3, maps:get(handler_asked, W)),
+    #{seen := 3, kept := 1, dropped := 2} = maps:get(spawn_request, maps:get(control, W)).
+
+%% A logger sees decoded messages in batches; with capacity 1 and a slow
+%% logger the events that do not fit are dropped and counted, and traffic
+%% is not slowed down by it.
+logger_gets_events_and_counts_drops(_Config) ->
+    {T, NT, A, _} = start_pair([]),
+    ok = call(T, start_collector, []),
+    ok = call(T, start_logger, []),
+    ok = call(A, echo, [NT, {marker, <<"logged payload">>}]),
+    ok = ktls_ct_nodes:wait_until(
+           fun() ->
+                   lists:any(fun({event, _, _, {_, {marker, <<"logged payload">>}}}) -> true;
+                                (_) -> false
+                             end, call(T, collected, []))
+           end, 5000),
+    [#{events := E0}] = ktls_ct_nodes:call(T, ktls_filter, logger_list, []),
+    ?assert(E0 > 0),
+    ok = ktls_ct_nodes:call(T, ktls_filter, logger_set_capacity, [1]),
+    ktls_ct_nodes:call(T, erlang, send, [ktls_ct_logger_1, {delay, 200}]),
+    ok = call(A, send_many, [NT, 2000, burst]),
+    ok = call(A, echo, [NT, after_burst]),
+    ok = ktls_ct_nodes:wait_until(
+           fun() ->
+                   [#{dropped := D}] = ktls_ct_nodes:call(T, ktls_filter, logger_list, []),
+                   D > 0
+           end, 5000),
+    ok = ktls_ct_nodes:call(T, ktls_filter, logger_set_capacity, [0]).
+
+%% Break glass: inspection off lets everything through (counted); back on,
+%% the policy applies again. Every switch is counted.
+break_glass_switch(_Config) ->
+    {T, NT, A, _} = start_pair([]),
+    ?assertEqual({exit, {exception, unauthorized}}, call(A, try_erpc, [NT, os, getpid, []])),
+    ok = ktls_ct_nodes:call(T, ktls_filter, config_set, [deep_packet_inspection, false]),
+    {ok, _} = call(A, try_erpc, [NT, os, getpid, []]),
+    W1 = world(T),
+    ?assert(maps:get(uninspected, W1) > 0),
+    ?assertEqual(false, maps:get(deep_packet_inspection, W1)),
+    ok = ktls_ct_nodes:call(T, ktls_filter, config_set, [deep_packet_inspection, true]),
+    ?assertEqual({exit, {exception, unauthorized}}, call(A, try_erpc, [NT, os, getpid, []])),
+    ok = call(A, echo, [NT, still_connected]),
+    ?assertEqual(2, maps:get(deep_packet_inspection_switches, world(T))).
+
+%% Monitor mode keeps what enforce would drop, and counts it.
+monitor_mode_keeps_and_counts(_Config) ->
+    {T, NT, A, _} = start_pair(["-ktls_filter", "filter_mode", "monitor"]),
+    {ok, _} = call(A, try_erpc, [NT, os, getpid, []]),
+    ?assert(maps:get(would_drop, world(T)) >= 1),
+    ok = ktls_ct_nodes:call(T, ktls_filter, config_set, [filter_mode, enforce]),
+    ?assertEqual({exit, {exception, unauthorized}}, call(A, try_erpc, [NT, os, getpid, []])).
+
+%% channel_list/channel_inspect: node, framing, the receiving atom cache,
+%% counters per control message.
+channel_inspect_reports_state(_Config) ->
+    {T, _NT, A, NA} = start_pair([]),
+    ok = call(A, echo, [node_of(T), {hello, world}]),
+    [{NA, _Conn}] = ktls_ct_nodes:call(T, ktls_filter, channel_list, []),
+    I = ktls_ct_nodes:call(T, ktls_filter, channel_inspect, [NA]),
+    ct:pal("channel_inspect: ~p", [I]),
+    #{node := NA, flags := #{framing := header}, rx_atom_cache := Cache,
+      filter := #{control := #{reg_send := #{seen := Seen, kept := Seen}}, bytes := Bytes}} = I,
+    ?assert(Seen >= 1),
+    ?assert(Bytes > 0),
+    ?assert(lists:keymember(<<"echo">>, 2, Cache)).
+
+%% A dropped message whose header creates atom cache entries still
+%% delivers those entries: the next message refers to them by index only.
+atom_cache_survives_dropped_message(_Config) ->
+    {T, NT, A, _} = start_pair([]),
+    Dropped0 = maps:get(messages_dropped, world(T)),
+    Atoms = {ktls_fresh_atom_one, ktls_fresh_atom_two},
+    %% kernel_sup is protected: dropped, but its header carries the atoms
+    Atoms = ktls_ct_nodes:call(A, erlang, send, [{kernel_sup, NT}, Atoms]),
+    ok = call(A, echo, [NT, Atoms]),
+    ?assertEqual(Dropped0 + 1, maps:get(messages_dropped, world(T))),
+    %% the connection never dropped
+    [_] = ktls_ct_nodes:call(T, erlang, nodes, []).
+
+%% Messages over max_message_size (here 1 MiB) are dropped while they
+%% arrive (fragments are not kept); smaller ones pass on the same channel.
+max_message_size_drops_large_messages(_Config) ->
+    {T, NT, A, _} = start_pair(["-ktls_filter", "max_message_size", "1048576"]),
+    Big = binary:copy(<<7>>, 4 * 1024 * 1024),
+    timeout = call(A, echo, [NT, Big]),
+    ok = call(A, echo, [NT, binary:copy(<<8>>, 512 * 1024)]),
+    W = world(T),
+    ?assertEqual(1, maps:get(too_large, W)),
+    ?assert(ktls_ct_nodes:call(T, erlang, memory, [total]) < 200 * 1024 * 1024).
+
+node_of(P) -> ktls_ct_nodes:call(P, erlang, node, []).
+
+%% ------------------------------------------------------------------
+%% On the nodes
+%% ------------------------------------------------------------------
+
+start_echo() ->
+    Pid = spawn(fun Loop() ->
+                        receive
+                            {From, Msg} -> From ! {echo, Msg}, Loop()
+                        end
+                end),
+    true = register(echo, Pid),
+    ok.
+
+try_erpc(Node, M, F, A) ->
+    try {ok, erpc:call(Node, M, F, A, 5000)}
+    catch Class:Reason -> {Class, Reason}
+    end.
+
+echo(Node, Msg) ->
+    {echo, Node} ! {self(), Msg},
+    receive
+        {echo, Msg} -> ok
+    after 3000 -> timeout
+    end.
+
+send_many(Node, N, Msg) ->
+    [{echo, Node} ! {self(), Msg} || _ <- lists:seq(1, N)],
+    [receive {echo, Msg} -> ok after 5000 -> error(timeout) end || _ <- lists:seq(1, N)],
+    ok.
+
+start_collector() ->
+    Pid = spawn(fun() -> collect([]) end),
+    true = register(ktls_ct_collector, Pid),
+    ok.
+
+collect(Acc) ->
+    receive
+        {get, From} -> From ! {collected, lists:reverse(Acc)}, collect(Acc);
+        Msg when length(Acc) < 10000 -> collect([Msg | Acc]);
+        _ -> collect(Acc)
+    end.
+
+collected() ->
+    ktls_ct_collector ! {get, self()},
+    receive {collected, L} -> L after 2000 -> [] end.
+
+start_logger() ->
+    {ok, Pid} = ktls_filter_logger:start_link(ktls_ct_logger, [], 1),
+    unlink(Pid),
+    ok.
