@@ -174,6 +174,9 @@ bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad) {
   if (enif_get_map_value(env, map, make_atom(env, "handler"), &v)) {
     p->handler = !enif_is_identical(v, atoms.undefined) && enif_is_atom(env, v);
   }
+  if (enif_get_map_value(env, map, make_atom(env, "handler_spawn_init"), &v)) {
+    p->handler_spawn_init = enif_is_identical(v, atoms.true_);
+  }
   if (enif_get_map_value(env, map, make_atom(env, "logger_capacity"), &v)) {
     ErlNifUInt64 cap;
     if (!enif_get_uint64(env, v, &cap)) return *bad = "logger_capacity", false;
@@ -205,6 +208,7 @@ ERL_NIF_TERM make_filter_stats(ErlNifEnv* env, const filter::Stats& s) {
       .count("messages_kept", s.kept)
       .count("messages_dropped", s.dropped)
       .count("spawn_requests_refused", s.rewritten)
+      .count("spawn_requests_redirected", s.redirected)
       .count("handler_asked", s.asked)
       .count("would_drop", s.would_drop)
       .count("uninspected", s.uninspected)

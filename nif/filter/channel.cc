@@ -292,11 +292,21 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
     v.action = Action::Keep;
     return;
   }
+  // A handler with spawn_request_init/4 decides unsafe spawn requests in
+  // the spawned process itself: the request is redirected, not dropped.
+  if (c.hint == Hint::Unsafe && pol.handler && pol.handler_spawn_init &&
+      m.info->kind == Kind::SpawnRequest) {
+    rewrite_spawn_request(header, m, true, v.bytes);
+    count(&Stats::redirected);
+    count_control(m.info, true);
+    v.action = Action::Drop;  // delivers `bytes`, the redirected request
+    return;
+  }
   // The drop alternative: a refused spawn request still gets an answer; a
   // header that wrote the atom cache still reaches the VM.
   std::vector<uint8_t>& alt = (c.hint == Hint::Unsafe && pol.handler) ? v.drop_bytes : v.bytes;
   if (m.info->kind == Kind::SpawnRequest) {
-    rewrite_spawn_request(header, m, alt);
+    rewrite_spawn_request(header, m, false, alt);
   } else if (header_writes) {
     carrier_for(header, alt);
   }
@@ -336,8 +346,11 @@ void Channel::carrier_for(Bytes header, std::vector<uint8_t>& out) {
 // The spawn request, now of ktls_filter_handler:spawn_request_denied/1: the
 // process exits at once (with {Ref, exit, unauthorized} for erpc calls, so
 // the caller's erpc raises {exception, unauthorized}) and the caller's
-// monitor or link reports it.
-void Channel::rewrite_spawn_request(Bytes header, const Message& m, std::vector<uint8_t>& out) {
+// monitor or link reports it. Redirected, it spawns
+// ktls_filter_handler:spawn_request_init(From, M, F, Args) instead, and the
+// configured handler's spawn_request_init/4 runs in the new process.
+void Channel::rewrite_spawn_request(Bytes header, const Message& m, bool redirect,
+                                    std::vector<uint8_t>& out) {
   const bool versioned = header.size() >= 1 && header[0] == kPassThrough;
   out.assign(header.begin(), header.end());
   if (versioned) out.push_back(tag::kVersion);
@@ -348,15 +361,26 @@ void Channel::rewrite_spawn_request(Bytes header, const Message& m, std::vector<
     if (i == 4) {
       enc::small_tuple(out, 3);
       enc::atom(out, "ktls_filter_handler");
-      enc::atom(out, "spawn_request_denied");
-      enc::integer(out, 1);
+      enc::atom(out, redirect ? "spawn_request_init" : "spawn_request_denied");
+      enc::integer(out, redirect ? 4 : 1);
     } else {
       c.element(i).append_to(out);
     }
   }
   if (versioned) out.push_back(tag::kVersion);
-  enc::list_header(out, 1);
   Term mfa = c.element(4);
+  if (redirect) {
+    // [From, M, F, Args]: policy already checked that M and F are atoms and
+    // Args a proper list.
+    enc::list_header(out, 4);
+    c.element(2).append_to(out);
+    mfa.element(0).append_to(out);
+    mfa.element(1).append_to(out);
+    m.payload.append_to(out);
+    enc::nil(out);
+    return;
+  }
+  enc::list_header(out, 1);
   Term first = m.payload.list_element(0);
   if (mfa.element(0).is_atom("erpc") && mfa.element(1).is_atom("execute_call") &&
       first.tag() == tag::kNewerReference) {

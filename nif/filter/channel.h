@@ -35,6 +35,7 @@ struct Stats {
   std::atomic<uint64_t> kept{0};
   std::atomic<uint64_t> dropped{0};
   std::atomic<uint64_t> rewritten{0};    // refused spawn requests answered
+  std::atomic<uint64_t> redirected{0};   // spawn requests sent to the handler's init
   std::atomic<uint64_t> asked{0};        // unsafe messages handed to the handler
   std::atomic<uint64_t> would_drop{0};   // monitor mode: kept, policy said drop
   std::atomic<uint64_t> uninspected{0};  // passed while inspection was off
@@ -125,7 +126,10 @@ class Channel {
   void finish(Sequence& s, Verdict& v);
   void release(Sequence& s);
   void carrier_for(Bytes header, std::vector<uint8_t>& out);
-  void rewrite_spawn_request(Bytes header, const Message& m, std::vector<uint8_t>& out);
+  // Rewrites a spawn request to spawn ktls_filter_handler:spawn_request_denied/1
+  // (refused) or, with `redirect`, ktls_filter_handler:spawn_request_init/4.
+  void rewrite_spawn_request(Bytes header, const Message& m, bool redirect,
+                             std::vector<uint8_t>& out);
   bool fail(Verdict& v, const char* what, size_t offset, const ControlInfo* c = nullptr);
 
   std::shared_ptr<const Policy> policy_;
