@@ -358,7 +358,8 @@ ERL_NIF_TERM nif_filter_decode(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
     if (!enif_inspect_binary(env, head, &packet)) return enif_make_badarg(env);
     ch.inspect(filter::Bytes(packet.data, packet.size), v);
     if (v.action == filter::Action::Close) {
-      out.push_back(enif_make_tuple2(env, make_atom(env, "close"), make_string_binary(env, v.error)));
+      out.push_back(
+          enif_make_tuple2(env, make_atom(env, "close"), make_string_binary(env, v.error)));
       break;
     }
     const char* action = "keep";
