@@ -233,6 +233,12 @@ ERL_NIF_TERM make_world_stats(ErlNifEnv* env) {
                     p->inspect ? atoms.true_ : atoms.false_, &m);
   enif_make_map_put(env, m, make_atom(env, "filter_mode"),
                     make_atom(env, filter::mode_name(p->mode)), &m);
+  ERL_NIF_TERM reasons = enif_make_new_map(env);
+  for (const auto& [what, n] : filter::error_reasons()) {
+    enif_make_map_put(env, reasons, make_string_binary(env, what), enif_make_uint64(env, n),
+                      &reasons);
+  }
+  enif_make_map_put(env, m, make_atom(env, "errors_by_reason"), reasons, &m);
   return m;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 
 namespace ktls::filter {
 namespace {
@@ -26,6 +27,32 @@ constexpr std::string_view kVoidName = "ktls_filter_dropped";
 Stats& world_stats() {
   static Stats s;
   return s;
+}
+
+namespace {
+// Node-wide count of channel errors by reason. Reasons are the decoder's
+// static texts, so the map stays small; errors are rare, so one mutex.
+struct ErrorReasons {
+  std::mutex mu;
+  std::map<std::string, uint64_t, std::less<>> counts;
+};
+ErrorReasons& error_reasons_state() {
+  static ErrorReasons r;
+  return r;
+}
+void count_error_reason(std::string_view what) {
+  ErrorReasons& r = error_reasons_state();
+  std::lock_guard lock(r.mu);
+  auto it = r.counts.find(what);
+  if (it == r.counts.end()) it = r.counts.emplace(std::string(what), 0).first;
+  it->second++;
+}
+}  // namespace
+
+std::vector<std::pair<std::string, uint64_t>> error_reasons() {
+  ErrorReasons& r = error_reasons_state();
+  std::lock_guard lock(r.mu);
+  return {r.counts.begin(), r.counts.end()};
 }
 
 struct Channel::Sequence {
@@ -93,6 +120,7 @@ bool Channel::fail(Verdict& v, const char* what, size_t offset, const ControlInf
   v.action = Action::Close;
   v.error = buf;
   count(&Stats::errors);
+  count_error_reason(what);
   return false;
 }
 

@@ -54,6 +54,9 @@ struct Stats {
 
 // Node-wide counters (sum over every channel that ever existed).
 Stats& world_stats();
+// Node-wide count of channel errors (connections closed for malformed
+// input) by reason, e.g. {"truncated term", 2}.
+std::vector<std::pair<std::string, uint64_t>> error_reasons();
 
 // What the caller does with one packet.
 // In every case but Close, `prefix` (when not empty) is delivered first: it
