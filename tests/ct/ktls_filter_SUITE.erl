@@ -19,31 +19,23 @@
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
-    [handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops, break_glass_switch,
-     monitor_mode_keeps_and_counts, channel_inspect_reports_state,
+    [handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
+     break_glass_switch, monitor_mode_keeps_and_counts, channel_inspect_reports_state,
      atom_cache_survives_dropped_message, max_message_size_drops_large_messages].
 
 init_per_testcase(_TC, Config) ->
     Config.
 
 end_per_testcase(_TC, _Config) ->
-    [ktls_ct_nodes:stop(P) || P <- get_peers()],
-    erase(peers),
-    ok.
-
-get_peers() ->
-    case get(peers) of
-        undefined -> [];
-        L -> L
-    end.
+    ktls_ct_nodes:stop_tracked().
 
 %% Target (ktls_filter, default policy plus Extra) with an echo server, and
 %% a connected stock attacker.
 start_pair(Extra) ->
     {T, NT} = ktls_ct_nodes:start(ktls_ct_nodes:unique("target"), ktls, Extra),
-    put(peers, [T | get_peers()]),
+    ktls_ct_nodes:track(T),
     {A, NA} = ktls_ct_nodes:start(ktls_ct_nodes:unique("attacker"), inet_tcp),
-    put(peers, [A | get_peers()]),
+    ktls_ct_nodes:track(A),
     ok = ktls_ct_nodes:call(T, ?MODULE, start_echo, []),
     true = ktls_ct_nodes:call(A, net_kernel, connect_node, [NT]),
     {T, NT, A, NA}.
@@ -78,7 +70,8 @@ handler_spawn_request_init(_Config) ->
     OsPid = ktls_ct_nodes:call(T, os, getpid, []),
     ?assertEqual({ok, OsPid}, call(A, try_erpc, [NT, os, getpid, []])),
     ?assertEqual({exit, {exception, unauthorized}}, call(A, try_erpc, [NT, os, cmd, ["true"]])),
-    ?assertEqual({down, unauthorized}, call(A, try_spawn_request, [NT, os, putenv, ["KTLS_X", "1"]])),
+    ?assertEqual({down, unauthorized},
+                 call(A, try_spawn_request, [NT, os, putenv, ["KTLS_X", "1"]])),
     ?assertEqual(false, ktls_ct_nodes:call(T, os, getenv, ["KTLS_X"])),
     ok = call(A, echo, [NT, still_here]),
     W = world(T),
