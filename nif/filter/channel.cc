@@ -231,7 +231,8 @@ void Channel::inspect(Bytes p, Verdict& v) {
     framing_ = Framing::PassThrough;
     refs_.clear();
     ref_new_ = false;
-    decide(p, 0, 1, true, v);
+    // The 'p' is the header: messages the filter writes instead need it.
+    decide(p, 1, 1, true, v);
     return;
   }
   if (p.size() < 2 || p[0] != tag::kVersion) {

@@ -721,6 +721,30 @@ TEST(Limits, ReassemblyMemoryLimit) {
 
 // A peer without the atom cache flag sends 'p' + versioned terms. Built here
 // from a captured spawn request's terms.
+TEST(PassThrough, DroppedSpawnRequestIsRewrittenInPassThroughForm) {
+  std::vector<Seen> seen = run(load("attack_erpc_halt.a2b"));
+  const Seen* s = find_op(seen, "spawn_request", Action::Drop);
+  ASSERT_NE(s, nullptr);
+  Packet p = {'p'};
+  p.insert(p.end(), s->control.begin(), s->control.end());
+  p.insert(p.end(), s->payload.begin(), s->payload.end());
+  Channel ch(default_policy(), kLocal);
+  Seen r = inspect(ch, p);
+  ASSERT_EQ(r.action, Action::Drop) << r.error;
+  EXPECT_STREQ(ch.framing(), "pass_through");
+  ASSERT_FALSE(r.bytes.empty());
+  // The rewritten request must be a pass-through packet as well.
+  EXPECT_EQ(r.bytes[0], 'p');
+  Channel vm(policy_with([](Policy& q) { q.mode = Mode::Monitor; }), kLocal);
+  Seen back = inspect(vm, r.bytes);
+  ASSERT_TRUE(back.decoded) << back.error;
+  EXPECT_EQ(back.op, "spawn_request");
+  static const char kDenied[] = "spawn_request_denied";
+  EXPECT_NE(
+      std::search(back.control.begin(), back.control.end(), kDenied, kDenied + sizeof kDenied - 1),
+      back.control.end());
+}
+
 TEST(PassThrough, MixedFramingCloses) {
   std::vector<Packet> ps = load("ping.a2b");
   Channel ch(default_policy(), kLocal);
