@@ -271,6 +271,17 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
     count(&Stats::kept);
     return;
   }
+  // The same limit as for reassembled messages: a peer that does not
+  // fragment gets nothing larger in either.
+  if (p.size() - body_pos > pol.max_message_size) {
+    count(&Stats::too_large);
+    count_control(nullptr, false);
+    v.reason = "message larger than max_message_size";
+    v.hint = Hint::Drop;
+    v.action = Action::Drop;
+    if (ref_new_) carrier_for(p.first(header_end), v.bytes);
+    return;
+  }
   Message m;
   if (!decode(p, body_pos, refs_, versioned, m, v)) return;
   judge(m, p.first(header_end), ref_new_, v);

@@ -717,6 +717,24 @@ TEST(Limits, ReassemblyMemoryLimit) {
   EXPECT_EQ(ch.reassembly_bytes(), 0u);
 }
 
+// max_message_size is about messages, whether they came in fragments or
+// not: a peer that does not fragment (or lies) gets no larger messages in.
+TEST(Limits, WholeMessageOverMaxMessageSizeIsDropped) {
+  std::vector<Packet> ps = load("fragments.a2b");
+  auto policy = policy_with([](Policy& p) { p.max_message_size = 50000; });
+  Channel ch(policy, kLocal);
+  std::vector<Seen> seen = run(ch, ps);
+  size_t big = 0;
+  while (!(ps[big][1] == 'D' && ps[big].size() > 50000)) big++;
+  EXPECT_EQ(seen[big].action, Action::Drop);
+  EXPECT_EQ(seen[big].reason, "message larger than max_message_size");
+  EXPECT_EQ(seen[big].hint, Hint::Drop);
+  // Its header wrote the cache: the carrier takes the writes to the VM.
+  EXPECT_FALSE(seen[big].bytes.empty());
+  EXPECT_EQ(ch.stats().too_large.load(), 7u);  // and all six fragmented ones
+  for (const Seen& s : run(delivered(ps, seen))) ASSERT_NE(s.action, Action::Close) << s.error;
+}
+
 // --- pass-through framing --------------------------------------------------------
 
 // A peer without the atom cache flag sends 'p' + versioned terms. Built here
