@@ -305,4 +305,9 @@ sample_terms(B) ->
      {local_fun, fun() -> ok end},
      {closure, fun(Y) -> {X, Y} end},
      {export_fun, fun lists:reverse/1},
-     {nested, [[[[{[]}]]]]}].
+     {nested, [[[[{[]}]]]]},
+     %% A message refers to at most 255 cache entries; atoms beyond go as
+     %% plain SMALL_ATOM_UTF8 / ATOM_UTF8 (the long one, 510 bytes).
+     {atoms_beyond_cache,
+      [list_to_atom("beyond_" ++ integer_to_list(I)) || I <- lists:seq(1, 300)]
+      ++ [list_to_atom(lists:duplicate(255, $é))]}].
