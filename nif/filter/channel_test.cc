@@ -20,7 +20,8 @@ using testdata::Packet;
 
 std::shared_ptr<const Policy> default_policy() { return std::make_shared<Policy>(); }
 
-std::shared_ptr<const Policy> policy_with(void (*edit)(Policy&)) {
+template <typename Edit>
+std::shared_ptr<const Policy> policy_with(const Edit& edit) {
   auto p = std::make_shared<Policy>();
   edit(*p);
   return p;

@@ -5,7 +5,6 @@
 
 #include <gtest/gtest.h>
 
-#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -20,7 +19,8 @@ using testdata::Packet;
 
 // Calls check(name, term, packet) for every {Name, Term} sample, the term
 // in its dist form: views into the packet and the channel's cache texts.
-void visit(const std::function<void(const std::string&, const Term&, const Packet&)>& check) {
+template <typename Check>
+void visit(const Check& check) {
   std::vector<Packet> ps = testdata::load("terms.a2b");
   ASSERT_FALSE(ps.empty()) << "no terms.a2b in " << testdata::dir();
   Channel ch(std::make_shared<Policy>(), LocalNode{"ktls_filter_test@127.0.0.1", 1});
