@@ -259,7 +259,8 @@ void Channel::inspect(Bytes p, Verdict& v) {
     framing_ = Framing::PassThrough;
     refs_.clear();
     ref_new_ = false;
-    decide(p, 0, 1, true, v);
+    // The 'p' is the header: messages the filter writes instead need it.
+    decide(p, 1, 1, true, v);
     return;
   }
   if (p.size() < 2 || p[0] != tag::kVersion) {
@@ -296,6 +297,17 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
   if (!pol.inspect || pol.mode == Mode::Off) {
     count(&Stats::uninspected);
     count(&Stats::kept);
+    return;
+  }
+  // The same limit as for reassembled messages: a peer that does not
+  // fragment gets nothing larger in either.
+  if (p.size() - body_pos > pol.max_message_size) {
+    count(&Stats::too_large);
+    count_control(nullptr, false);
+    v.reason = "message larger than max_message_size";
+    v.hint = Hint::Drop;
+    v.action = Action::Drop;
+    if (ref_new_) carrier_for(p.first(header_end), v.bytes);
     return;
   }
   Message m;
