@@ -297,6 +297,8 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
   std::vector<uint8_t>& alt = (c.hint == Hint::Unsafe && pol.handler) ? v.drop_bytes : v.bytes;
   if (m.info->kind == Kind::SpawnRequest) {
     rewrite_spawn_request(header, m, alt);
+  } else if (c.refusal.answer != Answer::None && term_node(c.refusal.caller) != local_.name) {
+    answer_refusal(header, c.refusal, alt);
   } else if (header_writes) {
     carrier_for(header, alt);
   }
@@ -363,6 +365,59 @@ void Channel::rewrite_spawn_request(Bytes header, const Message& m, std::vector<
     first.append_to(out);
   } else {
     enc::atom(out, "undefined");
+  }
+  enc::nil(out);
+}
+
+// Header + {SPAWN_REQUEST, Ref, Caller, Caller, {erlang, send, 2}, []} +
+// [Dest, Answer]: the VM runs erlang:send(Dest, Answer) for the caller of a
+// refused call (see Refusal in policy.h). Its spawn reply reaches the
+// caller's node as a stale reply (Ref names no pending spawn there), which
+// the VM discards.
+void Channel::answer_refusal(Bytes header, const Refusal& r, std::vector<uint8_t>& out) {
+  const bool versioned = header.size() >= 1 && header[0] == kPassThrough;
+  out.assign(header.begin(), header.end());
+  if (versioned) out.push_back(tag::kVersion);
+  enc::small_tuple(out, 6);
+  enc::integer(out, static_cast<int64_t>(Op::SPAWN_REQUEST));
+  r.ref.append_to(out);
+  r.caller.append_to(out);
+  r.caller.append_to(out);  // group leader
+  enc::small_tuple(out, 3);
+  enc::atom(out, "erlang");
+  enc::atom(out, "send");
+  enc::integer(out, 2);
+  enc::nil(out);
+  if (versioned) out.push_back(tag::kVersion);
+  enc::list_header(out, 2);
+  r.dest.append_to(out);
+  auto error_unauthorized = [&out] {
+    enc::small_tuple(out, 2);
+    enc::atom(out, "error");
+    enc::atom(out, "unauthorized");
+  };
+  switch (r.answer) {
+    case Answer::IoError:
+      enc::small_tuple(out, 3);
+      enc::atom(out, "io_reply");
+      r.tag.append_to(out);
+      error_unauthorized();
+      break;
+    case Answer::RpcBadRpc:
+      enc::small_tuple(out, 2);
+      r.tag.append_to(out);
+      enc::small_tuple(out, 2);
+      enc::atom(out, "badrpc");
+      enc::small_tuple(out, 2);
+      enc::atom(out, "EXIT");
+      enc::atom(out, "unauthorized");
+      break;
+    case Answer::CallError:
+    case Answer::None:
+      enc::small_tuple(out, 2);
+      r.tag.append_to(out);
+      error_unauthorized();
+      break;
   }
   enc::nil(out);
 }
