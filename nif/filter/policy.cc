@@ -298,6 +298,17 @@ Refusal protected_refusal(const Term& payload) {
 
 }  // namespace
 
+Refusal sender_refusal(const Term& payload) {
+  if (payload.is_tuple() && payload.arity() == 4 && payload.element(0).is_atom("io_request")) {
+    return io_refusal(payload);
+  }
+  return protected_refusal(payload);
+}
+
+namespace {
+
+}  // namespace
+
 const char* hint_name(Hint h) {
   switch (h) {
     case Hint::Safe:

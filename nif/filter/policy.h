@@ -87,6 +87,11 @@ struct Classification {
 
 Classification classify(const Policy& policy, const Message& msg);
 
+// The answer the sender of a message (its payload) waits for, if it is a
+// call, a sys system message or an io request; for messages refused for
+// their size rather than their content.
+Refusal sender_refusal(const Term& payload);
+
 // Registered names of OTP's own processes that remote nodes have no
 // business messaging directly (supervisors, code server, init...).
 bool protected_name(std::string_view name);

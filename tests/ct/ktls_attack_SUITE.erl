@@ -23,7 +23,7 @@
 %% run on the nodes
 -export([setup_node/0, mark/2, legit_workload/1, pg_member/0, bounded/2, try_erpc/4,
          erpc_attacks/3, halt_all_fun/1, shutdown_dist_fun/1, load_code_fun/3,
-         multicast_fun/3, flood_send/2, start_sampler/0, sampler_peak/0, vm_hwm/0,
+         multicast_fun/3, flood_send/2, flood_calls/2, start_sampler/0, sampler_peak/0, vm_hwm/0,
          code_server_load/3, rex_attacks/3, start_child_attacks/3, io_attacks/3,
          io_legit/1]).
 
@@ -140,6 +140,17 @@ flood(Config) ->
     %% the OS view includes the filter's reassembly buffer (up to
     %% max_message_size before the message is given up)
     ?assert(Hwm < 512 * ?MIB),
+    healthy(T, NT, A, NA, Before),
+    %% The same 512 MiB as the argument of an erpc call and of a gen_server
+    %% call (both timeout infinity): given up for its size too, and the
+    %% caller is told instead of waiting forever.
+    Calls = call(A, flood_calls, [NT, 8]),
+    ct:pal("flood calls: ~p", [Calls]),
+    ?assertMatch(#{erpc := {ok, {exit, {exception, unauthorized}}},
+                   gen_call := {ok, {error, unauthorized}}}, Calls),
+    ?assertEqual(TooLarge0 + 3, maps:get(too_large, world(T))),
+    ?assert(call(T, sampler_peak, []) < 256 * ?MIB),
+    ?assert(call(T, vm_hwm, []) < 512 * ?MIB),
     healthy(T, NT, A, NA, Before),
     %% Control: the stock node holds the whole message.
     _ = call(A, flood_send, [NS, 8]),
@@ -563,6 +574,20 @@ flood_send(Node, N) ->
     T0 = erlang:monotonic_time(millisecond),
     {ktls_attack_server, Node} ! {flood, Msg},
     erlang:monotonic_time(millisecond) - T0.
+
+%% @doc Attack 3 as calls: N x one 64 MiB binary as the argument of an erpc
+%% call and of a gen_server call to Node, one after the other.
+-spec flood_calls(node(), pos_integer()) -> map().
+flood_calls(Node, N) ->
+    Msg = lists:duplicate(N, binary:copy(<<$a>>, 64 * ?MIB)),
+    Erpc = bounded(fun() ->
+                           try erpc:call(Node, erlang, length, [Msg], infinity)
+                           catch C:R -> {C, R}
+                           end
+                   end, 60000),
+    Call = bounded(fun() -> gen_server:call({ktls_attack_server, Node}, {echo, Msg}, infinity) end,
+                   60000),
+    #{erpc => Erpc, gen_call => Call}.
 
 %% @doc Samples erlang:memory(total) every 5 ms, keeping the peak.
 -spec start_sampler() -> ok.
