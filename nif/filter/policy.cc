@@ -115,18 +115,27 @@ bool is_ref(const Term& t) {
   return t.tag() == tag::kNewerReference || t.tag() == tag::kNewReference;
 }
 
-// Whether a term may hold a fun. Conservative: maps, long lists and tuples
-// and deep nesting count as yes.
-bool may_hold_fun(const Term& t, int depth) {
+// Whether a term may hold a fun that runs code other than `io`'s: with
+// `io` (a policy), export funs of io_lib and erl_scan (the shell passes
+// {reserved_word_fun, fun erl_scan:reserved_word/1} to erl_scan) and of
+// allowed MFAs do not count. Conservative: maps, long lists and tuples and
+// deep nesting count as yes.
+bool may_hold_fun(const Term& t, int depth, const Policy* io = nullptr) {
   constexpr uint32_t kMaxElements = 64;
-  if (depth > 16) return true;
-  if (t.is_fun() || t.tag() == tag::kMap) return true;
+  if (depth > 16 || t.tag() == tag::kMap) return true;
+  if (t.tag() == tag::kExport && io) {
+    auto m = t.fun_module();
+    auto f = t.export_function().atom();
+    auto a = t.export_function().next().integer();
+    return !m || !f || !a || !(io_module_allowed(*m) || io->mfa_allowed(*m, *f, *a));
+  }
+  if (t.is_fun()) return true;
   if (t.is_tuple()) {
     const uint32_t n = t.arity();
     if (n > kMaxElements) return true;
     Term e = t.element(0);
     for (uint32_t i = 0; i < n; i++, e = e.next()) {
-      if (may_hold_fun(e, depth + 1)) return true;
+      if (may_hold_fun(e, depth + 1, io)) return true;
     }
     return false;
   }
@@ -135,9 +144,9 @@ bool may_hold_fun(const Term& t, int depth) {
     if (n > kMaxElements) return true;
     Term e = t.list_element(0);
     for (uint32_t i = 0; i < n; i++, e = e.next()) {
-      if (may_hold_fun(e, depth + 1)) return true;
+      if (may_hold_fun(e, depth + 1, io)) return true;
     }
-    return may_hold_fun(e, depth + 1);  // the tail
+    return may_hold_fun(e, depth + 1, io);  // the tail
   }
   return false;
 }
@@ -215,7 +224,7 @@ Classification io_request(const Policy& p, const Term& req, int depth) {
       if (p.mfa_allowed(*ma, *fa, args_arity(a))) return {};
       if (!io_module_allowed(*ma)) return {Hint::Drop, "io_request that calls a function"};
       if (*ma == "io_lib" && (*fa == "format" || *fa == "fwrite")) return {};
-      if (may_hold_fun(a, 0)) return {Hint::Drop, "io_request with a fun in its arguments"};
+      if (may_hold_fun(a, 0, &p)) return {Hint::Drop, "io_request with a fun in its arguments"};
     }
   }
   return {};
