@@ -61,6 +61,8 @@ struct Channel::Sequence {
   bool pass = false;     // started while inspection was off: passes through
   bool discard = false;  // over a limit: swallowed, then counted as dropped
   const char* discard_reason = "";
+  std::vector<uint8_t> answer;  // for the sender of a discarded message
+  bool answer_spawn = false;     // `answer` refuses a spawn request
   uint64_t serial = 0;  // cache write counter after its header
   std::vector<uint16_t> slots;
   std::vector<std::string> texts;
@@ -347,7 +349,7 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
   std::vector<uint8_t>& alt = (c.hint == Hint::Unsafe && pol.handler) ? v.drop_bytes : v.bytes;
   if (m.info->kind == Kind::SpawnRequest) {
     rewrite_spawn_request(header, m, false, alt);
-  } else if (header_writes) {
+  } else if (!answer_refusal(header, c.refusal, alt) && header_writes) {
     carrier_for(header, alt);
   }
   if (c.hint == Hint::Unsafe && pol.handler) {
@@ -431,6 +433,91 @@ void Channel::rewrite_spawn_request(Bytes header, const Message& m, bool redirec
   enc::nil(out);
 }
 
+// Header + {SPAWN_REQUEST, Ref, Caller, Caller, {erlang, send, 2}, []} +
+// [Dest, Answer]: the VM runs erlang:send(Dest, Answer) for the caller of a
+// refused call (see Refusal in policy.h). Its spawn reply reaches the
+// caller's node as a stale reply (Ref names no pending spawn there), which
+// the VM discards.
+bool Channel::answer_refusal(Bytes header, const Refusal& r, std::vector<uint8_t>& out) {
+  if (r.answer == Answer::None || term_node(r.caller) == local_.name) return false;
+  const bool versioned = header.size() >= 1 && header[0] == kPassThrough;
+  out.assign(header.begin(), header.end());
+  if (versioned) out.push_back(tag::kVersion);
+  enc::small_tuple(out, 6);
+  enc::integer(out, static_cast<int64_t>(Op::SPAWN_REQUEST));
+  bool ok = r.ref.append_to(out) && r.caller.append_to(out) &&
+            r.caller.append_to(out);  // group leader
+  enc::small_tuple(out, 3);
+  enc::atom(out, "erlang");
+  enc::atom(out, "send");
+  enc::integer(out, 2);
+  enc::nil(out);
+  if (versioned) out.push_back(tag::kVersion);
+  enc::list_header(out, 2);
+  ok = ok && r.dest.append_to(out) && r.tag.valid();
+  auto error_unauthorized = [&out] {
+    enc::small_tuple(out, 2);
+    enc::atom(out, "error");
+    enc::atom(out, "unauthorized");
+  };
+  switch (r.answer) {
+    case Answer::IoError:
+      enc::small_tuple(out, 3);
+      enc::atom(out, "io_reply");
+      r.tag.append_to(out);
+      error_unauthorized();
+      break;
+    case Answer::RpcBadRpc:
+      enc::small_tuple(out, 2);
+      r.tag.append_to(out);
+      enc::small_tuple(out, 2);
+      enc::atom(out, "badrpc");
+      enc::small_tuple(out, 2);
+      enc::atom(out, "EXIT");
+      enc::atom(out, "unauthorized");
+      break;
+    case Answer::CallError:
+    case Answer::None:
+      enc::small_tuple(out, 2);
+      r.tag.append_to(out);
+      error_unauthorized();
+      break;
+  }
+  enc::nil(out);
+  if (!ok) out.clear();
+  return ok;
+}
+
+// A message given up for its size still answers its sender when its start
+// (held so far) says who waits: a spawn request gets the refusal every
+// refused spawn request gets, a call or an io request its error answer.
+void Channel::answer_discarded(Sequence& s) {
+  const Bytes buf(s.buf.data(), s.buf.size());
+  std::vector<std::string_view> texts(s.texts.begin(), s.texts.end());
+  const AtomRefs refs(texts.data(), texts.size());
+  size_t pos = s.header_len;
+  TermError err;
+  if (!walk_term(buf, pos, refs, nullptr, err)) return;
+  Message m;
+  m.control = Term(buf, s.header_len, refs);
+  auto op = m.control.is_tuple() ? m.control.element(0).integer() : std::nullopt;
+  m.info = op ? control_info(*op) : nullptr;
+  if (!m.info || !m.info->payload || m.control.arity() != m.info->arity) return;
+  m.payload = Term(buf, pos, refs);  // cut short: only its start is read
+  static const uint8_t kNoRefs[] = {tag::kVersion, kDistHeader, 0};
+  const Bytes header(kNoRefs, sizeof kNoRefs);
+  if (m.info->kind == Kind::SpawnRequest) {
+    // The rewrite copies the control and reads the first argument only.
+    Term first = m.payload.list_element(0);
+    size_t end = first.offset();
+    if (!first.valid() || !walk_term(buf, end, refs, nullptr, err)) return;
+    rewrite_spawn_request(header, m, false, s.answer);
+    s.answer_spawn = true;
+    return;
+  }
+  answer_refusal(header, sender_refusal(m.payload), s.answer);
+}
+
 void Channel::first_fragment(Bytes p, Verdict& v) {
   if (p.size() < kFragPrefix + 1) {
     fail(v, "truncated fragment header", 0);
@@ -484,7 +571,10 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
       s->buf.insert(s->buf.end(), p.begin() + pos, p.end());
       held_bytes_ += body;
     }
-    if (s->discard) release(*s);
+    if (s->discard) {
+      answer_discarded(*s);
+      release(*s);
+    }
     v.action = Action::Hold;
     // The VM must see this header's cache writes now, before any later
     // message that uses them.
@@ -536,6 +626,7 @@ void Channel::continuation(Bytes p, Verdict& v) {
         s.discard_reason = "fragment reassembly memory limit";
       }
       if (s.discard) {
+        answer_discarded(s);
         release(s);
       } else {
         s.buf.insert(s.buf.end(), p.begin() + kFragPrefix, p.end());
@@ -565,6 +656,10 @@ void Channel::finish(Sequence& s, Verdict& v) {
     v.reason = s.discard_reason;
     v.hint = Hint::Drop;
     v.action = Action::Drop;
+    if (!s.answer.empty()) {
+      v.bytes = std::move(s.answer);
+      if (s.answer_spawn) count(&Stats::rewritten);
+    }
     return;
   }
   held_bytes_ -= s.buf.size() - s.header_len;

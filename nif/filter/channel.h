@@ -133,6 +133,9 @@ class Channel {
   // (refused) or, with `redirect`, ktls_filter_handler:spawn_request_init/4.
   void rewrite_spawn_request(Bytes header, const Message& m, bool redirect,
                              std::vector<uint8_t>& out);
+  // False (and `out` untouched or cleared) when there is no answer to write.
+  bool answer_refusal(Bytes header, const Refusal& r, std::vector<uint8_t>& out);
+  void answer_discarded(Sequence& s);
   bool fail(Verdict& v, const char* what, size_t offset, const ControlInfo* c = nullptr);
 
   std::shared_ptr<const Policy> policy_;

@@ -1,6 +1,8 @@
 #include "nif/filter/policy.h"
 
 #include <array>
+#include <string>
+#include <vector>
 
 namespace ktls::filter {
 namespace {
@@ -109,9 +111,94 @@ Classification spawn_request(const Policy& p, const Message& msg) {
   return check_mfa(p, m, f, n);
 }
 
-// {io_request, From, ReplyAs, Request}: requests that name a function for
-// the io server to call are code execution unless the module is io_lib or
-// erl_scan (or allowed). Also looks into {requests, [...]}.
+bool is_ref(const Term& t) {
+  return t.tag() == tag::kNewerReference || t.tag() == tag::kNewReference;
+}
+
+// Whether a term may hold a fun that runs code other than `io`'s: with
+// `io` (a policy), export funs of io_lib and erl_scan (the shell passes
+// {reserved_word_fun, fun erl_scan:reserved_word/1} to erl_scan) and of
+// allowed MFAs do not count. Conservative: maps, long lists and tuples and
+// deep nesting count as yes.
+bool may_hold_fun(const Term& t, int depth, const Policy* io = nullptr) {
+  constexpr uint32_t kMaxElements = 64;
+  if (depth > 16 || t.tag() == tag::kMap) return true;
+  if (t.tag() == tag::kExport && io) {
+    auto m = t.fun_module();
+    auto f = t.export_function().atom();
+    auto a = t.export_function().next().integer();
+    return !m || !f || !a || !(io_module_allowed(*m) || io->mfa_allowed(*m, *f, *a));
+  }
+  if (t.is_fun()) return true;
+  if (t.is_tuple()) {
+    const uint32_t n = t.arity();
+    if (n > kMaxElements) return true;
+    Term e = t.element(0);
+    for (uint32_t i = 0; i < n; i++, e = e.next()) {
+      if (may_hold_fun(e, depth + 1, io)) return true;
+    }
+    return false;
+  }
+  if (t.tag() == tag::kList) {
+    const uint32_t n = t.list_length();
+    if (n > kMaxElements) return true;
+    Term e = t.list_element(0);
+    for (uint32_t i = 0; i < n; i++, e = e.next()) {
+      if (may_hold_fun(e, depth + 1, io)) return true;
+    }
+    return may_hold_fun(e, depth + 1, io);  // the tail
+  }
+  return false;
+}
+
+// The answer for a gen call (or sys system message) whose From = {Pid, Tag}
+// with Tag = Ref | [alias | Ref] | [[alias | Ref] | _] (gen.erl). None when
+// From has another shape or Pid and Ref are of different nodes: then there
+// is no caller the answer could reach without the VM refusing it.
+Refusal call_refusal(const Term& from, Answer answer) {
+  if (!from.is_tuple() || from.arity() != 2) return {};
+  Term pid = from.element(0);
+  Term tag = from.element(1);
+  if (!pid.is_pid()) return {};
+  Term ref;
+  Term dest = pid;
+  if (is_ref(tag)) {
+    ref = tag;
+  } else if (tag.tag() == tag::kList && tag.list_length() == 1) {
+    Term head = tag.list_element(0);
+    if (head.tag() == tag::kList && head.list_length() == 1) head = head.list_element(0);
+    Term alias = head.next();
+    if (head.is_atom("alias") && is_ref(alias)) ref = dest = alias;
+  } else if (tag.tag() == tag::kList && tag.list_length() > 1) {
+    // [[alias | Ref] | Rest] as a list of more elements: the first is the alias.
+    Term head = tag.list_element(0);
+    if (head.tag() == tag::kList && head.list_length() == 1) {
+      Term a = head.list_element(0);
+      if (a.is_atom("alias") && is_ref(a.next())) ref = dest = a.next();
+    }
+  }
+  if (!ref.valid()) return {};
+  std::string node = term_node(pid);
+  if (node.empty() || node != term_node(ref)) return {};
+  return {answer, pid, dest, tag, ref};
+}
+
+// {io_request, From, ReplyAs, Request}: the io reply goes to From when
+// ReplyAs is a reference of From's node (io.erl makes it with make_ref()).
+Refusal io_refusal(const Term& msg) {
+  Term from = msg.element(1);
+  Term reply_as = msg.element(2);
+  if (!from.is_pid() || !is_ref(reply_as)) return {};
+  std::string node = term_node(from);
+  if (node.empty() || node != term_node(reply_as)) return {};
+  return {Answer::IoError, from, from, reply_as, reply_as};
+}
+
+// Requests that name a function for the io server to call are code
+// execution unless the module is io_lib or erl_scan (or allowed), and even
+// then their arguments must not carry funs (erl_scan's reserved_word_fun
+// option runs a fun; io_lib:format/fwrite print funs, never call them).
+// Also looks into {requests, [...]}.
 Classification io_request(const Policy& p, const Term& req, int depth) {
   if (depth > 4) return {Hint::Drop, "io_request nested too deep"};
   if (req.is_tuple()) {
@@ -134,35 +221,100 @@ Classification io_request(const Policy& p, const Term& req, int depth) {
       auto ma = m.atom();
       auto fa = f.atom();
       if (!ma || !fa) return {Hint::Drop, "io_request with a bad M:F/A"};
-      if (io_module_allowed(*ma)) return {};
       if (p.mfa_allowed(*ma, *fa, args_arity(a))) return {};
-      return {Hint::Drop, "io_request that calls a function"};
+      if (!io_module_allowed(*ma)) return {Hint::Drop, "io_request that calls a function"};
+      if (*ma == "io_lib" && (*fa == "format" || *fa == "fwrite")) return {};
+      if (may_hold_fun(a, 0, &p)) return {Hint::Drop, "io_request with a fun in its arguments"};
     }
   }
   return {};
 }
 
-Classification payload_checks(const Policy& p, const Term& payload) {
-  if (payload.is_tuple() && payload.arity() == 4 && payload.element(0).is_atom("io_request")) {
-    return io_request(p, payload.element(3), 0);
+// rex (the rpc server) runs {call | block_call | cast, M, F, A, GL} for
+// old-style rpc. Checked whatever the destination: a remote node can name
+// rex by its pid as well.
+Classification rex_request(const Policy& p, const Term& req) {
+  if (!req.is_tuple() || req.arity() < 4) return {};
+  Term kind = req.element(0);
+  if (kind.is_atom("call") || kind.is_atom("block_call") || kind.is_atom("cast")) {
+    Classification c = check_mfa(p, req.element(1), req.element(2), args_arity(req.element(3)));
+    if (c.hint == Hint::Unsafe) c.reason = "rpc request of an mfa not allowed";
+    return c;
   }
   return {};
 }
 
-// rex (the rpc server) runs {call | block_call | cast, M, F, A, GL} for
-// old-style rpc: {'$gen_cast', X} or {'$gen_call', From, X}.
-Classification rex(const Policy& p, const Term& payload) {
-  if (!payload.is_tuple()) return {};
-  Term req;
-  if (payload.arity() == 2 && payload.element(0).is_atom("$gen_cast")) req = payload.element(1);
-  if (payload.arity() == 3 && payload.element(0).is_atom("$gen_call")) req = payload.element(2);
-  if (!req.is_tuple() || req.arity() < 4) return {};
-  Term kind = req.element(0);
-  if (kind.is_atom("call") || kind.is_atom("block_call") || kind.is_atom("cast")) {
-    return check_mfa(p, req.element(1), req.element(2), args_arity(req.element(3)));
+// supervisor:start_child/2 with a child spec runs the spec's start MFA;
+// every supervisor (kernel_sup and any application's, named or by pid) takes
+// it. A list (simple_one_for_one's extra arguments) runs the supervisor's
+// own MFA and passes.
+Classification supervisor_request(const Policy& p, const Term& req) {
+  if (!req.is_tuple() || req.arity() != 2 || !req.element(0).is_atom("start_child")) return {};
+  Term spec = req.element(1);
+  if (spec.tag() == tag::kMap) return {Hint::Unsafe, "supervisor child spec from a remote node"};
+  if (spec.is_tuple() && spec.arity() == 6) {
+    Term mfa = spec.element(1);
+    if (!mfa.is_tuple() || mfa.arity() != 3) return {Hint::Unsafe, "supervisor child spec"};
+    Classification c =
+        check_mfa(p, mfa.element(0), mfa.element(1), args_arity(mfa.element(2)));
+    if (c.hint == Hint::Unsafe) c.reason = "supervisor child spec of an mfa not allowed";
+    return c;
   }
   return {};
 }
+
+// Payload shapes that make the receiving process run code, whoever the
+// receiver is: io requests with M:F/A, rpc requests, supervisor child
+// specs, sys messages carrying funs (sys:replace_state/2, sys:install/2).
+Classification payload_checks(const Policy& p, const Term& payload) {
+  if (!payload.is_tuple()) return {};
+  const uint32_t n = payload.arity();
+  Term label = payload.element(0);
+  if (n == 4 && label.is_atom("io_request")) {
+    Classification c = io_request(p, payload.element(3), 0);
+    if (c.hint != Hint::Safe) c.refusal = io_refusal(payload);
+    return c;
+  }
+  if (n == 2 && label.is_atom("$gen_cast")) return rex_request(p, payload.element(1));
+  if (n == 3 && label.is_atom("$gen_call")) {
+    Term req = payload.element(2);
+    Classification c = rex_request(p, req);
+    if (c.hint != Hint::Safe) {
+      c.refusal = call_refusal(payload.element(1), Answer::RpcBadRpc);
+      return c;
+    }
+    c = supervisor_request(p, req);
+    if (c.hint != Hint::Safe) c.refusal = call_refusal(payload.element(1), Answer::CallError);
+    return c;
+  }
+  if (n == 3 && label.is_atom("system") && may_hold_fun(payload.element(2), 0)) {
+    Classification c{Hint::Unsafe, "system message with a fun"};
+    c.refusal = call_refusal(payload.element(1), Answer::CallError);
+    return c;
+  }
+  return {};
+}
+
+// A call to a protected process gets an error answer; other messages to
+// them are just dropped.
+Refusal protected_refusal(const Term& payload) {
+  if (payload.is_tuple() && payload.arity() == 3 &&
+      (payload.element(0).is_atom("$gen_call") || payload.element(0).is_atom("system"))) {
+    return call_refusal(payload.element(1), Answer::CallError);
+  }
+  return {};
+}
+
+}  // namespace
+
+Refusal sender_refusal(const Term& payload) {
+  if (payload.is_tuple() && payload.arity() == 4 && payload.element(0).is_atom("io_request")) {
+    return io_refusal(payload);
+  }
+  return protected_refusal(payload);
+}
+
+namespace {
 
 }  // namespace
 
@@ -211,6 +363,17 @@ bool Policy::name_allowed(std::string_view name) const {
   return false;
 }
 
+std::string term_node(const Term& t) {
+  const uint8_t tg = t.tag();
+  const bool ref = tg == tag::kNewerReference || tg == tag::kNewReference;
+  if (!ref && tg != tag::kNewPid && tg != tag::kPid) return {};
+  // The standalone form has the node as a plain atom (no cache reference).
+  std::vector<uint8_t> b;
+  if (!t.append_to(b)) return {};
+  auto node = Term(Bytes(b.data(), b.size()), ref ? 3 : 1, AtomRefs{}).atom();
+  return node ? std::string(*node) : std::string();
+}
+
 bool protected_name(std::string_view name) {
   for (std::string_view n : kProtected) {
     if (n == name) return true;
@@ -230,8 +393,11 @@ Classification classify(const Policy& p, const Message& msg) {
       if (p.name_allowed(*name)) return {Hint::Safe, "allowed name"};
       Classification c = payload_checks(p, msg.payload);
       if (c.hint != Hint::Safe) return c;
-      if (*name == "rex") return rex(p, msg.payload);
-      if (protected_name(*name)) return {Hint::Unsafe, "message to a protected process"};
+      if (protected_name(*name)) {
+        c = {Hint::Unsafe, "message to a protected process"};
+        c.refusal = protected_refusal(msg.payload);
+        return c;
+      }
       return {Hint::Safe, "reg_send"};
     }
     case Kind::SpawnRequest:

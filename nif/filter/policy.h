@@ -60,15 +60,48 @@ struct Message {
   Term payload;  // invalid when the message has none
 };
 
+// A refused request whose caller waits for an answer (gen_server and
+// supervisor calls, sys system messages, old rpc via rex, io requests).
+// In place of the message the filter hands the VM a spawn request of
+// erlang:send(Dest, Answer) from the caller, so the caller gets an error at
+// once instead of waiting forever (OTP's calls to remote processes default
+// to timeout infinity).
+enum class Answer : uint8_t {
+  None,
+  CallError,    // gen call: {Tag, {error, unauthorized}}
+  RpcBadRpc,    // rex call: {Tag, {badrpc, {'EXIT', unauthorized}}}
+  IoError,      // io request: {io_reply, ReplyAs, {error, unauthorized}}
+};
+
+struct Refusal {
+  Answer answer = Answer::None;
+  Term caller;  // pid that made the request (the spawn request's parent)
+  Term dest;    // where the answer goes: the caller or its alias
+  Term tag;     // gen call Tag or io ReplyAs, as it came
+  Term ref;     // a reference of the caller's node: the spawn request id
+};
+
 struct Classification {
+  Classification() = default;
+  Classification(Hint h, const char* r) : hint(h), reason(r) {}
+
   Hint hint = Hint::Safe;
   const char* reason = "";  // static text for logs and counters
+  Refusal refusal;          // when not Safe: how the caller learns it
 };
 
 Classification classify(const Policy& policy, const Message& msg);
 
+// The answer the sender of a message (its payload) waits for, if it is a
+// call, a sys system message or an io request; for messages refused for
+// their size rather than their content.
+Refusal sender_refusal(const Term& payload);
+
 // Registered names of OTP's own processes that remote nodes have no
 // business messaging directly (supervisors, code server, init...).
 bool protected_name(std::string_view name);
+
+// Node name of a pid or reference term; empty for anything else.
+std::string term_node(const Term& t);
 
 }  // namespace ktls::filter
