@@ -297,7 +297,7 @@ TEST(Attacks, RexCastIsDropped) {
   const Seen* s = find_op(seen, "reg_send", Action::Drop);
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->hint, Hint::Unsafe);
-  EXPECT_EQ(s->reason, "mfa not allowed");
+  EXPECT_EQ(s->reason, "rpc request of an mfa not allowed");
 }
 
 TEST(Attacks, KernelSupStartChildIsDropped) {
@@ -305,7 +305,7 @@ TEST(Attacks, KernelSupStartChildIsDropped) {
   const Seen* s = find_op(seen, "reg_send", Action::Drop);
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->hint, Hint::Unsafe);
-  EXPECT_EQ(s->reason, "message to a protected process");
+  EXPECT_EQ(s->reason, "supervisor child spec from a remote node");
   // The monitor and demonitor of kernel_sup around the call are signals.
   EXPECT_EQ(std::count_if(seen.begin(), seen.end(),
                           [](const Seen& x) { return x.action == Action::Drop; }),
