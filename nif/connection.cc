@@ -84,6 +84,58 @@ void ConnObserver::on_connected(carrier::Connection&, const carrier::Error* erro
 
 bool zero_copy_rx = false;
 
+namespace {
+
+// filter::MessageStorage over ERTS binaries: each block is one binary whose
+// first kStorageHeader bytes hold its ErlNifBinary, so that the block can be
+// handed to the VM as a sub-binary (the stock dist decoder accepts it, unlike
+// a resource binary, and shares large binaries in it instead of copying).
+struct StorageHeader {
+  ErlNifBinary bin;
+  bool given;  // the VM owns the binary now: release is a no-op
+};
+constexpr size_t kStorageHeader = 64;
+static_assert(sizeof(StorageHeader) <= kStorageHeader);
+
+StorageHeader* storage_header(void* p) {
+  return reinterpret_cast<StorageHeader*>(static_cast<uint8_t*>(p) - kStorageHeader);
+}
+
+void* erts_storage_allocate(size_t bytes) {
+  ErlNifBinary b;
+  if (!enif_alloc_binary(kStorageHeader + bytes, &b)) throw std::bad_alloc();
+  new (b.data) StorageHeader{b, false};
+  return b.data + kStorageHeader;
+}
+
+void erts_storage_release(void* p, size_t) {
+  StorageHeader* h = storage_header(p);
+  if (h->given) return;
+  ErlNifBinary b = h->bin;
+  enif_release_binary(&b);
+}
+
+}  // namespace
+
+void use_erts_message_storage() {
+  filter::set_message_storage(filter::MessageStorage{erts_storage_allocate, erts_storage_release});
+}
+
+ERL_NIF_TERM take_message_binary(ErlNifEnv* env, filter::MessageBuffer&& m) {
+  StorageHeader* h = storage_header(m.data());
+  ErlNifBinary b = h->bin;
+  const size_t size = m.size();
+  h->given = true;
+  m = filter::MessageBuffer();  // forgets the storage: its release sees `given`
+  // Reserved for more fragments than came: give the rest back, so the VM
+  // (which keeps large binaries as references into this one) holds no more
+  // than the message. Shrinking happens in place in ERTS' allocators; if it
+  // fails the binary stays as it is.
+  if (b.size - kStorageHeader - size > 4096) enif_realloc_binary(&b, kStorageHeader + size);
+  ERL_NIF_TERM whole = enif_make_binary(env, &b);
+  return enif_make_sub_binary(env, whole, kStorageHeader, size);
+}
+
 // The packets of one completion as binaries for the VM.
 //
 // Zero-copy (a runtime with patches/0002): one resource binary per packet
@@ -162,9 +214,14 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
   pieces_.clear();
   items_.clear();
   scratch_.clear();
+  auto whole_piece = [&](filter::MessageBuffer&& m) {
+    // A reassembled message: its storage becomes its binary.
+    pieces_.push_back(Piece{nullptr, 0, 0, take_message_binary(env_, std::move(m))});
+    return static_cast<int>(pieces_.size() - 1);
+  };
   auto scratch_piece = [&](const std::vector<uint8_t>& b) {
     if (b.size() >= (16u << 10)) {
-      // A reassembled message: one copy straight into its own binary.
+      // A large rewritten message: one copy straight into its own binary.
       ERL_NIF_TERM t;
       std::memcpy(enif_make_new_binary(env_, b.size(), &t), b.data(), b.size());
       pieces_.push_back(Piece{nullptr, 0, 0, t});
@@ -192,7 +249,9 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
     }
     switch (v.action) {
       case filter::Action::Keep:
-        items_.push_back(Item{v.replaced ? scratch_piece(v.bytes) : packet_piece(p)});
+        items_.push_back(Item{!v.replaced       ? packet_piece(p)
+                              : v.whole.empty() ? scratch_piece(v.bytes)
+                                                : whole_piece(std::move(v.whole))});
         break;
       case filter::Action::Drop:
         if (!v.bytes.empty()) items_.push_back(Item{scratch_piece(v.bytes)});
@@ -202,12 +261,16 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
         break;
       case filter::Action::Ask: {
         Item it;
-        it.keep = v.replaced ? scratch_piece(v.bytes) : packet_piece(p);
-        it.drop = v.drop_bytes.empty() ? -1 : scratch_piece(v.drop_bytes);
+        // The question first: the message views point into v.whole, which
+        // whole_piece() may shrink.
         it.ask = enif_make_tuple4(env_, make_atom(env_, filter::hint_name(v.hint)),
                                   enif_make_int(env_, static_cast<int>(v.message.info->op)),
                                   make_message_term(env_, v.message.control),
                                   make_message_term(env_, v.message.payload));
+        it.drop = v.drop_bytes.empty() ? -1 : scratch_piece(v.drop_bytes);
+        it.keep = !v.replaced       ? packet_piece(p)
+                  : v.whole.empty() ? scratch_piece(v.bytes)
+                                    : whole_piece(std::move(v.whole));
         items_.push_back(it);
         break;
       }

@@ -23,6 +23,13 @@ class ListenObserver;
 // patches/0002); received packets then reach the VM without a copy.
 extern bool zero_copy_rx;
 
+// Makes the filter keep reassembled messages in ERTS binaries (call once, at
+// load, before any channel exists).
+void use_erts_message_storage();
+// A reassembled message as an Erlang binary, without a copy (the storage
+// becomes the binary's); `m` is left empty. Needs use_erts_message_storage().
+ERL_NIF_TERM take_message_binary(ErlNifEnv* env, filter::MessageBuffer&& m);
+
 // Keeps a carrier receive buffer alive for the resource binaries made over it.
 struct BufferRes {
   carrier::Buffer* buffer;

@@ -396,6 +396,8 @@ ERL_NIF_TERM nif_filter_decode(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                             make_message_term(env, v.message.payload),
                             bin(v.prefix),
                             bytes};
+    // Last: the message views point into v.whole, which this may shrink.
+    if (v.replaced && !v.whole.empty()) items[7] = take_message_binary(env, std::move(v.whole));
     out.push_back(enif_make_tuple_from_array(env, items, 8));
   }
   return enif_make_list_from_array(env, out.data(), static_cast<unsigned>(out.size()));

@@ -416,6 +416,7 @@ int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
       enif_open_resource_type(env, nullptr, "ktls_buffer", buffer_dtor, flags, nullptr);
   if (!ConnRes::type || !ListenRes::type || !BufferRes::type) return 1;
   if (!filter_glue_load(env)) return 1;
+  use_erts_message_storage();
   // patches/0002 exports this from the runtime.
   const auto* patched =
       static_cast<const int*>(dlsym(RTLD_DEFAULT, "erts_dist_input_resource_binaries"));

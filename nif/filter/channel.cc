@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <new>
 
 namespace ktls::filter {
 namespace {
@@ -23,6 +25,21 @@ uint64_t be64(const uint8_t* p) {
 constexpr std::string_view kVoidName = "ktls_filter_dropped";
 
 }  // namespace
+
+namespace {
+
+void* malloc_storage(size_t bytes) {
+  void* p = std::malloc(bytes ? bytes : 1);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+void free_storage(void* p, size_t) { std::free(p); }
+MessageStorage storage{malloc_storage, free_storage};
+
+}  // namespace
+
+void set_message_storage(MessageStorage s) { storage = s; }
+const MessageStorage& message_storage() { return storage; }
 
 Stats& world_stats() {
   static Stats s;
@@ -67,7 +84,7 @@ struct Channel::Sequence {
   std::vector<uint16_t> slots;
   std::vector<std::string> texts;
   std::vector<std::string_view> refs;
-  std::vector<uint8_t> buf;  // 131 'D' + the header's refs, then the body
+  MessageBuffer buf;  // 131 'D' + the header's refs, then the body
   size_t header_len = 0;
 };
 
@@ -215,29 +232,31 @@ bool Channel::decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Mess
   return true;
 }
 
-std::vector<uint8_t> Channel::take_buffer() {
+MessageBuffer Channel::take_buffer() {
   if (spare_.empty()) return {};
-  std::vector<uint8_t> b = std::move(spare_.back());
+  MessageBuffer b = std::move(spare_.back());
   spare_.pop_back();
   b.clear();
   return b;
 }
 
-void Channel::recycle(std::vector<uint8_t>&& b) {
+void Channel::recycle(MessageBuffer&& b) {
   constexpr size_t kSpares = 4;
   constexpr size_t kMaxSpare = 16u << 20;
   if (b.capacity() >= (64u << 10) && b.capacity() <= kMaxSpare && spare_.size() < kSpares) {
     spare_.push_back(std::move(b));
   }
-  b = std::vector<uint8_t>();
+  b = MessageBuffer();
 }
 
 void Channel::inspect(Bytes p, Verdict& v) {
   v.action = Action::Keep;
   v.replaced = false;
   v.prefix.clear();
-  // A reassembled message handed out last time goes back to the spares.
-  if (v.bytes.capacity() >= (64u << 10)) recycle(std::move(v.bytes));
+  // A reassembled message handed out last time (and not taken) goes back
+  // to the spares.
+  if (v.whole.capacity() > 0) recycle(std::move(v.whole));
+  v.whole.clear();
   v.bytes.clear();
   v.drop_bytes.clear();
   v.hint = Hint::Safe;
@@ -556,9 +575,9 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     s->buf = take_buffer();
     s->buf.reserve(std::min<uint64_t>(frag * (p.size() - pos) + (pos - kFragPrefix) + 2,
                                       pol.max_message_size + 4096));
-    s->buf.push_back(tag::kVersion);
-    s->buf.push_back(kDistHeader);
-    s->buf.insert(s->buf.end(), p.begin() + kFragPrefix, p.begin() + pos);
+    const uint8_t magic[] = {tag::kVersion, kDistHeader};
+    append(s->buf, Bytes(magic, sizeof magic));
+    append(s->buf, p.subspan(kFragPrefix, pos - kFragPrefix));
     s->header_len = s->buf.size();
     const size_t body = p.size() - pos;
     if (body > pol.max_message_size) {
@@ -568,7 +587,7 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
       s->discard = true;
       s->discard_reason = "fragment reassembly memory limit";
     } else {
-      s->buf.insert(s->buf.end(), p.begin() + pos, p.end());
+      append(s->buf, p.subspan(pos));
       held_bytes_ += body;
     }
     if (s->discard) {
@@ -629,7 +648,7 @@ void Channel::continuation(Bytes p, Verdict& v) {
         answer_discarded(s);
         release(s);
       } else {
-        s.buf.insert(s.buf.end(), p.begin() + kFragPrefix, p.end());
+        append(s.buf, p.subspan(kFragPrefix));
         held_bytes_ += body;
       }
     }
@@ -676,7 +695,7 @@ void Channel::finish(Sequence& s, Verdict& v) {
     for (uint16_t slot : s.slots) unchanged = unchanged && cache_serial_[slot] <= s.serial;
     std::vector<uint8_t>& out = v.bytes;
     if (unchanged) {
-      out = std::move(s.buf);  // the message views stay valid: same storage
+      v.whole = std::move(s.buf);  // the message views stay valid: same storage
     } else {
       out.assign(kNoRefs, kNoRefs + sizeof kNoRefs);
       m.control.append_to(out);

@@ -9,10 +9,12 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "nif/filter/control.h"
@@ -52,6 +54,46 @@ struct Stats {
   }
 };
 
+// Where reassembled messages live. By default malloc; the NIF points this at
+// ERTS binaries (before the first Channel exists) so that a reassembled
+// message becomes an Erlang binary without a copy. `release` receives what
+// `allocate` returned; allocate throws std::bad_alloc when it fails.
+struct MessageStorage {
+  void* (*allocate)(size_t bytes);
+  void (*release)(void* p, size_t bytes);
+};
+void set_message_storage(MessageStorage storage);
+const MessageStorage& message_storage();
+
+template <class T>
+struct MessageAllocator {
+  using value_type = T;
+  MessageAllocator() = default;
+  template <class U>
+  MessageAllocator(const MessageAllocator<U>&) {}  // NOLINT: rebinding
+  T* allocate(size_t n) { return static_cast<T*>(message_storage().allocate(n * sizeof(T))); }
+  // resize() leaves new bytes uninitialized (they are overwritten at once).
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+  void deallocate(T* p, size_t n) { message_storage().release(p, n * sizeof(T)); }
+  friend bool operator==(const MessageAllocator&, const MessageAllocator&) { return true; }
+};
+// The bytes of a reassembled message.
+// Append with append() (one memcpy): with a custom allocator the standard
+// library copies element by element.
+using MessageBuffer = std::vector<uint8_t, MessageAllocator<uint8_t>>;
+inline void append(MessageBuffer& b, Bytes bytes) {
+  const size_t at = b.size();
+  b.resize(at + bytes.size());
+  if (!bytes.empty()) std::memcpy(b.data() + at, bytes.data(), bytes.size());
+}
+
 // Node-wide counters (sum over every channel that ever existed).
 Stats& world_stats();
 // Node-wide count of channel errors (connections closed for malformed
@@ -74,6 +116,10 @@ struct Verdict {
   bool replaced = false;
   std::vector<uint8_t> prefix;
   std::vector<uint8_t> bytes;
+  // A reassembled message kept as it arrived: when not empty it is the
+  // replacement (instead of `bytes`), in message storage. The caller may
+  // take it (std::move); otherwise it is reused.
+  MessageBuffer whole;
   std::vector<uint8_t> drop_bytes;
   Hint hint = Hint::Safe;
   const char* reason = "";
@@ -81,6 +127,11 @@ struct Verdict {
   Message message;
   bool decoded = false;
   std::string error;
+
+  // What Keep / Ask with `replaced` deliver.
+  Bytes replacement() const {
+    return whole.empty() ? Bytes(bytes.data(), bytes.size()) : Bytes(whole.data(), whole.size());
+  }
 };
 
 // This node, for the messages the filter writes itself.
@@ -157,9 +208,9 @@ class Channel {
   std::unique_ptr<Sequence> last_done_;  // keeps Verdict::message valid
   // Reassembly buffers kept for reuse: a fresh large allocation per
   // fragmented message costs page faults (glibc maps and unmaps them).
-  std::vector<std::vector<uint8_t>> spare_;
-  std::vector<uint8_t> take_buffer();
-  void recycle(std::vector<uint8_t>&& b);
+  std::vector<MessageBuffer> spare_;
+  MessageBuffer take_buffer();
+  void recycle(MessageBuffer&& b);
   uint64_t held_bytes_ = 0;
   Stats stats_;
 };
