@@ -678,27 +678,35 @@ TEST(Malformed, ReassembledMessage) {
 
 // --- size limits --------------------------------------------------------------
 
+void expect_delivered_decodes(const std::vector<Packet>& in, const std::vector<Seen>& seen) {
+  for (const Seen& s : run(delivered(in, seen))) EXPECT_NE(s.action, Action::Close) << s.error;
+}
+
+// The drops of a stream that must not close, each for `reason`.
+size_t drops(const std::vector<Seen>& seen, const std::string& reason) {
+  size_t n = 0;
+  for (const Seen& s : seen) {
+    EXPECT_NE(s.action, Action::Close) << s.error;
+    if (s.action != Action::Drop) continue;
+    EXPECT_EQ(s.reason, reason);
+    EXPECT_EQ(s.hint, Hint::Drop);
+    n++;
+  }
+  return n;
+}
+
 TEST(Limits, FragmentedMessageOverMaxMessageSizeIsDropped) {
   std::vector<Packet> ps = load("fragments.a2b");
   auto policy = policy_with([](Policy& p) { p.max_message_size = 120000; });
   Channel ch(policy, kLocal);
   std::vector<Seen> seen = run(ch, ps);
-  size_t too_large = 0;
-  for (const Seen& s : seen) {
-    ASSERT_NE(s.action, Action::Close) << s.error;
-    if (s.action == Action::Drop) {
-      EXPECT_EQ(s.reason, "message larger than max_message_size");
-      EXPECT_EQ(s.hint, Hint::Drop);
-      too_large++;
-    }
-  }
-  EXPECT_EQ(too_large, 4u);  // the concurrent 150 000-byte binaries
+  // The concurrent 150 000-byte binaries.
+  EXPECT_EQ(drops(seen, "message larger than max_message_size"), 4u);
   EXPECT_EQ(ch.stats().too_large.load(), 4u);
   EXPECT_EQ(ch.reassembly_bytes(), 0u);
-  // The channel goes on: the cache writes of the dropped messages' headers
-  // were delivered as prefixes.
-  std::vector<Seen> vm = run(delivered(ps, seen));
-  for (const Seen& s : vm) ASSERT_NE(s.action, Action::Close) << s.error;
+  // The cache writes of the dropped messages' headers were delivered as
+  // prefixes.
+  expect_delivered_decodes(ps, seen);
 }
 
 TEST(Limits, ReassemblyMemoryLimit) {
@@ -706,16 +714,9 @@ TEST(Limits, ReassemblyMemoryLimit) {
   auto policy = policy_with([](Policy& p) { p.max_reassembly_bytes = 200000; });
   Channel ch(policy, kLocal);
   std::vector<Seen> seen = run(ch, ps);
-  size_t dropped = 0;
-  for (const Seen& s : seen) {
-    ASSERT_NE(s.action, Action::Close) << s.error;
-    if (s.action == Action::Drop) {
-      EXPECT_EQ(s.reason, "fragment reassembly memory limit");
-      dropped++;
-    }
-  }
-  EXPECT_GE(dropped, 1u);
+  EXPECT_GE(drops(seen, "fragment reassembly memory limit"), 1u);
   EXPECT_EQ(ch.reassembly_bytes(), 0u);
+  expect_delivered_decodes(ps, seen);
 }
 
 // max_message_size is about messages, whether they came in fragments or
@@ -733,7 +734,7 @@ TEST(Limits, WholeMessageOverMaxMessageSizeIsDropped) {
   // Its header wrote the cache: the carrier takes the writes to the VM.
   EXPECT_FALSE(seen[big].bytes.empty());
   EXPECT_EQ(ch.stats().too_large.load(), 7u);  // and all six fragmented ones
-  for (const Seen& s : run(delivered(ps, seen))) ASSERT_NE(s.action, Action::Close) << s.error;
+  expect_delivered_decodes(ps, seen);
 }
 
 // --- pass-through framing --------------------------------------------------------
