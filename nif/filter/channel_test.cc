@@ -402,6 +402,13 @@ void put64(Packet& out, uint64_t v) {
   for (int i = 7; i >= 0; i--) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
 
+Packet frag_header(char type, uint64_t seq, uint64_t id) {
+  Packet p = {131, static_cast<uint8_t>(type)};
+  put64(p, seq);
+  put64(p, id);
+  return p;
+}
+
 // The fragments of a whole-message packet ('D'), the way OTP cuts them:
 // the first carries the header, the others only sequence and fragment id.
 std::vector<Packet> fragment(const Packet& d, size_t header_len, uint64_t seq, size_t pieces) {
@@ -499,6 +506,92 @@ TEST(Fragments, HandMadeInterleavingMatchesWholeMessage) {
     EXPECT_EQ(s->payload, whole.payload);
   }
   EXPECT_EQ(seen[big + 1].open_sequences, 2u);
+}
+
+// A cache slot that a fragmented message's header refers to is written
+// again before its last fragment arrives. The VM resolves the message's
+// references when the first fragment comes (the text then), and later
+// messages with the new text: what reaches the VM must say the same as
+// what the policy judged, so the reassembled message cannot carry its
+// header again.
+struct Ref {
+  uint16_t slot;
+  bool is_new;
+  std::string text;
+};
+
+Packet dist_header(char type, const std::vector<Ref>& refs) {
+  // 'E': sequence 9, of two fragments.
+  Packet p = type == 'E' ? frag_header('E', 9, 2) : Packet{131, static_cast<uint8_t>(type)};
+  p.push_back(static_cast<uint8_t>(refs.size()));
+  std::vector<uint8_t> nibbles;
+  for (const Ref& r : refs) nibbles.push_back((r.is_new ? 8 : 0) | (r.slot >> 8));
+  nibbles.push_back(0);  // no long atoms
+  for (size_t i = 0; i < nibbles.size(); i += 2) {
+    p.push_back(nibbles[i] | (i + 1 < nibbles.size() ? nibbles[i + 1] << 4 : 0));
+  }
+  for (const Ref& r : refs) {
+    p.push_back(static_cast<uint8_t>(r.slot));
+    if (r.is_new) {
+      p.push_back(static_cast<uint8_t>(r.text.size()));
+      p.insert(p.end(), r.text.begin(), r.text.end());
+    }
+  }
+  return p;
+}
+
+// {REG_SEND, Pid, '', <cache reference 0>} + [].
+Packet reg_send_to_ref0() {
+  Packet b;
+  enc::small_tuple(b, 4);
+  enc::integer(b, 6);
+  enc::pid(b, "a@127.0.0.1", 1, 0, 3);
+  enc::atom(b, "");
+  b.insert(b.end(), {tag::kAtomCacheRef, 0});
+  enc::nil(b);
+  return b;
+}
+
+Packet concat(Packet a, const Packet& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Registered names of the REG_SENDs the VM would decode from `stream`.
+std::vector<std::string> names_the_vm_sees(const std::vector<Packet>& stream) {
+  std::vector<Seen> seen = run(stream);
+  std::vector<std::string> out;
+  for (const Seen& s : seen) {
+    EXPECT_EQ(s.action, Action::Keep) << s.error;
+    if (!s.decoded) continue;
+    Term c(Bytes(s.control), 1, {});
+    auto name = c.element(3).atom();
+    if (name && *name != "ktls_filter_dropped") out.emplace_back(*name);  // not carriers
+  }
+  return out;
+}
+
+std::vector<std::string> names_after_overwrite(bool first_fragment_writes) {
+  Packet body = reg_send_to_ref0();
+  Packet half1(body.begin(), body.begin() + 10), half2(body.begin() + 10, body.end());
+  Packet cont = frag_header('F', 9, 1);
+  std::vector<Packet> in = {
+      concat(dist_header('D', {{5, true, "alpha"}}), body),
+      concat(dist_header('E', {{5, first_fragment_writes, "gamma"}}), half1),
+      concat(dist_header('D', {{5, true, "beta"}}), body),
+      concat(cont, half2),
+      concat(dist_header('D', {{5, false, ""}}), body),
+  };
+  std::vector<Seen> seen = run(in);
+  for (const Seen& s : seen) EXPECT_NE(s.action, Action::Close) << s.error;
+  return names_the_vm_sees(delivered(in, seen));
+}
+
+TEST(Fragments, SlotOverwrittenWhileASequenceIsOpen) {
+  EXPECT_EQ(names_after_overwrite(false),
+            (std::vector<std::string>{"alpha", "beta", "alpha", "beta"}));
+  EXPECT_EQ(names_after_overwrite(true),
+            (std::vector<std::string>{"alpha", "beta", "gamma", "beta"}));
 }
 
 // --- malformed input -----------------------------------------------------------
@@ -605,13 +698,6 @@ TEST(Malformed, ControlTuple) {
   Packet trailing = reg_send("x", {106, 106});
   expect_close(trailing, "trailing bytes after the message",
                static_cast<long>(trailing.size() - 1));
-}
-
-Packet frag_header(char type, uint64_t seq, uint64_t id) {
-  Packet p = {131, static_cast<uint8_t>(type)};
-  put64(p, seq);
-  put64(p, id);
-  return p;
 }
 
 TEST(Malformed, Fragments) {
