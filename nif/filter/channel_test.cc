@@ -3,9 +3,11 @@
 #include "nif/filter/channel.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -803,6 +805,45 @@ TEST(Limits, ReassemblyMemoryLimit) {
   EXPECT_GE(drops(seen, "fragment reassembly memory limit"), 1u);
   EXPECT_EQ(ch.reassembly_bytes(), 0u);
   expect_delivered_decodes(ps, seen);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define KTLS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KTLS_ASAN 1
+#endif
+#endif
+
+// The fragment count in a first fragment is the peer's word. Sixteen
+// sequences that each claim 2^32 fragments of 64 KiB must not make the
+// channel reserve 128 MiB apiece: under an address-space limit (strict
+// overcommit, ulimit -v) that is std::bad_alloc, and the VM aborts.
+TEST(Limits, ClaimedFragmentCountReservesLittle) {
+#ifdef KTLS_ASAN
+  GTEST_SKIP() << "ASan's shadow memory does not fit under an address-space limit";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto open_sequences = [] {
+    std::ifstream statm("/proc/self/statm");
+    uint64_t pages = 0;
+    statm >> pages;
+    rlimit lim{};
+    lim.rlim_cur = lim.rlim_max = pages * 4096 + (768ull << 20);
+    setrlimit(RLIMIT_AS, &lim);
+    Channel ch(default_policy(), kLocal);
+    Verdict v;
+    for (uint64_t seq = 1; seq <= 16; seq++) {
+      Packet p = frag_header('E', seq, uint64_t{1} << 32);
+      p.push_back(0);
+      p.resize(p.size() + (64u << 10), 106);
+      ch.inspect(Bytes(p.data(), p.size()), v);
+      if (v.action != Action::Hold) std::exit(2);
+    }
+    std::exit(0);
+  };
+  EXPECT_EXIT(open_sequences(), ::testing::ExitedWithCode(0), "");
+#endif
 }
 
 // max_message_size is about messages, whether they came in fragments or
