@@ -172,7 +172,8 @@ class Walker {
         if (!need(6)) return false;
         uint64_t len = be32(&d_[pos_ + 1]);
         uint8_t bits = d_[pos_ + 5];
-        if (bits < 1 || bits > 8 || (len == 0 && bits != 8)) return fail("bad bit count");
+        // As the VM checks it: no bits exactly when there are no bytes.
+        if ((bits == 0) != (len == 0) || bits > 8) return fail("bad bit count");
         if (d_.size() - pos_ - 6 < len) return fail("binary length exceeds remaining bytes");
         copy(6 + len);
         return true;

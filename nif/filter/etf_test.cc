@@ -381,6 +381,32 @@ TEST(Walk, LegacyTags) {
   EXPECT_TRUE(Term(Bytes(atom), 0, {}).is_atom("ok"));
 }
 
+// BIT_BINARY_EXT as the VM's decoder takes it (external.c: a bit count of
+// 0 exactly when there are no bytes, at most 8).
+TEST(Walk, BitBinaryBitCountFollowsTheVm) {
+  struct Case {
+    std::vector<uint8_t> bytes;
+    bool ok;
+  };
+  const std::vector<Case> cases = {
+      {{77, 0, 0, 0, 0, 0}, true},     {{77, 0, 0, 0, 1, 3, 0xE0}, true},
+      {{77, 0, 0, 0, 1, 8, 1}, true},  {{77, 0, 0, 0, 0, 8}, false},
+      {{77, 0, 0, 0, 1, 0, 1}, false}, {{77, 0, 0, 0, 1, 9, 1}, false},
+  };
+  for (const Case& c : cases) {
+    size_t pos = 0;
+    TermError err;
+    bool ok = walk_term(Bytes(c.bytes), pos, {}, nullptr, err);
+    EXPECT_EQ(ok, c.ok) << "bits " << int{c.bytes[5]} << " of " << c.bytes.size() - 6 << " bytes";
+    if (ok) {
+      EXPECT_EQ(pos, c.bytes.size());
+    } else {
+      EXPECT_STREQ(err.what, "bad bit count");
+      EXPECT_EQ(err.offset, 0u);
+    }
+  }
+}
+
 TEST(Walk, CacheReferencesAreResolvedWhenTranscoding) {
   const std::string_view texts[] = {"hello", "world"};
   const uint8_t b[] = {104, 2, 82, 1, 82, 0};
