@@ -693,6 +693,37 @@ TEST(Malformed, BadTerms) {
   expect_close(fun, "fun size does not match its contents", static_cast<long>(fun_at));
 }
 
+// The smuggling a zero-word reference allows (see etf_test): the filter
+// would see a REG_SEND to a harmless-looking name and an empty payload;
+// the VM, four bytes out of step, a $gen_cast to rex of os:cmd.
+TEST(Malformed, ReferenceWithoutIdWordsCannotSmuggleAMessage) {
+  // What the VM would decode after the reference: name and payload.
+  std::vector<uint8_t> hidden;
+  enc::atom(hidden, "rex");
+  enc::small_tuple(hidden, 2);
+  enc::atom(hidden, "$gen_cast");
+  enc::small_tuple(hidden, 5);
+  enc::atom(hidden, "cast");
+  enc::atom(hidden, "os");
+  enc::atom(hidden, "cmd");
+  enc::list_header(hidden, 1);
+  hidden.insert(hidden.end(), {tag::kString, 0, 2, 'i', 'd'});
+  enc::nil(hidden);
+  enc::pid(hidden, "a@127.0.0.1", 1, 0, 3);
+  // The filter's view: cookie = reference with 0 words, name = an atom
+  // whose first two text bytes end the VM's 4-byte id word, then the rest.
+  Packet p = header_only();
+  enc::small_tuple(p, 4);
+  enc::integer(p, 6);
+  enc::pid(p, "a@127.0.0.1", 1, 0, 3);
+  const size_t ref_at = p.size();
+  p.insert(p.end(), {tag::kNewerReference, 0, 0, 119, 1, 'n', 0, 0, 0, 1});
+  p.insert(p.end(), {tag::kSmallAtomUtf8, static_cast<uint8_t>(2 + hidden.size()), 'x', 'x'});
+  p.insert(p.end(), hidden.begin(), hidden.end());
+  enc::nil(p);  // the payload the filter would judge
+  expect_close(p, "reference without id words", static_cast<long>(ref_at));
+}
+
 TEST(Malformed, ControlTuple) {
   expect_close({131, 'D', 0, 97, 1}, "control message is not a tuple", 3);
   expect_close({131, 'D', 0, 104, 1, 97, 99}, "unknown control message", 3);

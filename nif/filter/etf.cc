@@ -214,6 +214,10 @@ class Walker {
         if (!need(3)) return false;
         size_t words = be16(&d_[pos_ + 1]);
         if (words > 5) return fail("reference too long");
+        // The VM's decoder reads one id word even when the count is 0, so
+        // it would leave this term 4 bytes later than the count says: the
+        // terms after it would not be the terms we judge.
+        if (words == 0) return fail("reference without id words");
         copy(3);
         return atom() && fixed((t == tag::kNewReference ? 1 : 4) + 4 * words);
       }

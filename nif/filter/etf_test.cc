@@ -407,6 +407,27 @@ TEST(Walk, BitBinaryBitCountFollowsTheVm) {
   }
 }
 
+// A reference with no id words: the VM's decoder reads the first id word
+// anyway (external.c dec_term takes r0 before looking at the count), so
+// it ends 4 bytes later than the format says, and than any walker that
+// follows the count. Checked on OTP 25.2.3: binary_to_term(<<131, 104, 2,
+// 90, 0:16, 119, 1, $n, 1:32, 97, 7, 97, 8, 97, 9>>) is {Ref, 9}, where
+// the format says {Ref, 7} and four bytes more. OTP never sends such a
+// reference; the walker refuses it, so the policy never judges other
+// terms than the VM decodes.
+TEST(Walk, ReferenceWithoutIdWordsIsRefused) {
+  const std::vector<uint8_t> newer = {104, 2, 90, 0,  0, 119, 1, 'n', 0,
+                                      0,   0, 1,  97, 7, 97,  8, 97,  9};
+  const std::vector<uint8_t> new_ref = {104, 2, 114, 0, 0, 119, 1, 'n', 1, 97, 7, 97, 8, 97, 9};
+  for (const std::vector<uint8_t>& b : {newer, new_ref}) {
+    size_t pos = 0;
+    TermError err;
+    EXPECT_FALSE(walk_term(Bytes(b), pos, {}, nullptr, err)) << "walked to " << pos;
+    EXPECT_STREQ(err.what, "reference without id words");
+    EXPECT_EQ(err.offset, 2u);
+  }
+}
+
 TEST(Walk, CacheReferencesAreResolvedWhenTranscoding) {
   const std::string_view texts[] = {"hello", "world"};
   const uint8_t b[] = {104, 2, 82, 1, 82, 0};
