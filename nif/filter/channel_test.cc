@@ -724,6 +724,57 @@ TEST(Malformed, ReferenceWithoutIdWordsCannotSmuggleAMessage) {
   expect_close(p, "reference without id words", static_cast<long>(ref_at));
 }
 
+// {io_request, From, Ref, {requests, [Harmless | [os:cmd]]}} to user: the
+// requests list in two LIST_EXT. The VM (and the io server) sees both
+// requests; so must the policy.
+TEST(Attacks, IoRequestsInASplitListAreAllChecked) {
+  auto put_chars = [](std::vector<uint8_t>& out, std::string_view m, std::string_view f) {
+    enc::small_tuple(out, 5);
+    enc::atom(out, "put_chars");
+    enc::atom(out, "unicode");
+    enc::atom(out, m);
+    enc::atom(out, f);
+    enc::list_header(out, 1);
+    out.insert(out.end(), {tag::kString, 0, 2, 'i', 'd'});
+    enc::nil(out);
+  };
+  std::vector<uint8_t> req;
+  enc::small_tuple(req, 4);
+  enc::atom(req, "io_request");
+  enc::pid(req, "a@127.0.0.1", 1, 0, 3);
+  enc::integer(req, 1);
+  enc::small_tuple(req, 2);
+  enc::atom(req, "requests");
+  enc::list_header(req, 1);
+  put_chars(req, "io_lib", "format");
+  enc::list_header(req, 1);  // the tail: a list of the second request
+  put_chars(req, "os", "cmd");
+  enc::nil(req);
+  std::vector<Seen> seen = run({reg_send("user", req)});
+  EXPECT_EQ(seen[0].action, Action::Drop) << seen[0].error;
+  EXPECT_EQ(seen[0].reason, "io_request that calls a function");
+}
+
+// The same io_request with its tag atom wrapped in an empty LIST_EXT,
+// which the VM decodes as the atom itself: refused.
+TEST(Malformed, EmptyListExtCannotHideATerm) {
+  std::vector<uint8_t> req;
+  enc::small_tuple(req, 4);
+  const size_t list_at = req.size();
+  req.insert(req.end(), {tag::kList, 0, 0, 0, 0});
+  enc::atom(req, "io_request");
+  enc::pid(req, "a@127.0.0.1", 1, 0, 3);
+  enc::integer(req, 1);
+  enc::small_tuple(req, 5);
+  enc::atom(req, "put_chars");
+  enc::atom(req, "unicode");
+  enc::atom(req, "os");
+  enc::atom(req, "cmd");
+  enc::nil(req);
+  Packet p = reg_send("user", req);
+  expect_close(p, "LIST_EXT without elements", static_cast<long>(p.size() - req.size() + list_at));
+}
+
 TEST(Malformed, ControlTuple) {
   expect_close({131, 'D', 0, 97, 1}, "control message is not a tuple", 3);
   expect_close({131, 'D', 0, 104, 1, 97, 99}, "unknown control message", 3);

@@ -154,6 +154,9 @@ class Walker {
         return true;
       case tag::kList:
         if (!need(5)) return false;
+        // The VM decodes a LIST_EXT without elements as its tail, so it
+        // could stand for any term; OTP sends [] as NIL_EXT.
+        if (be32(&d_[pos_ + 1]) == 0) return fail("LIST_EXT without elements");
         children = uint64_t{be32(&d_[pos_ + 1])} + 1;  // elements and tail
         copy(5);
         return true;
@@ -348,20 +351,45 @@ Term Term::element(uint32_t i) const {
   return Term(data_, p, refs_);
 }
 
+// A list as the VM decodes it: a LIST_EXT whose tail is a LIST_EXT or a
+// STRING_EXT goes on in it ([a | [b]] is [a, b]). OTP sends one LIST_EXT
+// per list, a peer may send several: the policy must count and see every
+// element the VM will.
 uint32_t Term::list_length() const {
-  if (tag() == tag::kList && data_.size() - pos_ >= 5) return be32(&data_[pos_ + 1]);
-  if (tag() == tag::kString && data_.size() - pos_ >= 3) return be16(&data_[pos_ + 1]);
-  return 0;
+  uint64_t n = 0;
+  size_t p = pos_;
+  while (p < data_.size()) {
+    const size_t left = data_.size() - p;
+    if (data_[p] == tag::kString && left >= 3) {
+      n += be16(&data_[p + 1]);
+      break;
+    }
+    if (data_[p] != tag::kList || left < 5) break;
+    const uint32_t k = be32(&data_[p + 1]);
+    n += k;
+    p += 5;
+    for (uint32_t e = 0; e < k; e++) {
+      TermError err;
+      if (!walk_term(data_, p, refs_, nullptr, err)) return 0;
+    }
+  }
+  return n > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(n);
 }
 
 Term Term::list_element(uint32_t i) const {
-  if (tag() != tag::kList || i >= list_length()) return {};
-  size_t p = pos_ + 5;
-  for (uint32_t k = 0; k < i; k++) {
-    TermError err;
-    if (!walk_term(data_, p, refs_, nullptr, err)) return {};
+  size_t p = pos_;
+  while (p < data_.size() && data_[p] == tag::kList && data_.size() - p >= 5) {
+    const uint32_t k = be32(&data_[p + 1]);
+    p += 5;
+    const uint32_t skip = i < k ? i : k;
+    for (uint32_t e = 0; e < skip; e++) {
+      TermError err;
+      if (!walk_term(data_, p, refs_, nullptr, err)) return {};
+    }
+    if (i < k) return Term(data_, p, refs_);
+    i -= k;
   }
-  return Term(data_, p, refs_);
+  return {};  // past the end, or inside a STRING_EXT (no term of its own)
 }
 
 std::optional<int64_t> Term::integer() const {

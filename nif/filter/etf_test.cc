@@ -428,6 +428,46 @@ TEST(Walk, ReferenceWithoutIdWordsIsRefused) {
   }
 }
 
+// LIST_EXT with no elements is, for the VM, its tail: binary_to_term(<<131,
+// 108, 0:32, 119, 3, "rex">>) is rex (OTP 25.2.3). Any term could hide in
+// one from every is_atom / is_tuple the policy asks; OTP never sends it
+// ([] is NIL_EXT), so the walker refuses it.
+TEST(Walk, EmptyListExtIsRefused) {
+  const std::vector<uint8_t> b = {104, 2, 108, 0, 0, 0, 0, 119, 3, 'r', 'e', 'x', 106};
+  size_t pos = 0;
+  TermError err;
+  EXPECT_FALSE(walk_term(Bytes(b), pos, {}, nullptr, err));
+  EXPECT_STREQ(err.what, "LIST_EXT without elements");
+  EXPECT_EQ(err.offset, 2u);
+}
+
+// A list whose tail is a list is one list for the VM: [a | [b, c]] in two
+// LIST_EXT decodes as [a, b, c], [1 | "ab"] as [1, 97, 98] (OTP 25.2.3).
+// Navigation counts and finds elements the same way.
+TEST(Navigation, ListSplitInSegmentsIsOneList) {
+  const std::vector<uint8_t> split = {108, 0, 0, 0,   1, 119, 1,   'a', 108, 0,
+                                      0,   0, 2, 119, 1, 'b', 119, 1,   'c', 106};
+  Term t(Bytes(split), 0, {});
+  EXPECT_EQ(t.list_length(), 3u);
+  EXPECT_TRUE(t.list_element(0).is_atom("a"));
+  EXPECT_TRUE(t.list_element(1).is_atom("b"));
+  EXPECT_TRUE(t.list_element(2).is_atom("c"));
+  EXPECT_EQ(t.list_element(2).next().tag(), tag::kNil);
+  EXPECT_FALSE(t.list_element(3).valid());
+
+  const std::vector<uint8_t> with_string = {108, 0, 0, 0, 1, 97, 1, 107, 0, 2, 'a', 'b'};
+  Term s(Bytes(with_string), 0, {});
+  EXPECT_EQ(s.list_length(), 3u);
+  EXPECT_EQ(s.list_element(0).integer(), 1);
+  EXPECT_FALSE(s.list_element(1).valid());  // inside STRING_EXT: no term of its own
+
+  // An improper tail ends the list as before.
+  const std::vector<uint8_t> improper = {108, 0, 0, 0, 1, 119, 1, 'a', 119, 1, 'b'};
+  Term i(Bytes(improper), 0, {});
+  EXPECT_EQ(i.list_length(), 1u);
+  EXPECT_TRUE(i.list_element(0).next().is_atom("b"));
+}
+
 TEST(Walk, CacheReferencesAreResolvedWhenTranscoding) {
   const std::string_view texts[] = {"hello", "world"};
   const uint8_t b[] = {104, 2, 82, 1, 82, 0};
