@@ -725,9 +725,9 @@ TEST(Malformed, ReferenceWithoutIdWordsCannotSmuggleAMessage) {
 }
 
 // {io_request, From, Ref, {requests, [Harmless | [os:cmd]]}} to user: the
-// requests list in two LIST_EXT. The VM (and the io server) sees both
-// requests; so must the policy.
-TEST(Attacks, IoRequestsInASplitListAreAllChecked) {
+// requests list in two LIST_EXT. The VM (and the io server) would see both
+// requests, the policy only the first: refused.
+TEST(Malformed, SplitListCannotHideARequest) {
   auto put_chars = [](std::vector<uint8_t>& out, std::string_view m, std::string_view f) {
     enc::small_tuple(out, 5);
     enc::atom(out, "put_chars");
@@ -747,12 +747,12 @@ TEST(Attacks, IoRequestsInASplitListAreAllChecked) {
   enc::atom(req, "requests");
   enc::list_header(req, 1);
   put_chars(req, "io_lib", "format");
+  const size_t tail_at = req.size();
   enc::list_header(req, 1);  // the tail: a list of the second request
   put_chars(req, "os", "cmd");
   enc::nil(req);
-  std::vector<Seen> seen = run({reg_send("user", req)});
-  EXPECT_EQ(seen[0].action, Action::Drop) << seen[0].error;
-  EXPECT_EQ(seen[0].reason, "io_request that calls a function");
+  Packet p = reg_send("user", req);
+  expect_close(p, "list tail is a list", static_cast<long>(p.size() - req.size() + tail_at));
 }
 
 // The same io_request with its tag atom wrapped in an empty LIST_EXT,

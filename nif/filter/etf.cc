@@ -23,9 +23,36 @@ void put32(std::vector<uint8_t>& out, uint32_t v) {
 // Longest atom text the VM accepts: 255 characters of up to 4 bytes.
 constexpr size_t kMaxAtomBytes = 255 * 4;
 
+// Pending counts at which a list's tail is the next term, innermost list
+// last: inline for the nesting depths messages have, no allocation then.
+class TailStack {
+ public:
+  bool empty() const { return n_ == 0; }
+  uint64_t back() const { return n_ <= kInline ? inline_[n_ - 1] : more_.back(); }
+  void push(uint64_t at) {
+    if (n_ < kInline) {
+      inline_[n_] = at;
+    } else {
+      more_.push_back(at);
+    }
+    n_++;
+  }
+  void pop() {
+    n_--;
+    if (n_ >= kInline) more_.pop_back();
+  }
+
+ private:
+  static constexpr size_t kInline = 16;
+  uint64_t inline_[kInline];
+  std::vector<uint64_t> more_;
+  size_t n_ = 0;
+};
+
 // The walker: one pending-term counter instead of recursion, so nesting
 // depth costs nothing; funs keep a frame because their size field covers
-// their sub-terms and must be checked (and rewritten when transcoding).
+// their sub-terms and must be checked (and rewritten when transcoding);
+// lists keep the pending count at which their tail comes (see run).
 class Walker {
  public:
   Walker(Bytes data, AtomRefs refs, std::vector<uint8_t>* out, TermError& err)
@@ -39,6 +66,16 @@ class Walker {
         if (!close_fun()) return false;
       }
       if (pending == 0) break;
+      if (!tails_.empty() && tails_.back() == pending) {
+        tails_.pop();
+        // The VM takes a list tail that is a list as more elements of one
+        // list; OTP always sends one LIST_EXT per list (or a STRING_EXT).
+        // Such a split list would show the policy fewer elements than the
+        // VM decodes (and make byte-order iteration lie), so it is refused.
+        if (pos_ < d_.size() && (d_[pos_] == tag::kList || d_[pos_] == tag::kString)) {
+          return fail("list tail is a list");
+        }
+      }
       pending--;
       pending_after_ = pending;
       uint64_t children = 0;
@@ -158,6 +195,7 @@ class Walker {
         // could stand for any term; OTP sends [] as NIL_EXT.
         if (be32(&d_[pos_ + 1]) == 0) return fail("LIST_EXT without elements");
         children = uint64_t{be32(&d_[pos_ + 1])} + 1;  // elements and tail
+        tails_.push(pending_after_ + 1);
         copy(5);
         return true;
       case tag::kString: {
@@ -286,6 +324,7 @@ class Walker {
   TermError& err_;
   size_t pos_ = 0;
   std::vector<FunFrame> funs_;
+  TailStack tails_;
 };
 
 }  // namespace
@@ -351,45 +390,20 @@ Term Term::element(uint32_t i) const {
   return Term(data_, p, refs_);
 }
 
-// A list as the VM decodes it: a LIST_EXT whose tail is a LIST_EXT or a
-// STRING_EXT goes on in it ([a | [b]] is [a, b]). OTP sends one LIST_EXT
-// per list, a peer may send several: the policy must count and see every
-// element the VM will.
 uint32_t Term::list_length() const {
-  uint64_t n = 0;
-  size_t p = pos_;
-  while (p < data_.size()) {
-    const size_t left = data_.size() - p;
-    if (data_[p] == tag::kString && left >= 3) {
-      n += be16(&data_[p + 1]);
-      break;
-    }
-    if (data_[p] != tag::kList || left < 5) break;
-    const uint32_t k = be32(&data_[p + 1]);
-    n += k;
-    p += 5;
-    for (uint32_t e = 0; e < k; e++) {
-      TermError err;
-      if (!walk_term(data_, p, refs_, nullptr, err)) return 0;
-    }
-  }
-  return n > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(n);
+  if (tag() == tag::kList && data_.size() - pos_ >= 5) return be32(&data_[pos_ + 1]);
+  if (tag() == tag::kString && data_.size() - pos_ >= 3) return be16(&data_[pos_ + 1]);
+  return 0;
 }
 
 Term Term::list_element(uint32_t i) const {
-  size_t p = pos_;
-  while (p < data_.size() && data_[p] == tag::kList && data_.size() - p >= 5) {
-    const uint32_t k = be32(&data_[p + 1]);
-    p += 5;
-    const uint32_t skip = i < k ? i : k;
-    for (uint32_t e = 0; e < skip; e++) {
-      TermError err;
-      if (!walk_term(data_, p, refs_, nullptr, err)) return {};
-    }
-    if (i < k) return Term(data_, p, refs_);
-    i -= k;
+  if (tag() != tag::kList || i >= list_length()) return {};
+  size_t p = pos_ + 5;
+  for (uint32_t k = 0; k < i; k++) {
+    TermError err;
+    if (!walk_term(data_, p, refs_, nullptr, err)) return {};
   }
-  return {};  // past the end, or inside a STRING_EXT (no term of its own)
+  return Term(data_, p, refs_);
 }
 
 std::optional<int64_t> Term::integer() const {

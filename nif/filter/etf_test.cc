@@ -443,29 +443,57 @@ TEST(Walk, EmptyListExtIsRefused) {
 
 // A list whose tail is a list is one list for the VM: [a | [b, c]] in two
 // LIST_EXT decodes as [a, b, c], [1 | "ab"] as [1, 97, 98] (OTP 25.2.3).
-// Navigation counts and finds elements the same way.
-TEST(Navigation, ListSplitInSegmentsIsOneList) {
-  const std::vector<uint8_t> split = {108, 0, 0, 0,   1, 119, 1,   'a', 108, 0,
-                                      0,   0, 2, 119, 1, 'b', 119, 1,   'c', 106};
-  Term t(Bytes(split), 0, {});
-  EXPECT_EQ(t.list_length(), 3u);
-  EXPECT_TRUE(t.list_element(0).is_atom("a"));
-  EXPECT_TRUE(t.list_element(1).is_atom("b"));
-  EXPECT_TRUE(t.list_element(2).is_atom("c"));
-  EXPECT_EQ(t.list_element(2).next().tag(), tag::kNil);
-  EXPECT_FALSE(t.list_element(3).valid());
-
-  const std::vector<uint8_t> with_string = {108, 0, 0, 0, 1, 97, 1, 107, 0, 2, 'a', 'b'};
-  Term s(Bytes(with_string), 0, {});
-  EXPECT_EQ(s.list_length(), 3u);
-  EXPECT_EQ(s.list_element(0).integer(), 1);
-  EXPECT_FALSE(s.list_element(1).valid());  // inside STRING_EXT: no term of its own
-
-  // An improper tail ends the list as before.
+// OTP's encoder never splits a list; the policy, which counts a list's
+// elements from its LIST_EXT header, would miss the rest, so the walker
+// refuses the split. An improper tail that is no list stays fine.
+TEST(Walk, ListWhoseTailIsAListIsRefused) {
+  struct Case {
+    std::vector<uint8_t> bytes;
+    size_t tail_at;
+  };
+  const std::vector<Case> cases = {
+      {{108, 0, 0, 0, 1, 119, 1, 'a', 108, 0, 0, 0, 2, 119, 1, 'b', 119, 1, 'c', 106}, 8},
+      {{108, 0, 0, 0, 1, 97, 1, 107, 0, 2, 'a', 'b'}, 7},
+      // Nested: the inner list is fine, the outer one's tail is split.
+      {{108, 0, 0, 0, 1, 108, 0, 0, 0, 1, 97, 1, 106, 108, 0, 0, 0, 1, 97, 2, 106}, 13},
+  };
+  for (const Case& c : cases) {
+    size_t pos = 0;
+    TermError err;
+    EXPECT_FALSE(walk_term(Bytes(c.bytes), pos, {}, nullptr, err));
+    EXPECT_STREQ(err.what, "list tail is a list");
+    EXPECT_EQ(err.offset, c.tail_at);
+  }
   const std::vector<uint8_t> improper = {108, 0, 0, 0, 1, 119, 1, 'a', 119, 1, 'b'};
-  Term i(Bytes(improper), 0, {});
-  EXPECT_EQ(i.list_length(), 1u);
-  EXPECT_TRUE(i.list_element(0).next().is_atom("b"));
+  const std::vector<uint8_t> nested = {108, 0,  0, 0,   2,   108, 0, 0,   0,
+                                       1,   97, 1, 106, 107, 0,   1, 'x', 106};  // [[1], "x"]
+  for (const std::vector<uint8_t>& b : {improper, nested}) {
+    size_t pos = 0;
+    TermError err;
+    EXPECT_TRUE(walk_term(Bytes(b), pos, {}, nullptr, err)) << err.what;
+    EXPECT_EQ(pos, b.size());
+  }
+}
+
+// Lists nested deeper than the walker keeps inline.
+TEST(Walk, ListsNestedDeeply) {
+  constexpr size_t kDepth = 100;
+  std::vector<uint8_t> ok, split;
+  for (size_t i = 0; i < kDepth; i++) ok.insert(ok.end(), {108, 0, 0, 0, 1});
+  ok.push_back(106);
+  split = ok;
+  ok.insert(ok.end(), kDepth, 106);
+  // The outermost list's tail a list: found after 99 inner tails.
+  split.insert(split.end(), kDepth - 1, 106);
+  split.insert(split.end(), {108, 0, 0, 0, 1, 106, 106});
+  size_t pos = 0;
+  TermError err;
+  EXPECT_TRUE(walk_term(Bytes(ok), pos, {}, nullptr, err)) << err.what;
+  EXPECT_EQ(pos, ok.size());
+  pos = 0;
+  EXPECT_FALSE(walk_term(Bytes(split), pos, {}, nullptr, err));
+  EXPECT_STREQ(err.what, "list tail is a list");
+  EXPECT_EQ(err.offset, kDepth * 5 + 1 + kDepth - 1);
 }
 
 TEST(Walk, CacheReferencesAreResolvedWhenTranscoding) {
