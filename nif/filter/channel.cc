@@ -573,8 +573,14 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     s->slots = ref_slots_;
     s->texts = ref_texts_;
     s->buf = take_buffer();
-    s->buf.reserve(std::min<uint64_t>(frag * (p.size() - pos) + (pos - kFragPrefix) + 2,
-                                      pol.max_message_size + 4096));
+    // The fragment count is the peer's claim: reserve for a few fragments
+    // like this one, the buffer grows with what really arrives (which the
+    // limits count). Reserving the claim let 64 sequences reserve 128 MiB
+    // each, std::bad_alloc under an address-space limit.
+    constexpr uint64_t kReserveFragments = 16;
+    s->buf.reserve(std::min<uint64_t>(
+        std::min(frag, kReserveFragments) * (p.size() - pos) + (pos - kFragPrefix) + 2,
+        pol.max_message_size + 4096));
     const uint8_t magic[] = {tag::kVersion, kDistHeader};
     append(s->buf, Bytes(magic, sizeof magic));
     append(s->buf, p.subspan(kFragPrefix, pos - kFragPrefix));

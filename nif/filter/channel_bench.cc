@@ -117,6 +117,36 @@ void BM_WholeBinary(benchmark::State& state) {
 }
 BENCHMARK(BM_WholeBinary)->Arg(64 << 10)->Arg(1 << 20);
 
+// {io_request, From, Ref, {requests, [R1, ..., Rn]}} to a pid, each Ri a
+// harmless {put_chars, unicode, <<"x">>}: the policy looks at every
+// request. Time per message against n shows how the policy's list
+// navigation scales.
+void BM_IoRequests(benchmark::State& state) {
+  const uint32_t n = static_cast<uint32_t>(state.range(0));
+  Packet p = {131, 'D', 0};
+  enc::small_tuple(p, 3);
+  enc::integer(p, 22);  // SEND_SENDER
+  enc::pid(p, "peer@127.0.0.1", 88, 0, 7);
+  enc::pid(p, "ktls_filter_bench@127.0.0.1", 99, 0, 1);
+  enc::small_tuple(p, 4);
+  enc::atom(p, "io_request");
+  enc::pid(p, "peer@127.0.0.1", 88, 0, 7);
+  enc::integer(p, 1);
+  enc::small_tuple(p, 2);
+  enc::atom(p, "requests");
+  enc::list_header(p, n);
+  for (uint32_t i = 0; i < n; i++) {
+    enc::small_tuple(p, 3);
+    enc::atom(p, "put_chars");
+    enc::atom(p, "unicode");
+    p.insert(p.end(), {tag::kBinary, 0, 0, 0, 1, 'x'});
+  }
+  enc::nil(p);
+  Channel ch(std::make_shared<Policy>(), kLocal);
+  inspect_loop(state, ch, {p}, Action::Keep);
+}
+BENCHMARK(BM_IoRequests)->Arg(100)->Arg(1000)->Arg(10000);
+
 // One of the captured 150 000-byte binaries in its three fragments (64 KiB,
 // 64 KiB, rest): reassembly, decode, the whole message handed out.
 void BM_FragmentedBinary(benchmark::State& state) {

@@ -4,10 +4,12 @@
 // connection. Built and run by tests/fuzz/run.sh.
 //
 // Besides ASan/UBSan's checks (no crash, leak or out-of-bounds read) it
-// checks one property: what the filter delivers to the VM (kept packets,
-// carriers of atom-cache writes, rewritten spawn requests, reassembled
-// messages) must itself decode, in a second channel fed only that stream.
-// A filter that keeps what the VM cannot decode breaks the connection.
+// checks what the filter delivers to the VM (kept packets, carriers of
+// atom-cache writes, rewritten spawn requests, reassembled messages),
+// replayed into a second channel that stands for the VM: it must decode
+// (else the filter breaks the connection), and a kept message must be the
+// very message the policy judged (else the policy can be bypassed). And
+// the standalone form of every decoded message must walk again.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -46,10 +48,40 @@ const LocalNode kLocal{"ktls_filter_fuzz@127.0.0.1", 5};
   std::abort();
 }
 
-void deliver(Channel& vm, const std::vector<uint8_t>& bytes) {
+// The message in standalone form: control, then payload (if any).
+std::vector<uint8_t> terms(const Verdict& v) {
+  std::vector<uint8_t> out = v.message.control.standalone();
+  if (v.message.payload.valid()) {
+    std::vector<uint8_t> p = v.message.payload.standalone();
+    out.insert(out.end(), p.begin(), p.end());
+  }
+  return out;
+}
+
+// Feeds one delivered packet to the VM's stand-in; with `judged`, the
+// message the VM decodes must be the one the policy judged.
+void deliver(Channel& vm, const std::vector<uint8_t>& bytes,
+             const std::vector<uint8_t>* judged = nullptr) {
   Verdict v;
   vm.inspect(Bytes(bytes.data(), bytes.size()), v);
   if (v.action == Action::Close) violated("the filter delivered what does not decode", v);
+  if (judged && (!v.decoded || terms(v) != *judged)) {
+    violated("the VM would see another message than the policy judged", v);
+  }
+}
+
+// Every term of a transcoded message walks again without cache references.
+void check_transcoded(const std::vector<uint8_t>& t, const Verdict& v) {
+  size_t pos = 0;
+  for (int i = 0; i < 2 && pos < t.size(); i++) {
+    ktls::filter::TermError err;
+    if (t[pos] != ktls::filter::tag::kVersion) violated("transcoded term lacks version", v);
+    pos++;
+    if (!ktls::filter::walk_term(Bytes(t.data(), t.size()), pos, {}, nullptr, err)) {
+      violated("transcoded term does not walk", v);
+    }
+  }
+  if (pos != t.size()) violated("transcoded message has trailing bytes", v);
 }
 
 void run(const uint8_t* data, size_t size, bool small_limits) {
@@ -76,17 +108,17 @@ void run(const uint8_t* data, size_t size, bool small_limits) {
       if (v.error.find(" at byte ") == std::string::npos) violated("error without offset", v);
       return;  // the connection closes
     }
+    std::vector<uint8_t> judged;
     if (v.decoded) {
       // Navigation and transcoding of what the policy saw.
       if (v.message.control.standalone().empty()) violated("control does not transcode", v);
-      if (v.message.payload.valid() && v.message.payload.standalone().empty()) {
-        violated("payload does not transcode", v);
-      }
+      judged = terms(v);
+      check_transcoded(judged, v);
     }
     if (!v.prefix.empty()) deliver(vm, v.prefix);
     switch (v.action) {
       case Action::Keep:
-        deliver(vm, v.replaced ? v.bytes : packet);
+        deliver(vm, v.replaced ? v.bytes : packet, v.decoded ? &judged : nullptr);
         break;
       case Action::Drop:
         if (!v.bytes.empty()) deliver(vm, v.bytes);

@@ -3,9 +3,11 @@
 #include "nif/filter/channel.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -402,6 +404,13 @@ void put64(Packet& out, uint64_t v) {
   for (int i = 7; i >= 0; i--) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
 
+Packet frag_header(char type, uint64_t seq, uint64_t id) {
+  Packet p = {131, static_cast<uint8_t>(type)};
+  put64(p, seq);
+  put64(p, id);
+  return p;
+}
+
 // The fragments of a whole-message packet ('D'), the way OTP cuts them:
 // the first carries the header, the others only sequence and fragment id.
 std::vector<Packet> fragment(const Packet& d, size_t header_len, uint64_t seq, size_t pieces) {
@@ -501,6 +510,92 @@ TEST(Fragments, HandMadeInterleavingMatchesWholeMessage) {
   EXPECT_EQ(seen[big + 1].open_sequences, 2u);
 }
 
+// A cache slot that a fragmented message's header refers to is written
+// again before its last fragment arrives. The VM resolves the message's
+// references when the first fragment comes (the text then), and later
+// messages with the new text: what reaches the VM must say the same as
+// what the policy judged, so the reassembled message cannot carry its
+// header again.
+struct Ref {
+  uint16_t slot;
+  bool is_new;
+  std::string text;
+};
+
+Packet dist_header(char type, const std::vector<Ref>& refs) {
+  // 'E': sequence 9, of two fragments.
+  Packet p = type == 'E' ? frag_header('E', 9, 2) : Packet{131, static_cast<uint8_t>(type)};
+  p.push_back(static_cast<uint8_t>(refs.size()));
+  std::vector<uint8_t> nibbles;
+  for (const Ref& r : refs) nibbles.push_back((r.is_new ? 8 : 0) | (r.slot >> 8));
+  nibbles.push_back(0);  // no long atoms
+  for (size_t i = 0; i < nibbles.size(); i += 2) {
+    p.push_back(nibbles[i] | (i + 1 < nibbles.size() ? nibbles[i + 1] << 4 : 0));
+  }
+  for (const Ref& r : refs) {
+    p.push_back(static_cast<uint8_t>(r.slot));
+    if (r.is_new) {
+      p.push_back(static_cast<uint8_t>(r.text.size()));
+      p.insert(p.end(), r.text.begin(), r.text.end());
+    }
+  }
+  return p;
+}
+
+// {REG_SEND, Pid, '', <cache reference 0>} + [].
+Packet reg_send_to_ref0() {
+  Packet b;
+  enc::small_tuple(b, 4);
+  enc::integer(b, 6);
+  enc::pid(b, "a@127.0.0.1", 1, 0, 3);
+  enc::atom(b, "");
+  b.insert(b.end(), {tag::kAtomCacheRef, 0});
+  enc::nil(b);
+  return b;
+}
+
+Packet concat(Packet a, const Packet& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Registered names of the REG_SENDs the VM would decode from `stream`.
+std::vector<std::string> names_the_vm_sees(const std::vector<Packet>& stream) {
+  std::vector<Seen> seen = run(stream);
+  std::vector<std::string> out;
+  for (const Seen& s : seen) {
+    EXPECT_EQ(s.action, Action::Keep) << s.error;
+    if (!s.decoded) continue;
+    Term c(Bytes(s.control), 1, {});
+    auto name = c.element(3).atom();
+    if (name && *name != "ktls_filter_dropped") out.emplace_back(*name);  // not carriers
+  }
+  return out;
+}
+
+std::vector<std::string> names_after_overwrite(bool first_fragment_writes) {
+  Packet body = reg_send_to_ref0();
+  Packet half1(body.begin(), body.begin() + 10), half2(body.begin() + 10, body.end());
+  Packet cont = frag_header('F', 9, 1);
+  std::vector<Packet> in = {
+      concat(dist_header('D', {{5, true, "alpha"}}), body),
+      concat(dist_header('E', {{5, first_fragment_writes, "gamma"}}), half1),
+      concat(dist_header('D', {{5, true, "beta"}}), body),
+      concat(cont, half2),
+      concat(dist_header('D', {{5, false, ""}}), body),
+  };
+  std::vector<Seen> seen = run(in);
+  for (const Seen& s : seen) EXPECT_NE(s.action, Action::Close) << s.error;
+  return names_the_vm_sees(delivered(in, seen));
+}
+
+TEST(Fragments, SlotOverwrittenWhileASequenceIsOpen) {
+  EXPECT_EQ(names_after_overwrite(false),
+            (std::vector<std::string>{"alpha", "beta", "alpha", "beta"}));
+  EXPECT_EQ(names_after_overwrite(true),
+            (std::vector<std::string>{"alpha", "beta", "gamma", "beta"}));
+}
+
 // --- malformed input -----------------------------------------------------------
 
 Packet header_only() { return {131, 'D', 0}; }
@@ -598,6 +693,88 @@ TEST(Malformed, BadTerms) {
   expect_close(fun, "fun size does not match its contents", static_cast<long>(fun_at));
 }
 
+// The smuggling a zero-word reference allows (see etf_test): the filter
+// would see a REG_SEND to a harmless-looking name and an empty payload;
+// the VM, four bytes out of step, a $gen_cast to rex of os:cmd.
+TEST(Malformed, ReferenceWithoutIdWordsCannotSmuggleAMessage) {
+  // What the VM would decode after the reference: name and payload.
+  std::vector<uint8_t> hidden;
+  enc::atom(hidden, "rex");
+  enc::small_tuple(hidden, 2);
+  enc::atom(hidden, "$gen_cast");
+  enc::small_tuple(hidden, 5);
+  enc::atom(hidden, "cast");
+  enc::atom(hidden, "os");
+  enc::atom(hidden, "cmd");
+  enc::list_header(hidden, 1);
+  hidden.insert(hidden.end(), {tag::kString, 0, 2, 'i', 'd'});
+  enc::nil(hidden);
+  enc::pid(hidden, "a@127.0.0.1", 1, 0, 3);
+  // The filter's view: cookie = reference with 0 words, name = an atom
+  // whose first two text bytes end the VM's 4-byte id word, then the rest.
+  Packet p = header_only();
+  enc::small_tuple(p, 4);
+  enc::integer(p, 6);
+  enc::pid(p, "a@127.0.0.1", 1, 0, 3);
+  const size_t ref_at = p.size();
+  p.insert(p.end(), {tag::kNewerReference, 0, 0, 119, 1, 'n', 0, 0, 0, 1});
+  p.insert(p.end(), {tag::kSmallAtomUtf8, static_cast<uint8_t>(2 + hidden.size()), 'x', 'x'});
+  p.insert(p.end(), hidden.begin(), hidden.end());
+  enc::nil(p);  // the payload the filter would judge
+  expect_close(p, "reference without id words", static_cast<long>(ref_at));
+}
+
+// {io_request, From, Ref, {requests, [Harmless | [os:cmd]]}} to user: the
+// requests list in two LIST_EXT. The VM (and the io server) would see both
+// requests, the policy only the first: refused.
+TEST(Malformed, SplitListCannotHideARequest) {
+  auto put_chars = [](std::vector<uint8_t>& out, std::string_view m, std::string_view f) {
+    enc::small_tuple(out, 5);
+    enc::atom(out, "put_chars");
+    enc::atom(out, "unicode");
+    enc::atom(out, m);
+    enc::atom(out, f);
+    enc::list_header(out, 1);
+    out.insert(out.end(), {tag::kString, 0, 2, 'i', 'd'});
+    enc::nil(out);
+  };
+  std::vector<uint8_t> req;
+  enc::small_tuple(req, 4);
+  enc::atom(req, "io_request");
+  enc::pid(req, "a@127.0.0.1", 1, 0, 3);
+  enc::integer(req, 1);
+  enc::small_tuple(req, 2);
+  enc::atom(req, "requests");
+  enc::list_header(req, 1);
+  put_chars(req, "io_lib", "format");
+  const size_t tail_at = req.size();
+  enc::list_header(req, 1);  // the tail: a list of the second request
+  put_chars(req, "os", "cmd");
+  enc::nil(req);
+  Packet p = reg_send("user", req);
+  expect_close(p, "list tail is a list", static_cast<long>(p.size() - req.size() + tail_at));
+}
+
+// The same io_request with its tag atom wrapped in an empty LIST_EXT,
+// which the VM decodes as the atom itself: refused.
+TEST(Malformed, EmptyListExtCannotHideATerm) {
+  std::vector<uint8_t> req;
+  enc::small_tuple(req, 4);
+  const size_t list_at = req.size();
+  req.insert(req.end(), {tag::kList, 0, 0, 0, 0});
+  enc::atom(req, "io_request");
+  enc::pid(req, "a@127.0.0.1", 1, 0, 3);
+  enc::integer(req, 1);
+  enc::small_tuple(req, 5);
+  enc::atom(req, "put_chars");
+  enc::atom(req, "unicode");
+  enc::atom(req, "os");
+  enc::atom(req, "cmd");
+  enc::nil(req);
+  Packet p = reg_send("user", req);
+  expect_close(p, "LIST_EXT without elements", static_cast<long>(p.size() - req.size() + list_at));
+}
+
 TEST(Malformed, ControlTuple) {
   expect_close({131, 'D', 0, 97, 1}, "control message is not a tuple", 3);
   expect_close({131, 'D', 0, 104, 1, 97, 99}, "unknown control message", 3);
@@ -605,13 +782,6 @@ TEST(Malformed, ControlTuple) {
   Packet trailing = reg_send("x", {106, 106});
   expect_close(trailing, "trailing bytes after the message",
                static_cast<long>(trailing.size() - 1));
-}
-
-Packet frag_header(char type, uint64_t seq, uint64_t id) {
-  Packet p = {131, static_cast<uint8_t>(type)};
-  put64(p, seq);
-  put64(p, id);
-  return p;
 }
 
 TEST(Malformed, Fragments) {
@@ -678,27 +848,35 @@ TEST(Malformed, ReassembledMessage) {
 
 // --- size limits --------------------------------------------------------------
 
+void expect_delivered_decodes(const std::vector<Packet>& in, const std::vector<Seen>& seen) {
+  for (const Seen& s : run(delivered(in, seen))) EXPECT_NE(s.action, Action::Close) << s.error;
+}
+
+// The drops of a stream that must not close, each for `reason`.
+size_t drops(const std::vector<Seen>& seen, const std::string& reason) {
+  size_t n = 0;
+  for (const Seen& s : seen) {
+    EXPECT_NE(s.action, Action::Close) << s.error;
+    if (s.action != Action::Drop) continue;
+    EXPECT_EQ(s.reason, reason);
+    EXPECT_EQ(s.hint, Hint::Drop);
+    n++;
+  }
+  return n;
+}
+
 TEST(Limits, FragmentedMessageOverMaxMessageSizeIsDropped) {
   std::vector<Packet> ps = load("fragments.a2b");
   auto policy = policy_with([](Policy& p) { p.max_message_size = 120000; });
   Channel ch(policy, kLocal);
   std::vector<Seen> seen = run(ch, ps);
-  size_t too_large = 0;
-  for (const Seen& s : seen) {
-    ASSERT_NE(s.action, Action::Close) << s.error;
-    if (s.action == Action::Drop) {
-      EXPECT_EQ(s.reason, "message larger than max_message_size");
-      EXPECT_EQ(s.hint, Hint::Drop);
-      too_large++;
-    }
-  }
-  EXPECT_EQ(too_large, 4u);  // the concurrent 150 000-byte binaries
+  // The concurrent 150 000-byte binaries.
+  EXPECT_EQ(drops(seen, "message larger than max_message_size"), 4u);
   EXPECT_EQ(ch.stats().too_large.load(), 4u);
   EXPECT_EQ(ch.reassembly_bytes(), 0u);
-  // The channel goes on: the cache writes of the dropped messages' headers
-  // were delivered as prefixes.
-  std::vector<Seen> vm = run(delivered(ps, seen));
-  for (const Seen& s : vm) ASSERT_NE(s.action, Action::Close) << s.error;
+  // The cache writes of the dropped messages' headers were delivered as
+  // prefixes.
+  expect_delivered_decodes(ps, seen);
 }
 
 TEST(Limits, ReassemblyMemoryLimit) {
@@ -706,16 +884,48 @@ TEST(Limits, ReassemblyMemoryLimit) {
   auto policy = policy_with([](Policy& p) { p.max_reassembly_bytes = 200000; });
   Channel ch(policy, kLocal);
   std::vector<Seen> seen = run(ch, ps);
-  size_t dropped = 0;
-  for (const Seen& s : seen) {
-    ASSERT_NE(s.action, Action::Close) << s.error;
-    if (s.action == Action::Drop) {
-      EXPECT_EQ(s.reason, "fragment reassembly memory limit");
-      dropped++;
-    }
-  }
-  EXPECT_GE(dropped, 1u);
+  EXPECT_GE(drops(seen, "fragment reassembly memory limit"), 1u);
   EXPECT_EQ(ch.reassembly_bytes(), 0u);
+  expect_delivered_decodes(ps, seen);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define KTLS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KTLS_ASAN 1
+#endif
+#endif
+
+// The fragment count in a first fragment is the peer's word. Sixteen
+// sequences that each claim 2^32 fragments of 64 KiB must not make the
+// channel reserve 128 MiB apiece: under an address-space limit (strict
+// overcommit, ulimit -v) that is std::bad_alloc, and the VM aborts.
+TEST(Limits, ClaimedFragmentCountReservesLittle) {
+#ifdef KTLS_ASAN
+  GTEST_SKIP() << "ASan's shadow memory does not fit under an address-space limit";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto open_sequences = [] {
+    std::ifstream statm("/proc/self/statm");
+    uint64_t pages = 0;
+    statm >> pages;
+    rlimit lim{};
+    lim.rlim_cur = lim.rlim_max = pages * 4096 + (768ull << 20);
+    setrlimit(RLIMIT_AS, &lim);
+    Channel ch(default_policy(), kLocal);
+    Verdict v;
+    for (uint64_t seq = 1; seq <= 16; seq++) {
+      Packet p = frag_header('E', seq, uint64_t{1} << 32);
+      p.push_back(0);
+      p.resize(p.size() + (64u << 10), 106);
+      ch.inspect(Bytes(p.data(), p.size()), v);
+      if (v.action != Action::Hold) std::exit(2);
+    }
+    std::exit(0);
+  };
+  EXPECT_EXIT(open_sequences(), ::testing::ExitedWithCode(0), "");
+#endif
 }
 
 // max_message_size is about messages, whether they came in fragments or
@@ -733,7 +943,7 @@ TEST(Limits, WholeMessageOverMaxMessageSizeIsDropped) {
   // Its header wrote the cache: the carrier takes the writes to the VM.
   EXPECT_FALSE(seen[big].bytes.empty());
   EXPECT_EQ(ch.stats().too_large.load(), 7u);  // and all six fragmented ones
-  for (const Seen& s : run(delivered(ps, seen))) ASSERT_NE(s.action, Action::Close) << s.error;
+  expect_delivered_decodes(ps, seen);
 }
 
 // --- pass-through framing --------------------------------------------------------

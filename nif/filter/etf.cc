@@ -23,9 +23,36 @@ void put32(std::vector<uint8_t>& out, uint32_t v) {
 // Longest atom text the VM accepts: 255 characters of up to 4 bytes.
 constexpr size_t kMaxAtomBytes = 255 * 4;
 
+// Pending counts at which a list's tail is the next term, innermost list
+// last: inline for the nesting depths messages have, no allocation then.
+class TailStack {
+ public:
+  bool empty() const { return n_ == 0; }
+  uint64_t back() const { return n_ <= kInline ? inline_[n_ - 1] : more_.back(); }
+  void push(uint64_t at) {
+    if (n_ < kInline) {
+      inline_[n_] = at;
+    } else {
+      more_.push_back(at);
+    }
+    n_++;
+  }
+  void pop() {
+    n_--;
+    if (n_ >= kInline) more_.pop_back();
+  }
+
+ private:
+  static constexpr size_t kInline = 16;
+  uint64_t inline_[kInline];
+  std::vector<uint64_t> more_;
+  size_t n_ = 0;
+};
+
 // The walker: one pending-term counter instead of recursion, so nesting
 // depth costs nothing; funs keep a frame because their size field covers
-// their sub-terms and must be checked (and rewritten when transcoding).
+// their sub-terms and must be checked (and rewritten when transcoding);
+// lists keep the pending count at which their tail comes (see run).
 class Walker {
  public:
   Walker(Bytes data, AtomRefs refs, std::vector<uint8_t>* out, TermError& err)
@@ -39,6 +66,16 @@ class Walker {
         if (!close_fun()) return false;
       }
       if (pending == 0) break;
+      if (!tails_.empty() && tails_.back() == pending) {
+        tails_.pop();
+        // The VM takes a list tail that is a list as more elements of one
+        // list; OTP always sends one LIST_EXT per list (or a STRING_EXT).
+        // Such a split list would show the policy fewer elements than the
+        // VM decodes (and make byte-order iteration lie), so it is refused.
+        if (pos_ < d_.size() && (d_[pos_] == tag::kList || d_[pos_] == tag::kString)) {
+          return fail("list tail is a list");
+        }
+      }
       pending--;
       pending_after_ = pending;
       uint64_t children = 0;
@@ -154,7 +191,11 @@ class Walker {
         return true;
       case tag::kList:
         if (!need(5)) return false;
+        // The VM decodes a LIST_EXT without elements as its tail, so it
+        // could stand for any term; OTP sends [] as NIL_EXT.
+        if (be32(&d_[pos_ + 1]) == 0) return fail("LIST_EXT without elements");
         children = uint64_t{be32(&d_[pos_ + 1])} + 1;  // elements and tail
+        tails_.push(pending_after_ + 1);
         copy(5);
         return true;
       case tag::kString: {
@@ -172,7 +213,8 @@ class Walker {
         if (!need(6)) return false;
         uint64_t len = be32(&d_[pos_ + 1]);
         uint8_t bits = d_[pos_ + 5];
-        if (bits < 1 || bits > 8 || (len == 0 && bits != 8)) return fail("bad bit count");
+        // As the VM checks it: no bits exactly when there are no bytes.
+        if ((bits == 0) != (len == 0) || bits > 8) return fail("bad bit count");
         if (d_.size() - pos_ - 6 < len) return fail("binary length exceeds remaining bytes");
         copy(6 + len);
         return true;
@@ -213,6 +255,10 @@ class Walker {
         if (!need(3)) return false;
         size_t words = be16(&d_[pos_ + 1]);
         if (words > 5) return fail("reference too long");
+        // The VM's decoder reads one id word even when the count is 0, so
+        // it would leave this term 4 bytes later than the count says: the
+        // terms after it would not be the terms we judge.
+        if (words == 0) return fail("reference without id words");
         copy(3);
         return atom() && fixed((t == tag::kNewReference ? 1 : 4) + 4 * words);
       }
@@ -278,6 +324,7 @@ class Walker {
   TermError& err_;
   size_t pos_ = 0;
   std::vector<FunFrame> funs_;
+  TailStack tails_;
 };
 
 }  // namespace

@@ -381,6 +381,121 @@ TEST(Walk, LegacyTags) {
   EXPECT_TRUE(Term(Bytes(atom), 0, {}).is_atom("ok"));
 }
 
+// BIT_BINARY_EXT as the VM's decoder takes it (external.c: a bit count of
+// 0 exactly when there are no bytes, at most 8).
+TEST(Walk, BitBinaryBitCountFollowsTheVm) {
+  struct Case {
+    std::vector<uint8_t> bytes;
+    bool ok;
+  };
+  const std::vector<Case> cases = {
+      {{77, 0, 0, 0, 0, 0}, true},     {{77, 0, 0, 0, 1, 3, 0xE0}, true},
+      {{77, 0, 0, 0, 1, 8, 1}, true},  {{77, 0, 0, 0, 0, 8}, false},
+      {{77, 0, 0, 0, 1, 0, 1}, false}, {{77, 0, 0, 0, 1, 9, 1}, false},
+  };
+  for (const Case& c : cases) {
+    size_t pos = 0;
+    TermError err;
+    bool ok = walk_term(Bytes(c.bytes), pos, {}, nullptr, err);
+    EXPECT_EQ(ok, c.ok) << "bits " << int{c.bytes[5]} << " of " << c.bytes.size() - 6 << " bytes";
+    if (ok) {
+      EXPECT_EQ(pos, c.bytes.size());
+    } else {
+      EXPECT_STREQ(err.what, "bad bit count");
+      EXPECT_EQ(err.offset, 0u);
+    }
+  }
+}
+
+// A reference with no id words: the VM's decoder reads the first id word
+// anyway (external.c dec_term takes r0 before looking at the count), so
+// it ends 4 bytes later than the format says, and than any walker that
+// follows the count. Checked on OTP 25.2.3: binary_to_term(<<131, 104, 2,
+// 90, 0:16, 119, 1, $n, 1:32, 97, 7, 97, 8, 97, 9>>) is {Ref, 9}, where
+// the format says {Ref, 7} and four bytes more. OTP never sends such a
+// reference; the walker refuses it, so the policy never judges other
+// terms than the VM decodes.
+TEST(Walk, ReferenceWithoutIdWordsIsRefused) {
+  const std::vector<uint8_t> newer = {104, 2, 90, 0,  0, 119, 1, 'n', 0,
+                                      0,   0, 1,  97, 7, 97,  8, 97,  9};
+  const std::vector<uint8_t> new_ref = {104, 2, 114, 0, 0, 119, 1, 'n', 1, 97, 7, 97, 8, 97, 9};
+  for (const std::vector<uint8_t>& b : {newer, new_ref}) {
+    size_t pos = 0;
+    TermError err;
+    EXPECT_FALSE(walk_term(Bytes(b), pos, {}, nullptr, err)) << "walked to " << pos;
+    EXPECT_STREQ(err.what, "reference without id words");
+    EXPECT_EQ(err.offset, 2u);
+  }
+}
+
+// LIST_EXT with no elements is, for the VM, its tail: binary_to_term(<<131,
+// 108, 0:32, 119, 3, "rex">>) is rex (OTP 25.2.3). Any term could hide in
+// one from every is_atom / is_tuple the policy asks; OTP never sends it
+// ([] is NIL_EXT), so the walker refuses it.
+TEST(Walk, EmptyListExtIsRefused) {
+  const std::vector<uint8_t> b = {104, 2, 108, 0, 0, 0, 0, 119, 3, 'r', 'e', 'x', 106};
+  size_t pos = 0;
+  TermError err;
+  EXPECT_FALSE(walk_term(Bytes(b), pos, {}, nullptr, err));
+  EXPECT_STREQ(err.what, "LIST_EXT without elements");
+  EXPECT_EQ(err.offset, 2u);
+}
+
+// A list whose tail is a list is one list for the VM: [a | [b, c]] in two
+// LIST_EXT decodes as [a, b, c], [1 | "ab"] as [1, 97, 98] (OTP 25.2.3).
+// OTP's encoder never splits a list; the policy, which counts a list's
+// elements from its LIST_EXT header, would miss the rest, so the walker
+// refuses the split. An improper tail that is no list stays fine.
+TEST(Walk, ListWhoseTailIsAListIsRefused) {
+  struct Case {
+    std::vector<uint8_t> bytes;
+    size_t tail_at;
+  };
+  const std::vector<Case> cases = {
+      {{108, 0, 0, 0, 1, 119, 1, 'a', 108, 0, 0, 0, 2, 119, 1, 'b', 119, 1, 'c', 106}, 8},
+      {{108, 0, 0, 0, 1, 97, 1, 107, 0, 2, 'a', 'b'}, 7},
+      // Nested: the inner list is fine, the outer one's tail is split.
+      {{108, 0, 0, 0, 1, 108, 0, 0, 0, 1, 97, 1, 106, 108, 0, 0, 0, 1, 97, 2, 106}, 13},
+  };
+  for (const Case& c : cases) {
+    size_t pos = 0;
+    TermError err;
+    EXPECT_FALSE(walk_term(Bytes(c.bytes), pos, {}, nullptr, err));
+    EXPECT_STREQ(err.what, "list tail is a list");
+    EXPECT_EQ(err.offset, c.tail_at);
+  }
+  const std::vector<uint8_t> improper = {108, 0, 0, 0, 1, 119, 1, 'a', 119, 1, 'b'};
+  const std::vector<uint8_t> nested = {108, 0,  0, 0,   2,   108, 0, 0,   0,
+                                       1,   97, 1, 106, 107, 0,   1, 'x', 106};  // [[1], "x"]
+  for (const std::vector<uint8_t>& b : {improper, nested}) {
+    size_t pos = 0;
+    TermError err;
+    EXPECT_TRUE(walk_term(Bytes(b), pos, {}, nullptr, err)) << err.what;
+    EXPECT_EQ(pos, b.size());
+  }
+}
+
+// Lists nested deeper than the walker keeps inline.
+TEST(Walk, ListsNestedDeeply) {
+  constexpr size_t kDepth = 100;
+  std::vector<uint8_t> ok, split;
+  for (size_t i = 0; i < kDepth; i++) ok.insert(ok.end(), {108, 0, 0, 0, 1});
+  ok.push_back(106);
+  split = ok;
+  ok.insert(ok.end(), kDepth, 106);
+  // The outermost list's tail a list: found after 99 inner tails.
+  split.insert(split.end(), kDepth - 1, 106);
+  split.insert(split.end(), {108, 0, 0, 0, 1, 106, 106});
+  size_t pos = 0;
+  TermError err;
+  EXPECT_TRUE(walk_term(Bytes(ok), pos, {}, nullptr, err)) << err.what;
+  EXPECT_EQ(pos, ok.size());
+  pos = 0;
+  EXPECT_FALSE(walk_term(Bytes(split), pos, {}, nullptr, err));
+  EXPECT_STREQ(err.what, "list tail is a list");
+  EXPECT_EQ(err.offset, kDepth * 5 + 1 + kDepth - 1);
+}
+
 TEST(Walk, CacheReferencesAreResolvedWhenTranscoding) {
   const std::string_view texts[] = {"hello", "world"};
   const uint8_t b[] = {104, 2, 82, 1, 82, 0};
