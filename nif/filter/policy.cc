@@ -115,40 +115,55 @@ bool is_ref(const Term& t) {
   return t.tag() == tag::kNewerReference || t.tag() == tag::kNewReference;
 }
 
-// Whether a term may hold a fun that runs code other than `io`'s: with
-// `io` (a policy), export funs of io_lib and erl_scan (the shell passes
-// {reserved_word_fun, fun erl_scan:reserved_word/1} to erl_scan) and of
-// allowed MFAs do not count. Conservative: maps, long lists and tuples and
-// deep nesting count as yes.
-bool may_hold_fun(const Term& t, int depth, const Policy* io = nullptr) {
-  constexpr uint32_t kMaxElements = 64;
-  if (depth > 16 || t.tag() == tag::kMap) return true;
-  if (t.tag() == tag::kExport && io) {
+// Export funs that do not count where a fun check applies: those of the
+// modules the receiving server is built to call.
+enum class Exempt : uint8_t {
+  None,
+  Io,      // io_lib, erl_scan (the shell passes {reserved_word_fun, fun
+           // erl_scan:reserved_word/1} to erl_scan)
+  Global,  // global's name clash resolvers (its own funs, local or export)
+};
+
+// Whether a term may hold a fun that runs code of the sender's choosing:
+// any fun but the export funs `ex` exempts and those of allowed MFAs.
+// Walks at most `budget` terms, 16 deep; past that the answer is yes.
+bool may_hold_fun(const Policy& p, const Term& t, int depth, Exempt ex, int64_t& budget) {
+  if (depth > 16 || --budget < 0) return true;
+  if (t.tag() == tag::kExport) {
     auto m = t.fun_module();
     auto f = t.export_function().atom();
     auto a = t.export_function().next().integer();
-    return !m || !f || !a || !(io_module_allowed(*m) || io->mfa_allowed(*m, *f, *a));
+    if (!m || !f || !a) return true;
+    if (ex == Exempt::Io && io_module_allowed(*m)) return false;
+    if (ex == Exempt::Global && *m == "global") return false;
+    return !p.mfa_allowed(*m, *f, *a);
   }
-  if (t.is_fun()) return true;
+  // global:register_name/2 sends its default resolver as the local fun
+  // `fun random_exit_name/3` of module global: it runs global's own code.
+  if (t.is_fun()) return !(ex == Exempt::Global && t.fun_module() == "global");
+  uint32_t n = 0;
+  Term e;
+  std::vector<uint8_t> map;  // a map's standalone copy: Term has no map navigation
   if (t.is_tuple()) {
-    const uint32_t n = t.arity();
-    if (n > kMaxElements) return true;
-    Term e = t.element(0);
-    for (uint32_t i = 0; i < n; i++, e = e.next()) {
-      if (may_hold_fun(e, depth + 1, io)) return true;
-    }
-    return false;
+    n = t.arity();
+    e = t.element(0);
+  } else if (t.tag() == tag::kList) {
+    n = t.list_length() + 1;  // and the tail
+    e = t.list_element(0);
+  } else if (t.tag() == tag::kMap) {
+    if (!t.append_to(map) || map.size() < 5) return true;
+    n = 2 * ((uint32_t{map[1]} << 24) | (uint32_t{map[2]} << 16) | (uint32_t{map[3]} << 8) | map[4]);
+    e = Term(Bytes(map.data(), map.size()), 5, AtomRefs{});
   }
-  if (t.tag() == tag::kList) {
-    const uint32_t n = t.list_length();
-    if (n > kMaxElements) return true;
-    Term e = t.list_element(0);
-    for (uint32_t i = 0; i < n; i++, e = e.next()) {
-      if (may_hold_fun(e, depth + 1, io)) return true;
-    }
-    return may_hold_fun(e, depth + 1, io);  // the tail
+  for (uint32_t i = 0; i < n; i++, e = e.next()) {
+    if (may_hold_fun(p, e, depth + 1, ex, budget)) return true;
   }
   return false;
+}
+
+bool may_hold_fun(const Policy& p, const Term& t, Exempt ex = Exempt::None) {
+  int64_t budget = int64_t{1} << 20;
+  return may_hold_fun(p, t, 0, ex, budget);
 }
 
 // The answer for a gen call (or sys system message) whose From = {Pid, Tag}
@@ -224,7 +239,7 @@ Classification io_request(const Policy& p, const Term& req, int depth) {
       if (p.mfa_allowed(*ma, *fa, args_arity(a))) return {};
       if (!io_module_allowed(*ma)) return {Hint::Drop, "io_request that calls a function"};
       if (*ma == "io_lib" && (*fa == "format" || *fa == "fwrite")) return {};
-      if (may_hold_fun(a, 0, &p)) return {Hint::Drop, "io_request with a fun in its arguments"};
+      if (may_hold_fun(p, a, Exempt::Io)) return {Hint::Drop, "io_request with a fun in its arguments"};
     }
   }
   return {};
@@ -263,10 +278,58 @@ Classification supervisor_request(const Policy& p, const Term& req) {
   return {};
 }
 
+Classification named_checks(const Policy& p, std::string_view name, const Term& payload,
+                            int depth);
+Classification payload_checks(const Policy& p, const Term& payload, int depth);
+
+// A message a server passes on to a registered name of its node; `name`
+// is an atom, a pid or {Name, Node} (then the other node decides).
+Classification relayed(const Policy& p, const Term& name, const Term& msg, int depth) {
+  if (depth > 4) return {Hint::Drop, "relayed message nested too deep"};
+  if (auto n = name.atom()) return named_checks(p, *n, msg, depth + 1);
+  return payload_checks(p, msg, depth + 1);
+}
+
+// {X, Second} messages: rex runs {X, {call, M, F, A, GL}} (the form for
+// hidden C nodes) and relays {From, {sbcast, Name, Msg}} (Name ! Msg) and
+// {From, {send, Name, Msg}} (Name ! {From, Msg}).
+Classification pair_checks(const Policy& p, const Term& second, int depth) {
+  if (!second.is_tuple()) return {};
+  Term kind = second.element(0);
+  if (second.arity() == 5 && kind.is_atom("call")) return rex_request(p, second);
+  if (second.arity() == 3 && (kind.is_atom("sbcast") || kind.is_atom("send"))) {
+    Classification c = relayed(p, second.element(1), second.element(2), depth);
+    if (c.hint == Hint::Safe && kind.is_atom("send")) c = pair_checks(p, second.element(2), depth + 1);
+    return c;
+  }
+  return {};
+}
+
+// Requests to gen servers that run code or spawn, whoever the receiver is.
+Classification call_request(const Policy& p, const Term& req) {
+  Classification c = supervisor_request(p, req);
+  if (c.hint != Hint::Safe || !req.is_tuple()) return c;
+  Term kind = req.element(0);
+  const uint32_t n = req.arity();
+  // net_kernel runs {spawn | spawn_link, M, F, A, GL} and
+  // {spawn_opt, M, F, A, Opts, Link, GL} for any caller (the spawn/4 of old
+  // nodes).
+  if ((n == 5 && (kind.is_atom("spawn") || kind.is_atom("spawn_link"))) ||
+      (n == 7 && kind.is_atom("spawn_opt"))) {
+    c = check_mfa(p, req.element(1), req.element(2), args_arity(req.element(3)));
+    if (c.hint == Hint::Unsafe) c.reason = "net_kernel spawn of an mfa not allowed";
+    return c;
+  }
+  // global_name_server's registrar runs the fun of {registrar, Fun}.
+  if (n == 2 && kind.is_atom("registrar")) return {Hint::Unsafe, "global registrar request"};
+  return {};
+}
+
 // Payload shapes that make the receiving process run code, whoever the
 // receiver is: io requests with M:F/A, rpc requests, supervisor child
-// specs, sys messages carrying funs (sys:replace_state/2, sys:install/2).
-Classification payload_checks(const Policy& p, const Term& payload) {
+// specs, sys messages carrying funs (sys:replace_state/2, sys:install/2),
+// net_kernel's and rex's relays and spawns.
+Classification payload_checks(const Policy& p, const Term& payload, int depth) {
   if (!payload.is_tuple()) return {};
   const uint32_t n = payload.arity();
   Term label = payload.element(0);
@@ -283,16 +346,35 @@ Classification payload_checks(const Policy& p, const Term& payload) {
       c.refusal = call_refusal(payload.element(1), Answer::RpcBadRpc);
       return c;
     }
-    c = supervisor_request(p, req);
+    c = call_request(p, req);
     if (c.hint != Hint::Safe) c.refusal = call_refusal(payload.element(1), Answer::CallError);
     return c;
   }
-  if (n == 3 && label.is_atom("system") && may_hold_fun(payload.element(2), 0)) {
+  if (n == 3 && label.is_atom("system") && may_hold_fun(p, payload.element(2))) {
     Classification c{Hint::Unsafe, "system message with a fun"};
     c.refusal = call_refusal(payload.element(1), Answer::CallError);
     return c;
   }
+  if (n == 2) return pair_checks(p, payload.element(1), depth);
+  // net_kernel: {From, registered_send, To, Msg} is To ! Msg there;
+  // {From, badcookie, To, Msg} disconnects From's node.
+  if (n == 4 && payload.element(1).is_atom("registered_send")) {
+    return relayed(p, payload.element(2), payload.element(3), depth);
+  }
+  if (n == 4 && payload.element(1).is_atom("badcookie")) {
+    return {Hint::Unsafe, "net_kernel badcookie message"};
+  }
   return {};
+}
+
+// Calls net_kernel answers for remote nodes; everything else it takes
+// (connect, disconnect, allow, ticktime and option changes, spawns, relays)
+// is local business.
+bool net_kernel_call_allowed(const Term& req) {
+  for (std::string_view a : {"longnames", "nodename", "ticktime", "allowed", "get_state"}) {
+    if (req.is_atom(a)) return true;
+  }
+  return req.is_tuple() && req.arity() == 2 && req.element(0).is_atom("is_auth");
 }
 
 // A call to a protected process gets an error answer; other messages to
@@ -305,6 +387,39 @@ Refusal protected_refusal(const Term& payload) {
   return {};
 }
 
+// A message to the registered name `name`.
+Classification named_checks(const Policy& p, std::string_view name, const Term& payload,
+                            int depth) {
+  if (p.name_allowed(name)) return {Hint::Safe, "allowed name"};
+  Classification c = payload_checks(p, payload, depth);
+  if (c.hint != Hint::Safe) return c;
+  if (protected_name(name)) {
+    c = {Hint::Unsafe, "message to a protected process"};
+    c.refusal = protected_refusal(payload);
+    return c;
+  }
+  const bool call = payload.is_tuple() && payload.arity() == 3 &&
+                    payload.element(0).is_atom("$gen_call");
+  if (name == "net_kernel") {
+    if (call && net_kernel_call_allowed(payload.element(2))) return {Hint::Safe, "reg_send"};
+    c = {Hint::Unsafe, "net_kernel request from a remote node"};
+    c.refusal = protected_refusal(payload);
+    return c;
+  }
+  if (name == "global_name_server") {
+    // Local requests: disconnect from every node, stop; and name clash
+    // resolvers that are not global's own are code to run.
+    Term req = call ? payload.element(2) : Term();
+    if (req.is_atom("disconnect") || req.is_atom("stop") ||
+        may_hold_fun(p, payload, Exempt::Global)) {
+      c = {Hint::Unsafe, "global request from a remote node"};
+      c.refusal = protected_refusal(payload);
+      return c;
+    }
+  }
+  return {Hint::Safe, "reg_send"};
+}
+
 }  // namespace
 
 Refusal sender_refusal(const Term& payload) {
@@ -313,10 +428,6 @@ Refusal sender_refusal(const Term& payload) {
   }
   return protected_refusal(payload);
 }
-
-namespace {
-
-}  // namespace
 
 const char* hint_name(Hint h) {
   switch (h) {
@@ -386,19 +497,11 @@ Classification classify(const Policy& p, const Message& msg) {
     case Kind::Signal:
       return {Hint::Safe, "signal"};
     case Kind::Send:
-      return payload_checks(p, msg.payload);
+      return payload_checks(p, msg.payload, 0);
     case Kind::RegSend: {
       auto name = msg.control.element(msg.info->to).atom();
       if (!name) return {Hint::Drop, "reg_send to something that is not an atom"};
-      if (p.name_allowed(*name)) return {Hint::Safe, "allowed name"};
-      Classification c = payload_checks(p, msg.payload);
-      if (c.hint != Hint::Safe) return c;
-      if (protected_name(*name)) {
-        c = {Hint::Unsafe, "message to a protected process"};
-        c.refusal = protected_refusal(msg.payload);
-        return c;
-      }
-      return {Hint::Safe, "reg_send"};
+      return named_checks(p, *name, msg.payload, 0);
     }
     case Kind::SpawnRequest:
       return spawn_request(p, msg);

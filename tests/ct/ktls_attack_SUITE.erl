@@ -19,13 +19,13 @@
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
 -export([recursive_halt/1, recursive_dist_shutdown/1, flood/1, forced_code_load/1,
-         rex_cast/1, supervisor_start_child/1, io_request_mfa/1]).
+         rex_cast/1, supervisor_start_child/1, io_request_mfa/1, otp_server_backdoors/1]).
 %% run on the nodes
 -export([setup_node/0, mark/2, legit_workload/1, pg_member/0, bounded/2, try_erpc/4,
          erpc_attacks/3, halt_all_fun/1, shutdown_dist_fun/1, load_code_fun/3,
          multicast_fun/3, flood_send/2, flood_calls/2, start_sampler/0, sampler_peak/0, vm_hwm/0,
          code_server_load/3, rex_attacks/3, start_child_attacks/3, io_attacks/3,
-         io_legit/1]).
+         io_legit/1, backdoors/4]).
 
 -define(FAST_MS, 5000).
 -define(MIB, (1024 * 1024)).
@@ -35,7 +35,7 @@ suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
     [recursive_halt, recursive_dist_shutdown, flood, forced_code_load, rex_cast,
-     supervisor_start_child, io_request_mfa].
+     supervisor_start_child, io_request_mfa, otp_server_backdoors].
 
 init_per_testcase(TC, Config) ->
     Dir = filename:join(?config(priv_dir, Config), atom_to_list(TC)),
@@ -261,6 +261,46 @@ io_request_mfa(Config) ->
     IoS = io_server(S),
     _ = call(A, io_attacks, [Dir, NS, [standard_error, IoS]]),
     ok = ktls_ct_nodes:wait_until(fun() -> marked(Dir, NS) end, 5000).
+
+%% Beyond the talk: OTP servers that run code, relay messages to local
+%% names or drop connections for any caller: net_kernel's spawn call of
+%% old nodes and its registered_send relay, rex's {Node, {call, ...}} form
+%% and its sbcast/send relays, global's registrar and name clash resolver
+%% funs, sys:replace_state/2, and net_kernel/global disconnects. Control:
+%% a stock node does all of it.
+otp_server_backdoors(Config) ->
+    Dir = ?config(marker_dir, Config),
+    {[{T, NT}], {A, NA}} = cluster(1),
+    {S, NS} = stock(),
+    connect(A, NS),
+    Before = conn_ids([{T, NT}], NA),
+    {Mod, Bin} = evil_module(),
+    R = call(A, backdoors, [Dir, NT, Mod, Bin]),
+    ct:pal("backdoors: ~p", [R]),
+    #{net_kernel_spawn := {ok, {error, unauthorized}},
+      relay_start_child := {error, unauthorized},
+      relay_code_server := no_reply,
+      global_registrar := {ok, {error, unauthorized}},
+      global_resolver := {ok, {error, unauthorized}},
+      replace_state := {exit, {unauthorized, _}},
+      net_kernel_disconnect := {ok, {error, unauthorized}},
+      global_disconnect := {ok, {error, unauthorized}}} = R,
+    timer:sleep(500),
+    ?assertEqual([], markers(Dir)),
+    ?assertEqual(false, ktls_ct_nodes:call(T, code, is_loaded, [Mod])),
+    healthy(T, NT, A, NA, Before),
+    %% Control: stock node.
+    RS = call(A, backdoors, [Dir, NS, Mod, Bin]),
+    ct:pal("backdoors on a stock node: ~p", [RS]),
+    ?assertMatch(#{net_kernel_spawn := {ok, Pid}} when is_pid(Pid), RS),
+    ?assertMatch(#{relay_code_server := {module, Mod}}, RS),
+    ?assertMatch({file, _}, ktls_ct_nodes:call(S, code, is_loaded, [Mod])),
+    ok = ktls_ct_nodes:wait_until(
+           fun() ->
+                   Ms = [M || M <- markers(Dir), lists:suffix("@" ++ atom_to_list(NS), M)],
+                   length(Ms) >= 7
+           end, 5000),
+    ?assertEqual([], ktls_ct_nodes:call(S, erlang, nodes, [])).
 
 %% ------------------------------------------------------------------
 %% Checks (test runner side)
@@ -677,6 +717,45 @@ io_attacks(Dir, Node, Servers) ->
         [io_request(Dest(hd(Servers)), {requests, [Apply]}),
          io_request(Dest(lists:last(Servers)), Scan),
          io_request(Dest(lists:last(Servers)), {put_chars, unicode, os, cmd, ["true"]})].
+
+%% @doc The backdoors of otp_server_backdoors/1 against Node, each fun
+%% marking under its own name; the disconnects last.
+-spec backdoors(file:filename(), node(), module(), binary()) -> map().
+backdoors(Dir, Node, Mod, Bin) ->
+    GL = group_leader(),
+    Fun = fun(What) -> fun() -> mark(Dir, What) end end,
+    Spec = #{id => make_ref(), start => {erlang, apply, [Fun(relay_start_child), []]},
+             restart => temporary},
+    Call = fun(Dest, Req) -> bounded(fun() -> gen_server:call(Dest, Req, infinity) end, ?FAST_MS)
+           end,
+    Self = self(),
+    Ref = make_ref(),
+    NetKernel = {net_kernel, Node},
+    Rex = {rex, Node},
+    NkSpawn = Call(NetKernel, {spawn, erlang, apply, [Fun(net_kernel_spawn), []], GL}),
+    NetKernel ! {Self, registered_send, kernel_sup, {'$gen_call', {Self, Ref}, {start_child, Spec}}},
+    StartChild = receive {Ref, Reply} -> Reply after 2000 -> no_reply end,
+    NetKernel ! {Self, registered_send, code_server,
+                 {code_call, Self, {load_binary, Mod, atom_to_list(Mod), Bin}}},
+    CodeServer = receive {code_server, CReply} -> CReply after 2000 -> no_reply end,
+    Rex ! {node(), {call, erlang, apply, [Fun(rex_hidden_call), []], GL}},
+    Rex ! {Self, {sbcast, rex, {'$gen_cast', {cast, erlang, apply, [Fun(rex_sbcast), []], GL}}}},
+    Rex ! {Self, {send, rex, {call, erlang, apply, [Fun(rex_send), []], GL}}},
+    Registrar = Call({global_name_server, Node},
+                     {registrar, fun(_Nodes) -> mark(Dir, global_registrar) end}),
+    Resolve = fun(_Name, _Pid1, _Pid2) -> mark(Dir, global_resolver), none end,
+    Resolver = Call({global_name_server, Node}, {register, {ktls_attack_clash, node()}, Self, Resolve}),
+    ReplaceState = bounded(fun() ->
+                                   sys:replace_state({ktls_attack_server, Node},
+                                                     fun(St) -> mark(Dir, replace_state), St end)
+                           end, ?FAST_MS),
+    receive after 500 -> ok end,
+    GlobalDisconnect = Call({global_name_server, Node}, disconnect),
+    NkDisconnect = Call(NetKernel, {disconnect, node()}),
+    gen_server:cast(NetKernel, {async_disconnect, node()}),
+    #{net_kernel_spawn => NkSpawn, relay_start_child => StartChild, relay_code_server => CodeServer,
+      global_registrar => Registrar, global_resolver => Resolver, replace_state => ReplaceState,
+      global_disconnect => GlobalDisconnect, net_kernel_disconnect => NkDisconnect}.
 
 io_request(Dest, Request) ->
     Ref = make_ref(),
