@@ -174,6 +174,9 @@ bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad) {
   if (enif_get_map_value(env, map, make_atom(env, "handler"), &v)) {
     p->handler = !enif_is_identical(v, atoms.undefined) && enif_is_atom(env, v);
   }
+  if (enif_get_map_value(env, map, make_atom(env, "handler_spawn_init"), &v)) {
+    p->handler_spawn_init = enif_is_identical(v, atoms.true_);
+  }
   if (enif_get_map_value(env, map, make_atom(env, "logger_capacity"), &v)) {
     ErlNifUInt64 cap;
     if (!enif_get_uint64(env, v, &cap)) return *bad = "logger_capacity", false;
@@ -205,6 +208,7 @@ ERL_NIF_TERM make_filter_stats(ErlNifEnv* env, const filter::Stats& s) {
       .count("messages_kept", s.kept)
       .count("messages_dropped", s.dropped)
       .count("spawn_requests_refused", s.rewritten)
+      .count("spawn_requests_redirected", s.redirected)
       .count("handler_asked", s.asked)
       .count("would_drop", s.would_drop)
       .count("uninspected", s.uninspected)
@@ -229,6 +233,12 @@ ERL_NIF_TERM make_world_stats(ErlNifEnv* env) {
                     p->inspect ? atoms.true_ : atoms.false_, &m);
   enif_make_map_put(env, m, make_atom(env, "filter_mode"),
                     make_atom(env, filter::mode_name(p->mode)), &m);
+  ERL_NIF_TERM reasons = enif_make_new_map(env);
+  for (const auto& [what, n] : filter::error_reasons()) {
+    enif_make_map_put(env, reasons, make_string_binary(env, what), enif_make_uint64(env, n),
+                      &reasons);
+  }
+  enif_make_map_put(env, m, make_atom(env, "errors_by_reason"), reasons, &m);
   return m;
 }
 
@@ -354,7 +364,8 @@ ERL_NIF_TERM nif_filter_decode(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
     if (!enif_inspect_binary(env, head, &packet)) return enif_make_badarg(env);
     ch.inspect(filter::Bytes(packet.data, packet.size), v);
     if (v.action == filter::Action::Close) {
-      out.push_back(enif_make_tuple2(env, make_atom(env, "close"), make_string_binary(env, v.error)));
+      out.push_back(
+          enif_make_tuple2(env, make_atom(env, "close"), make_string_binary(env, v.error)));
       break;
     }
     const char* action = "keep";

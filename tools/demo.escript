@@ -1,7 +1,8 @@
 #!/usr/bin/env escript
 %%! -noshell
 %% ./ktls demo: three nodes with -proto_dist ktls_filter on 127.0.0.1.
-%% Shows traffic flowing over the carrier and the carrier's statistics.
+%% Shows traffic flowing over the carrier, attacks from the ElixirConf 2023
+%% dist-filtering talk being dropped by the default policy, and statistics.
 -mode(compile).
 
 main([Ebin, BenchEbin | _]) ->
@@ -11,8 +12,11 @@ main([Ebin, BenchEbin | _]) ->
                     {ok, P, N} = peer:start_link(
                                    #{name => Name ++ "_" ++ os:getpid(), host => "127.0.0.1",
                                      longnames => true, connection => standard_io,
+                                     %% the bench's traffic generators spawn
+                                     %% ktls_bench funs: allowed on purpose
                                      args => ["-pa", Ebin, "-pa", BenchEbin, "-proto_dist", "ktls_filter",
-                                              "-setcookie", Cookie]}),
+                                              "-setcookie", Cookie,
+                                              "-ktls_filter", "allow_mfa", "[{ktls_bench,'_','_'}]"]}),
                     {P, N}
             end,
     say("starting 3 nodes with -proto_dist ktls_filter on 127.0.0.1"),
@@ -32,9 +36,31 @@ main([Ebin, BenchEbin | _]) ->
     say("  ping-pong p50: ~p us", [lists:nth(500, Rtts)]),
     NB = Call(A, erpc, call, [NB, erlang, node, []]),
 
-    %% The filter engine (nif/filter, issue 4) is not in the tree yet, so the
-    %% demo does not launch attacks: nothing would stop them.
-    say("attacks: skipped - the filter engine is not built yet, so nothing would drop them"),
+    say("attacks from ~p on ~p (default policy, no allow list for them):", [NA, NB]),
+    %% Each runs on alpha: peer:call(A, M, F, Args).
+    Try = fun(What, M, F, Args) ->
+                  R = case Call(A, M, F, Args) of
+                          _ when F =:= send -> sent;
+                          Answer -> Answer
+                      end,
+                  say("  ~-48s -> ~0tp", [What, R])
+          end,
+    Marker = "/tmp/ktls_demo_pwned_" ++ os:getpid(),
+    Touch = "touch " ++ Marker,
+    %% rpc:call (erpc underneath) answers {badrpc, _} instead of raising
+    Try("rpc:call(Node, erlang, halt, [1])", rpc, call, [NB, erlang, halt, [1], 5000]),
+    Try("rpc:call(Node, os, cmd, [\"touch ...\"])", rpc, call, [NB, os, cmd, [Touch], 5000]),
+    Try("{rex, Node} ! {'$gen_cast', {cast, os, cmd, ...}}", erlang, send,
+        [{rex, NB}, {'$gen_cast', {cast, os, cmd, [Touch], self()}}]),
+    Try("{standard_error, Node} ! {io_request, .., MFA}", erlang, send,
+        [{standard_error, NB}, {io_request, self(), make_ref(), {put_chars, unicode, os, cmd, [Touch]}}]),
+    timer:sleep(500),
+    say("  ~p still up: ~p; attacker code ran: ~p",
+        [NB, Call(A, net_adm, ping, [NB]) =:= pong, filelib:is_file(Marker)]),
+    W = Call(B, ktls_filter, world_stats_get, []),
+    say("  filter on ~p: ~p messages seen, ~p kept, ~p dropped, ~p spawn requests refused",
+        [NB, maps:get(messages_seen, W), maps:get(messages_kept, W),
+         maps:get(messages_dropped, W), maps:get(spawn_requests_refused, W)]),
 
     say("stats on ~p:", [NB]),
     Stats = Call(B, ktls_filter, carrier_stats, []),

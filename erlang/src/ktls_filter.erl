@@ -15,7 +15,8 @@ config_get() ->
 %% start-up options. Switching deep_packet_inspection is logged.
 -spec config_set(atom(), term()) -> ok | {error, string()}.
 config_set(Key, Value) ->
-    case ktls_filter_config:set({Key, Value}, fun ktls_filter_nif:filter_configure/1) of
+    Apply = fun(C) -> ktls_filter_nif:filter_configure(ktls_filter_config:filter_options(C)) end,
+    case ktls_filter_config:set({Key, Value}, Apply) of
         {ok, Old, New} ->
             logger:notice("ktls_filter: ~p set to ~tp (was ~tp)", [Key, New, Old]),
             ok;

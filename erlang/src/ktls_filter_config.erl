@@ -6,7 +6,7 @@
 %% ill-typed option is an error that names it.
 -module(ktls_filter_config).
 
--export([load/0, get/0, get/1, set/2, options/0, validate/1, describe/0]).
+-export([load/0, get/0, get/1, set/2, options/0, validate/1, describe/0, filter_options/1]).
 
 -type key() :: atom().
 -type config() :: #{key() => term()}.
@@ -256,6 +256,20 @@ type_name(peers) -> "a map #{'name@host' => {Host, Port}}";
 type_name(mfa_list) -> "a list of {Module, Function, Arity | '_'}";
 type_name(atom_list) -> "a list of atoms";
 type_name(module_or_undefined) -> "a module name or undefined".
+
+%% @doc What the filter engine (ktls_filter_nif:filter_configure/1) gets:
+%% the configuration plus `handler_spawn_init', true when the handler
+%% module exports spawn_request_init/4 (unsafe spawn requests then go to it).
+-spec filter_options(config()) -> map().
+filter_options(Config) ->
+    Init = case maps:get(handler, Config, undefined) of
+               undefined ->
+                   false;
+               H ->
+                   _ = code:ensure_loaded(H),
+                   erlang:function_exported(H, spawn_request_init, 4)
+           end,
+    Config#{handler_spawn_init => Init}.
 
 %% @doc Human-readable table of options and defaults (for docs and --help).
 -spec describe() -> iolist().

@@ -92,8 +92,15 @@ start_carrier() ->
         {ok, Config} ->
             case ktls_filter_nif:start(Config) of
                 ok ->
-                    _ = ktls_filter_nif:filter_configure(Config),
-                    ok;
+                    case ktls_filter_nif:filter_configure(
+                           ktls_filter_config:filter_options(Config)) of
+                        ok ->
+                            ok;
+                        {error, Bad} ->
+                            error_logger:error_msg("ktls_filter: filter configuration "
+                                                   "refused: ~tp~n", [Bad]),
+                            {error, Bad}
+                    end;
                 {error, Reason} ->
                     error_logger:error_msg("ktls_filter: carrier failed to start: ~tp~n",
                                            [Reason]),

@@ -145,9 +145,12 @@ send_data(Conn, DHandle) ->
                     %% above +zdbbl) until the carrier has drained.
                     wait_writable(Conn, DHandle);
                 {error, closed} ->
+                    %% Closed under our feet: the carrier's reason follows.
                     receive
-                        {ktls_closed, Conn, Reason} -> exit({connection_closed, Reason})
-                    after 5000 -> exit(connection_closed)
+                        {ktls_closed, Conn, _} = Closed -> connection_down(Conn, Closed)
+                    after 5000 ->
+                            log_closed(Conn, connected, <<"closed while sending">>),
+                            exit(connection_closed)
                     end
             end
     end.

@@ -9,7 +9,7 @@
 %% Configure with the `handler' option (or ktls_filter:config_set(handler, Mod)).
 -module(ktls_filter_handler).
 
--export([classify/5, spawn_request_denied/1]).
+-export([classify/5, spawn_request_denied/1, spawn_request_init/4]).
 
 -type hint() :: drop | safe | unsafe.
 -type control() :: tuple().
@@ -19,8 +19,13 @@
 -callback classify(hint(), node(), control()) -> drop | keep.
 %% @doc A control message with its payload (send, reg_send, spawn_request args...).
 -callback classify(hint(), node(), control(), term()) -> drop | keep.
-%% @doc Runs instead of M:F(A) in a spawned process when a spawn request was
-%% rewritten to go through the handler (optional).
+%% @doc Runs instead of M:F(A) in the spawned process when the handler
+%% exports it (optional): every spawn request the policy marks unsafe is
+%% redirected here instead of being asked about with classify/4, so the
+%% handler decides where the code would run, and the caller always gets a
+%% spawn reply and an exit. To allow, call `apply(M, F, A)'; to refuse,
+%% exit (for erpc, `erpc:execute_call(Ref, M2, F2, A2)' with a function that
+%% exits gives the caller `{exception, Reason}').
 -callback spawn_request_init(node(), module(), atom(), list()) -> term().
 -optional_callbacks([spawn_request_init/4]).
 
@@ -46,6 +51,29 @@ classify(Handler, Hint, Node, Control, Payload) ->
                          [Handler, Control, Node, Class, Reason, Stack]),
             drop
     end.
+
+%% @doc What a redirected spawn request runs (see the spawn_request_init/4
+%% callback): the configured handler's spawn_request_init(Node, M, F, A),
+%% Node being the requesting node. A crash or a missing handler refuses the
+%% request like spawn_request_denied/1, and a crash is logged.
+-spec spawn_request_init(pid(), module(), atom(), list()) -> term().
+spawn_request_init(From, M, F, A) ->
+    Node = node(From),
+    Handler = ktls_filter_config:get(handler),
+    try
+        Handler:spawn_request_init(Node, M, F, A)
+    catch
+        exit:Reason:_ ->
+            exit(Reason);
+        Class:Reason:Stack ->
+            logger:error("ktls_filter: handler ~p spawn_request_init crashed on ~p:~p/~b from ~p: "
+                         "~p:~tp ~tp; refusing", [Handler, M, F, length(A), Node, Class, Reason,
+                                                 Stack]),
+            spawn_request_denied(erpc_ref(M, F, A))
+    end.
+
+erpc_ref(erpc, execute_call, [Ref | _]) when is_reference(Ref) -> Ref;
+erpc_ref(_, _, _) -> undefined.
 
 %% @doc What a refused spawn request runs instead of its M:F(A): the filter
 %% rewrites the request, so the caller's monitor or link sees the process

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 
 namespace ktls::filter {
 namespace {
@@ -26,6 +27,32 @@ constexpr std::string_view kVoidName = "ktls_filter_dropped";
 Stats& world_stats() {
   static Stats s;
   return s;
+}
+
+namespace {
+// Node-wide count of channel errors by reason. Reasons are the decoder's
+// static texts, so the map stays small; errors are rare, so one mutex.
+struct ErrorReasons {
+  std::mutex mu;
+  std::map<std::string, uint64_t, std::less<>> counts;
+};
+ErrorReasons& error_reasons_state() {
+  static ErrorReasons r;
+  return r;
+}
+void count_error_reason(std::string_view what) {
+  ErrorReasons& r = error_reasons_state();
+  std::lock_guard lock(r.mu);
+  auto it = r.counts.find(what);
+  if (it == r.counts.end()) it = r.counts.emplace(std::string(what), 0).first;
+  it->second++;
+}
+}  // namespace
+
+std::vector<std::pair<std::string, uint64_t>> error_reasons() {
+  ErrorReasons& r = error_reasons_state();
+  std::lock_guard lock(r.mu);
+  return {r.counts.begin(), r.counts.end()};
 }
 
 struct Channel::Sequence {
@@ -95,6 +122,7 @@ bool Channel::fail(Verdict& v, const char* what, size_t offset, const ControlInf
   v.action = Action::Close;
   v.error = buf;
   count(&Stats::errors);
+  count_error_reason(what);
   return false;
 }
 
@@ -233,7 +261,8 @@ void Channel::inspect(Bytes p, Verdict& v) {
     framing_ = Framing::PassThrough;
     refs_.clear();
     ref_new_ = false;
-    decide(p, 0, 1, true, v);
+    // The 'p' is the header: messages the filter writes instead need it.
+    decide(p, 1, 1, true, v);
     return;
   }
   if (p.size() < 2 || p[0] != tag::kVersion) {
@@ -272,6 +301,17 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
     count(&Stats::kept);
     return;
   }
+  // The same limit as for reassembled messages: a peer that does not
+  // fragment gets nothing larger in either.
+  if (p.size() - body_pos > pol.max_message_size) {
+    count(&Stats::too_large);
+    count_control(nullptr, false);
+    v.reason = "message larger than max_message_size";
+    v.hint = Hint::Drop;
+    v.action = Action::Drop;
+    if (ref_new_) carrier_for(p.first(header_end), v.bytes);
+    return;
+  }
   Message m;
   if (!decode(p, body_pos, refs_, versioned, m, v)) return;
   judge(m, p.first(header_end), ref_new_, v);
@@ -294,11 +334,21 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
     v.action = Action::Keep;
     return;
   }
+  // A handler with spawn_request_init/4 decides unsafe spawn requests in
+  // the spawned process itself: the request is redirected, not dropped.
+  if (c.hint == Hint::Unsafe && pol.handler && pol.handler_spawn_init &&
+      m.info->kind == Kind::SpawnRequest) {
+    rewrite_spawn_request(header, m, true, v.bytes);
+    count(&Stats::redirected);
+    count_control(m.info, true);
+    v.action = Action::Drop;  // delivers `bytes`, the redirected request
+    return;
+  }
   // The drop alternative: a refused spawn request still gets an answer; a
   // header that wrote the atom cache still reaches the VM.
   std::vector<uint8_t>& alt = (c.hint == Hint::Unsafe && pol.handler) ? v.drop_bytes : v.bytes;
   if (m.info->kind == Kind::SpawnRequest) {
-    rewrite_spawn_request(header, m, alt);
+    rewrite_spawn_request(header, m, false, alt);
   } else if (!answer_refusal(header, c.refusal, alt) && header_writes) {
     carrier_for(header, alt);
   }
@@ -338,8 +388,11 @@ void Channel::carrier_for(Bytes header, std::vector<uint8_t>& out) {
 // The spawn request, now of ktls_filter_handler:spawn_request_denied/1: the
 // process exits at once (with {Ref, exit, unauthorized} for erpc calls, so
 // the caller's erpc raises {exception, unauthorized}) and the caller's
-// monitor or link reports it.
-void Channel::rewrite_spawn_request(Bytes header, const Message& m, std::vector<uint8_t>& out) {
+// monitor or link reports it. Redirected, it spawns
+// ktls_filter_handler:spawn_request_init(From, M, F, Args) instead, and the
+// configured handler's spawn_request_init/4 runs in the new process.
+void Channel::rewrite_spawn_request(Bytes header, const Message& m, bool redirect,
+                                    std::vector<uint8_t>& out) {
   const bool versioned = header.size() >= 1 && header[0] == kPassThrough;
   out.assign(header.begin(), header.end());
   if (versioned) out.push_back(tag::kVersion);
@@ -350,15 +403,26 @@ void Channel::rewrite_spawn_request(Bytes header, const Message& m, std::vector<
     if (i == 4) {
       enc::small_tuple(out, 3);
       enc::atom(out, "ktls_filter_handler");
-      enc::atom(out, "spawn_request_denied");
-      enc::integer(out, 1);
+      enc::atom(out, redirect ? "spawn_request_init" : "spawn_request_denied");
+      enc::integer(out, redirect ? 4 : 1);
     } else {
       c.element(i).append_to(out);
     }
   }
   if (versioned) out.push_back(tag::kVersion);
-  enc::list_header(out, 1);
   Term mfa = c.element(4);
+  if (redirect) {
+    // [From, M, F, Args]: policy already checked that M and F are atoms and
+    // Args a proper list.
+    enc::list_header(out, 4);
+    c.element(2).append_to(out);
+    mfa.element(0).append_to(out);
+    mfa.element(1).append_to(out);
+    m.payload.append_to(out);
+    enc::nil(out);
+    return;
+  }
+  enc::list_header(out, 1);
   Term first = m.payload.list_element(0);
   if (mfa.element(0).is_atom("erpc") && mfa.element(1).is_atom("execute_call") &&
       first.tag() == tag::kNewerReference) {
@@ -447,7 +511,7 @@ void Channel::answer_discarded(Sequence& s) {
     Term first = m.payload.list_element(0);
     size_t end = first.offset();
     if (!first.valid() || !walk_term(buf, end, refs, nullptr, err)) return;
-    rewrite_spawn_request(header, m, s.answer);
+    rewrite_spawn_request(header, m, false, s.answer);
     s.answer_spawn = true;
     return;
   }

@@ -35,6 +35,7 @@ struct Stats {
   std::atomic<uint64_t> kept{0};
   std::atomic<uint64_t> dropped{0};
   std::atomic<uint64_t> rewritten{0};    // refused spawn requests answered
+  std::atomic<uint64_t> redirected{0};   // spawn requests sent to the handler's init
   std::atomic<uint64_t> asked{0};        // unsafe messages handed to the handler
   std::atomic<uint64_t> would_drop{0};   // monitor mode: kept, policy said drop
   std::atomic<uint64_t> uninspected{0};  // passed while inspection was off
@@ -53,6 +54,9 @@ struct Stats {
 
 // Node-wide counters (sum over every channel that ever existed).
 Stats& world_stats();
+// Node-wide count of channel errors (connections closed for malformed
+// input) by reason, e.g. {"truncated term", 2}.
+std::vector<std::pair<std::string, uint64_t>> error_reasons();
 
 // What the caller does with one packet.
 // In every case but Close, `prefix` (when not empty) is delivered first: it
@@ -125,7 +129,10 @@ class Channel {
   void finish(Sequence& s, Verdict& v);
   void release(Sequence& s);
   void carrier_for(Bytes header, std::vector<uint8_t>& out);
-  void rewrite_spawn_request(Bytes header, const Message& m, std::vector<uint8_t>& out);
+  // Rewrites a spawn request to spawn ktls_filter_handler:spawn_request_denied/1
+  // (refused) or, with `redirect`, ktls_filter_handler:spawn_request_init/4.
+  void rewrite_spawn_request(Bytes header, const Message& m, bool redirect,
+                             std::vector<uint8_t>& out);
   // False (and `out` untouched or cleared) when there is no answer to write.
   bool answer_refusal(Bytes header, const Refusal& r, std::vector<uint8_t>& out);
   void answer_discarded(Sequence& s);

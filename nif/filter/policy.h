@@ -43,6 +43,11 @@ struct Policy {
   // A handler module decides unsafe messages (the NIF asks the connection's
   // input process) instead of the policy dropping them.
   bool handler = false;
+  // The handler exports spawn_request_init/4: unsafe spawn requests are
+  // redirected to it (the spawned process runs
+  // ktls_filter_handler:spawn_request_init/4, which calls the handler)
+  // instead of being asked about with classify/4.
+  bool handler_spawn_init = false;
 
   bool mfa_allowed(std::string_view m, std::string_view f, int64_t arity) const;
   bool name_allowed(std::string_view name) const;

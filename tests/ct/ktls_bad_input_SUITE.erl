@@ -30,7 +30,9 @@ init_per_suite(Config) ->
     ok = ktls_ct_nodes:call(A, logger, add_handler,
                             [ktls_test_log, logger_std_h,
                              #{config => #{file => Log}, level => notice}]),
-    {B, NB} = ktls_ct_nodes:start(ktls_ct_nodes:unique("b"), ktls),
+    %% the same tick time on both ends: a would time b out otherwise
+    {B, NB} = ktls_ct_nodes:start(ktls_ct_nodes:unique("b"), ktls,
+                                  ["-kernel", "net_ticktime", "4"]),
     pong = ktls_ct_nodes:call(A, net_adm, ping, [NB]),
     [{a, A}, {na, NA}, {b, B}, {nb, NB}, {port, Port}, {log, Log} | Config].
 
@@ -81,7 +83,8 @@ malformed_dist_messages(Config) ->
         [{<<131, $D, 1, 16#00, 5>>, "reference to an empty atom cache slot at byte 4"},
          {<<131, $D, 0, 104, 4, 97, 6>>, "term count exceeds remaining bytes at byte 5"},
          {<<131, $D, 0, 104, 2, 97, 99, 106>>, "unknown control message at byte 3"},
-         {<<131, $D, 0, 104, 3, 97, 1, Pid/binary>>, "truncated term at byte 25"},
+         {<<131, $D, 0, 104, 3, 97, 1, Pid/binary, (binary_part(Pid, 0, 10))/binary>>,
+          "truncated term at byte 31"},
          {<<131, $D, 0, 104, 4, 97, 6, Pid/binary, 106, 100, 0, 3, "rex">>,
           "reg_send: missing payload"},
          {<<131, $D, 0, 104, 3, 97, 2, 106, Pid/binary, 108, 255, 255, 255, 255, 97, 1>>,
@@ -101,8 +104,14 @@ malformed_dist_messages(Config) ->
               logged(Config, atom_to_list(Fake))
       end, Cases),
     still_healthy(Config),
-    Errors = maps:get(errors, ktls_ct_nodes:call(A, ktls_filter, world_stats_get, [])),
-    ?assertEqual(length(Cases), Errors - Errors0).
+    W = ktls_ct_nodes:call(A, ktls_filter, world_stats_get, []),
+    ?assertEqual(length(Cases), maps:get(errors, W) - Errors0),
+    %% the counters say why
+    ByReason = maps:get(errors_by_reason, W),
+    ct:pal("errors_by_reason: ~p", [ByReason]),
+    ?assertEqual(1, maps:get(<<"truncated term">>, ByReason)),
+    ?assertEqual(1, maps:get(<<"fragment for an unknown sequence">>, ByReason)),
+    ?assert(maps:get(<<"term count exceeds remaining bytes">>, ByReason) >= 2).
 
 %% A peer that opens fragment sequences and never finishes them is cut off
 %% at max_open_fragments (64) instead of making the node hold them all.

@@ -3,7 +3,8 @@
 %% itself is not on the dist path), and small remote-call helpers.
 -module(ktls_ct_nodes).
 
--export([ebin/0, root/0, start/3, start/2, call/4, call/5, stop/1, os_pid/1, fd_count/1,
+-export([ebin/0, root/0, start/3, start/2, call/4, call/5, stop/1, track/1, stop_tracked/0,
+         os_pid/1, fd_count/1,
          unique/1, cookie/0, wait_until/2, allow_mfa_args/1]).
 
 -define(COOKIE, "ktls_ct_cookie").
@@ -72,6 +73,25 @@ call(Peer, M, F, A, Timeout) ->
 stop(Peer) ->
     catch peer:stop(Peer),
     ok.
+
+%% @doc Remembers Peer (in the calling process) for stop_tracked/0.
+-spec track(pid()) -> ok.
+track(Peer) ->
+    put({?MODULE, peers}, [Peer | get_tracked()]),
+    ok.
+
+%% @doc Stops every peer track/1 remembered in this process (end_per_testcase).
+-spec stop_tracked() -> ok.
+stop_tracked() ->
+    [stop(P) || P <- get_tracked()],
+    erase({?MODULE, peers}),
+    ok.
+
+get_tracked() ->
+    case get({?MODULE, peers}) of
+        undefined -> [];
+        L -> L
+    end.
 
 -spec os_pid(pid()) -> string().
 os_pid(Peer) ->

@@ -24,20 +24,12 @@ init_per_testcase(_TC, Config) ->
     Config.
 
 end_per_testcase(_TC, _Config) ->
-    [ktls_ct_nodes:stop(P) || P <- get_peers()],
-    erase(peers),
-    ok.
-
-get_peers() ->
-    case get(peers) of
-        undefined -> [];
-        L -> L
-    end.
+    ktls_ct_nodes:stop_tracked().
 
 start(Name, Carrier) -> start(Name, Carrier, []).
 start(Name, Carrier, Extra) ->
     {P, N} = ktls_ct_nodes:start(ktls_ct_nodes:unique(Name), Carrier, allow() ++ Extra),
-    put(peers, [P | get_peers()]),
+    ktls_ct_nodes:track(P),
     {P, N}.
 
 %% These cases test the carrier, not the policy: they run the suite's funs
@@ -166,7 +158,7 @@ reconnect_after_restart(_Config) ->
     ktls_ct_nodes:stop(B),
     ok = ktls_ct_nodes:wait_until(fun() -> call(A, erlang, nodes, []) =:= [] end, 10000),
     {B2, NB} = ktls_ct_nodes:start(Name, ktls),
-    put(peers, [B2 | get_peers()]),
+    ktls_ct_nodes:track(B2),
     pong = call(A, net_adm, ping, [NB]),
     NB = call(A, erpc, call, [NB, erlang, node, []]),
     ok.
@@ -296,7 +288,7 @@ pool_buffers_return_after_release(_Config) ->
 
 start_named(Name, Carrier, Extra) ->
     {P, N} = ktls_ct_nodes:start(Name, Carrier, allow() ++ Extra),
-    put(peers, [P | get_peers()]),
+    ktls_ct_nodes:track(P),
     {P, N}.
 
 free_port() ->

@@ -9,41 +9,33 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
--export([handler_decides/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
+-export([handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
          monitor_mode_keeps_and_counts/1, channel_inspect_reports_state/1,
          atom_cache_survives_dropped_message/1, max_message_size_drops_large_messages/1]).
 %% run on the nodes
--export([start_echo/0, try_erpc/4, echo/2, start_collector/0, collected/0, start_logger/0,
+-export([start_echo/0, try_erpc/4, try_spawn_request/4, echo/2, start_collector/0, collected/0, start_logger/0,
          send_many/3]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
-    [handler_decides, logger_gets_events_and_counts_drops, break_glass_switch,
-     monitor_mode_keeps_and_counts, channel_inspect_reports_state,
+    [handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
+     break_glass_switch, monitor_mode_keeps_and_counts, channel_inspect_reports_state,
      atom_cache_survives_dropped_message, max_message_size_drops_large_messages].
 
 init_per_testcase(_TC, Config) ->
     Config.
 
 end_per_testcase(_TC, _Config) ->
-    [ktls_ct_nodes:stop(P) || P <- get_peers()],
-    erase(peers),
-    ok.
-
-get_peers() ->
-    case get(peers) of
-        undefined -> [];
-        L -> L
-    end.
+    ktls_ct_nodes:stop_tracked().
 
 %% Target (ktls_filter, default policy plus Extra) with an echo server, and
 %% a connected stock attacker.
 start_pair(Extra) ->
     {T, NT} = ktls_ct_nodes:start(ktls_ct_nodes:unique("target"), ktls, Extra),
-    put(peers, [T | get_peers()]),
+    ktls_ct_nodes:track(T),
     {A, NA} = ktls_ct_nodes:start(ktls_ct_nodes:unique("attacker"), inet_tcp),
-    put(peers, [A | get_peers()]),
+    ktls_ct_nodes:track(A),
     ok = ktls_ct_nodes:call(T, ?MODULE, start_echo, []),
     true = ktls_ct_nodes:call(A, net_kernel, connect_node, [NT]),
     {T, NT, A, NA}.
@@ -68,6 +60,23 @@ handler_decides(_Config) ->
     W = world(T),
     ?assertEqual(3, maps:get(handler_asked, W)),
     #{seen := 3, kept := 1, dropped := 2} = maps:get(spawn_request, maps:get(control, W)).
+
+%% A handler that exports spawn_request_init/4 gets every unsafe spawn
+%% request in the spawned process: it runs the allowed erpc call, refuses
+%% the rest, and callers get answers (a result, {exception, unauthorized},
+%% a DOWN with the exit reason), never a hang.
+handler_spawn_request_init(_Config) ->
+    {T, NT, A, _} = start_pair(["-ktls_filter", "handler", "ktls_ct_init_handler"]),
+    OsPid = ktls_ct_nodes:call(T, os, getpid, []),
+    ?assertEqual({ok, OsPid}, call(A, try_erpc, [NT, os, getpid, []])),
+    ?assertEqual({exit, {exception, unauthorized}}, call(A, try_erpc, [NT, os, cmd, ["true"]])),
+    ?assertEqual({down, unauthorized},
+                 call(A, try_spawn_request, [NT, os, putenv, ["KTLS_X", "1"]])),
+    ?assertEqual(false, ktls_ct_nodes:call(T, os, getenv, ["KTLS_X"])),
+    ok = call(A, echo, [NT, still_here]),
+    W = world(T),
+    ?assertEqual(3, maps:get(spawn_requests_redirected, W)),
+    ?assertEqual(0, maps:get(handler_asked, W)).
 
 %% A logger sees decoded messages in batches; with capacity 1 and a slow
 %% logger the events that do not fit are dropped and counted, and traffic
@@ -175,6 +184,18 @@ start_echo() ->
 try_erpc(Node, M, F, A) ->
     try {ok, erpc:call(Node, M, F, A, 5000)}
     catch Class:Reason -> {Class, Reason}
+    end.
+
+try_spawn_request(Node, M, F, A) ->
+    Ref = erlang:spawn_request(Node, M, F, A, [monitor]),
+    receive
+        {spawn_reply, Ref, ok, _Pid} ->
+            receive {'DOWN', Ref, process, _, Reason} -> {down, Reason}
+            after 5000 -> no_down
+            end;
+        {spawn_reply, Ref, error, Reason} ->
+            {error, Reason}
+    after 5000 -> no_reply
     end.
 
 echo(Node, Msg) ->
