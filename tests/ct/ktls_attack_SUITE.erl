@@ -43,9 +43,7 @@ init_per_testcase(TC, Config) ->
     [{marker_dir, Dir} | Config].
 
 end_per_testcase(_TC, _Config) ->
-    [ktls_ct_nodes:stop(P) || P <- get_peers()],
-    erase(peers),
-    ok.
+    ktls_ct_nodes:stop_tracked().
 
 %% ------------------------------------------------------------------
 %% Attacks
@@ -402,15 +400,9 @@ name(Role) -> ktls_ct_nodes:unique("atk_" ++ Role ++ "_" ++ os:getpid()).
 
 node_of(Name, Carrier, Extra) ->
     {P, N} = ktls_ct_nodes:start(Name, Carrier, Extra),
-    put(peers, [P | get_peers()]),
+    ok = ktls_ct_nodes:track(P),
     ok = call(P, setup_node, []),
     {P, N}.
-
-get_peers() ->
-    case get(peers) of
-        undefined -> [];
-        L -> L
-    end.
 
 connect(P, Node) ->
     true = ktls_ct_nodes:call(P, net_kernel, connect_node, [Node]).
