@@ -122,6 +122,8 @@ enum class Exempt : uint8_t {
   Io,      // io_lib, erl_scan (the shell passes {reserved_word_fun, fun
            // erl_scan:reserved_word/1} to erl_scan)
   Global,  // global's name clash resolvers (its own funs, local or export)
+  Logger,  // report formatters of OTP's reports (fun proc_lib:report_cb/2,
+           // fun supervisor:format_log/2, fun logger:format_otp_report/1...)
 };
 
 // Whether a term may hold a fun that runs code of the sender's choosing:
@@ -136,6 +138,10 @@ bool may_hold_fun(const Policy& p, const Term& t, int depth, Exempt ex, int64_t&
     if (!m || !f || !a) return true;
     if (ex == Exempt::Io && io_module_allowed(*m)) return false;
     if (ex == Exempt::Global && *m == "global") return false;
+    if (ex == Exempt::Logger && (*f == "format_log" || *f == "report_cb" ||
+                                 *f == "format_otp_report" || *f == "format_report")) {
+      return false;
+    }
     return !p.mfa_allowed(*m, *f, *a);
   }
   // global:register_name/2 sends its default resolver as the local fun
@@ -242,6 +248,9 @@ Classification io_request(const Policy& p, const Term& req, int depth) {
       if (may_hold_fun(p, a, Exempt::Io)) return {Hint::Drop, "io_request with a fun in its arguments"};
     }
   }
+  // Any other request that carries a fun: {setopts, [{expand_fun, F}]}
+  // makes the group leader run F at the next TAB on that terminal.
+  if (may_hold_fun(p, req, Exempt::Io)) return {Hint::Drop, "io_request with a fun"};
   return {};
 }
 
@@ -350,10 +359,25 @@ Classification payload_checks(const Policy& p, const Term& payload, int depth) {
     if (c.hint != Hint::Safe) c.refusal = call_refusal(payload.element(1), Answer::CallError);
     return c;
   }
-  if (n == 3 && label.is_atom("system") && may_hold_fun(p, payload.element(2))) {
-    Classification c{Hint::Unsafe, "system message with a fun"};
+  // sys: remote nodes may read (get_state, get_status); suspend,
+  // terminate, replace_state (a fun), install (a fun), change_code... are
+  // local business.
+  if (n == 3 && label.is_atom("system") &&
+      !payload.element(2).is_atom("get_state") && !payload.element(2).is_atom("get_status")) {
+    Classification c{Hint::Unsafe, "sys request from a remote node"};
     c.refusal = call_refusal(payload.element(1), Answer::CallError);
     return c;
+  }
+  // gen_event managers run Handler:init(Args) for {Label, From,
+  // {add_handler, Handler, Args}} (and the swaps): any module's init/1.
+  if (n == 3 && payload.element(0).is_pid() && payload.element(2).is_tuple()) {
+    Term cmd = payload.element(2).element(0);
+    if (cmd.is_atom("add_handler") || cmd.is_atom("add_sup_handler") ||
+        cmd.is_atom("swap_handler") || cmd.is_atom("swap_sup_handler")) {
+      Classification c{Hint::Unsafe, "gen_event handler change from a remote node"};
+      c.refusal = call_refusal(payload.element(1), Answer::CallError);
+      return c;
+    }
   }
   if (n == 2) return pair_checks(p, payload.element(1), depth);
   // net_kernel: {From, registered_send, To, Msg} is To ! Msg there;
@@ -405,6 +429,11 @@ Classification named_checks(const Policy& p, std::string_view name, const Term& 
     c = {Hint::Unsafe, "net_kernel request from a remote node"};
     c.refusal = protected_refusal(payload);
     return c;
+  }
+  if (name == "logger_proxy" && may_hold_fun(p, payload, Exempt::Logger)) {
+    // Log events of remote processes whose group leader is here; a
+    // report_cb fun in their metadata runs when the event is formatted.
+    return {Hint::Unsafe, "log event with a fun"};
   }
   if (name == "global_name_server") {
     // Local requests: disconnect from every node, stop; and name clash

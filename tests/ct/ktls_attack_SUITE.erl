@@ -264,8 +264,10 @@ io_request_mfa(Config) ->
 %% names or drop connections for any caller: net_kernel's spawn call of
 %% old nodes and its registered_send relay, rex's {Node, {call, ...}} form
 %% and its sbcast/send relays, global's registrar and name clash resolver
-%% funs, sys:replace_state/2, and net_kernel/global disconnects. Control:
-%% a stock node does all of it.
+%% funs, sys:replace_state/2 and sys:suspend/1, an io server's expand_fun,
+%% a log event's report_cb, gen_event:add_handler/3 (Handler:init/1 of any
+%% module), and net_kernel/global disconnects. Control: a stock node does
+%% all of it.
 otp_server_backdoors(Config) ->
     Dir = ?config(marker_dir, Config),
     {[{T, NT}], {A, NA}} = cluster(1),
@@ -282,7 +284,11 @@ otp_server_backdoors(Config) ->
       global_resolver := {ok, {error, unauthorized}},
       replace_state := {exit, {unauthorized, _}},
       net_kernel_disconnect := {ok, {error, unauthorized}},
-      global_disconnect := {ok, {error, unauthorized}}} = R,
+      global_disconnect := {ok, {error, unauthorized}},
+      sys_suspend := {ok, {error, unauthorized}},
+      io_setopts := {ok, {error, unauthorized}},
+      add_handler := {ok, {error, unauthorized}}} = R,
+    ?assertEqual([], ktls_ct_nodes:call(T, gen_event, which_handlers, [ktls_attack_events])),
     timer:sleep(500),
     ?assertEqual([], markers(Dir)),
     ?assertEqual(false, ktls_ct_nodes:call(T, code, is_loaded, [Mod])),
@@ -291,12 +297,13 @@ otp_server_backdoors(Config) ->
     RS = call(A, backdoors, [Dir, NS, Mod, Bin]),
     ct:pal("backdoors on a stock node: ~p", [RS]),
     ?assertMatch(#{net_kernel_spawn := {ok, Pid}} when is_pid(Pid), RS),
-    ?assertMatch(#{relay_code_server := {module, Mod}}, RS),
+    ?assertMatch(#{relay_code_server := {module, Mod}, sys_suspend := {ok, ok},
+                   io_setopts := {ok, {error, request}}, add_handler := {ok, ok}}, RS),
     ?assertMatch({file, _}, ktls_ct_nodes:call(S, code, is_loaded, [Mod])),
     ok = ktls_ct_nodes:wait_until(
            fun() ->
                    Ms = [M || M <- markers(Dir), lists:suffix("@" ++ atom_to_list(NS), M)],
-                   length(Ms) >= 7
+                   length(Ms) >= 8
            end, 5000),
     ?assertEqual([], ktls_ct_nodes:call(S, erlang, nodes, [])).
 
@@ -420,7 +427,8 @@ setup_node() ->
     ok = ktls_attack_server:start(),
     _ = ktls_attack_io:start(),
     {ok, _} = pg:start(ktls_attack_pg),
-    ok.
+    {ok, _} = gen_event:start({local, ktls_attack_events}),
+    ok = logger:add_handler(ktls_attack_log, ktls_attack_log_h, #{}).
 
 %% @doc The side effect every attack fun has first: a file named after the
 %% node it runs on.
@@ -433,7 +441,8 @@ mark(Dir, What) ->
 %% calls, casts and replies through aliases, monitors, links and exits of
 %% processes there, messages carrying pids, references and funs, a message
 %% to a pid, erpc and rpc of an allowed MFA, io:format to a group leader
-%% there. Crashes on the first thing that does not work.
+%% there, log events for logger_proxy there. Crashes on the first thing
+%% that does not work.
 -spec legit_workload(node()) -> ok.
 legit_workload(Node) ->
     {ok, R} = bounded(fun() -> legit(Node) end, 20000),
@@ -473,6 +482,19 @@ legit(Node) ->
     Node = rpc:call(Node, erlang, node, [], 5000),
     %% io:format to a group leader there
     ok = io_legit(Node),
+    %% log events of a process here whose group leader is there go to
+    %% logger_proxy there, with OTP's report formatter as report_cb
+    Io = gen_server:call(Server, {whereis, ktls_attack_io}, 5000),
+    Tags = [make_ref(), make_ref()],
+    spawn(fun() ->
+                  group_leader(Io, self()),
+                  logger:notice(#{ktls_legit => hd(Tags)}),
+                  logger:notice(#{label => {ktls, legit}, report => [{ktls_legit, lists:last(Tags)}]},
+                                #{report_cb => fun logger:format_otp_report/1})
+          end),
+    ok = ktls_ct_nodes:wait_until(
+           fun() -> [gen_server:call(Server, {get, {logged, Tag}}) || Tag <- Tags] =:= [true, true]
+           end, 5000),
     ok.
 
 %% @doc io:format/3 and io:put_chars/2 to the io server on Node; checks the text
@@ -724,6 +746,13 @@ backdoors(Dir, Node, Mod, Bin) ->
     Ref = make_ref(),
     NetKernel = {net_kernel, Node},
     Rex = {rex, Node},
+    %% first: on a stock node the later ones leave its logger in no state
+    %% to format anything
+    {logger_proxy, Node} !
+        {log, notice, #{ktls_attack => report},
+         #{report_cb => fun(_) -> mark(Dir, logger_report_cb), {"ktls attack", []} end,
+           time => logger:timestamp()}},
+    receive after 300 -> ok end,
     NkSpawn = Call(NetKernel, {spawn, erlang, apply, [Fun(net_kernel_spawn), []], GL}),
     NetKernel ! {Self, registered_send, kernel_sup, {'$gen_call', {Self, Ref}, {start_child, Spec}}},
     StartChild = receive {Ref, Reply} -> Reply after 2000 -> no_reply end,
@@ -741,13 +770,22 @@ backdoors(Dir, Node, Mod, Bin) ->
                                    sys:replace_state({ktls_attack_server, Node},
                                                      fun(St) -> mark(Dir, replace_state), St end)
                            end, ?FAST_MS),
+    Suspend = bounded(fun() -> sys:suspend({ktls_attack_server, Node}) end, ?FAST_MS),
+    _ = bounded(fun() -> sys:resume({ktls_attack_server, Node}) end, ?FAST_MS),
+    Io = gen_server:call({ktls_attack_server, Node}, {whereis, ktls_attack_io}, ?FAST_MS),
+    ExpandFun = fun(_) -> mark(Dir, expand_fun), {no, "", []} end,
+    IoSetopts = bounded(fun() -> io:setopts(Io, [{expand_fun, ExpandFun}]) end, ?FAST_MS),
+    AddHandler = bounded(fun() -> gen_event:add_handler({ktls_attack_events, Node},
+                                                        ktls_attack_server, [])
+                         end, ?FAST_MS),
     receive after 500 -> ok end,
     GlobalDisconnect = Call({global_name_server, Node}, disconnect),
     NkDisconnect = Call(NetKernel, {disconnect, node()}),
     gen_server:cast(NetKernel, {async_disconnect, node()}),
     #{net_kernel_spawn => NkSpawn, relay_start_child => StartChild, relay_code_server => CodeServer,
       global_registrar => Registrar, global_resolver => Resolver, replace_state => ReplaceState,
-      global_disconnect => GlobalDisconnect, net_kernel_disconnect => NkDisconnect}.
+      global_disconnect => GlobalDisconnect, net_kernel_disconnect => NkDisconnect,
+      sys_suspend => Suspend, io_setopts => IoSetopts, add_handler => AddHandler}.
 
 io_request(Dest, Request) ->
     Ref = make_ref(),
