@@ -123,7 +123,8 @@ enum class Exempt : uint8_t {
            // erl_scan:reserved_word/1} to erl_scan)
   Global,  // global's name clash resolvers (its own funs, local or export)
   Logger,  // report formatters of OTP's reports (fun proc_lib:report_cb/2,
-           // fun supervisor:format_log/2, fun logger:format_otp_report/1...)
+           // fun supervisor:format_log/2, fun logger:format_otp_report/1...,
+           // error_logger's own funs)
 };
 
 // Whether a term may hold a fun that runs code of the sender's choosing:
@@ -146,7 +147,11 @@ bool may_hold_fun(const Policy& p, const Term& t, int depth, Exempt ex, int64_t&
   }
   // global:register_name/2 sends its default resolver as the local fun
   // `fun random_exit_name/3` of module global: it runs global's own code.
-  if (t.is_fun()) return !(ex == Exempt::Global && t.fun_module() == "global");
+  // error_logger's reports carry its local fun report_to_format/1.
+  if (t.is_fun()) {
+    return !((ex == Exempt::Global && t.fun_module() == "global") ||
+             (ex == Exempt::Logger && t.fun_module() == "error_logger"));
+  }
   uint32_t n = 0;
   Term e;
   std::vector<uint8_t> map;  // a map's standalone copy: Term has no map navigation
@@ -268,23 +273,45 @@ Classification rex_request(const Policy& p, const Term& req) {
   return {};
 }
 
+// The value under atom key `key` of a map term, as a view into `copy` (a
+// standalone copy of the map: Term has no map navigation). Invalid when
+// the key is not there.
+Term map_get(const Term& map, std::string_view key, std::vector<uint8_t>& copy) {
+  copy.clear();
+  if (map.tag() != tag::kMap || !map.append_to(copy) || copy.size() < 5) return {};
+  const uint32_t pairs =
+      (uint32_t{copy[1]} << 24) | (uint32_t{copy[2]} << 16) | (uint32_t{copy[3]} << 8) | copy[4];
+  Term k(Bytes(copy.data(), copy.size()), 5, AtomRefs{});
+  for (uint32_t i = 0; i < pairs && k.valid(); i++) {
+    Term v = k.next();
+    if (k.is_atom(key)) return v;
+    k = v.next();
+  }
+  return {};
+}
+
 // supervisor:start_child/2 with a child spec runs the spec's start MFA;
 // every supervisor (kernel_sup and any application's, named or by pid) takes
 // it. A list (simple_one_for_one's extra arguments) runs the supervisor's
-// own MFA and passes.
+// own MFA and passes; so does a map without a start key (no supervisor
+// starts it).
 Classification supervisor_request(const Policy& p, const Term& req) {
   if (!req.is_tuple() || req.arity() != 2 || !req.element(0).is_atom("start_child")) return {};
   Term spec = req.element(1);
-  if (spec.tag() == tag::kMap) return {Hint::Unsafe, "supervisor child spec from a remote node"};
-  if (spec.is_tuple() && spec.arity() == 6) {
-    Term mfa = spec.element(1);
-    if (!mfa.is_tuple() || mfa.arity() != 3) return {Hint::Unsafe, "supervisor child spec"};
-    Classification c =
-        check_mfa(p, mfa.element(0), mfa.element(1), args_arity(mfa.element(2)));
-    if (c.hint == Hint::Unsafe) c.reason = "supervisor child spec of an mfa not allowed";
-    return c;
+  Term mfa;
+  std::vector<uint8_t> copy;
+  if (spec.tag() == tag::kMap) {
+    mfa = map_get(spec, "start", copy);
+    if (!mfa.valid()) return {};
+  } else if (spec.is_tuple() && spec.arity() == 6) {
+    mfa = spec.element(1);
+  } else {
+    return {};
   }
-  return {};
+  if (!mfa.is_tuple() || mfa.arity() != 3) return {Hint::Unsafe, "supervisor child spec"};
+  Classification c = check_mfa(p, mfa.element(0), mfa.element(1), args_arity(mfa.element(2)));
+  if (c.hint == Hint::Unsafe) c.reason = "supervisor child spec from a remote node";
+  return c;
 }
 
 Classification named_checks(const Policy& p, std::string_view name, const Term& payload,
