@@ -127,6 +127,18 @@ enum class Exempt : uint8_t {
            // error_logger's own funs)
 };
 
+// A map's first key as a view into `copy`, a standalone copy of the map
+// (Term has no map navigation), and its number of key/value pairs; an
+// invalid view when `t` is not a map.
+Term map_first_key(const Term& t, std::vector<uint8_t>& copy, uint32_t& pairs) {
+  copy.clear();
+  pairs = 0;
+  if (t.tag() != tag::kMap || !t.append_to(copy) || copy.size() < 5) return {};
+  pairs =
+      (uint32_t{copy[1]} << 24) | (uint32_t{copy[2]} << 16) | (uint32_t{copy[3]} << 8) | copy[4];
+  return Term(Bytes(copy.data(), copy.size()), 5, AtomRefs{});
+}
+
 // Whether a term may hold a fun that runs code of the sender's choosing:
 // any fun but the export funs `ex` exempts and those of allowed MFAs.
 // Walks at most `budget` terms, 16 deep; past that the answer is yes.
@@ -154,7 +166,7 @@ bool may_hold_fun(const Policy& p, const Term& t, int depth, Exempt ex, int64_t&
   }
   uint32_t n = 0;
   Term e;
-  std::vector<uint8_t> map;  // a map's standalone copy: Term has no map navigation
+  std::vector<uint8_t> map;  // see map_first_key
   if (t.is_tuple()) {
     n = t.arity();
     e = t.element(0);
@@ -162,9 +174,10 @@ bool may_hold_fun(const Policy& p, const Term& t, int depth, Exempt ex, int64_t&
     n = t.list_length() + 1;  // and the tail
     e = t.list_element(0);
   } else if (t.tag() == tag::kMap) {
-    if (!t.append_to(map) || map.size() < 5) return true;
-    n = 2 * ((uint32_t{map[1]} << 24) | (uint32_t{map[2]} << 16) | (uint32_t{map[3]} << 8) | map[4]);
-    e = Term(Bytes(map.data(), map.size()), 5, AtomRefs{});
+    uint32_t pairs = 0;
+    e = map_first_key(t, map, pairs);
+    if (map.empty()) return true;  // not copied: cannot look inside
+    n = 2 * pairs;
   }
   for (uint32_t i = 0; i < n; i++, e = e.next()) {
     if (may_hold_fun(p, e, depth + 1, ex, budget)) return true;
@@ -250,7 +263,9 @@ Classification io_request(const Policy& p, const Term& req, int depth) {
       if (p.mfa_allowed(*ma, *fa, args_arity(a))) return {};
       if (!io_module_allowed(*ma)) return {Hint::Drop, "io_request that calls a function"};
       if (*ma == "io_lib" && (*fa == "format" || *fa == "fwrite")) return {};
-      if (may_hold_fun(p, a, Exempt::Io)) return {Hint::Drop, "io_request with a fun in its arguments"};
+      if (may_hold_fun(p, a, Exempt::Io)) {
+        return {Hint::Drop, "io_request with a fun in its arguments"};
+      }
     }
   }
   // Any other request that carries a fun: {setopts, [{expand_fun, F}]}
@@ -273,15 +288,11 @@ Classification rex_request(const Policy& p, const Term& req) {
   return {};
 }
 
-// The value under atom key `key` of a map term, as a view into `copy` (a
-// standalone copy of the map: Term has no map navigation). Invalid when
-// the key is not there.
+// The value under atom key `key` of a map term, as a view into `copy`
+// (see map_first_key); invalid when the key is not there.
 Term map_get(const Term& map, std::string_view key, std::vector<uint8_t>& copy) {
-  copy.clear();
-  if (map.tag() != tag::kMap || !map.append_to(copy) || copy.size() < 5) return {};
-  const uint32_t pairs =
-      (uint32_t{copy[1]} << 24) | (uint32_t{copy[2]} << 16) | (uint32_t{copy[3]} << 8) | copy[4];
-  Term k(Bytes(copy.data(), copy.size()), 5, AtomRefs{});
+  uint32_t pairs = 0;
+  Term k = map_first_key(map, copy, pairs);
   for (uint32_t i = 0; i < pairs && k.valid(); i++) {
     Term v = k.next();
     if (k.is_atom(key)) return v;
@@ -314,8 +325,7 @@ Classification supervisor_request(const Policy& p, const Term& req) {
   return c;
 }
 
-Classification named_checks(const Policy& p, std::string_view name, const Term& payload,
-                            int depth);
+Classification named_checks(const Policy& p, std::string_view name, const Term& payload, int depth);
 Classification payload_checks(const Policy& p, const Term& payload, int depth);
 
 // A message a server passes on to a registered name of its node; `name`
@@ -335,7 +345,9 @@ Classification pair_checks(const Policy& p, const Term& second, int depth) {
   if (second.arity() == 5 && kind.is_atom("call")) return rex_request(p, second);
   if (second.arity() == 3 && (kind.is_atom("sbcast") || kind.is_atom("send"))) {
     Classification c = relayed(p, second.element(1), second.element(2), depth);
-    if (c.hint == Hint::Safe && kind.is_atom("send")) c = pair_checks(p, second.element(2), depth + 1);
+    if (c.hint == Hint::Safe && kind.is_atom("send")) {
+      c = pair_checks(p, second.element(2), depth + 1);
+    }
     return c;
   }
   return {};
@@ -389,8 +401,8 @@ Classification payload_checks(const Policy& p, const Term& payload, int depth) {
   // sys: remote nodes may read (get_state, get_status); suspend,
   // terminate, replace_state (a fun), install (a fun), change_code... are
   // local business.
-  if (n == 3 && label.is_atom("system") &&
-      !payload.element(2).is_atom("get_state") && !payload.element(2).is_atom("get_status")) {
+  if (n == 3 && label.is_atom("system") && !payload.element(2).is_atom("get_state") &&
+      !payload.element(2).is_atom("get_status")) {
     Classification c{Hint::Unsafe, "sys request from a remote node"};
     c.refusal = call_refusal(payload.element(1), Answer::CallError);
     return c;
@@ -449,8 +461,8 @@ Classification named_checks(const Policy& p, std::string_view name, const Term& 
     c.refusal = protected_refusal(payload);
     return c;
   }
-  const bool call = payload.is_tuple() && payload.arity() == 3 &&
-                    payload.element(0).is_atom("$gen_call");
+  const bool call =
+      payload.is_tuple() && payload.arity() == 3 && payload.element(0).is_atom("$gen_call");
   if (name == "net_kernel") {
     if (call && net_kernel_call_allowed(payload.element(2))) return {Hint::Safe, "reg_send"};
     c = {Hint::Unsafe, "net_kernel request from a remote node"};
