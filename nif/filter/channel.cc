@@ -79,8 +79,8 @@ struct Channel::Sequence {
   bool discard = false;  // over a limit: swallowed, then counted as dropped
   const char* discard_reason = "";
   std::vector<uint8_t> answer;  // for the sender of a discarded message
-  bool answer_spawn = false;     // `answer` refuses a spawn request
-  uint64_t serial = 0;  // cache write counter after its header
+  bool answer_spawn = false;    // `answer` refuses a spawn request
+  uint64_t serial = 0;          // cache write counter after its header
   std::vector<uint16_t> slots;
   std::vector<std::string> texts;
   std::vector<std::string_view> refs;
@@ -464,8 +464,8 @@ bool Channel::answer_refusal(Bytes header, const Refusal& r, std::vector<uint8_t
   if (versioned) out.push_back(tag::kVersion);
   enc::small_tuple(out, 6);
   enc::integer(out, static_cast<int64_t>(Op::SPAWN_REQUEST));
-  bool ok = r.ref.append_to(out) && r.caller.append_to(out) &&
-            r.caller.append_to(out);  // group leader
+  // The caller is also the new process's group leader.
+  bool ok = r.ref.append_to(out) && r.caller.append_to(out) && r.caller.append_to(out);
   enc::small_tuple(out, 3);
   enc::atom(out, "erlang");
   enc::atom(out, "send");

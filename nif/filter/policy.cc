@@ -115,40 +115,79 @@ bool is_ref(const Term& t) {
   return t.tag() == tag::kNewerReference || t.tag() == tag::kNewReference;
 }
 
-// Whether a term may hold a fun that runs code other than `io`'s: with
-// `io` (a policy), export funs of io_lib and erl_scan (the shell passes
-// {reserved_word_fun, fun erl_scan:reserved_word/1} to erl_scan) and of
-// allowed MFAs do not count. Conservative: maps, long lists and tuples and
-// deep nesting count as yes.
-bool may_hold_fun(const Term& t, int depth, const Policy* io = nullptr) {
-  constexpr uint32_t kMaxElements = 64;
-  if (depth > 16 || t.tag() == tag::kMap) return true;
-  if (t.tag() == tag::kExport && io) {
+// Export funs that do not count where a fun check applies: those of the
+// modules the receiving server is built to call.
+enum class Exempt : uint8_t {
+  None,
+  Io,      // io_lib, erl_scan (the shell passes {reserved_word_fun, fun
+           // erl_scan:reserved_word/1} to erl_scan)
+  Global,  // global's name clash resolvers (its own funs, local or export)
+  Logger,  // report formatters of OTP's reports (fun proc_lib:report_cb/2,
+           // fun supervisor:format_log/2, fun logger:format_otp_report/1...,
+           // error_logger's own funs)
+};
+
+// A map's first key as a view into `copy`, a standalone copy of the map
+// (Term has no map navigation), and its number of key/value pairs; an
+// invalid view when `t` is not a map.
+Term map_first_key(const Term& t, std::vector<uint8_t>& copy, uint32_t& pairs) {
+  copy.clear();
+  pairs = 0;
+  if (t.tag() != tag::kMap || !t.append_to(copy) || copy.size() < 5) return {};
+  pairs =
+      (uint32_t{copy[1]} << 24) | (uint32_t{copy[2]} << 16) | (uint32_t{copy[3]} << 8) | copy[4];
+  return Term(Bytes(copy.data(), copy.size()), 5, AtomRefs{});
+}
+
+// Whether a term may hold a fun that runs code of the sender's choosing:
+// any fun but the export funs `ex` exempts and those of allowed MFAs.
+// Walks at most `budget` terms, 16 deep; past that the answer is yes.
+bool may_hold_fun(const Policy& p, const Term& t, int depth, Exempt ex, int64_t& budget) {
+  if (depth > 16 || --budget < 0) return true;
+  if (t.tag() == tag::kExport) {
     auto m = t.fun_module();
     auto f = t.export_function().atom();
     auto a = t.export_function().next().integer();
-    return !m || !f || !a || !(io_module_allowed(*m) || io->mfa_allowed(*m, *f, *a));
+    if (!m || !f || !a) return true;
+    if (ex == Exempt::Io && io_module_allowed(*m)) return false;
+    if (ex == Exempt::Global && *m == "global") return false;
+    if (ex == Exempt::Logger && (*f == "format_log" || *f == "report_cb" ||
+                                 *f == "format_otp_report" || *f == "format_report")) {
+      return false;
+    }
+    return !p.mfa_allowed(*m, *f, *a);
   }
-  if (t.is_fun()) return true;
+  // global:register_name/2 sends its default resolver as the local fun
+  // `fun random_exit_name/3` of module global: it runs global's own code.
+  // error_logger's reports carry its local fun report_to_format/1.
+  if (t.is_fun()) {
+    return !((ex == Exempt::Global && t.fun_module() == "global") ||
+             (ex == Exempt::Logger && t.fun_module() == "error_logger"));
+  }
+  uint32_t n = 0;
+  Term e;
+  std::vector<uint8_t> map;  // see map_first_key
   if (t.is_tuple()) {
-    const uint32_t n = t.arity();
-    if (n > kMaxElements) return true;
-    Term e = t.element(0);
-    for (uint32_t i = 0; i < n; i++, e = e.next()) {
-      if (may_hold_fun(e, depth + 1, io)) return true;
-    }
-    return false;
+    n = t.arity();
+    e = t.element(0);
+  } else if (t.tag() == tag::kList) {
+    n = t.list_length() + 1;  // and the tail
+    e = t.list_element(0);
+  } else if (t.tag() == tag::kMap) {
+    uint32_t pairs = 0;
+    e = map_first_key(t, map, pairs);
+    if (map.empty()) return true;  // not copied: cannot look inside
+    n = 2 * pairs;
   }
-  if (t.tag() == tag::kList) {
-    const uint32_t n = t.list_length();
-    if (n > kMaxElements) return true;
-    Term e = t.list_element(0);
-    for (uint32_t i = 0; i < n; i++, e = e.next()) {
-      if (may_hold_fun(e, depth + 1, io)) return true;
-    }
-    return may_hold_fun(e, depth + 1, io);  // the tail
+  for (uint32_t i = 0; i < n; i++, e = e.next()) {
+    if (may_hold_fun(p, e, depth + 1, ex, budget)) return true;
   }
   return false;
+}
+
+bool may_hold_fun(const Policy& p, const Term& t, Exempt ex = Exempt::None) {
+  int64_t budget = int64_t{1} << 20;
+  return may_hold_fun(p, t, 0, ex, budget);
 }
 
 // The answer for a gen call (or sys system message) whose From = {Pid, Tag}
@@ -224,9 +263,14 @@ Classification io_request(const Policy& p, const Term& req, int depth) {
       if (p.mfa_allowed(*ma, *fa, args_arity(a))) return {};
       if (!io_module_allowed(*ma)) return {Hint::Drop, "io_request that calls a function"};
       if (*ma == "io_lib" && (*fa == "format" || *fa == "fwrite")) return {};
-      if (may_hold_fun(a, 0, &p)) return {Hint::Drop, "io_request with a fun in its arguments"};
+      if (may_hold_fun(p, a, Exempt::Io)) {
+        return {Hint::Drop, "io_request with a fun in its arguments"};
+      }
     }
   }
+  // Any other request that carries a fun: {setopts, [{expand_fun, F}]}
+  // makes the group leader run F at the next TAB on that terminal.
+  if (may_hold_fun(p, req, Exempt::Io)) return {Hint::Drop, "io_request with a fun"};
   return {};
 }
 
@@ -244,29 +288,96 @@ Classification rex_request(const Policy& p, const Term& req) {
   return {};
 }
 
+// The value under atom key `key` of a map term, as a view into `copy`
+// (see map_first_key); invalid when the key is not there.
+Term map_get(const Term& map, std::string_view key, std::vector<uint8_t>& copy) {
+  uint32_t pairs = 0;
+  Term k = map_first_key(map, copy, pairs);
+  for (uint32_t i = 0; i < pairs && k.valid(); i++) {
+    Term v = k.next();
+    if (k.is_atom(key)) return v;
+    k = v.next();
+  }
+  return {};
+}
+
 // supervisor:start_child/2 with a child spec runs the spec's start MFA;
 // every supervisor (kernel_sup and any application's, named or by pid) takes
 // it. A list (simple_one_for_one's extra arguments) runs the supervisor's
-// own MFA and passes.
+// own MFA and passes; so does a map without a start key (no supervisor
+// starts it).
 Classification supervisor_request(const Policy& p, const Term& req) {
   if (!req.is_tuple() || req.arity() != 2 || !req.element(0).is_atom("start_child")) return {};
   Term spec = req.element(1);
-  if (spec.tag() == tag::kMap) return {Hint::Unsafe, "supervisor child spec from a remote node"};
-  if (spec.is_tuple() && spec.arity() == 6) {
-    Term mfa = spec.element(1);
-    if (!mfa.is_tuple() || mfa.arity() != 3) return {Hint::Unsafe, "supervisor child spec"};
-    Classification c =
-        check_mfa(p, mfa.element(0), mfa.element(1), args_arity(mfa.element(2)));
-    if (c.hint == Hint::Unsafe) c.reason = "supervisor child spec of an mfa not allowed";
+  Term mfa;
+  std::vector<uint8_t> copy;
+  if (spec.tag() == tag::kMap) {
+    mfa = map_get(spec, "start", copy);
+    if (!mfa.valid()) return {};
+  } else if (spec.is_tuple() && spec.arity() == 6) {
+    mfa = spec.element(1);
+  } else {
+    return {};
+  }
+  if (!mfa.is_tuple() || mfa.arity() != 3) return {Hint::Unsafe, "supervisor child spec"};
+  Classification c = check_mfa(p, mfa.element(0), mfa.element(1), args_arity(mfa.element(2)));
+  if (c.hint == Hint::Unsafe) c.reason = "supervisor child spec from a remote node";
+  return c;
+}
+
+Classification named_checks(const Policy& p, std::string_view name, const Term& payload, int depth);
+Classification payload_checks(const Policy& p, const Term& payload, int depth);
+
+// A message a server passes on to a registered name of its node; `name`
+// is an atom, a pid or {Name, Node} (then the other node decides).
+Classification relayed(const Policy& p, const Term& name, const Term& msg, int depth) {
+  if (depth > 4) return {Hint::Drop, "relayed message nested too deep"};
+  if (auto n = name.atom()) return named_checks(p, *n, msg, depth + 1);
+  return payload_checks(p, msg, depth + 1);
+}
+
+// {X, Second} messages: rex runs {X, {call, M, F, A, GL}} (the form for
+// hidden C nodes) and relays {From, {sbcast, Name, Msg}} (Name ! Msg) and
+// {From, {send, Name, Msg}} (Name ! {From, Msg}).
+Classification pair_checks(const Policy& p, const Term& second, int depth) {
+  if (!second.is_tuple()) return {};
+  Term kind = second.element(0);
+  if (second.arity() == 5 && kind.is_atom("call")) return rex_request(p, second);
+  if (second.arity() == 3 && (kind.is_atom("sbcast") || kind.is_atom("send"))) {
+    Classification c = relayed(p, second.element(1), second.element(2), depth);
+    if (c.hint == Hint::Safe && kind.is_atom("send")) {
+      c = pair_checks(p, second.element(2), depth + 1);
+    }
     return c;
   }
   return {};
 }
 
+// Requests to gen servers that run code or spawn, whoever the receiver is.
+Classification call_request(const Policy& p, const Term& req) {
+  Classification c = supervisor_request(p, req);
+  if (c.hint != Hint::Safe || !req.is_tuple()) return c;
+  Term kind = req.element(0);
+  const uint32_t n = req.arity();
+  // net_kernel runs {spawn | spawn_link, M, F, A, GL} and
+  // {spawn_opt, M, F, A, Opts, Link, GL} for any caller (the spawn/4 of old
+  // nodes).
+  if ((n == 5 && (kind.is_atom("spawn") || kind.is_atom("spawn_link"))) ||
+      (n == 7 && kind.is_atom("spawn_opt"))) {
+    c = check_mfa(p, req.element(1), req.element(2), args_arity(req.element(3)));
+    if (c.hint == Hint::Unsafe) c.reason = "net_kernel spawn of an mfa not allowed";
+    return c;
+  }
+  // global_name_server's registrar runs the fun of {registrar, Fun}.
+  if (n == 2 && kind.is_atom("registrar")) return {Hint::Unsafe, "global registrar request"};
+  return {};
+}
+
 // Payload shapes that make the receiving process run code, whoever the
 // receiver is: io requests with M:F/A, rpc requests, supervisor child
-// specs, sys messages carrying funs (sys:replace_state/2, sys:install/2).
-Classification payload_checks(const Policy& p, const Term& payload) {
+// specs, sys messages carrying funs (sys:replace_state/2, sys:install/2),
+// net_kernel's and rex's relays and spawns.
+Classification payload_checks(const Policy& p, const Term& payload, int depth) {
   if (!payload.is_tuple()) return {};
   const uint32_t n = payload.arity();
   Term label = payload.element(0);
@@ -283,16 +394,50 @@ Classification payload_checks(const Policy& p, const Term& payload) {
       c.refusal = call_refusal(payload.element(1), Answer::RpcBadRpc);
       return c;
     }
-    c = supervisor_request(p, req);
+    c = call_request(p, req);
     if (c.hint != Hint::Safe) c.refusal = call_refusal(payload.element(1), Answer::CallError);
     return c;
   }
-  if (n == 3 && label.is_atom("system") && may_hold_fun(payload.element(2), 0)) {
-    Classification c{Hint::Unsafe, "system message with a fun"};
+  // sys: remote nodes may read (get_state, get_status); suspend,
+  // terminate, replace_state (a fun), install (a fun), change_code... are
+  // local business.
+  if (n == 3 && label.is_atom("system") && !payload.element(2).is_atom("get_state") &&
+      !payload.element(2).is_atom("get_status")) {
+    Classification c{Hint::Unsafe, "sys request from a remote node"};
     c.refusal = call_refusal(payload.element(1), Answer::CallError);
     return c;
   }
+  // gen_event managers run Handler:init(Args) for {Label, From,
+  // {add_handler, Handler, Args}} (and the swaps): any module's init/1.
+  if (n == 3 && payload.element(0).is_pid() && payload.element(2).is_tuple()) {
+    Term cmd = payload.element(2).element(0);
+    if (cmd.is_atom("add_handler") || cmd.is_atom("add_sup_handler") ||
+        cmd.is_atom("swap_handler") || cmd.is_atom("swap_sup_handler")) {
+      Classification c{Hint::Unsafe, "gen_event handler change from a remote node"};
+      c.refusal = call_refusal(payload.element(1), Answer::CallError);
+      return c;
+    }
+  }
+  if (n == 2) return pair_checks(p, payload.element(1), depth);
+  // net_kernel: {From, registered_send, To, Msg} is To ! Msg there;
+  // {From, badcookie, To, Msg} disconnects From's node.
+  if (n == 4 && payload.element(1).is_atom("registered_send")) {
+    return relayed(p, payload.element(2), payload.element(3), depth);
+  }
+  if (n == 4 && payload.element(1).is_atom("badcookie")) {
+    return {Hint::Unsafe, "net_kernel badcookie message"};
+  }
   return {};
+}
+
+// Calls net_kernel answers for remote nodes; everything else it takes
+// (connect, disconnect, allow, ticktime and option changes, spawns, relays)
+// is local business.
+bool net_kernel_call_allowed(const Term& req) {
+  for (std::string_view a : {"longnames", "nodename", "ticktime", "allowed", "get_state"}) {
+    if (req.is_atom(a)) return true;
+  }
+  return req.is_tuple() && req.arity() == 2 && req.element(0).is_atom("is_auth");
 }
 
 // A call to a protected process gets an error answer; other messages to
@@ -305,6 +450,44 @@ Refusal protected_refusal(const Term& payload) {
   return {};
 }
 
+// A message to the registered name `name`.
+Classification named_checks(const Policy& p, std::string_view name, const Term& payload,
+                            int depth) {
+  if (p.name_allowed(name)) return {Hint::Safe, "allowed name"};
+  Classification c = payload_checks(p, payload, depth);
+  if (c.hint != Hint::Safe) return c;
+  if (protected_name(name)) {
+    c = {Hint::Unsafe, "message to a protected process"};
+    c.refusal = protected_refusal(payload);
+    return c;
+  }
+  const bool call =
+      payload.is_tuple() && payload.arity() == 3 && payload.element(0).is_atom("$gen_call");
+  if (name == "net_kernel") {
+    if (call && net_kernel_call_allowed(payload.element(2))) return {Hint::Safe, "reg_send"};
+    c = {Hint::Unsafe, "net_kernel request from a remote node"};
+    c.refusal = protected_refusal(payload);
+    return c;
+  }
+  if (name == "logger_proxy" && may_hold_fun(p, payload, Exempt::Logger)) {
+    // Log events of remote processes whose group leader is here; a
+    // report_cb fun in their metadata runs when the event is formatted.
+    return {Hint::Unsafe, "log event with a fun"};
+  }
+  if (name == "global_name_server") {
+    // Local requests: disconnect from every node, stop; and name clash
+    // resolvers that are not global's own are code to run.
+    Term req = call ? payload.element(2) : Term();
+    if (req.is_atom("disconnect") || req.is_atom("stop") ||
+        may_hold_fun(p, payload, Exempt::Global)) {
+      c = {Hint::Unsafe, "global request from a remote node"};
+      c.refusal = protected_refusal(payload);
+      return c;
+    }
+  }
+  return {Hint::Safe, "reg_send"};
+}
+
 }  // namespace
 
 Refusal sender_refusal(const Term& payload) {
@@ -313,10 +496,6 @@ Refusal sender_refusal(const Term& payload) {
   }
   return protected_refusal(payload);
 }
-
-namespace {
-
-}  // namespace
 
 const char* hint_name(Hint h) {
   switch (h) {
@@ -386,19 +565,11 @@ Classification classify(const Policy& p, const Message& msg) {
     case Kind::Signal:
       return {Hint::Safe, "signal"};
     case Kind::Send:
-      return payload_checks(p, msg.payload);
+      return payload_checks(p, msg.payload, 0);
     case Kind::RegSend: {
       auto name = msg.control.element(msg.info->to).atom();
       if (!name) return {Hint::Drop, "reg_send to something that is not an atom"};
-      if (p.name_allowed(*name)) return {Hint::Safe, "allowed name"};
-      Classification c = payload_checks(p, msg.payload);
-      if (c.hint != Hint::Safe) return c;
-      if (protected_name(*name)) {
-        c = {Hint::Unsafe, "message to a protected process"};
-        c.refusal = protected_refusal(msg.payload);
-        return c;
-      }
-      return {Hint::Safe, "reg_send"};
+      return named_checks(p, *name, msg.payload, 0);
     }
     case Kind::SpawnRequest:
       return spawn_request(p, msg);

@@ -68,9 +68,9 @@ struct Message {
 // to timeout infinity).
 enum class Answer : uint8_t {
   None,
-  CallError,    // gen call: {Tag, {error, unauthorized}}
-  RpcBadRpc,    // rex call: {Tag, {badrpc, {'EXIT', unauthorized}}}
-  IoError,      // io request: {io_reply, ReplyAs, {error, unauthorized}}
+  CallError,  // gen call: {Tag, {error, unauthorized}}
+  RpcBadRpc,  // rex call: {Tag, {badrpc, {'EXIT', unauthorized}}}
+  IoError,    // io request: {io_reply, ReplyAs, {error, unauthorized}}
 };
 
 struct Refusal {

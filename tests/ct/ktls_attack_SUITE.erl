@@ -19,13 +19,13 @@
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
 -export([recursive_halt/1, recursive_dist_shutdown/1, flood/1, forced_code_load/1,
-         rex_cast/1, supervisor_start_child/1, io_request_mfa/1]).
+         rex_cast/1, supervisor_start_child/1, io_request_mfa/1, otp_server_backdoors/1]).
 %% run on the nodes
 -export([setup_node/0, mark/2, legit_workload/1, pg_member/0, bounded/2, try_erpc/4,
          erpc_attacks/3, halt_all_fun/1, shutdown_dist_fun/1, load_code_fun/3,
          multicast_fun/3, flood_send/2, flood_calls/2, start_sampler/0, sampler_peak/0, vm_hwm/0,
          code_server_load/3, rex_attacks/3, start_child_attacks/3, io_attacks/3,
-         io_legit/1]).
+         io_legit/1, backdoors/4, disconnects/1]).
 
 -define(FAST_MS, 5000).
 -define(MIB, (1024 * 1024)).
@@ -35,7 +35,7 @@ suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
     [recursive_halt, recursive_dist_shutdown, flood, forced_code_load, rex_cast,
-     supervisor_start_child, io_request_mfa].
+     supervisor_start_child, io_request_mfa, otp_server_backdoors].
 
 init_per_testcase(TC, Config) ->
     Dir = filename:join(?config(priv_dir, Config), atom_to_list(TC)),
@@ -43,9 +43,7 @@ init_per_testcase(TC, Config) ->
     [{marker_dir, Dir} | Config].
 
 end_per_testcase(_TC, _Config) ->
-    [ktls_ct_nodes:stop(P) || P <- get_peers()],
-    erase(peers),
-    ok.
+    ktls_ct_nodes:stop_tracked().
 
 %% ------------------------------------------------------------------
 %% Attacks
@@ -262,6 +260,64 @@ io_request_mfa(Config) ->
     _ = call(A, io_attacks, [Dir, NS, [standard_error, IoS]]),
     ok = ktls_ct_nodes:wait_until(fun() -> marked(Dir, NS) end, 5000).
 
+%% Beyond the talk: OTP servers that run code, relay messages to local
+%% names or drop connections for any caller: net_kernel's spawn call of
+%% old nodes and its registered_send relay, rex's {Node, {call, ...}} form
+%% and its sbcast/send relays, global's registrar and name clash resolver
+%% funs, sys:replace_state/2 and sys:suspend/1, an io server's expand_fun,
+%% a log event's report_cb, gen_event:add_handler/3 (Handler:init/1 of any
+%% module), and net_kernel/global disconnects. Control: a stock node does
+%% all of it.
+otp_server_backdoors(Config) ->
+    Dir = ?config(marker_dir, Config),
+    {[{T, NT}], {A, NA}} = cluster(1),
+    {S, NS} = stock(),
+    connect(A, NS),
+    Before = conn_ids([{T, NT}], NA),
+    {Mod, Bin} = evil_module(),
+    R = call(A, backdoors, [Dir, NT, Mod, Bin]),
+    ct:pal("backdoors: ~p", [R]),
+    #{net_kernel_spawn := {ok, {error, unauthorized}},
+      relay_start_child := {error, unauthorized},
+      relay_code_server := no_reply,
+      global_registrar := {ok, {error, unauthorized}},
+      global_resolver := {ok, {error, unauthorized}},
+      replace_state := {exit, {unauthorized, _}},
+      sys_suspend := {ok, {error, unauthorized}},
+      io_setopts := {ok, {error, unauthorized}},
+      add_handler := {ok, {error, unauthorized}}} = R,
+    ?assertEqual([], ktls_ct_nodes:call(T, gen_event, which_handlers, [ktls_attack_events])),
+    ?assertEqual(#{net_kernel_disconnect => {ok, {error, unauthorized}},
+                   global_disconnect => {ok, {error, unauthorized}}},
+                 call(A, disconnects, [NT])),
+    timer:sleep(500),
+    ?assertEqual([], markers(Dir)),
+    ?assertEqual(false, ktls_ct_nodes:call(T, code, is_loaded, [Mod])),
+    healthy(T, NT, A, NA, Before),
+    %% Control: stock node.
+    RS = call(A, backdoors, [Dir, NS, Mod, Bin]),
+    ct:pal("backdoors on a stock node: ~p", [RS]),
+    ?assertMatch(#{net_kernel_spawn := {ok, Pid}} when is_pid(Pid), RS),
+    ?assertMatch(#{relay_code_server := {module, Mod}, sys_suspend := {ok, ok},
+                   io_setopts := {ok, {error, request}}, add_handler := {ok, ok}}, RS),
+    ?assertMatch({file, _}, ktls_ct_nodes:call(S, code, is_loaded, [Mod])),
+    ok = ktls_ct_nodes:wait_until(
+           fun() ->
+                   Ms = [M || M <- markers(Dir), lists:suffix("@" ++ atom_to_list(NS), M)],
+                   length(Ms) >= 8
+           end, 5000),
+    %% the disconnects last: a stock node loses the attacker's connection,
+    %% or all of kernel (global_name_server's disconnect can crash it, and
+    %% kernel_sup restarts nothing)
+    _ = call(A, disconnects, [NS]),
+    ok = ktls_ct_nodes:wait_until(
+           fun() ->
+                   case catch ktls_ct_nodes:call(S, erlang, nodes, [], 2000) of
+                       Nodes when is_list(Nodes) -> not lists:member(NA, Nodes);
+                       _ -> true
+                   end
+           end, 5000).
+
 %% ------------------------------------------------------------------
 %% Checks (test runner side)
 %% ------------------------------------------------------------------
@@ -362,15 +418,9 @@ name(Role) -> ktls_ct_nodes:unique("atk_" ++ Role ++ "_" ++ os:getpid()).
 
 node_of(Name, Carrier, Extra) ->
     {P, N} = ktls_ct_nodes:start(Name, Carrier, Extra),
-    put(peers, [P | get_peers()]),
+    ok = ktls_ct_nodes:track(P),
     ok = call(P, setup_node, []),
     {P, N}.
-
-get_peers() ->
-    case get(peers) of
-        undefined -> [];
-        L -> L
-    end.
 
 connect(P, Node) ->
     true = ktls_ct_nodes:call(P, net_kernel, connect_node, [Node]).
@@ -388,7 +438,8 @@ setup_node() ->
     ok = ktls_attack_server:start(),
     _ = ktls_attack_io:start(),
     {ok, _} = pg:start(ktls_attack_pg),
-    ok.
+    {ok, _} = gen_event:start({local, ktls_attack_events}),
+    ok = logger:add_handler(ktls_attack_log, ktls_attack_log_h, #{}).
 
 %% @doc The side effect every attack fun has first: a file named after the
 %% node it runs on.
@@ -401,7 +452,8 @@ mark(Dir, What) ->
 %% calls, casts and replies through aliases, monitors, links and exits of
 %% processes there, messages carrying pids, references and funs, a message
 %% to a pid, erpc and rpc of an allowed MFA, io:format to a group leader
-%% there. Crashes on the first thing that does not work.
+%% there, log events for logger_proxy there. Crashes on the first thing
+%% that does not work.
 -spec legit_workload(node()) -> ok.
 legit_workload(Node) ->
     {ok, R} = bounded(fun() -> legit(Node) end, 20000),
@@ -415,6 +467,8 @@ legit(Node) ->
     Data = gen_server:call(Server, {echo, Data}, 5000),
     ok = gen_server:cast(Server, {put, data, Data}),
     Data = gen_server:call(Server, {get, data}, 5000),
+    %% an application request that looks like start_child but names no code
+    #{id := pool} = gen_server:call(Server, {start_child, #{id => pool}}, 5000),
     %% a message to a pid and the answer to ours
     ServerPid = gen_server:call(Server, self_pid, 5000),
     Ref = make_ref(),
@@ -441,6 +495,19 @@ legit(Node) ->
     Node = rpc:call(Node, erlang, node, [], 5000),
     %% io:format to a group leader there
     ok = io_legit(Node),
+    %% log events of a process here whose group leader is there go to
+    %% logger_proxy there, with OTP's report formatter as report_cb
+    Io = gen_server:call(Server, {whereis, ktls_attack_io}, 5000),
+    Tags = [make_ref(), make_ref()],
+    spawn(fun() ->
+                  group_leader(Io, self()),
+                  logger:notice(#{ktls_legit => hd(Tags), empty => #{}}),
+                  logger:notice(#{label => {ktls, legit}, report => [{ktls_legit, lists:last(Tags)}]},
+                                #{report_cb => fun logger:format_otp_report/1})
+          end),
+    ok = ktls_ct_nodes:wait_until(
+           fun() -> [gen_server:call(Server, {get, {logged, Tag}}) || Tag <- Tags] =:= [true, true]
+           end, 5000),
     ok.
 
 %% @doc io:format/3 and io:put_chars/2 to the io server on Node; checks the text
@@ -677,6 +744,68 @@ io_attacks(Dir, Node, Servers) ->
         [io_request(Dest(hd(Servers)), {requests, [Apply]}),
          io_request(Dest(lists:last(Servers)), Scan),
          io_request(Dest(lists:last(Servers)), {put_chars, unicode, os, cmd, ["true"]})].
+
+%% @doc The backdoors of otp_server_backdoors/1 against Node, each fun
+%% marking under its own name; the disconnects last.
+-spec backdoors(file:filename(), node(), module(), binary()) -> map().
+backdoors(Dir, Node, Mod, Bin) ->
+    GL = group_leader(),
+    Fun = fun(What) -> fun() -> mark(Dir, What) end end,
+    Spec = #{id => make_ref(), start => {erlang, apply, [Fun(relay_start_child), []]},
+             restart => temporary},
+    Call = fun(Dest, Req) -> bounded(fun() -> gen_server:call(Dest, Req, infinity) end, ?FAST_MS)
+           end,
+    Self = self(),
+    Ref = make_ref(),
+    NetKernel = {net_kernel, Node},
+    Rex = {rex, Node},
+    %% first: on a stock node the later ones leave its logger in no state
+    %% to format anything
+    {logger_proxy, Node} !
+        {log, notice, #{ktls_attack => report},
+         #{report_cb => fun(_) -> mark(Dir, logger_report_cb), {"ktls attack", []} end,
+           time => logger:timestamp()}},
+    receive after 300 -> ok end,
+    NkSpawn = Call(NetKernel, {spawn, erlang, apply, [Fun(net_kernel_spawn), []], GL}),
+    NetKernel ! {Self, registered_send, kernel_sup, {'$gen_call', {Self, Ref}, {start_child, Spec}}},
+    StartChild = receive {Ref, Reply} -> Reply after 2000 -> no_reply end,
+    NetKernel ! {Self, registered_send, code_server,
+                 {code_call, Self, {load_binary, Mod, atom_to_list(Mod), Bin}}},
+    CodeServer = receive {code_server, CReply} -> CReply after 2000 -> no_reply end,
+    Rex ! {node(), {call, erlang, apply, [Fun(rex_hidden_call), []], GL}},
+    Rex ! {Self, {sbcast, rex, {'$gen_cast', {cast, erlang, apply, [Fun(rex_sbcast), []], GL}}}},
+    Rex ! {Self, {send, rex, {call, erlang, apply, [Fun(rex_send), []], GL}}},
+    Registrar = Call({global_name_server, Node},
+                     {registrar, fun(_Nodes) -> mark(Dir, global_registrar) end}),
+    Resolve = fun(_Name, _Pid1, _Pid2) -> mark(Dir, global_resolver), none end,
+    Resolver = Call({global_name_server, Node}, {register, {ktls_attack_clash, node()}, Self, Resolve}),
+    ReplaceState = bounded(fun() ->
+                                   sys:replace_state({ktls_attack_server, Node},
+                                                     fun(St) -> mark(Dir, replace_state), St end)
+                           end, ?FAST_MS),
+    Suspend = bounded(fun() -> sys:suspend({ktls_attack_server, Node}) end, ?FAST_MS),
+    _ = bounded(fun() -> sys:resume({ktls_attack_server, Node}) end, ?FAST_MS),
+    Io = gen_server:call({ktls_attack_server, Node}, {whereis, ktls_attack_io}, ?FAST_MS),
+    ExpandFun = fun(_) -> mark(Dir, expand_fun), {no, "", []} end,
+    IoSetopts = bounded(fun() -> io:setopts(Io, [{expand_fun, ExpandFun}]) end, ?FAST_MS),
+    AddHandler = bounded(fun() -> gen_event:add_handler({ktls_attack_events, Node},
+                                                        ktls_attack_server, [])
+                         end, ?FAST_MS),
+    receive after 500 -> ok end,
+    #{net_kernel_spawn => NkSpawn, relay_start_child => StartChild, relay_code_server => CodeServer,
+      global_registrar => Registrar, global_resolver => Resolver, replace_state => ReplaceState,
+      sys_suspend => Suspend, io_setopts => IoSetopts, add_handler => AddHandler}.
+
+%% @doc The disconnects of otp_server_backdoors/1: global's (from every
+%% node), net_kernel's call and cast, all for this node.
+-spec disconnects(node()) -> map().
+disconnects(Node) ->
+    Call = fun(Dest, Req) -> bounded(fun() -> gen_server:call(Dest, Req, infinity) end, ?FAST_MS)
+           end,
+    GlobalDisconnect = Call({global_name_server, Node}, disconnect),
+    NkDisconnect = Call({net_kernel, Node}, {disconnect, node()}),
+    gen_server:cast({net_kernel, Node}, {async_disconnect, node()}),
+    #{global_disconnect => GlobalDisconnect, net_kernel_disconnect => NkDisconnect}.
 
 io_request(Dest, Request) ->
     Ref = make_ref(),
