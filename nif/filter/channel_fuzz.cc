@@ -118,7 +118,12 @@ void run(const uint8_t* data, size_t size, bool small_limits) {
     if (!v.prefix.empty()) deliver(vm, v.prefix);
     switch (v.action) {
       case Action::Keep:
-        deliver(vm, v.replaced ? v.bytes : packet, v.decoded ? &judged : nullptr);
+        if (v.replaced) {
+          Bytes r = v.replacement();
+          deliver(vm, std::vector<uint8_t>(r.begin(), r.end()), v.decoded ? &judged : nullptr);
+        } else {
+          deliver(vm, packet, v.decoded ? &judged : nullptr);
+        }
         break;
       case Action::Drop:
         if (!v.bytes.empty()) deliver(vm, v.bytes);

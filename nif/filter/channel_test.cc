@@ -53,7 +53,14 @@ Seen inspect(Channel& ch, const Packet& p) {
   s.decoded = v.decoded;
   s.replaced = v.replaced;
   s.prefix = v.prefix;
-  s.bytes = v.bytes;
+  // What Keep / Ask deliver when replaced (a reassembled message may be in
+  // v.whole), else the rewritten bytes of a Drop.
+  if (v.replaced) {
+    Bytes r = v.replacement();
+    s.bytes.assign(r.begin(), r.end());
+  } else {
+    s.bytes = v.bytes;
+  }
   s.drop_bytes = v.drop_bytes;
   if (v.decoded) {
     s.op = v.message.info->name;
