@@ -244,9 +244,13 @@ Classification io_request(const Policy& p, const Term& req, int depth) {
     Term first = req.element(0);
     uint32_t n = req.arity();
     if (first.is_atom("requests") && n == 2) {
+      // Walked element by element (next()): list_element(i) walks from the
+      // head each time, quadratic in the list a peer chooses.
       Term list = req.element(1);
-      for (uint32_t i = 0; i < list.list_length(); i++) {
-        Classification c = io_request(p, list.list_element(i), depth + 1);
+      const uint32_t len = list.list_length();
+      Term e = list.list_element(0);
+      for (uint32_t i = 0; i < len; i++, e = e.next()) {
+        Classification c = io_request(p, e, depth + 1);
         if (c.hint != Hint::Safe) return c;
       }
       return {};
