@@ -590,6 +590,12 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     append(s->buf, p.subspan(kFragPrefix, pos - kFragPrefix));
     s->header_len = s->buf.size();
     const size_t body = p.size() - pos;
+    // OTP cuts a message into fragments of one size (the last may be
+    // shorter), so a sequence that claims more fragments of this size than
+    // max_message_size holds is given up at once instead of being buffered
+    // up to the limit first (a 512 MiB flood then costs no memory). The
+    // first fragment is still read, to answer a waiting caller.
+    const bool claims_too_much = body > 0 && frag - 1 >= pol.max_message_size / body + 1;
     if (body > pol.max_message_size) {
       s->discard = true;
       s->discard_reason = "message larger than max_message_size";
@@ -599,6 +605,10 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     } else {
       append(s->buf, p.subspan(pos));
       held_bytes_ += body;
+      if (claims_too_much) {
+        s->discard = true;
+        s->discard_reason = "message larger than max_message_size";
+      }
     }
     if (s->discard) {
       answer_discarded(*s);
@@ -658,6 +668,13 @@ void Channel::continuation(Bytes p, Verdict& v) {
         answer_discarded(s);
         release(s);
       } else {
+        // Grown here, not by the vector's doubling, which would reach twice
+        // max_message_size for a message just under it.
+        const size_t need = s.buf.size() + body;
+        if (need > s.buf.capacity()) {
+          s.buf.reserve(std::min<uint64_t>(std::max<uint64_t>(2 * s.buf.capacity(), need),
+                                           pol.max_message_size + s.header_len));
+        }
         append(s.buf, p.subspan(kFragPrefix));
         held_bytes_ += body;
       }

@@ -967,6 +967,71 @@ TEST(Fragments, OneMibMessageIsReassembledInOneAllocation) {
   EXPECT_EQ(g_allocations, 1u);
 }
 
+// A message that fills max_message_size must not make the buffer double
+// past it: a 512 MiB flood against the 128 MiB default held a 256 MiB
+// buffer that way.
+size_t g_largest_allocation = 0;
+TEST(Limits, ReassemblyBufferStaysWithinMaxMessageSize) {
+  const uint64_t max = 32u << 20;
+  auto policy = policy_with([&](Policy& p) { p.max_message_size = max; });
+  const MessageStorage saved = message_storage();
+  set_message_storage({[](size_t b) {
+                         g_largest_allocation = std::max(g_largest_allocation, b);
+                         return std::malloc(b);
+                       },
+                       [](void* p, size_t) { std::free(p); }});
+  g_largest_allocation = 0;
+  {
+    Channel ch(policy, kLocal);
+    Verdict v;
+    const uint64_t frags = max / (64u << 10);  // exactly max_message_size
+    Packet first = frag_header('E', 5, frags);
+    first.push_back(0);  // no atom cache references
+    first.resize(first.size() + (64u << 10), 106);
+    ch.inspect(Bytes(first.data(), first.size()), v);
+    ASSERT_EQ(v.action, Action::Hold);
+    for (uint64_t id = frags - 1; id > 0; id--) {
+      Packet f = frag_header('F', 5, id);
+      f.resize(f.size() + (64u << 10), 106);
+      ch.inspect(Bytes(f.data(), f.size()), v);
+      if (id > 1) {
+        ASSERT_EQ(v.action, Action::Hold) << v.error;
+      }
+    }
+    // Not a well-formed term (the last packet closes), but it was held
+    // to the end: the decision comes after reassembly.
+    EXPECT_EQ(ch.reassembly_bytes(), 0u);
+  }
+  set_message_storage(saved);
+  EXPECT_GT(g_largest_allocation, max / 2);
+  EXPECT_LE(g_largest_allocation, max + 64);
+}
+
+// A first fragment whose count times its size is over max_message_size
+// (the 512 MiB flood of the dist-filtering talk) is given up at once: no
+// buffering up to the limit first.
+TEST(Limits, SequenceClaimingTooMuchIsGivenUpAtOnce) {
+  auto policy = policy_with([](Policy& p) { p.max_message_size = 1u << 20; });
+  Channel ch(policy, kLocal);
+  Verdict v;
+  // 18 x 64 KiB: over 1 MiB whatever the size of the last
+  Packet first = frag_header('E', 9, 18);
+  first.push_back(0);
+  first.resize(first.size() + (64u << 10), 106);
+  ch.inspect(Bytes(first.data(), first.size()), v);
+  EXPECT_EQ(v.action, Action::Hold);
+  EXPECT_EQ(ch.reassembly_bytes(), 0u);
+  for (uint64_t id = 17; id > 0; id--) {
+    Packet f = frag_header('F', 9, id);
+    f.resize(f.size() + (64u << 10), 106);
+    ch.inspect(Bytes(f.data(), f.size()), v);
+    EXPECT_EQ(ch.reassembly_bytes(), 0u);
+  }
+  EXPECT_EQ(v.action, Action::Drop);
+  EXPECT_STREQ(v.reason, "message larger than max_message_size");
+  EXPECT_EQ(ch.stats().too_large.load(), 1u);
+}
+
 // max_message_size is about messages, whether they came in fragments or
 // not: a peer that does not fragment (or lies) gets no larger messages in.
 TEST(Limits, WholeMessageOverMaxMessageSizeIsDropped) {

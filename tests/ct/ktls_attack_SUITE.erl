@@ -134,10 +134,11 @@ flood(Config) ->
     Hwm = call(T, vm_hwm, []),
     ct:pal("flood: sent in ~p ms; target erlang:memory(total) peak ~p MiB, VmHWM ~p MiB",
            [Ms, Peak div ?MIB, Hwm div ?MIB]),
-    ?assert(Peak < 256 * ?MIB),
-    %% the OS view includes the filter's reassembly buffer (up to
-    %% max_message_size before the message is given up)
-    ?assert(Hwm < 512 * ?MIB),
+    %% The sequence claims more than max_message_size: given up at its
+    %% first fragment, nothing is buffered (15 MiB peak measured; 395 MiB
+    %% when the buffer grew to the limit and doubled past it).
+    ?assert(Peak < 64 * ?MIB),
+    ?assert(Hwm < 256 * ?MIB),
     healthy(T, NT, A, NA, Before),
     %% The same 512 MiB as the argument of an erpc call and of a gen_server
     %% call (both timeout infinity): given up for its size too, and the
@@ -147,8 +148,8 @@ flood(Config) ->
     ?assertMatch(#{erpc := {ok, {exit, {exception, unauthorized}}},
                    gen_call := {ok, {error, unauthorized}}}, Calls),
     ?assertEqual(TooLarge0 + 3, maps:get(too_large, world(T))),
-    ?assert(call(T, sampler_peak, []) < 256 * ?MIB),
-    ?assert(call(T, vm_hwm, []) < 512 * ?MIB),
+    ?assert(call(T, sampler_peak, []) < 64 * ?MIB),
+    ?assert(call(T, vm_hwm, []) < 256 * ?MIB),
     healthy(T, NT, A, NA, Before),
     %% Control: the stock node holds the whole message.
     _ = call(A, flood_send, [NS, 8]),
