@@ -95,6 +95,33 @@ std::shared_ptr<const filter::Policy> current_policy() {
 
 uint64_t policy_generation() { return policy_state().generation.load(std::memory_order_acquire); }
 
+namespace {
+std::vector<filter::PidId> resolve_protected(ErlNifEnv* env) {
+  std::vector<filter::PidId> out;
+  for (std::string_view n : filter::protected_names()) {
+    ErlNifPid pid;
+    if (!enif_whereis_pid(env, enif_make_atom_len(env, n.data(), n.size()), &pid)) continue;
+    ErlNifBinary bin;
+    if (!enif_term_to_binary(env, enif_make_pid(env, &pid), &bin)) continue;
+    auto id = filter::pid_id(filter::Term(filter::Bytes(bin.data, bin.size), 1, {}));
+    enif_release_binary(&bin);
+    if (id) out.push_back(std::move(*id));
+  }
+  return out;
+}
+}  // namespace
+
+void refresh_protected_pids(ErlNifEnv* env) {
+  std::vector<filter::PidId> pids = resolve_protected(env);
+  PolicyState& s = policy_state();
+  std::lock_guard lock(s.mu);
+  if (s.policy->protected_pids == pids) return;
+  auto p = std::make_shared<filter::Policy>(*s.policy);
+  p->protected_pids = std::move(pids);
+  s.policy = std::move(p);
+  s.generation.fetch_add(1, std::memory_order_acq_rel);
+}
+
 bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad) {
   PolicyState& s = policy_state();
   auto p = std::make_shared<filter::Policy>(*current_policy());

@@ -23,6 +23,11 @@ uint64_t policy_generation();
 // the first ill-typed key.
 bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad);
 
+// Resolves the protected names (filter::protected_names) to their pids now
+// and installs them in the policy when they changed. Scheduler threads;
+// called when a channel starts, once the node has its name.
+void refresh_protected_pids(ErlNifEnv* env);
+
 ERL_NIF_TERM make_filter_stats(ErlNifEnv* env, const filter::Stats& s);
 // Node-wide: world counters plus policy switches.
 ERL_NIF_TERM make_world_stats(ErlNifEnv* env);

@@ -313,6 +313,7 @@ ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       !enif_get_uint64(env, creation, &cr)) {
     return enif_make_badarg(env);
   }
+  refresh_protected_pids(env);
   {
     std::lock_guard lock(res->mu);
     if (!res->channel) {

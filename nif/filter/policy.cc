@@ -557,6 +557,23 @@ std::string term_node(const Term& t) {
   return node ? std::string(*node) : std::string();
 }
 
+std::span<const std::string_view> protected_names() { return kProtected; }
+
+std::optional<PidId> pid_id(const Term& t) {
+  if (t.tag() != tag::kNewPid && t.tag() != tag::kPid) return std::nullopt;
+  // The standalone form: tag, node as a plain atom, ID, Serial, Creation.
+  std::vector<uint8_t> b;
+  if (!t.append_to(b)) return std::nullopt;
+  Term node(Bytes(b.data(), b.size()), 1, AtomRefs{});
+  auto name = node.atom();
+  const size_t at = node.end();
+  if (!name || at > b.size() || b.size() - at < 8) return std::nullopt;
+  auto be32 = [&](size_t i) {
+    return uint32_t{b[i]} << 24 | uint32_t{b[i + 1]} << 16 | uint32_t{b[i + 2]} << 8 | b[i + 3];
+  };
+  return PidId{std::string(*name), be32(at), be32(at + 4)};
+}
+
 bool protected_name(std::string_view name) {
   for (std::string_view n : kProtected) {
     if (n == name) return true;
@@ -564,10 +581,38 @@ bool protected_name(std::string_view name) {
   return false;
 }
 
+namespace {
+// Exit and group-leader signals to protected processes: exit(Pid, kill) to
+// kernel_sup's pid takes the node down, a group leader redirects its io.
+Classification signal(const Policy& p, const Message& msg) {
+  switch (msg.info->op) {
+    case Op::EXIT:
+    case Op::EXIT2:
+    case Op::EXIT_TT:
+    case Op::EXIT2_TT:
+    case Op::PAYLOAD_EXIT:
+    case Op::PAYLOAD_EXIT_TT:
+    case Op::PAYLOAD_EXIT2:
+    case Op::PAYLOAD_EXIT2_TT:
+    case Op::GROUP_LEADER:
+      break;
+    default:
+      return {Hint::Safe, "signal"};
+  }
+  if (p.protected_pids.empty()) return {Hint::Safe, "signal"};
+  auto to = pid_id(msg.control.element(msg.info->to));
+  if (!to) return {Hint::Safe, "signal"};
+  for (const PidId& q : p.protected_pids) {
+    if (q == *to) return {Hint::Drop, "exit or group leader signal to a protected process"};
+  }
+  return {Hint::Safe, "signal"};
+}
+}  // namespace
+
 Classification classify(const Policy& p, const Message& msg) {
   switch (msg.info->kind) {
     case Kind::Signal:
-      return {Hint::Safe, "signal"};
+      return signal(p, msg);
     case Kind::Send:
       return payload_checks(p, msg.payload, 0);
     case Kind::RegSend: {

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +27,13 @@ struct Mfa {
   std::string module;
   std::string function;
   int arity = -1;
+};
+
+// A local pid by identity (node, id, serial), without its creation.
+struct PidId {
+  std::string node;
+  uint32_t id = 0, serial = 0;
+  bool operator==(const PidId&) const = default;
 };
 
 struct Policy {
@@ -48,6 +57,10 @@ struct Policy {
   // ktls_filter_handler:spawn_request_init/4, which calls the handler)
   // instead of being asked about with classify/4.
   bool handler_spawn_init = false;
+  // Pids of the protected processes of this node (protected_name()): exit
+  // and group-leader signals from remote nodes to them are dropped. The
+  // NIF fills it from the registered names.
+  std::vector<PidId> protected_pids;
 
   bool mfa_allowed(std::string_view m, std::string_view f, int64_t arity) const;
   bool name_allowed(std::string_view name) const;
@@ -100,6 +113,11 @@ Refusal sender_refusal(const Term& payload);
 // Registered names of OTP's own processes that remote nodes have no
 // business messaging directly (supervisors, code server, init...).
 bool protected_name(std::string_view name);
+// The protected names, for the NIF to resolve into protected_pids.
+std::span<const std::string_view> protected_names();
+
+// Identity of a pid term; nullopt for anything else.
+std::optional<PidId> pid_id(const Term& t);
 
 // Node name of a pid or reference term; empty for anything else.
 std::string term_node(const Term& t);

@@ -9,7 +9,7 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
--export([handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
+-export([exit_signal_to_protected_process_is_dropped/1, handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
          monitor_mode_keeps_and_counts/1, channel_inspect_reports_state/1,
          atom_cache_survives_dropped_message/1, max_message_size_drops_large_messages/1]).
 %% run on the nodes
@@ -19,7 +19,7 @@
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
-    [handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
+    [exit_signal_to_protected_process_is_dropped, handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
      break_glass_switch, monitor_mode_keeps_and_counts, channel_inspect_reports_state,
      atom_cache_survives_dropped_message, max_message_size_drops_large_messages].
 
@@ -46,6 +46,27 @@ world(T) -> ktls_ct_nodes:call(T, ktls_filter, world_stats_get, []).
 %% ------------------------------------------------------------------
 %% Cases
 %% ------------------------------------------------------------------
+
+%% exit(Pid, kill) from a remote node to kernel_sup's pid would take the
+%% node down; exit and group-leader signals to protected processes are
+%% dropped, while the same signals to application processes still work.
+exit_signal_to_protected_process_is_dropped(_Config) ->
+    {T, NT, A, _} = start_pair([]),
+    KernelSup = ktls_ct_nodes:call(T, erlang, whereis, [kernel_sup]),
+    Echo = ktls_ct_nodes:call(T, erlang, whereis, [echo]),
+    Dropped0 = maps:get(messages_dropped, world(T)),
+    true = ktls_ct_nodes:call(A, erlang, exit, [KernelSup, kill]),
+    true = ktls_ct_nodes:call(A, erlang, group_leader, [self_of(A), KernelSup]),
+    ok = call(A, echo, [NT, still_here]),
+    ?assertEqual(KernelSup, ktls_ct_nodes:call(T, erlang, whereis, [kernel_sup])),
+    ?assertEqual(Dropped0 + 2, maps:get(messages_dropped, world(T))),
+    %% an application process is not protected: the signal reaches it
+    true = ktls_ct_nodes:call(A, erlang, exit, [Echo, kill]),
+    ok = ktls_ct_nodes:wait_until(
+           fun() -> ktls_ct_nodes:call(T, erlang, is_process_alive, [Echo]) =:= false end, 5000),
+    [_] = ktls_ct_nodes:call(T, erlang, nodes, []).
+
+self_of(P) -> ktls_ct_nodes:call(P, erlang, whereis, [init]).
 
 %% Unsafe messages go to the configured handler, in order with the
 %% traffic: keep runs the spawn, drop refuses it, a crash counts as drop.
