@@ -573,22 +573,6 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     s->slots = ref_slots_;
     s->texts = ref_texts_;
     s->buf = take_buffer();
-    // The fragment count is the peer's claim: reserve for it up to 8 MiB
-    // and what the reassembly limit still allows; a larger message grows
-    // with what really arrives (which the limits count). Reserving the
-    // whole claim let 64 sequences reserve 128 MiB each (std::bad_alloc
-    // under an address-space limit); reserving too little makes every
-    // message of a few MiB grow and copy (a 17-fragment 1 MiB message cost
-    // 5x its throughput that way).
-    constexpr uint64_t kMaxReserve = 8u << 20;
-    const uint64_t room =
-        pol.max_reassembly_bytes > held_bytes_ ? pol.max_reassembly_bytes - held_bytes_ : 0;
-    s->buf.reserve(std::min<uint64_t>({frag * (p.size() - pos) + (pos - kFragPrefix) + 2,
-                                       kMaxReserve, room + 4096, pol.max_message_size + 4096}));
-    const uint8_t magic[] = {tag::kVersion, kDistHeader};
-    append(s->buf, Bytes(magic, sizeof magic));
-    append(s->buf, p.subspan(kFragPrefix, pos - kFragPrefix));
-    s->header_len = s->buf.size();
     const size_t body = p.size() - pos;
     // OTP cuts a message into fragments of one size (the last may be
     // shorter), so a sequence that claims more fragments of this size than
@@ -596,6 +580,29 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     // up to the limit first (a 512 MiB flood then costs no memory). The
     // first fragment is still read, to answer a waiting caller.
     const bool claims_too_much = body > 0 && frag - 1 >= pol.max_message_size / body + 1;
+    // Otherwise the claim (which then cannot overflow) is reserved up to
+    // 8 MiB and what the reassembly limit still allows; a larger message
+    // grows with what really arrives (which the limits count). Reserving the
+    // whole claim let 64 sequences reserve 128 MiB each (std::bad_alloc
+    // under an address-space limit); reserving too little makes every
+    // message of a few MiB grow and copy (a 17-fragment 1 MiB message cost
+    // 5x its throughput that way).
+    constexpr uint64_t kMaxReserve = 8u << 20;
+    const uint64_t header = pos - kFragPrefix + 2;
+    const uint64_t room =
+        pol.max_reassembly_bytes > held_bytes_ ? pol.max_reassembly_bytes - held_bytes_ : 0;
+    // A fragment over the limit is not kept; one that claims too much is
+    // kept alone.
+    const uint64_t reserve = body > pol.max_message_size ? header
+                             : claims_too_much
+                                 ? header + body
+                                 : std::min<uint64_t>({frag * body + header, kMaxReserve,
+                                                       room + 4096, pol.max_message_size + 4096});
+    s->buf.reserve(reserve);
+    const uint8_t magic[] = {tag::kVersion, kDistHeader};
+    append(s->buf, Bytes(magic, sizeof magic));
+    append(s->buf, p.subspan(kFragPrefix, pos - kFragPrefix));
+    s->header_len = s->buf.size();
     if (body > pol.max_message_size) {
       s->discard = true;
       s->discard_reason = "message larger than max_message_size";

@@ -56,7 +56,7 @@ exit_signal_to_protected_process_is_dropped(_Config) ->
     Echo = ktls_ct_nodes:call(T, erlang, whereis, [echo]),
     Dropped0 = maps:get(messages_dropped, world(T)),
     true = ktls_ct_nodes:call(A, erlang, exit, [KernelSup, kill]),
-    true = ktls_ct_nodes:call(A, erlang, group_leader, [self_of(A), KernelSup]),
+    true = ktls_ct_nodes:call(A, erlang, group_leader, [init_of(A), KernelSup]),
     ok = call(A, echo, [NT, still_here]),
     ?assertEqual(KernelSup, ktls_ct_nodes:call(T, erlang, whereis, [kernel_sup])),
     ?assertEqual(Dropped0 + 2, maps:get(messages_dropped, world(T))),
@@ -66,7 +66,8 @@ exit_signal_to_protected_process_is_dropped(_Config) ->
            fun() -> ktls_ct_nodes:call(T, erlang, is_process_alive, [Echo]) =:= false end, 5000),
     [_] = ktls_ct_nodes:call(T, erlang, nodes, []).
 
-self_of(P) -> ktls_ct_nodes:call(P, erlang, whereis, [init]).
+%% init's pid on node P: a process of the attacker to name as group leader.
+init_of(P) -> ktls_ct_nodes:call(P, erlang, whereis, [init]).
 
 %% Unsafe messages go to the configured handler, in order with the
 %% traffic: keep runs the spawn, drop refuses it, a crash counts as drop.
