@@ -94,9 +94,25 @@ struct ConnectionStats {
   uint64_t send_calls = 0;    // completed send operations
 };
 
+// Who reads the socket of a streaming connection.
+enum class RxMode : uint8_t {
+  kRing,    // the ring thread, with io_uring recv
+  kCaller,  // the user's thread, when the socket is readable: receive_now()
+};
+
+// What receive_now() did, and what the caller should do next.
+enum class RxStep : uint8_t {
+  kAgain,   // read what there was: call again when the socket is readable
+  kPaused,  // rx_window is full: stop polling until consumed() returns true
+  kRetry,   // the buffer pool is exhausted: call again after a short delay
+  kClosed,  // the connection is closing or closed: stop polling
+};
+
 class Connection;
 
-// Events of one connection, on the ring thread.
+// Events of one connection. on_packets runs on the ring thread, or in
+// RxMode::kCaller on the thread that called receive_now(); it is never run
+// by two threads at once. The other callbacks run on the ring thread.
 class ConnectionObserver {
  public:
   virtual ~ConnectionObserver() = default;
@@ -141,10 +157,26 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Switches framing (applies to buffered, unparsed bytes too).
   virtual void set_framing(Framing framing) = 0;
   // Deliver packets continuously as they arrive, batched, subject to rx_window.
-  virtual void start_streaming() = 0;
+  // kRing: the ring thread reads. kCaller: from now on the ring thread never
+  // reads the socket; the caller calls receive_now() whenever the descriptor
+  // of dup_poll_fd() is readable (and once right away: bytes that came with
+  // the handshake may be buffered already).
+  virtual void start_streaming(RxMode mode) = 0;
+  // kCaller: reads what the socket has (a few recv calls at most), cuts
+  // packets and delivers them to on_packets on the calling thread. Never
+  // blocks. Errors and end of stream close the connection as in kRing
+  // (on_closed follows on the ring thread, after every packet delivered).
+  virtual RxStep receive_now() = 0;
+  // kCaller: a duplicate of the socket descriptor for a readiness poller,
+  // owned by the caller. When the connection closes the carrier shuts the
+  // socket down, so the duplicate polls readable and receive_now() says
+  // kClosed; then the caller closes it.
+  virtual Result<int> dup_poll_fd() = 0;
   // The user processed `bytes` of delivered packets (sum of Packet::size);
   // reading resumes when delivered-but-unconsumed bytes drop below rx_window.
-  virtual void consumed(uint64_t bytes) = 0;
+  // True in kCaller mode when this call reopened the window: the caller
+  // resumes polling and calls receive_now().
+  virtual bool consumed(uint64_t bytes) = 0;
   // Queue packets. Never blocks; error once the connection is closed.
   virtual Result<SendStatus> send(OutboundBatch&& batch) = 0;
   // Queue a zero-length packet (dist tick) unless data is queued already.

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -117,7 +118,7 @@ class CarrierTest : public ::testing::Test {
     if (dist) {
       for (auto& c : {p.client, p.server}) {
         c->set_framing(Framing::kDist);
-        c->start_streaming();
+        c->start_streaming(RxMode::kRing);
       }
     }
     return p;
@@ -221,7 +222,7 @@ TEST_F(CarrierTest, HandshakeOnePacketPerRequestThenDist) {
   p.client->request_packet();
   ASSERT_TRUE(p.crec->wait([&] { return p.crec->packets.size() == 2; }));
   p.client->set_framing(Framing::kDist);
-  p.client->start_streaming();
+  p.client->start_streaming(RxMode::kRing);
   ASSERT_TRUE(p.crec->wait([&] { return p.crec->packets.size() == 4; }));
   EXPECT_EQ(p.crec->packets, (std::vector<std::string>{"first", "second", "dist1", "dist2"}));
 }
@@ -293,7 +294,7 @@ TEST_F(CarrierTest, OversizedAfterAGoodPacketDeliversItThenCloses) {
   auto rec = std::make_shared<Recorder>();
   server->set_observer(rec);
   server->set_framing(Framing::kDist);
-  server->start_streaming();
+  server->start_streaming(RxMode::kRing);
   const uint8_t bytes[] = {0, 0, 0, 4, 'g', 'o', 'o', 'd', 0xff, 0xff, 0xff, 0xff};
   ASSERT_EQ(::write(fd, bytes, sizeof bytes), static_cast<ssize_t>(sizeof bytes));
   ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }));
@@ -597,6 +598,210 @@ TEST_F(CarrierTest, ReceiveBufferIsReusedWhenPacketsAreReleased) {
   EXPECT_EQ(counter->packets, msgs);
   std::lock_guard l(counter->mu);
   EXPECT_EQ(counter->buffers.size(), 1u);  // without reuse: two, alternating
+}
+
+// RxMode::kCaller: a poller thread of the test's plays the VM's pollset. It
+// calls receive_now() when the duplicate descriptor is readable, stops at
+// kPaused until resume(), and ends at kClosed (closing its duplicate).
+class CallerPoller {
+ public:
+  explicit CallerPoller(std::shared_ptr<Connection> c) : conn_(std::move(c)) {
+    auto fd = conn_->dup_poll_fd();
+    EXPECT_TRUE(fd.ok());
+    fd_ = fd.ok() ? fd.value() : -1;
+    thread_ = std::thread([this] { run(); });
+  }
+  ~CallerPoller() {
+    stop_ = true;
+    thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void resume() { resume_ = true; }
+  std::thread::id id() const { return thread_.get_id(); }
+  std::atomic<int> paused{0}, closed{0}, calls{0};
+
+ private:
+  void run() {
+    bool polling = true;
+    step(&polling);  // bytes that came with the handshake
+    while (!stop_ && closed == 0) {
+      if (!polling) {
+        if (!resume_.exchange(false)) {
+          std::this_thread::sleep_for(1ms);
+          continue;
+        }
+        polling = true;
+        step(&polling);
+        continue;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 10) > 0) step(&polling);
+    }
+  }
+  void step(bool* polling) {
+    calls++;
+    switch (conn_->receive_now()) {
+      case RxStep::kAgain:
+        break;
+      case RxStep::kPaused:
+        paused++;
+        *polling = false;
+        break;
+      case RxStep::kRetry:
+        std::this_thread::sleep_for(5ms);
+        break;
+      case RxStep::kClosed:
+        closed++;
+        break;
+    }
+  }
+  std::shared_ptr<Connection> conn_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false}, resume_{false};
+  std::thread thread_;
+};
+
+// Records the threads on_packets ran on.
+class ThreadRecorder : public Recorder {
+ public:
+  void on_packets(Connection& c, std::span<const Packet> ps) override {
+    {
+      std::lock_guard l(mu);
+      threads.insert(std::this_thread::get_id());
+    }
+    Recorder::on_packets(c, ps);
+  }
+  std::set<std::thread::id> threads;
+};
+
+TEST_F(CarrierTest, CallerModeDeliversOnTheCallersThreadInOrder) {
+  Pair p = connect_pair(false);
+  auto rec = std::make_shared<ThreadRecorder>();
+  p.server->set_observer(rec);
+  // A handshake packet, then dist packets in the same write: the dist ones
+  // stay buffered until the caller takes over.
+  send_strings(*p.client, {"hello"});
+  p.client->set_framing(Framing::kDist);
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 100000; i++) msgs.push_back(std::to_string(i));
+  send_strings(*p.client, std::vector<std::string>(msgs.begin(), msgs.begin() + 10));
+  p.server->request_packet();
+  ASSERT_TRUE(rec->wait([&] { return rec->packets.size() == 1; }));
+  std::this_thread::sleep_for(50ms);
+  p.server->set_framing(Framing::kDist);
+  p.server->start_streaming(RxMode::kCaller);
+  CallerPoller poller(p.server);
+  ASSERT_TRUE(rec->wait([&] { return rec->packets.size() == 11; }));
+  for (size_t i = 10; i < msgs.size(); i += 1000) {
+    send_strings(*p.client, std::vector<std::string>(
+                                msgs.begin() + i, msgs.begin() + std::min(i + 1000, msgs.size())));
+  }
+  ASSERT_TRUE(rec->wait([&] { return rec->packets.size() == msgs.size() + 1; }, 30s));
+  std::vector<std::string> want{"hello"};
+  want.insert(want.end(), msgs.begin(), msgs.end());
+  EXPECT_EQ(rec->packets, want);
+  {
+    std::lock_guard l(rec->mu);
+    EXPECT_EQ(rec->threads.size(), 2u);  // the handshake packet on the ring thread
+    EXPECT_EQ(rec->threads.count(poller.id()), 1u);
+  }
+  // The peer closes: the poller sees it, on_closed follows every packet.
+  p.client->close("test done");
+  ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }));
+  EXPECT_NE(rec->close_reason.find("closed the connection"), std::string::npos)
+      << rec->close_reason;
+  EXPECT_TRUE(eventually([&] { return poller.closed == 1; }));
+}
+
+TEST_F(CarrierTest, CallerModePausesAtRxWindowAndResumes) {
+  Pair p = connect_pair(false);
+  auto rec = std::make_shared<Recorder>();
+  rec->auto_consume = false;
+  p.server->set_observer(rec);
+  p.client->set_framing(Framing::kDist);
+  p.server->set_framing(Framing::kDist);
+  p.client->start_streaming(RxMode::kRing);
+  p.server->start_streaming(RxMode::kCaller);
+  CallerPoller poller(p.server);
+  // 32 MiB against an 8 MiB window.
+  for (int i = 0; i < 128; i++) send_strings(*p.client, {std::string(256 * 1024, 'w')});
+  ASSERT_TRUE(eventually([&] { return poller.paused >= 1; }));
+  std::this_thread::sleep_for(100ms);
+  uint64_t got = 0;
+  {
+    std::lock_guard l(rec->mu);
+    EXPECT_LT(rec->packets.size(), 128u);
+    for (auto& s : rec->packets) got += s.size();
+  }
+  EXPECT_GE(got, options.connection.rx_window);
+  const int calls = poller.calls;
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(poller.calls, calls);  // a paused caller does not poll
+  // Consuming reopens the window: consumed() says so, once.
+  {
+    std::lock_guard l(rec->mu);
+    rec->auto_consume = true;
+  }
+  EXPECT_TRUE(p.server->consumed(got));
+  EXPECT_FALSE(p.server->consumed(0));
+  poller.resume();
+  // auto_consume from here on: consumed() inside on_packets may reopen the
+  // window again, so keep resuming until everything is there.
+  ASSERT_TRUE(eventually(
+      [&] {
+        poller.resume();
+        std::lock_guard l(rec->mu);
+        return rec->packets.size() == 128;
+      },
+      30s));
+}
+
+TEST_F(CarrierTest, CallerModeLocalCloseWakesThePoller) {
+  Pair p = connect_pair(false);
+  p.client->set_framing(Framing::kDist);
+  p.server->set_framing(Framing::kDist);
+  p.client->start_streaming(RxMode::kRing);
+  p.server->start_streaming(RxMode::kCaller);
+  const size_t fds = open_fds();
+  {
+    CallerPoller poller(p.server);
+    send_strings(*p.client, {"one"});
+    ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == 1; }));
+    p.server->close("local close");
+    ASSERT_TRUE(p.srec->wait([&] { return p.srec->closed == 1; }));
+    EXPECT_NE(p.srec->close_reason.find("local close"), std::string::npos);
+    // The shutdown reaches the duplicate: the poller stops by itself, and
+    // the peer sees the close although the duplicate is still open.
+    EXPECT_TRUE(eventually([&] { return poller.closed == 1; }));
+    ASSERT_TRUE(p.crec->wait([&] { return p.crec->closed == 1; }));
+    EXPECT_FALSE(p.server->dup_poll_fd().ok());
+  }
+  EXPECT_EQ(p.server->receive_now(), RxStep::kClosed);
+  EXPECT_TRUE(eventually([&] { return open_fds() < fds; }));  // server socket and duplicate gone
+}
+
+TEST_F(CarrierTest, CallerModeOversizedFrameDeliversThenCloses) {
+  listener->accept();
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const auto& l = listener->local();
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&l.storage), l.len), 0);
+  auto server = acceptor->next();
+  ASSERT_TRUE(server);
+  auto rec = std::make_shared<Recorder>();
+  server->set_observer(rec);
+  server->set_framing(Framing::kDist);
+  server->start_streaming(RxMode::kCaller);
+  CallerPoller poller(server);
+  const uint8_t bytes[] = {0, 0, 0, 4, 'g', 'o', 'o', 'd', 0xff, 0xff, 0xff, 0xff};
+  ASSERT_EQ(::write(fd, bytes, sizeof bytes), static_cast<ssize_t>(sizeof bytes));
+  ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }));
+  EXPECT_EQ(rec->packets, std::vector<std::string>{"good"});
+  EXPECT_NE(rec->close_reason.find("oversized dist packet"), std::string::npos)
+      << rec->close_reason;
+  EXPECT_TRUE(eventually([&] { return poller.closed == 1; }));
+  char c;
+  EXPECT_EQ(::read(fd, &c, 1), 0);  // the peer sees the close
+  ::close(fd);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Connection: receive path, send path and close (see connection.h).
 #include "carrier/connection.h"
 
+#include <fcntl.h>
 #include <liburing.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -74,15 +75,25 @@ Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
 }
 
 void ConnectionImpl::take_requests() {
+  uint32_t requests = 0;
+  bool framing_set = false, streaming = false;
+  Framing framing = Framing::kHandshake;
   {
     std::lock_guard lock(mu_);
-    requests_ += in_requests_;
+    requests = in_requests_;
     in_requests_ = 0;
-    if (in_framing_set_) {
-      parser_.set_framing(in_framing_);
-      in_framing_set_ = false;
+    framing_set = in_framing_set_;
+    framing = in_framing_;
+    in_framing_set_ = false;
+    streaming = in_streaming_;
+    in_streaming_ = false;
+    if (in_fail_ && !closing_) {
+      // receive_now() found the connection broken (its reason, verbatim).
+      closing_ = true;
+      close_reason_ = in_fail_reason_;
+      closed_for_send_ = true;
+      tx_ready_ = false;
     }
-    if (in_streaming_) streaming_ = true;
     while (!in_batches_.empty()) {
       TxBatch t;
       t.batch = std::move(in_batches_.front().batch);
@@ -114,6 +125,12 @@ void ConnectionImpl::take_requests() {
       tx_ready_ = false;
     }
   }
+  if (requests || framing_set || streaming) {
+    std::lock_guard rx(rx_mu_);
+    requests_ += requests;
+    if (framing_set) parser_.set_framing(framing);
+    if (streaming) streaming_ = true;
+  }
   // Headers of new batches, in the framing of the moment send() was called.
   for (TxBatch& t : tx_) {
     if (!t.wire.empty() || t.batch.empty()) continue;
@@ -140,14 +157,119 @@ void ConnectionImpl::service() {
     return;
   }
   if (!connected) return;
-  parse();
-  if (closing_) {
-    finish_close();
-    return;
+  // RxMode::kCaller: receive_now() reads and delivers, unless a recv of the
+  // ring's was still in flight when the mode changed (ring_rx_pending_).
+  if (!caller_rx_.load(std::memory_order_acquire) || ring_rx_pending_) {
+    ring_rx_pending_ = false;
+    std::string bad;
+    {
+      std::lock_guard rx(rx_mu_);
+      bad = parse();
+      if (bad.empty() && !closing_ && !caller_rx_.load(std::memory_order_acquire)) arm_recv();
+    }
+    if (!bad.empty()) fail(bad);
+    if (closing_) {
+      finish_close();
+      return;
+    }
   }
-  arm_recv();
   arm_send();
   check_writable();
+}
+
+void ConnectionImpl::start_streaming(RxMode mode) {
+  if (mode == RxMode::kCaller) {
+    // Applied here, not by the ring thread: receive_now() may be called as
+    // soon as this returns.
+    std::lock_guard rx(rx_mu_);
+    {
+      // A framing change the ring thread has not applied yet applies first.
+      std::lock_guard lock(mu_);
+      if (in_framing_set_) parser_.set_framing(in_framing_);
+      in_framing_set_ = false;
+    }
+    streaming_ = true;
+    caller_rx_.store(true, std::memory_order_release);
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    in_streaming_ = true;
+  }
+  poke();
+}
+
+Result<int> ConnectionImpl::dup_poll_fd() {
+  std::lock_guard rx(rx_mu_);
+  if (rx_closed_ || !fd_) return Error::message("connection closed");
+  int d = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0);
+  if (d < 0) return Error::from_errno(errno, "dup");
+  return d;
+}
+
+void ConnectionImpl::fail_from_caller(const std::string& why, int code) {
+  {
+    std::lock_guard lock(mu_);
+    if (!in_fail_) {
+      in_fail_ = true;
+      in_fail_reason_ = Error{code, why};
+    }
+  }
+  poke();
+}
+
+// How many recv calls one receive_now() makes at most: enough to drain a
+// burst, few enough that one connection cannot hold a scheduler for long.
+constexpr int kCallerRecvRounds = 4;
+
+RxStep ConnectionImpl::receive_now() {
+  std::lock_guard rx(rx_mu_);
+  if (rx_closed_ || !caller_rx_.load(std::memory_order_acquire)) return RxStep::kClosed;
+  // The ring's last recv is still in flight (mode just changed): it delivers.
+  if (recv_inflight_) return RxStep::kAgain;
+  std::string why;
+  int code = 0;
+  RxStep step = RxStep::kAgain;
+  for (int round = 0; round < kCallerRecvRounds; round++) {
+    why = parse();
+    if (!why.empty()) break;
+    if (unconsumed_.load(std::memory_order_acquire) >= options_.rx_window) {
+      step = RxStep::kPaused;
+      break;
+    }
+    if (!make_room()) {
+      step = RxStep::kRetry;
+      break;
+    }
+    const size_t room = rx_->capacity() - rx_end_;
+    ssize_t n = ::recv(fd_.get(), rx_->data() + rx_end_, room, MSG_DONTWAIT);
+    recv_calls_.fetch_add(1, std::memory_order_relaxed);
+    if (n > 0) {
+      rx_end_ += static_cast<size_t>(n);
+      bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      if (static_cast<size_t>(n) == room) continue;  // maybe more
+      why = parse();                                 // the socket is drained
+      if (why.empty() && unconsumed_.load(std::memory_order_acquire) >= options_.rx_window) {
+        step = RxStep::kPaused;
+      }
+      break;
+    }
+    if (n == 0) {
+      why = "peer " + peer_.to_string() + " closed the connection";
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    code = errno;
+    why = "recv from " + peer_.to_string() + ": " + std::strerror(code);
+    break;
+  }
+  if (!why.empty()) {
+    rx_closed_ = true;  // nothing more is read or delivered; the ring closes
+    fail_from_caller(why, code);
+    return RxStep::kClosed;
+  }
+  return step;
 }
 
 void ConnectionImpl::check_writable() {
@@ -163,13 +285,16 @@ void ConnectionImpl::deliver(std::span<const Packet> packets) {
 }
 
 // Cuts complete packets out of [rx_start_, rx_end_) and delivers them.
-void ConnectionImpl::parse() {
-  if (!rx_) return;
+std::string ConnectionImpl::parse() {
+  if (!rx_ || rx_closed_) return {};
+  // The ring thread's closing_ is not for the receive_now() caller's thread:
+  // there rx_closed_ says the same.
+  const bool ring = !caller_rx_.load(std::memory_order_acquire);
   batch_.clear();
   uint64_t bytes = 0, ticks = 0;
   bool oversized = false;
   FrameParser::Result bad{};
-  while (!closing_) {
+  while (!(ring && closing_)) {
     if (!streaming_ && requests_ == 0) break;
     if (streaming_ && unconsumed_.load(std::memory_order_acquire) + bytes >= options_.rx_window &&
         !batch_.empty()) {
@@ -203,16 +328,20 @@ void ConnectionImpl::parse() {
     deliver(batch_);
     batch_.clear();
     // A handshake request may have arrived during the callback.
-    if (!streaming_ && !closing_) {
+    if (ring && !streaming_ && !closing_) {
       take_requests();
-      if (!oversized && (requests_ > 0 || streaming_)) parse();
+      if (!oversized && (requests_ > 0 || streaming_)) {
+        std::string again = parse();
+        if (!again.empty()) return again;
+      }
     }
   }
   if (oversized) {
-    fail("oversized " + std::string(parser_.framing() == Framing::kDist ? "dist" : "handshake") +
-         " packet from " + peer_.to_string() + ": " + std::to_string(bad.size) + " bytes (max " +
-         std::to_string(parser_.max_size()) + ")");
+    return "oversized " + std::string(parser_.framing() == Framing::kDist ? "dist" : "handshake") +
+           " packet from " + peer_.to_string() + ": " + std::to_string(bad.size) + " bytes (max " +
+           std::to_string(parser_.max_size()) + ")";
   }
+  return {};
 }
 
 // Makes sure the receive buffer has room for the rest of the packet being
@@ -273,7 +402,16 @@ void ConnectionImpl::arm_recv() {
 }
 
 void ConnectionImpl::on_recv(int res) {
-  recv_inflight_ = false;
+  {
+    std::lock_guard rx(rx_mu_);
+    recv_inflight_ = false;
+    if (res > 0) {
+      rx_end_ += static_cast<size_t>(res);
+      // The mode changed to kCaller while this recv was in flight: its bytes
+      // are still delivered by the ring thread, once.
+      if (caller_rx_.load(std::memory_order_acquire)) ring_rx_pending_ = true;
+    }
+  }
   recv_calls_.fetch_add(1, std::memory_order_relaxed);
   if (res == 0) {
     fail("peer " + peer_.to_string() + " closed the connection");
@@ -284,7 +422,6 @@ void ConnectionImpl::on_recv(int res) {
     }
     fail("recv from " + peer_.to_string() + ": " + std::strerror(-res), -res);
   } else {
-    rx_end_ += static_cast<size_t>(res);
     bytes_in_.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
   }
   service();
@@ -419,6 +556,16 @@ void ConnectionImpl::finish_close() {
     return;
   }
   if (cancel_inflight_) return;
+  {
+    // After this no receive_now() touches the socket or the buffer, and
+    // nothing more is delivered: on_closed below comes after every packet.
+    std::lock_guard rx(rx_mu_);
+    rx_closed_ = true;
+    rx_ = BufferRef();
+    // A poller's duplicate keeps the socket open: shut it down so the peer
+    // sees the close and the poller sees end of stream.
+    if (caller_rx_.load(std::memory_order_acquire)) ::shutdown(fd_.get(), SHUT_RDWR);
+  }
   finished_ = true;
   fd_.reset();
   tx_.clear();
@@ -427,7 +574,6 @@ void ConnectionImpl::finish_close() {
     in_batches_.clear();
   }
   queued_.store(0, std::memory_order_relaxed);
-  rx_ = BufferRef();
   // Counted as gone before on_closed, so stats read after it are exact.
   carrier_->open_.fetch_sub(1, std::memory_order_relaxed);
   auto obs = observer();

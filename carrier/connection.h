@@ -1,5 +1,6 @@
 // One TCP connection on the ring thread: receive path (framing, zero-copy
-// delivery, rx_window), send path (batched sendmsg, watermarks) and close.
+// delivery, rx_window; or receive_now() on the user's thread), send path
+// (batched sendmsg, watermarks) and close.
 // Internal to the carrier library.
 #pragma once
 
@@ -60,21 +61,20 @@ class ConnectionImpl final : public Connection {
     }
     poke();
   }
-  void start_streaming() override {
-    {
-      std::lock_guard lock(mu_);
-      in_streaming_ = true;
-    }
-    poke();
-  }
-  void consumed(uint64_t bytes) override {
+  void start_streaming(RxMode mode) override;
+  RxStep receive_now() override;
+  Result<int> dup_poll_fd() override;
+  bool consumed(uint64_t bytes) override {
     // Saturating: consuming more than was delivered in streaming mode (e.g.
     // handshake packets) must not wrap the counter.
     uint64_t before = unconsumed_.load(std::memory_order_acquire), after;
     do {
       after = before > bytes ? before - bytes : 0;
     } while (!unconsumed_.compare_exchange_weak(before, after, std::memory_order_acq_rel));
-    if (before >= options_.rx_window && after < options_.rx_window) poke();
+    if (before < options_.rx_window || after >= options_.rx_window) return false;
+    if (caller_rx_.load(std::memory_order_acquire)) return true;
+    poke();
+    return false;
   }
   Result<SendStatus> send(OutboundBatch&& batch) override;
   void send_tick() override {
@@ -148,7 +148,11 @@ class ConnectionImpl final : public Connection {
 
  private:
   void take_requests();
-  void parse();
+  // Cuts and delivers packets; returns the error that must close the
+  // connection (oversized packet), empty if none. Caller holds rx_mu_.
+  std::string parse();
+  // Closes from a receive_now() caller's thread: the ring thread applies it.
+  void fail_from_caller(const std::string& why, int code);
   void arm_recv();
   void arm_send();
   size_t write_now(const OutboundBatch& batch, uint8_t header_size);
@@ -183,17 +187,26 @@ class ConnectionImpl final : public Connection {
   bool in_tick_ = false;
   bool in_close_ = false;
   std::string in_close_reason_;
+  bool in_fail_ = false;  // receive_now() hit an error: fail() with in_fail_reason_
+  Error in_fail_reason_;
   bool closed_for_send_ = false;
 
-  // Ring-thread state.
+  // Receive state: the ring thread's, except in RxMode::kCaller, where the
+  // thread in receive_now() uses it too. rx_mu_ is held whenever it is used
+  // (recursive: parse() may apply requests). Lock order: rx_mu_, then mu_.
+  std::recursive_mutex rx_mu_;
+  std::atomic<bool> caller_rx_{false};  // RxMode::kCaller streaming
+  bool rx_closed_ = false;              // no more reading or delivering
   FrameParser parser_;
   BufferRef rx_;
   size_t rx_start_ = 0, rx_end_ = 0;  // unparsed bytes [start, end) of rx_
   uint32_t requests_ = 0;
   bool streaming_ = false;
+  // Ring-thread state.
   bool recv_inflight_ = false, send_inflight_ = false, connect_inflight_ = false;
   bool cancel_inflight_ = false;
   bool closing_ = false;
+  bool ring_rx_pending_ = false;  // kCaller, but the ring's last recv brought bytes
   // Set once on_closed was reported; read by other threads so that calls on
   // a finished connection never reach the ring (which may be gone).
   std::atomic<bool> finished_{false};

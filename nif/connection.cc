@@ -23,21 +23,24 @@ ConnRes* ConnRes::create() {
 }
 
 ConnObserver::ConnObserver(ConnRes* res)
-    : res_(res), env_(enif_alloc_env()), log_env_(enif_alloc_env()) {
+    : res_(res), env_(enif_alloc_env()), rx_env_(enif_alloc_env()), log_env_(enif_alloc_env()) {
   enif_keep_resource(res_);
 }
 
 ConnObserver::~ConnObserver() {
   enif_free_env(env_);
+  enif_free_env(rx_env_);
   enif_free_env(log_env_);
 }
 
-void ConnObserver::send_to(const ErlNifPid& pid, ERL_NIF_TERM msg) {
+void ConnObserver::send_to(const ErlNifPid& pid, ERL_NIF_TERM msg) { send_from(env_, pid, msg); }
+
+void ConnObserver::send_from(ErlNifEnv* env, const ErlNifPid& pid, ERL_NIF_TERM msg) {
   ErlNifPid to = pid;
   // A dead receiver is not an error: the owner monitor closes the connection.
   // Success or not, the environment must be cleared before it is reused.
-  enif_send(nullptr, &to, env_, msg);
-  enif_clear_env(env_);
+  enif_send(nullptr, &to, env, msg);
+  enif_clear_env(env);
 }
 
 void ConnObserver::set_owner(const ErlNifPid& pid) {
@@ -151,7 +154,7 @@ ERL_NIF_TERM ConnObserver::make_binaries(std::span<const carrier::Packet> packet
   uint64_t total = 0;
   for (const auto& p : packets) total += p.size;
   *bytes = total;
-  ERL_NIF_TERM list = enif_make_list(env_, 0);
+  ERL_NIF_TERM list = enif_make_list(rx_env_, 0);
   if (zero_copy_rx) {
     BufferRes* res = nullptr;
     for (size_t i = packets.size(); i-- > 0;) {
@@ -162,18 +165,20 @@ ERL_NIF_TERM ConnObserver::make_binaries(std::span<const carrier::Packet> packet
         p.buffer->ref();
         res->buffer = p.buffer;
       }
-      list = enif_make_list_cell(env_, enif_make_resource_binary(env_, res, p.data, p.size), list);
+      list = enif_make_list_cell(rx_env_, enif_make_resource_binary(rx_env_, res, p.data, p.size),
+                                 list);
     }
     if (res) enif_release_resource(res);
     return list;
   }
   ERL_NIF_TERM whole;
-  unsigned char* dst = enif_make_new_binary(env_, total, &whole);
+  unsigned char* dst = enif_make_new_binary(rx_env_, total, &whole);
   size_t off = total;
   for (size_t i = packets.size(); i-- > 0;) {
     off -= packets[i].size;
     std::memcpy(dst + off, packets[i].data, packets[i].size);
-    list = enif_make_list_cell(env_, enif_make_sub_binary(env_, whole, off, packets[i].size), list);
+    list = enif_make_list_cell(rx_env_, enif_make_sub_binary(rx_env_, whole, off, packets[i].size),
+                               list);
   }
   return list;
 }
@@ -216,14 +221,14 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
   scratch_.clear();
   auto whole_piece = [&](filter::MessageBuffer&& m) {
     // A reassembled message: its storage becomes its binary.
-    pieces_.push_back(Piece{nullptr, 0, 0, take_message_binary(env_, std::move(m))});
+    pieces_.push_back(Piece{nullptr, 0, 0, take_message_binary(rx_env_, std::move(m))});
     return static_cast<int>(pieces_.size() - 1);
   };
   auto scratch_piece = [&](const std::vector<uint8_t>& b) {
     if (b.size() >= (16u << 10)) {
       // A large rewritten message: one copy straight into its own binary.
       ERL_NIF_TERM t;
-      std::memcpy(enif_make_new_binary(env_, b.size(), &t), b.data(), b.size());
+      std::memcpy(enif_make_new_binary(rx_env_, b.size(), &t), b.data(), b.size());
       pieces_.push_back(Piece{nullptr, 0, 0, t});
       return static_cast<int>(pieces_.size() - 1);
     }
@@ -263,10 +268,10 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
         Item it;
         // The question first: the message views point into v.whole, which
         // whole_piece() may shrink.
-        it.ask = enif_make_tuple4(env_, make_atom(env_, filter::hint_name(v.hint)),
-                                  enif_make_int(env_, static_cast<int>(v.message.info->op)),
-                                  make_message_term(env_, v.message.control),
-                                  make_message_term(env_, v.message.payload));
+        it.ask = enif_make_tuple4(rx_env_, make_atom(rx_env_, filter::hint_name(v.hint)),
+                                  enif_make_int(rx_env_, static_cast<int>(v.message.info->op)),
+                                  make_message_term(rx_env_, v.message.control),
+                                  make_message_term(rx_env_, v.message.payload));
         it.drop = v.drop_bytes.empty() ? -1 : scratch_piece(v.drop_bytes);
         it.keep = !v.replaced       ? packet_piece(p)
                   : v.whole.empty() ? scratch_piece(v.bytes)
@@ -285,7 +290,7 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
   if (zero_copy_rx) {
     ERL_NIF_TERM written = 0;
     if (!scratch_.empty()) {
-      unsigned char* d = enif_make_new_binary(env_, scratch_.size(), &written);
+      unsigned char* d = enif_make_new_binary(rx_env_, scratch_.size(), &written);
       std::memcpy(d, scratch_.data(), scratch_.size());
     }
     BufferRes* res = nullptr;
@@ -296,7 +301,7 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
         continue;
       }
       if (!pc.packet) {
-        bins[i] = enif_make_sub_binary(env_, written, pc.off, pc.size);
+        bins[i] = enif_make_sub_binary(rx_env_, written, pc.off, pc.size);
         continue;
       }
       if (!res || res->buffer != pc.packet->buffer) {
@@ -305,14 +310,14 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
         pc.packet->buffer->ref();
         res->buffer = pc.packet->buffer;
       }
-      bins[i] = enif_make_resource_binary(env_, res, pc.packet->data, pc.size);
+      bins[i] = enif_make_resource_binary(rx_env_, res, pc.packet->data, pc.size);
     }
     if (res) enif_release_resource(res);
   } else {
     size_t total = 0;
     for (const Piece& pc : pieces_) total += pc.size;
     ERL_NIF_TERM whole;
-    unsigned char* d = enif_make_new_binary(env_, total, &whole);
+    unsigned char* d = enif_make_new_binary(rx_env_, total, &whole);
     size_t off = 0;
     for (size_t i = 0; i < pieces_.size(); i++) {
       const Piece& pc = pieces_[i];
@@ -321,19 +326,19 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
         continue;
       }
       std::memcpy(d + off, pc.packet ? pc.packet->data : scratch_.data() + pc.off, pc.size);
-      bins[i] = enif_make_sub_binary(env_, whole, off, pc.size);
+      bins[i] = enif_make_sub_binary(rx_env_, whole, off, pc.size);
       off += pc.size;
     }
   }
-  ERL_NIF_TERM list = enif_make_list(env_, 0);
+  ERL_NIF_TERM list = enif_make_list(rx_env_, 0);
   for (size_t i = items_.size(); i-- > 0;) {
     const Item& it = items_[i];
     ERL_NIF_TERM t = bins[it.keep];
     if (it.ask) {
-      ERL_NIF_TERM drop = it.drop < 0 ? make_atom(env_, "none") : bins[it.drop];
-      t = enif_make_tuple4(env_, make_atom(env_, "ktls_ask"), it.ask, t, drop);
+      ERL_NIF_TERM drop = it.drop < 0 ? make_atom(rx_env_, "none") : bins[it.drop];
+      t = enif_make_tuple4(rx_env_, make_atom(rx_env_, "ktls_ask"), it.ask, t, drop);
     }
-    list = enif_make_list_cell(env_, t, list);
+    list = enif_make_list_cell(rx_env_, t, list);
   }
   return list;
 }
@@ -348,7 +353,7 @@ void ConnObserver::on_packets(carrier::Connection& c, std::span<const carrier::P
       recv_waiter_.reset();
     }
   }
-  ERL_NIF_TERM conn = enif_make_resource(env_, res_);
+  ERL_NIF_TERM conn = enif_make_resource(rx_env_, res_);
   if (input) {
     // Dist phase: every packet of this completion in one message.
     uint64_t bytes = 0;
@@ -360,18 +365,21 @@ void ConnObserver::on_packets(carrier::Connection& c, std::span<const carrier::P
     } else {
       list = make_binaries(packets, &bytes);
     }
-    send_to(*input,
-            enif_make_tuple4(env_, atoms.ktls_data, conn, list, enif_make_uint64(env_, bytes)));
+    send_from(
+        rx_env_, *input,
+        enif_make_tuple4(rx_env_, atoms.ktls_data, conn, list, enif_make_uint64(rx_env_, bytes)));
     if (!close_reason.empty()) c.close("dist filter: " + close_reason);
     return;
   }
   // Handshake phase: one packet per request.
   if (waiter && !packets.empty()) {
     ERL_NIF_TERM bin;
-    unsigned char* dst = enif_make_new_binary(env_, packets[0].size, &bin);
+    unsigned char* dst = enif_make_new_binary(rx_env_, packets[0].size, &bin);
     std::memcpy(dst, packets[0].data, packets[0].size);
-    send_to(*waiter, enif_make_tuple3(env_, atoms.ktls_packet, conn, bin));
+    send_from(rx_env_, *waiter, enif_make_tuple3(rx_env_, atoms.ktls_packet, conn, bin));
+    return;
   }
+  enif_clear_env(rx_env_);
 }
 
 void ConnObserver::on_writable(carrier::Connection&) {
@@ -420,6 +428,7 @@ void ConnObserver::on_closed(carrier::Connection&, const carrier::Error& reason)
   }
   enif_clear_env(env_);
   registry.remove(res_);
+  rx_port_forget(res_);
   enif_release_resource(res_);  // the observer's reference
 }
 

@@ -81,7 +81,8 @@ class ConnObserver final : public carrier::ConnectionObserver {
   bool closed();
 
  private:
-  void send_to(const ErlNifPid& pid, ERL_NIF_TERM msg);
+  void send_to(const ErlNifPid& pid, ERL_NIF_TERM msg);  // from env_
+  static void send_from(ErlNifEnv* env, const ErlNifPid& pid, ERL_NIF_TERM msg);
   ERL_NIF_TERM make_binaries(std::span<const carrier::Packet> packets, uint64_t* bytes);
   // Runs the filter over a batch; returns the list for the input process
   // and sets `close_reason` when a packet was malformed.
@@ -103,9 +104,12 @@ class ConnObserver final : public carrier::ConnectionObserver {
   std::vector<uint8_t> scratch_;
   filter::Verdict verdict_;
 
-  ConnRes* res_;        // kept (enif_keep_resource) until on_closed
-  ErlNifEnv* env_;      // ring thread only
-  ErlNifEnv* log_env_;  // ring thread only: logger events of one batch
+  ConnRes* res_;    // kept (enif_keep_resource) until on_closed
+  ErlNifEnv* env_;  // ring thread only
+  // on_packets only (the ring thread, or a receive port's scheduler: never
+  // both at once), as are pieces_, items_, scratch_, verdict_.
+  ErlNifEnv* rx_env_;
+  ErlNifEnv* log_env_;  // on_packets only: logger events of one batch
   std::mutex mu_;       // guards the fields below
   std::optional<ErlNifPid> owner_, input_, recv_waiter_, connect_waiter_;
   bool closed_ = false;
@@ -129,6 +133,12 @@ class ListenObserver final : public carrier::ListenerObserver {
   std::vector<ErlNifPid> acceptors_;
   bool released_ = false;
 };
+
+// Tokens that hand a streaming connection to its receive port (see
+// nif/rx_port.h): rx_port_token() registers the connection and keeps a
+// reference until the port claims it or the connection closes.
+uint64_t rx_port_token(ConnRes* res);
+void rx_port_forget(ConnRes* res);  // on close: drops unclaimed tokens
 
 // Registry of open connections for channel_list/0.
 class Registry {

@@ -296,8 +296,10 @@ ERL_NIF_TERM nif_set_dist_framing(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]
   return atoms.ok;
 }
 
-// start_input(Conn, InputPid, #{node, local_node, creation}): from now on
-// received packets go through the filter to InputPid.
+// start_input(Conn, InputPid, #{node, local_node, creation, rx}): from now
+// on received packets go through the filter to InputPid. rx => ring: the
+// ring thread reads; returns ok. rx => port: a receive port reads (see
+// rx_port.h); returns {port, Token} for the port's attach command.
 ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ConnRes* res;
   ErlNifPid pid;
@@ -323,9 +325,16 @@ ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       res->peer_node = name;
     }
   }
+  ERL_NIF_TERM rx;
+  const bool port = enif_get_map_value(env, argv[2], make_atom(env, "rx"), &rx) &&
+                    enif_is_identical(rx, make_atom(env, "port"));
   if (!res->obs->set_input(pid)) return make_error(env, atoms.closed);
-  res->conn->start_streaming();
-  return atoms.ok;
+  if (!port) {
+    res->conn->start_streaming(carrier::RxMode::kRing);
+    return atoms.ok;
+  }
+  res->conn->start_streaming(carrier::RxMode::kCaller);
+  return enif_make_tuple2(env, make_atom(env, "port"), enif_make_uint64(env, rx_port_token(res)));
 }
 
 ERL_NIF_TERM nif_consumed(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
@@ -334,8 +343,8 @@ ERL_NIF_TERM nif_consumed(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!get_conn(env, argv[0], &res) || !enif_get_uint64(env, argv[1], &bytes)) {
     return enif_make_badarg(env);
   }
-  res->conn->consumed(bytes);
-  return atoms.ok;
+  // True only for a receive port's connection that was paused at rx_window.
+  return res->conn->consumed(bytes) ? make_atom(env, "resume") : atoms.ok;
 }
 
 ERL_NIF_TERM nif_send_tick(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {

@@ -42,6 +42,10 @@ options() ->
       "hand receive buffers to the VM without copying when the runtime allows it "
       "(patches/0002); false = always copy"},
      {ring_entries, pos_integer, 1024, "io_uring submission queue size"},
+     {rx_reader, {oneof, [port, ring]}, port,
+      "who reads a connection once its handshake is done: port = a port of the "
+      "ktls_filter_nif driver, woken by the VM's own pollset on a scheduler (one "
+      "thread wake-up per message instead of two); ring = the carrier's io_uring thread"},
      {ring_spin_us, non_neg_integer, 0,
       "microseconds the carrier thread polls for completions before sleeping (0 = never); "
       "lowers request/response latency where cores are to spare"},

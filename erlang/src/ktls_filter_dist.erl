@@ -92,6 +92,8 @@ start_carrier() ->
         {ok, Config} ->
             case ktls_filter_nif:start(Config) of
                 ok ->
+                    _ = maps:get(rx_reader, Config) =:= port andalso
+                        ktls_filter_rx_port:ensure_loaded(),
                     case ktls_filter_nif:filter_configure(
                            ktls_filter_config:filter_options(Config)) of
                         ok ->

@@ -67,10 +67,14 @@ setup_loop(Conn) ->
             Input = spawn_opt(?MODULE, input_init, [Conn, DHandle, Node],
                               [link | ?SPAWN_OPTS]),
             ok = erlang:dist_ctrl_input_handler(DHandle, Input),
-            ok = ktls_filter_nif:start_input(Conn, Input,
-                                             #{node => Node, local_node => node(),
-                                               creation => erlang:system_info(creation)}),
-            Input ! {DHandle, go},
+            Rx = case ktls_filter_nif:start_input(
+                        Conn, Input, #{node => Node, local_node => node(),
+                                       creation => erlang:system_info(creation),
+                                       rx => rx_reader()}) of
+                     ok -> ring;
+                     {port, _Token} = P -> P
+                 end,
+            Input ! {DHandle, go, Rx},
             From ! {Ref, ok},
             process_flag(priority, normal),
             _ = erlang:dist_ctrl_set_opt(DHandle, get_size, true),
@@ -185,19 +189,39 @@ input_init(Conn, DHandle, Node) ->
     put(ktls_conn, Conn),
     put(ktls_node, Node),
     receive
-        {DHandle, go} -> input_loop(Conn, DHandle, Node)
+        {DHandle, go, ring} ->
+            input_loop(Conn, DHandle, undefined);
+        {DHandle, go, {port, Token}} ->
+            input_loop(Conn, DHandle, ktls_filter_rx_port:open(Token))
     end.
 
-input_loop(Conn, DHandle, Node) ->
+%% RxPort: the connection's receive port, or undefined when the carrier
+%% thread reads.
+input_loop(Conn, DHandle, RxPort) ->
     receive
         {ktls_data, Conn, Packets, Bytes} ->
             put_data(DHandle, Packets),
-            ok = ktls_filter_nif:consumed(Conn, Bytes),
-            input_loop(Conn, DHandle, Node);
+            case ktls_filter_nif:consumed(Conn, Bytes) of
+                ok -> ok;
+                resume -> ktls_filter_rx_port:resume(RxPort)
+            end,
+            input_loop(Conn, DHandle, RxPort);
         {ktls_closed, Conn, Reason} ->
             exit({connection_closed, Reason});
         _Other ->
-            input_loop(Conn, DHandle, Node)
+            input_loop(Conn, DHandle, RxPort)
+    end.
+
+%% port when configured and the driver is loaded; ring otherwise.
+rx_reader() ->
+    case ktls_filter_config:get(rx_reader) of
+        port ->
+            case ktls_filter_rx_port:available() of
+                true -> port;
+                false -> ring
+            end;
+        ring ->
+            ring
     end.
 
 put_data(DHandle, [P | Ps]) when is_binary(P) ->

@@ -15,7 +15,7 @@
 %% When the owner process dies the connection is closed.
 -module(ktls_filter_nif).
 
--export([start/1, carrier_stats/0]).
+-export([start/1, carrier_stats/0, priv_dir/0]).
 -export([listen/3, accept/1, listener_address/1, close_listener/1]).
 -export([connect/3, controlling_process/2, recv_packet/1, send_packet/2,
          set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
@@ -33,14 +33,18 @@
 
 -spec load() -> ok | {error, term()}.
 load() ->
-    Dir = case code:priv_dir(ktls_filter) of
-              {error, bad_name} ->
-                  %% Loaded from an ebin that is not inside a lib dir.
-                  filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
-              P ->
-                  P
-          end,
-    erlang:load_nif(filename:join(Dir, "ktls_filter_nif"), 0).
+    erlang:load_nif(filename:join(priv_dir(), "ktls_filter_nif"), 0).
+
+%% @doc Where the shared library is (NIF and receive-port driver in one file).
+-spec priv_dir() -> file:filename().
+priv_dir() ->
+    case code:priv_dir(ktls_filter) of
+        {error, bad_name} ->
+            %% Loaded from an ebin that is not inside a lib dir.
+            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+        P ->
+            P
+    end.
 
 -define(NIF, erlang:nif_error({ktls_filter_nif_not_loaded, ?MODULE, ?LINE})).
 
@@ -88,18 +92,21 @@ send_packet(_C, _Data) -> ?NIF.
 -spec set_dist_framing(conn()) -> ok | {error, closed}.
 set_dist_framing(_C) -> ?NIF.
 
-%% @doc Streams dist packets (filtered) to Pid as ktls_data messages.
 %% @doc From now on received packets go through the filter to Pid as
 %% `{ktls_data, Conn, Items, Bytes}'. Items are binaries for the VM, in
 %% order, and `{ktls_ask, {Hint, Op, Control, Payload}, KeepBin, DropBin | none}'
-%% for messages the handler decides.
+%% for messages the handler decides. `rx => ring' (default): the carrier's
+%% ring thread reads. `rx => port': a receive port reads (see
+%% ktls_filter_rx_port); the result carries the token for its attach.
 -spec start_input(conn(), pid(),
-                  #{node := node(), local_node := node(), creation := non_neg_integer()}) ->
-          ok | {error, closed}.
+                  #{node := node(), local_node := node(), creation := non_neg_integer(),
+                    rx => ring | port}) ->
+          ok | {port, non_neg_integer()} | {error, closed}.
 start_input(_C, _Pid, _Info) -> ?NIF.
 
-%% @doc Bytes of ktls_data the input handler has passed on to the VM.
--spec consumed(conn(), non_neg_integer()) -> ok.
+%% @doc Bytes of ktls_data the input handler has passed on to the VM;
+%% `resume' when a receive port paused at rx_window must read again.
+-spec consumed(conn(), non_neg_integer()) -> ok | resume.
 consumed(_C, _Bytes) -> ?NIF.
 
 %% @doc Queues dist packets (each element one packet); `busy' means wait

@@ -10,7 +10,8 @@
          small_messages_in_order/1, nodedown_on_kill/1, reconnect_after_restart/1,
          interop_inet_tcp_ktls_connects/1, interop_inet_tcp_peer_connects/1,
          epmdless/1, remsh_without_epmd/1, config_error_names_option/1,
-         stats_and_getstat/1, pool_buffers_return_after_release/1]).
+         stats_and_getstat/1, pool_buffers_return_after_release/1,
+         rx_port_reads_and_pauses/1, rx_reader_ring/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -18,7 +19,8 @@ all() ->
     [ping_both_ways, rpc_and_erpc, links_and_monitors, message_64mib, small_messages_in_order,
      nodedown_on_kill, reconnect_after_restart, interop_inet_tcp_ktls_connects,
      interop_inet_tcp_peer_connects, epmdless, remsh_without_epmd, config_error_names_option,
-     stats_and_getstat, pool_buffers_return_after_release].
+     stats_and_getstat, pool_buffers_return_after_release, rx_port_reads_and_pauses,
+     rx_reader_ring].
 
 init_per_testcase(_TC, Config) ->
     Config.
@@ -282,6 +284,69 @@ pool_buffers_return_after_release(_Config) ->
         true -> true = Holding > Before + 2;  % the held binaries pinned buffers
         false -> ok
     end,
+    ok.
+
+%% The default reader is the connection's receive port (rx_reader port): the
+%% input process on B is linked to a ktls_filter_nif port, and a receiver that
+%% falls behind pauses the port at rx_window and resumes it through
+%% consumed/2 (a 64 KiB window against 64 MiB of traffic: ~1,000 pauses).
+rx_port_reads_and_pauses(_Config) ->
+    {A, _} = start("a", ktls),
+    {B, NB} = start("b", ktls, ["-ktls_filter", "rx_window", "65536"]),
+    pong = call(A, net_adm, ping, [NB]),
+    RxPorts = fun() ->
+                      call(B, erlang, apply, [fun() ->
+                          [P || P <- erlang:ports(),
+                                erlang:port_info(P, name) =:= {name, "ktls_filter_nif"}]
+                      end, []])
+              end,
+    [_] = RxPorts(),
+    FdsBefore = ktls_ct_nodes:fd_count(B),
+    N = 1024,
+    Sum = call(A, erlang, apply, [fun() ->
+        Self = self(),
+        P = spawn(NB, fun() ->
+                              Recv = fun R(I, Acc) when I > N -> Acc;
+                                         R(I, Acc) ->
+                                             receive
+                                                 {seq, I, Bin} ->
+                                                     %% a slow receiver: the input process
+                                                     %% runs ahead only by rx_window
+                                                     I rem 64 =:= 0 andalso timer:sleep(1),
+                                                     R(I + 1, erlang:crc32(Acc, Bin));
+                                                 {seq, J, _} -> {out_of_order, I, J}
+                                             after 30000 -> {timeout, I}
+                                             end
+                                     end,
+                              Self ! {done, Recv(1, 0)}
+                      end),
+        Expected = lists:foldl(fun(I, Acc) ->
+                                       Bin = binary:copy(<<I:32>>, 16384),
+                                       P ! {seq, I, Bin},
+                                       erlang:crc32(Acc, Bin)
+                               end, 0, lists:seq(1, N)),
+        receive {done, Got} -> {Expected, Got} after 120000 -> timeout end
+    end, []], 150000),
+    {Expected, Expected} = Sum,
+    [#{stats := #{recv_calls := Recvs}}] = call(B, ktls_filter, connections, []),
+    true = Recvs > 100,
+    %% The connection ends: its port goes with it, and the socket and the
+    %% port's duplicate of it are closed.
+    true = call(A, erlang, disconnect_node, [NB]),
+    ok = ktls_ct_nodes:wait_until(fun() -> RxPorts() =:= [] end, 10000),
+    ok = ktls_ct_nodes:wait_until(fun() -> ktls_ct_nodes:fd_count(B) < FdsBefore end, 10000),
+    ok.
+
+%% rx_reader ring: the carrier's ring thread reads, as before receive ports.
+rx_reader_ring(_Config) ->
+    {A, _} = start("a", ktls, ["-ktls_filter", "rx_reader", "ring"]),
+    {B, NB} = start("b", ktls, ["-ktls_filter", "rx_reader", "ring"]),
+    pong = call(A, net_adm, ping, [NB]),
+    [] = call(B, erlang, apply, [fun() ->
+        [P || P <- erlang:ports(), erlang:port_info(P, name) =:= {name, "ktls_filter_nif"}]
+    end, []]),
+    Big = lists:seq(1, 100000),
+    Big = call(A, erpc, call, [NB, lists, reverse, [lists:reverse(Big)]]),
     ok.
 
 %% ------------------------------------------------------------------

@@ -1,0 +1,90 @@
+// The NIF side of receive ports (see rx_port.h): tokens and claims.
+#include "nif/rx_port.h"
+
+#include <erl_nif.h>
+
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+
+#include "nif/connection.h"
+
+namespace ktls::nif {
+namespace {
+
+// Tokens not yet claimed; each entry holds a reference to its resource.
+struct Tokens {
+  std::mutex mu;
+  std::unordered_map<uint64_t, ConnRes*> open;
+  // Not guessable across restarts of the library; unique within one.
+  std::atomic<uint64_t> next{0x6b746c73'00000001ull};
+};
+Tokens& tokens() {
+  static Tokens t;
+  return t;
+}
+
+}  // namespace
+
+uint64_t rx_port_token(ConnRes* res) {
+  Tokens& t = tokens();
+  const uint64_t token = t.next.fetch_add(0x9e3779b1ull, std::memory_order_relaxed);
+  enif_keep_resource(res);
+  std::lock_guard lock(t.mu);
+  t.open.emplace(token, res);
+  return token;
+}
+
+void rx_port_forget(ConnRes* res) {
+  Tokens& t = tokens();
+  std::vector<ConnRes*> drop;
+  {
+    std::lock_guard lock(t.mu);
+    for (auto it = t.open.begin(); it != t.open.end();) {
+      if (it->second == res) {
+        drop.push_back(it->second);
+        it = t.open.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (ConnRes* r : drop) enif_release_resource(r);
+}
+
+namespace rx_port {
+
+struct Claim {
+  ConnRes* res;  // one reference, released by release()
+};
+
+Claim* claim(uint64_t token) {
+  Tokens& t = tokens();
+  ConnRes* res = nullptr;
+  {
+    std::lock_guard lock(t.mu);
+    auto it = t.open.find(token);
+    if (it == t.open.end()) return nullptr;
+    res = it->second;  // the token's reference becomes the claim's
+    t.open.erase(it);
+  }
+  auto c = std::make_unique<Claim>(Claim{res});
+  return c.release();  // owned by the port until release()
+}
+
+int dup_fd(Claim* c) {
+  auto fd = c->res->conn->dup_poll_fd();
+  return fd.ok() ? fd.value() : -1;
+}
+
+carrier::RxStep receive(Claim* c) { return c->res->conn->receive_now(); }
+
+uint64_t connection_id(Claim* c) { return c->res->conn->id(); }
+
+void release(Claim* c) {
+  std::unique_ptr<Claim> owned(c);
+  enif_release_resource(owned->res);
+}
+
+}  // namespace rx_port
+}  // namespace ktls::nif
