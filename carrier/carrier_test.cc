@@ -618,7 +618,7 @@ class CallerPoller {
   }
   void resume() { resume_ = true; }
   std::thread::id id() const { return thread_.get_id(); }
-  std::atomic<int> paused{0}, closed{0}, calls{0};
+  std::atomic<int> paused{0}, closed{0}, calls{0}, retries{0};
 
  private:
   void run() {
@@ -648,6 +648,7 @@ class CallerPoller {
         *polling = false;
         break;
       case RxStep::kRetry:
+        retries++;
         std::this_thread::sleep_for(5ms);
         break;
       case RxStep::kClosed:
@@ -802,6 +803,38 @@ TEST_F(CarrierTest, CallerModeOversizedFrameDeliversThenCloses) {
   char c;
   EXPECT_EQ(::read(fd, &c, 1), 0);  // the peer sees the close
   ::close(fd);
+}
+
+TEST_F(CarrierTest, CallerModePoolExhaustionRetriesAndResumes) {
+  options.pool.max_bytes = 2 * 1024 * 1024;  // one arena: 8 buffers of 256 KiB
+  carrier.reset();
+  SetUp();
+  Pair p = connect_pair(false);
+  auto holder = std::make_shared<Holder>();
+  p.server->set_observer(holder);
+  p.client->set_framing(Framing::kDist);
+  p.server->set_framing(Framing::kDist);
+  p.client->start_streaming(RxMode::kRing);
+  p.server->start_streaming(RxMode::kCaller);
+  CallerPoller poller(p.server);
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 64; i++)
+    msgs.push_back(std::string(64 * 1024, static_cast<char>('a' + i % 26)));
+  send_strings(*p.client, msgs);  // 4 MiB: twice the pool
+  ASSERT_TRUE(eventually([&] { return poller.retries > 0; }));
+  {
+    std::lock_guard l(holder->mu);
+    EXPECT_LT(holder->packets.size(), msgs.size());
+  }
+  ASSERT_TRUE(holder->wait(
+      [&] {
+        holder->held.clear();  // the "VM" lets go of the binaries
+        return holder->packets.size() == msgs.size();
+      },
+      10s))
+      << holder->packets.size();
+  EXPECT_EQ(holder->packets, msgs);
+  EXPECT_EQ(holder->closed, 0);
 }
 
 }  // namespace
