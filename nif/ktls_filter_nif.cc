@@ -321,6 +321,7 @@ ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
     if (!res->channel) {
       res->channel = std::make_unique<filter::Channel>(
           current_policy(), filter::LocalNode{local_name, static_cast<uint32_t>(cr)});
+      res->channel->set_peer(name);
       res->policy_gen = policy_generation();
       res->peer_node = name;
     }

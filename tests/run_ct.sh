@@ -12,10 +12,11 @@ suites=()
 for f in ${KTLS_CT_SUITES:-$(cd tests/ct && ls *_SUITE.erl | sed 's/\.erl$//')}; do
   suites+=("tests/ct/${f%.erl}.erl")
 done
-# Every node in these suites talks on 127.0.0.1 only.
+# Every node in these suites talks on 127.0.0.1 only. The runner's own node
+# name is unique, so two checkouts can run their suites at once.
 # Hard limit: a hung suite must not hang CI.
 timeout -s KILL "${KTLS_CT_TIMEOUT:-1200}" ct_run -noshell -pa "$KTLS_ROOT/_build/lib/ktls_filter/ebin" \
-  -logdir "$logdir" -dir tests/ct -suite "${suites[@]}" -erl_args -connect_all false \
+  -logdir "$logdir" -dir tests/ct -suite "${suites[@]}" -sname "ct_$$" -erl_args -connect_all false \
   >"$out" 2>&1 </dev/null
 rc=$?
 cat "$out"

@@ -456,9 +456,12 @@ void Channel::rewrite_spawn_request(Bytes header, const Message& m, bool redirec
 // [Dest, Answer]: the VM runs erlang:send(Dest, Answer) for the caller of a
 // refused call (see Refusal in policy.h). Its spawn reply reaches the
 // caller's node as a stale reply (Ref names no pending spawn there), which
-// the VM discards.
+// the VM discards; it goes over this channel, so only a caller on the peer
+// is answered (set_peer).
 bool Channel::answer_refusal(Bytes header, const Refusal& r, std::vector<uint8_t>& out) {
-  if (r.answer == Answer::None || term_node(r.caller) == local_.name) return false;
+  if (r.answer == Answer::None) return false;
+  const std::string caller = term_node(r.caller);
+  if (caller == local_.name || (!peer_.empty() && caller != peer_)) return false;
   const bool versioned = header.size() >= 1 && header[0] == kPassThrough;
   out.assign(header.begin(), header.end());
   if (versioned) out.push_back(tag::kVersion);

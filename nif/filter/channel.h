@@ -145,6 +145,13 @@ class Channel {
   Channel(std::shared_ptr<const Policy> policy, LocalNode local);
   ~Channel();
 
+  // The node at the other end. The VM sends the spawn reply of an answer
+  // the filter writes for a refused call (see Refusal) over this channel to
+  // the caller, and the peer's VM takes a reply to a pid that is not its own
+  // for an invalid message and drops the connection: so with a peer set,
+  // only callers on the peer are answered. Empty: any caller not local.
+  void set_peer(std::string node) { peer_ = std::move(node); }
+
   // Replaces the policy (next packet on).
   void set_policy(std::shared_ptr<const Policy> policy) { policy_ = std::move(policy); }
   const Policy& policy() const { return *policy_; }
@@ -191,6 +198,7 @@ class Channel {
 
   std::shared_ptr<const Policy> policy_;
   LocalNode local_;
+  std::string peer_;
   enum class Framing : uint8_t { Unknown, Header, PassThrough } framing_ = Framing::Unknown;
 
   mutable std::mutex cache_mu_;  // cache_ and cache_set_ against atom_cache()

@@ -333,6 +333,46 @@ TEST(Attacks, IoRequestWithMfaIsDroppedAndIoLibKept) {
   EXPECT_EQ(harmless.hint, Hint::Safe);
 }
 
+// The spawn reply of an answer goes over this channel to the caller: a
+// caller on a third node (a pid the peer passed on) must not be answered, or
+// the peer's VM rejects the reply as an invalid message and drops the
+// connection, and global then disconnects other nodes too (seen in the demo,
+// whose io request carried the escript's pid).
+TEST(Attacks, RefusalIsAnsweredOnlyToCallersOnThePeer) {
+  const std::vector<Packet> ps = load("attack_io_request.a2b");
+  ASSERT_GE(ps.size(), 2u);
+  const size_t attack = ps.size() - 2;
+  // The caller's node, read off the refused io request itself.
+  std::string caller_node;
+  {
+    Channel ch(default_policy(), kLocal);
+    Verdict v;
+    for (size_t i = 0; i <= attack; i++) ch.inspect(Bytes(ps[i].data(), ps[i].size()), v);
+    ASSERT_EQ(v.action, Action::Drop);
+    caller_node = term_node(v.message.payload.element(1));
+  }
+  ASSERT_FALSE(caller_node.empty());
+  // What the "VM" gets for the refused request, with the given peer.
+  auto answer_op = [&](const std::string& peer) {
+    Channel ch(default_policy(), kLocal);
+    ch.set_peer(peer);
+    std::vector<Seen> seen = run(ch, std::vector<Packet>(ps.begin(), ps.begin() + attack + 1));
+    std::vector<Packet> in(ps.begin(), ps.begin() + attack + 1);
+    std::vector<Packet> out = delivered(in, seen);
+    Channel vm(policy_with([](Policy& p) { p.mode = Mode::Monitor; }), kLocal);
+    std::string last;
+    Verdict v;
+    for (const Packet& p : out) {
+      vm.inspect(Bytes(p.data(), p.size()), v);
+      last = v.decoded ? v.message.info->name : "";
+    }
+    return seen.back().action == Action::Drop ? last : "kept";
+  };
+  EXPECT_EQ(answer_op(caller_node), "spawn_request");  // erlang:send(Caller, io_reply)
+  EXPECT_NE(answer_op("someone_else@127.0.0.1"), "spawn_request");
+  EXPECT_NE(answer_op("someone_else@127.0.0.1"), "kept");
+}
+
 // With a handler configured, unsafe messages are asked about instead; the
 // drop alternative is ready in drop_bytes.
 TEST(Attacks, HandlerIsAsked) {

@@ -25,7 +25,7 @@
          erpc_attacks/3, halt_all_fun/1, shutdown_dist_fun/1, load_code_fun/3,
          multicast_fun/3, flood_send/2, flood_calls/2, start_sampler/0, sampler_peak/0, vm_hwm/0,
          code_server_load/3, rex_attacks/3, start_child_attacks/3, io_attacks/3,
-         io_legit/1, backdoors/4, disconnects/1]).
+         io_legit/1, backdoors/4, disconnects/1, third_node_io_request/3]).
 
 -define(FAST_MS, 5000).
 -define(MIB, (1024 * 1024)).
@@ -253,6 +253,12 @@ io_request_mfa(Config) ->
     ct:pal("io attacks: ~p", [Results]),
     ?assertEqual(6, length(Results)),
     [?assertEqual({error, unauthorized}, R) || R <- Results],
+    %% The caller named in a request may be on a third node (here the stock
+    %% one): the filter must not answer it, because the VM would send the
+    %% answer's spawn reply to the attacker, whose VM takes a reply to a pid
+    %% not its own for an invalid message and drops the connection (and
+    %% global then drops others). healthy/5 checks the connection is the same.
+    ok = call(A, third_node_io_request, [Dir, NT, NS]),
     timer:sleep(300),
     ?assertEqual([], markers(Dir)),
     healthy(T, NT, A, NA, Before),
@@ -745,6 +751,15 @@ io_attacks(Dir, Node, Servers) ->
         [io_request(Dest(hd(Servers)), {requests, [Apply]}),
          io_request(Dest(lists:last(Servers)), Scan),
          io_request(Dest(lists:last(Servers)), {put_chars, unicode, os, cmd, ["true"]})].
+
+%% @doc An io request to Node's standard_error that calls a function, sent
+%% from here on behalf of a process and a reference of Third.
+third_node_io_request(Dir, Node, Third) ->
+    From = erpc:call(Third, erlang, whereis, [init]),
+    Ref = erpc:call(Third, erlang, make_ref, []),
+    IoFun = fun() -> mark(Dir, io_request_third_node), <<>> end,
+    {standard_error, Node} ! {io_request, From, Ref, {put_chars, unicode, erlang, apply, [IoFun, []]}},
+    ok.
 
 %% @doc The backdoors of otp_server_backdoors/1 against Node, each fun
 %% marking under its own name; the disconnects last.
