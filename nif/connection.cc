@@ -359,11 +359,20 @@ void ConnObserver::on_packets(carrier::Connection& c, std::span<const carrier::P
     uint64_t bytes = 0;
     std::string close_reason;
     ERL_NIF_TERM list;
-    if (res_->channel) {
-      for (const auto& p : packets) bytes += p.size;
-      list = filter_batch(packets, &close_reason);
-    } else {
-      list = make_binaries(packets, &bytes);
+    try {
+      if (res_->channel) {
+        for (const auto& p : packets) bytes += p.size;
+        list = filter_batch(packets, &close_reason);
+      } else {
+        list = make_binaries(packets, &bytes);
+      }
+    } catch (const std::bad_alloc&) {
+      // This runs on the ring thread or in a port callback: an exception
+      // must not leave it (the VM would abort). This connection goes.
+      enif_clear_env(rx_env_);
+      enif_clear_env(log_env_);
+      c.close("out of memory while receiving");
+      return;
     }
     send_from(
         rx_env_, *input,

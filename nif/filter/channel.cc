@@ -249,7 +249,28 @@ void Channel::recycle(MessageBuffer&& b) {
   b = MessageBuffer();
 }
 
+// Memory for a message is bounded by the limits, but the machine may still
+// run out (many connections reassembling at once): that closes this
+// connection, never the node. The channel is unusable afterwards.
 void Channel::inspect(Bytes p, Verdict& v) {
+  if (broken_) {
+    fail(v, "channel closed after running out of memory", 0);
+    return;
+  }
+  try {
+    inspect_packet(p, v);
+  } catch (const std::bad_alloc&) {
+    broken_ = true;
+    v.whole = MessageBuffer();
+    v.bytes.clear();
+    v.drop_bytes.clear();
+    v.prefix.clear();
+    v.decoded = false;
+    fail(v, "out of memory", 0);
+  }
+}
+
+void Channel::inspect_packet(Bytes p, Verdict& v) {
   v.action = Action::Keep;
   v.replaced = false;
   v.prefix.clear();

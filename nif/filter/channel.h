@@ -156,7 +156,8 @@ class Channel {
   void set_policy(std::shared_ptr<const Policy> policy) { policy_ = std::move(policy); }
   const Policy& policy() const { return *policy_; }
 
-  // Decides about one dist packet. `v` is reused between calls.
+  // Decides about one dist packet. `v` is reused between calls. Running out
+  // of memory is a Close verdict ("out of memory"), never an exception.
   void inspect(Bytes packet, Verdict& v);
 
   // Counts the handler's answer for a message inspect() returned as Ask.
@@ -196,8 +197,11 @@ class Channel {
   void answer_discarded(Sequence& s);
   bool fail(Verdict& v, const char* what, size_t offset, const ControlInfo* c = nullptr);
 
+  void inspect_packet(Bytes packet, Verdict& v);
+
   std::shared_ptr<const Policy> policy_;
   LocalNode local_;
+  bool broken_ = false;  // an allocation failed: every packet closes
   std::string peer_;
   enum class Framing : uint8_t { Unknown, Header, PassThrough } framing_ = Framing::Unknown;
 

@@ -1007,6 +1007,35 @@ TEST(Fragments, OneMibMessageIsReassembledInOneAllocation) {
   EXPECT_EQ(g_allocations, 1u);
 }
 
+// Out of memory while reassembling closes the connection (the carrier
+// thread or a scheduler must not see an exception: that aborts the VM).
+TEST(Limits, OutOfMemoryClosesTheChannel) {
+  Packet d = {131, 'D', 0};
+  enc::small_tuple(d, 3);
+  enc::integer(d, 2);  // SEND
+  enc::atom(d, "");
+  enc::pid(d, "ktls_filter_test@127.0.0.1", 5, 0, 1);
+  const size_t n = 1u << 20;
+  d.insert(d.end(), {tag::kBinary, static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
+                     static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)});
+  d.resize(d.size() + n, 7);
+  std::vector<Packet> frags = fragment(d, 3, 77, 17);
+  const MessageStorage saved = message_storage();
+  set_message_storage(
+      {[](size_t) -> void* { throw std::bad_alloc(); }, [](void* p, size_t) { std::free(p); }});
+  {
+    Channel ch(default_policy(), kLocal);
+    Verdict v;
+    ch.inspect(Bytes(frags[0].data(), frags[0].size()), v);
+    EXPECT_EQ(v.action, Action::Close);
+    EXPECT_NE(v.error.find("out of memory"), std::string::npos) << v.error;
+    ch.inspect(Bytes(frags[1].data(), frags[1].size()), v);
+    EXPECT_EQ(v.action, Action::Close);
+    EXPECT_EQ(ch.stats().errors.load(), 2u);
+  }
+  set_message_storage(saved);
+}
+
 // A message that fills max_message_size must not make the buffer double
 // past it: a 512 MiB flood against the 128 MiB default held a 256 MiB
 // buffer that way.
