@@ -837,5 +837,27 @@ TEST_F(CarrierTest, CallerModePoolExhaustionRetriesAndResumes) {
   EXPECT_EQ(holder->closed, 0);
 }
 
+TEST_F(CarrierTest, CallerModeIdleConnectionHoldsNoReceiveBuffer) {
+  Pair p = connect_pair(false);
+  for (auto& c : {p.client, p.server}) {
+    c->set_framing(Framing::kDist);
+    c->start_streaming(RxMode::kCaller);
+  }
+  CallerPoller client_poller(p.client), server_poller(p.server);
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 1000; i++) msgs.push_back(std::string(100 + i, 'i'));
+  send_strings(*p.client, msgs);
+  send_strings(*p.server, msgs);
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size(); }));
+  ASSERT_TRUE(p.crec->wait([&] { return p.crec->packets.size() == msgs.size(); }));
+  // Drained: both buffers are back in the pool (in ring mode each
+  // connection keeps one for its next recv).
+  EXPECT_TRUE(eventually([&] { return carrier->stats().pool.buffers_in_use == 0; }))
+      << carrier->stats().pool.buffers_in_use;
+  send_strings(*p.client, {"again"});
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size() + 1; }));
+  EXPECT_EQ(p.srec->packets.back(), "again");
+}
+
 }  // namespace
 }  // namespace ktls::carrier

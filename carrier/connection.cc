@@ -269,6 +269,14 @@ RxStep ConnectionImpl::receive_now() {
     fail_from_caller(why, code);
     return RxStep::kClosed;
   }
+  // Drained, with no partial packet: the buffer goes back to the pool (or
+  // stays with the binaries made over it) until the socket is readable
+  // again. An idle connection then holds no receive buffer at all, which is
+  // what lets a node keep thousands of mostly idle connections.
+  if (step == RxStep::kAgain && rx_ && rx_start_ == rx_end_) {
+    rx_ = BufferRef();
+    rx_start_ = rx_end_ = 0;
+  }
   return step;
 }
 

@@ -330,6 +330,16 @@ rx_port_reads_and_pauses(_Config) ->
     {Expected, Expected} = Sum,
     [#{stats := #{recv_calls := Recvs}}] = call(B, ktls_filter, connections, []),
     true = Recvs > 100,
+    %% Idle now: the connection holds no buffer of the pool (the port gives
+    %% its buffer back whenever the socket is drained).
+    ok = ktls_ct_nodes:wait_until(
+           fun() ->
+                   call(B, erlang, apply, [fun() ->
+                       [erlang:garbage_collect(P) || P <- processes()], ok
+                   end, []]),
+                   #{pool := #{buffers_in_use := InUse}} = call(B, ktls_filter, carrier_stats, []),
+                   InUse =:= 0
+           end, 10000),
     %% The connection ends: its port goes with it, and the socket and the
     %% port's duplicate of it are closed.
     true = call(A, erlang, disconnect_node, [NB]),
