@@ -1,6 +1,7 @@
 #include "nif/connection.h"
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <new>
 
@@ -185,8 +186,14 @@ ERL_NIF_TERM ConnObserver::make_binaries(std::span<const carrier::Packet> packet
 
 namespace {
 
+// Wall-clock microseconds, as erlang:system_time(microsecond). Not
+// enif_monotonic_time: on the carrier thread (not an ERTS thread) it returns
+// ERL_NIF_MIN_TIME, which stamped every logger event of a ring-read
+// connection with a time before 1970.
 uint64_t now_us() {
-  return static_cast<uint64_t>(enif_monotonic_time(ERL_NIF_USEC) + enif_time_offset(ERL_NIF_USEC));
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
 }
 
 ERL_NIF_TERM log_event(ErlNifEnv* env, ERL_NIF_TERM node, const filter::Message& m) {
@@ -207,6 +214,7 @@ ERL_NIF_TERM log_event(ErlNifEnv* env, ERL_NIF_TERM node, const filter::Message&
 ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets,
                                         std::string* close_reason) {
   filter::Channel& ch = *res_->channel;
+  refresh_protected_pids_if_due(rx_env_);
   const uint64_t gen = policy_generation();
   if (gen != res_->policy_gen) {
     ch.set_policy(current_policy());

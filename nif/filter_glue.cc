@@ -1,6 +1,8 @@
 #include "nif/filter_glue.h"
 
+#include <chrono>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -120,6 +122,18 @@ void refresh_protected_pids(ErlNifEnv* env) {
   p->protected_pids = std::move(pids);
   s.policy = std::move(p);
   s.generation.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void refresh_protected_pids_if_due(ErlNifEnv* env) {
+  // Not enif_monotonic_time: on the carrier thread (not an ERTS thread) it
+  // returns ERL_NIF_MIN_TIME.
+  static std::atomic<int64_t> due{std::numeric_limits<int64_t>::min()};
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  int64_t d = due.load(std::memory_order_relaxed);
+  if (now < d || !due.compare_exchange_strong(d, now + kProtectedRefreshMs)) return;
+  refresh_protected_pids(env);
 }
 
 bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad) {

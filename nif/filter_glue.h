@@ -24,9 +24,15 @@ uint64_t policy_generation();
 bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad);
 
 // Resolves the protected names (filter::protected_names) to their pids now
-// and installs them in the policy when they changed. Scheduler threads;
-// called when a channel starts, once the node has its name.
+// and installs them in the policy when they changed. Any thread; `env` may
+// be a process-independent environment. Called when a channel starts, once
+// the node has its name.
 void refresh_protected_pids(ErlNifEnv* env);
+// The same at most once per kProtectedRefreshMs node-wide, before a batch is
+// filtered: a protected process that was restarted (new pid) is protected
+// again within that time, even on connections that started before.
+constexpr int64_t kProtectedRefreshMs = 1000;
+void refresh_protected_pids_if_due(ErlNifEnv* env);
 
 ERL_NIF_TERM make_filter_stats(ErlNifEnv* env, const filter::Stats& s);
 // Node-wide: world counters plus policy switches.

@@ -19,8 +19,9 @@ handle_control_event(_Time, Node, Control, State) ->
     catch ktls_ct_collector ! {event, Node, Control, none},
     {cont, State}.
 
-handle_payload_event(_Time, Node, Control, Payload, State) ->
+handle_payload_event(Time, Node, Control, Payload, State) ->
     catch ktls_ct_collector ! {event, Node, Control, Payload},
+    catch ktls_ct_collector ! {event_time, Time},
     {cont, State}.
 
 handle_info({delay, Ms}, State) ->

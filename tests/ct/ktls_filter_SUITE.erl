@@ -9,7 +9,8 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
--export([exit_signal_to_protected_process_is_dropped/1, handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
+-export([exit_signal_to_protected_process_is_dropped/1,
+         protected_process_started_later_is_protected/1, handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
          monitor_mode_keeps_and_counts/1, channel_inspect_reports_state/1,
          atom_cache_survives_dropped_message/1, max_message_size_drops_large_messages/1]).
 %% run on the nodes
@@ -19,7 +20,8 @@
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
-    [exit_signal_to_protected_process_is_dropped, handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
+    [exit_signal_to_protected_process_is_dropped, protected_process_started_later_is_protected,
+     handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
      break_glass_switch, monitor_mode_keeps_and_counts, channel_inspect_reports_state,
      atom_cache_survives_dropped_message, max_message_size_drops_large_messages].
 
@@ -66,6 +68,31 @@ exit_signal_to_protected_process_is_dropped(_Config) ->
            fun() -> ktls_ct_nodes:call(T, erlang, is_process_alive, [Echo]) =:= false end, 5000),
     [_] = ktls_ct_nodes:call(T, erlang, nodes, []).
 
+%% A protected name registered after the connection started (a process
+%% started later or restarted, e.g. on first use) is protected within the
+%% refresh interval (1 s): the protected pids are resolved again before a
+%% batch is filtered, not only when a channel starts. Here a stand-in takes
+%% the name rex_sup, which OTP 25 does not use.
+protected_process_started_later_is_protected(_Config) ->
+    [protected_later(Extra) || Extra <- readers()],
+    ok.
+
+protected_later(Extra) ->
+    {T, NT, A, _} = start_pair(Extra),
+    ok = call(A, echo, [NT, connected]),
+    undefined = ktls_ct_nodes:call(T, erlang, whereis, [rex_sup]),
+    Late = ktls_ct_nodes:call(T, erlang, apply, [fun() ->
+        P = spawn(fun() -> receive stop -> ok end end),
+        true = register(rex_sup, P),
+        P
+    end, []]),
+    timer:sleep(1500),
+    Dropped0 = maps:get(messages_dropped, world(T)),
+    true = ktls_ct_nodes:call(A, erlang, exit, [Late, kill]),
+    ok = call(A, echo, [NT, still_here]),
+    ?assert(ktls_ct_nodes:call(T, erlang, is_process_alive, [Late])),
+    ?assertEqual(Dropped0 + 1, maps:get(messages_dropped, world(T))).
+
 %% init's pid on node P: a process of the attacker to name as group leader.
 init_of(P) -> ktls_ct_nodes:call(P, erlang, whereis, [init]).
 
@@ -104,7 +131,15 @@ handler_spawn_request_init(_Config) ->
 %% logger the events that do not fit are dropped and counted, and traffic
 %% is not slowed down by it.
 logger_gets_events_and_counts_drops(_Config) ->
-    {T, NT, A, _} = start_pair([]),
+    [logger_events(Extra) || Extra <- readers()],
+    ok.
+
+%% Node arguments for both readers of a connection: a receive port (on a
+%% scheduler) and the carrier thread.
+readers() -> [[], ["-ktls_filter", "rx_reader", "ring"]].
+
+logger_events(Extra) ->
+    {T, NT, A, _} = start_pair(Extra),
     ok = call(T, start_collector, []),
     ok = call(T, start_logger, []),
     ok = call(A, echo, [NT, {marker, <<"logged payload">>}]),
@@ -114,6 +149,12 @@ logger_gets_events_and_counts_drops(_Config) ->
                                 (_) -> false
                              end, call(T, collected, []))
            end, 5000),
+    %% Events carry the wall-clock time in microseconds (the carrier thread
+    %% stamped them before 1970 once).
+    Now = ktls_ct_nodes:call(T, erlang, system_time, [microsecond]),
+    Times = [Time || {event_time, Time} <- call(T, collected, [])],
+    ?assertNotEqual([], Times),
+    [?assert(abs(Now - Time) < 60000000) || Time <- Times],
     [#{events := E0}] = ktls_ct_nodes:call(T, ktls_filter, logger_list, []),
     ?assert(E0 > 0),
     ok = ktls_ct_nodes:call(T, ktls_filter, logger_set_capacity, [1]),
