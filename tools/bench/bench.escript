@@ -235,7 +235,7 @@ plot(Results, Names, OutDir) ->
                "set terminal pngcairo size 1200,600 noenhanced\nset output '~s'\n"
                "set key autotitle columnhead\n"
                "set style data histograms\nset style histogram clustered gap 1\n"
-               "set style fill solid 0.8 border -1\nset key top left\n"
+               "set style fill solid 0.8 border -1\nset key outside right top Left reverse\n"
                "set ylabel 'relative to inet_tcp (higher is better)'\n"
                "set xtics rotate by -30\nset grid ytics\nset yrange [0:*]\n"
                "set title 'ktls_filter bench (medians; latency and CPU rows inverted)'\n"
