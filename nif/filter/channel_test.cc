@@ -975,11 +975,8 @@ TEST(Limits, ClaimedFragmentCountReservesLittle) {
 #endif
 }
 
-// A message of a few MiB (OTP cuts a 1 MiB binary into 17 fragments) is
-// reassembled in one allocation: growing the buffer as fragments arrive
-// copied it again and cost bulk 1 MiB messages 5x their throughput.
-size_t g_allocations = 0;
-TEST(Fragments, OneMibMessageIsReassembledInOneAllocation) {
+// A SEND of a 1 MiB binary in one unfragmented dist packet.
+Packet one_mib_send() {
   Packet d = {131, 'D', 0};
   enc::small_tuple(d, 3);
   enc::integer(d, 2);  // SEND
@@ -989,6 +986,15 @@ TEST(Fragments, OneMibMessageIsReassembledInOneAllocation) {
   d.insert(d.end(), {tag::kBinary, static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
                      static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)});
   d.resize(d.size() + n, 7);
+  return d;
+}
+
+// A message of a few MiB (OTP cuts a 1 MiB binary into 17 fragments) is
+// reassembled in one allocation: growing the buffer as fragments arrive
+// copied it again and cost bulk 1 MiB messages 5x their throughput.
+size_t g_allocations = 0;
+TEST(Fragments, OneMibMessageIsReassembledInOneAllocation) {
+  const Packet d = one_mib_send();
   std::vector<Packet> frags = fragment(d, 3, 77, 17);
   const MessageStorage saved = message_storage();
   set_message_storage({[](size_t b) {
@@ -1010,15 +1016,7 @@ TEST(Fragments, OneMibMessageIsReassembledInOneAllocation) {
 // Out of memory while reassembling closes the connection (the carrier
 // thread or a scheduler must not see an exception: that aborts the VM).
 TEST(Limits, OutOfMemoryClosesTheChannel) {
-  Packet d = {131, 'D', 0};
-  enc::small_tuple(d, 3);
-  enc::integer(d, 2);  // SEND
-  enc::atom(d, "");
-  enc::pid(d, "ktls_filter_test@127.0.0.1", 5, 0, 1);
-  const size_t n = 1u << 20;
-  d.insert(d.end(), {tag::kBinary, static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
-                     static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)});
-  d.resize(d.size() + n, 7);
+  const Packet d = one_mib_send();
   std::vector<Packet> frags = fragment(d, 3, 77, 17);
   const MessageStorage saved = message_storage();
   set_message_storage(
