@@ -265,7 +265,9 @@ ERL_NIF_TERM make_filter_stats(ErlNifEnv* env, const filter::Stats& s) {
 ERL_NIF_TERM make_world_stats(ErlNifEnv* env) {
   PolicyState& ps = policy_state();
   auto p = current_policy();
-  ERL_NIF_TERM m = make_filter_stats(env, filter::world_stats());
+  filter::Stats world;
+  filter::world_stats(world);
+  ERL_NIF_TERM m = make_filter_stats(env, world);
   enif_make_map_put(env, m, make_atom(env, "deep_packet_inspection_switches"),
                     enif_make_uint64(env, ps.inspect_switches), &m);
   enif_make_map_put(env, m, make_atom(env, "filter_mode_switches"),

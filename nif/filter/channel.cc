@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <map>
 #include <new>
+#include <set>
 
 namespace ktls::filter {
 namespace {
@@ -41,9 +42,44 @@ MessageStorage storage{malloc_storage, free_storage};
 void set_message_storage(MessageStorage s) { storage = s; }
 const MessageStorage& message_storage() { return storage; }
 
-Stats& world_stats() {
-  static Stats s;
-  return s;
+namespace {
+// Node-wide counters are summed when read, not kept: one more atomic add
+// per counter per message on a line every scheduler writes cost more than
+// decoding a small message. Live channels are summed with what closed ones
+// left behind (`retired`).
+struct World {
+  std::mutex mu;
+  std::set<const Channel*> live;
+  Stats retired;
+};
+World& world() {
+  static World w;
+  return w;
+}
+
+void add_stats(Stats& into, const Stats& from) {
+  auto add = [](std::atomic<uint64_t>& a, const std::atomic<uint64_t>& b) {
+    a.fetch_add(b.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  };
+  for (auto field : {&Stats::packets, &Stats::bytes, &Stats::messages, &Stats::kept,
+                     &Stats::dropped, &Stats::rewritten, &Stats::redirected, &Stats::asked,
+                     &Stats::would_drop, &Stats::uninspected, &Stats::fragments, &Stats::fragmented,
+                     &Stats::too_large, &Stats::atom_cache_writes, &Stats::errors}) {
+    add(into.*field, from.*field);
+  }
+  for (size_t i = 0; i < from.control.size(); i++) {
+    add(into.control[i].seen, from.control[i].seen);
+    add(into.control[i].kept, from.control[i].kept);
+    add(into.control[i].dropped, from.control[i].dropped);
+  }
+}
+}  // namespace
+
+void world_stats(Stats& out) {
+  World& w = world();
+  std::lock_guard lock(w.mu);
+  add_stats(out, w.retired);
+  for (const Channel* c : w.live) add_stats(out, c->stats());
 }
 
 namespace {
@@ -92,23 +128,28 @@ Channel::Channel(std::shared_ptr<const Policy> policy, LocalNode local)
     : policy_(std::move(policy)), local_(std::move(local)) {
   refs_.reserve(255);
   ref_slots_.reserve(255);
+  World& w = world();
+  std::lock_guard lock(w.mu);
+  w.live.insert(this);
 }
 
-Channel::~Channel() = default;
+Channel::~Channel() {
+  World& w = world();
+  std::lock_guard lock(w.mu);
+  add_stats(w.retired, stats_);
+  w.live.erase(this);
+}
 
 void Channel::count(std::atomic<uint64_t> Stats::*field, uint64_t n) {
   Stats::add(stats_.*field, n);
-  Stats::add(world_stats().*field, n);
 }
 
 void Channel::count_control(const ControlInfo* c, bool kept) {
   count(kept ? &Stats::kept : &Stats::dropped);
   if (!c) return;
-  for (Stats* s : {&stats_, &world_stats()}) {
-    ControlCounters& cc = s->control[c->index];
-    Stats::add(cc.seen);
-    Stats::add(kept ? cc.kept : cc.dropped);
-  }
+  ControlCounters& cc = stats_.control[c->index];
+  Stats::add(cc.seen);
+  Stats::add(kept ? cc.kept : cc.dropped);
 }
 
 const char* Channel::framing() const {
@@ -394,7 +435,7 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
   }
   if (c.hint == Hint::Unsafe && pol.handler) {
     count(&Stats::asked);
-    for (Stats* s : {&stats_, &world_stats()}) Stats::add(s->control[m.info->index].seen);
+    Stats::add(stats_.control[m.info->index].seen);
     v.action = Action::Ask;
     return;
   }
@@ -406,9 +447,7 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
 void Channel::record_answer(const ControlInfo* c, bool kept) {
   count(kept ? &Stats::kept : &Stats::dropped);
   if (!c) return;
-  for (Stats* s : {&stats_, &world_stats()}) {
-    Stats::add(kept ? s->control[c->index].kept : s->control[c->index].dropped);
-  }
+  Stats::add(kept ? stats_.control[c->index].kept : stats_.control[c->index].dropped);
 }
 
 // Header + {REG_SEND, Pid, '', ktls_filter_dropped} + []: the VM applies the

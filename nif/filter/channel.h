@@ -48,7 +48,7 @@ struct Stats {
   std::atomic<uint64_t> errors{0};  // malformed input: channel closed
   std::array<ControlCounters, kControlCount> control;
 
-  // Adds n to a counter of this and of the node-wide stats.
+  // Adds n to a counter (relaxed: counters are read, never synchronized on).
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.fetch_add(n, std::memory_order_relaxed);
   }
@@ -94,8 +94,9 @@ inline void append(MessageBuffer& b, Bytes bytes) {
   if (!bytes.empty()) std::memcpy(b.data() + at, bytes.data(), bytes.size());
 }
 
-// Node-wide counters (sum over every channel that ever existed).
-Stats& world_stats();
+// Node-wide counters: adds the sum over every channel that ever existed
+// (live ones and closed ones) to `out`. Any thread.
+void world_stats(Stats& out);
 // Node-wide count of channel errors (connections closed for malformed
 // input) by reason, e.g. {"truncated term", 2}.
 std::vector<std::pair<std::string, uint64_t>> error_reasons();

@@ -1157,6 +1157,36 @@ TEST(PassThrough, MixedFramingCloses) {
   EXPECT_EQ(v.error, "pass-through packet on a channel with dist headers at byte 0");
 }
 
+// Node-wide counters are the sum over channels, live or closed (they are
+// summed when read instead of being added to on every message).
+TEST(Stats, WorldSumsLiveAndClosedChannels) {
+  const std::vector<Packet> ps = load("gen_server.a2b");
+  const ControlInfo* send = control_info(static_cast<int>(Op::SEND));
+  ASSERT_NE(send, nullptr);
+  Stats before;
+  world_stats(before);
+  uint64_t packets = 0, kept = 0, sends = 0;
+  {
+    Channel a(default_policy(), kLocal), b(default_policy(), kLocal);
+    run(a, ps);
+    run(b, ps);
+    packets = a.stats().packets.load();
+    kept = a.stats().kept.load();
+    sends = a.stats().control[send->index].seen.load();
+    ASSERT_GT(packets, 0u);
+    Stats live;
+    world_stats(live);
+    EXPECT_EQ(live.packets.load() - before.packets.load(), 2 * packets);
+    EXPECT_EQ(live.kept.load() - before.kept.load(), 2 * kept);
+  }
+  Stats after;
+  world_stats(after);
+  EXPECT_EQ(after.packets.load() - before.packets.load(), 2 * packets);
+  EXPECT_EQ(after.kept.load() - before.kept.load(), 2 * kept);
+  EXPECT_EQ(after.control[send->index].seen.load() - before.control[send->index].seen.load(),
+            2 * sends);
+}
+
 TEST(Ticks, EmptyPacketIsATick) {
   Channel ch(default_policy(), kLocal);
   Verdict v;
