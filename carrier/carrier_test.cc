@@ -859,5 +859,28 @@ TEST_F(CarrierTest, CallerModeIdleConnectionHoldsNoReceiveBuffer) {
   EXPECT_EQ(p.srec->packets.back(), "again");
 }
 
+// receive_now() makes a bounded number of recv calls; the bytes of the last
+// one are delivered before it returns, even when the socket then has nothing
+// more (nothing would call it again). Four full 4 KiB buffers of 1 KiB
+// packets, all in the socket before the first call.
+TEST_F(CarrierTest, CallerModeDeliversTheLastRecvOfACall) {
+  options.pool.buffer_size = 4096;
+  carrier.reset();
+  SetUp();
+  Pair p = connect_pair(false);
+  p.client->set_framing(Framing::kDist);
+  p.server->set_framing(Framing::kDist);
+  p.client->start_streaming(RxMode::kRing);
+  p.server->start_streaming(RxMode::kCaller);
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 16; i++) msgs.push_back(std::string(1020, static_cast<char>('a' + i)));
+  send_strings(*p.client, msgs);
+  std::this_thread::sleep_for(100ms);  // all 16 KiB in the server's socket
+  CallerPoller poller(p.server);
+  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size(); }, 2s))
+      << p.srec->packets.size();
+  EXPECT_EQ(p.srec->packets, msgs);
+}
+
 }  // namespace
 }  // namespace ktls::carrier

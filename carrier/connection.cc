@@ -218,6 +218,11 @@ void ConnectionImpl::fail_from_caller(const std::string& why, int code) {
   poke();
 }
 
+std::string ConnectionImpl::recv_failure(int err) const {
+  if (err == 0) return "peer " + peer_.to_string() + " closed the connection";
+  return "recv from " + peer_.to_string() + ": " + std::strerror(err);
+}
+
 // How many recv calls one receive_now() makes at most: enough to drain a
 // burst, few enough that one connection cannot hold a scheduler for long.
 constexpr int kCallerRecvRounds = 4;
@@ -230,13 +235,17 @@ RxStep ConnectionImpl::receive_now() {
   std::string why;
   int code = 0;
   RxStep step = RxStep::kAgain;
-  for (int round = 0; round < kCallerRecvRounds; round++) {
+  // Each round delivers what the previous recv brought, so the bytes of the
+  // last recv are always parsed before returning.
+  bool drained = false;
+  for (int round = 0;; round++) {
     why = parse();
     if (!why.empty()) break;
     if (unconsumed_.load(std::memory_order_acquire) >= options_.rx_window) {
       step = RxStep::kPaused;
       break;
     }
+    if (drained || round == kCallerRecvRounds) break;
     if (!make_room()) {
       step = RxStep::kRetry;
       break;
@@ -247,21 +256,13 @@ RxStep ConnectionImpl::receive_now() {
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
       bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      if (static_cast<size_t>(n) == room) continue;  // maybe more
-      why = parse();                                 // the socket is drained
-      if (why.empty() && unconsumed_.load(std::memory_order_acquire) >= options_.rx_window) {
-        step = RxStep::kPaused;
-      }
-      break;
+      drained = static_cast<size_t>(n) < room;  // a full buffer: maybe more
+      continue;
     }
-    if (n == 0) {
-      why = "peer " + peer_.to_string() + " closed the connection";
-      break;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-    code = errno;
-    why = "recv from " + peer_.to_string() + ": " + std::strerror(code);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;  // parsed already
+    code = n == 0 ? 0 : errno;
+    why = recv_failure(code);
     break;
   }
   if (!why.empty()) {
@@ -422,13 +423,13 @@ void ConnectionImpl::on_recv(int res) {
   }
   recv_calls_.fetch_add(1, std::memory_order_relaxed);
   if (res == 0) {
-    fail("peer " + peer_.to_string() + " closed the connection");
+    fail(recv_failure(0));
   } else if (res < 0) {
     if (res == -EINTR || res == -EAGAIN) {
       service();
       return;
     }
-    fail("recv from " + peer_.to_string() + ": " + std::strerror(-res), -res);
+    fail(recv_failure(-res), -res);
   } else {
     bytes_in_.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
   }

@@ -151,6 +151,8 @@ class ConnectionImpl final : public Connection {
   // Cuts and delivers packets; returns the error that must close the
   // connection (oversized packet), empty if none. Caller holds rx_mu_.
   std::string parse();
+  // Why reading ended: errno `err`, or 0 for end of stream (names the peer).
+  std::string recv_failure(int err) const;
   // Closes from a receive_now() caller's thread: the ring thread applies it.
   void fail_from_caller(const std::string& why, int code);
   void arm_recv();
