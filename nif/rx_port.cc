@@ -16,7 +16,8 @@ namespace {
 struct Tokens {
   std::mutex mu;
   std::unordered_map<uint64_t, ConnRes*> open;
-  // Not guessable across restarts of the library; unique within one.
+  // Unique while the library is loaded (a token is not a secret: any local
+  // process may open ports anyway).
   std::atomic<uint64_t> next{0x6b746c73'00000001ull};
 };
 Tokens& tokens() {
@@ -78,8 +79,6 @@ int dup_fd(Claim* c) {
 }
 
 carrier::RxStep receive(Claim* c) { return c->res->conn->receive_now(); }
-
-uint64_t connection_id(Claim* c) { return c->res->conn->id(); }
 
 void release(Claim* c) {
   std::unique_ptr<Claim> owned(c);

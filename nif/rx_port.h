@@ -32,8 +32,6 @@ Claim* claim(uint64_t token);
 int dup_fd(Claim* c);
 // Reads and delivers on the calling scheduler (carrier::Connection::receive_now).
 carrier::RxStep receive(Claim* c);
-// The connection's id, for log lines.
-uint64_t connection_id(Claim* c);
 void release(Claim* c);
 
 }  // namespace ktls::nif::rx_port

@@ -61,10 +61,7 @@ void add_stats(Stats& into, const Stats& from) {
   auto add = [](std::atomic<uint64_t>& a, const std::atomic<uint64_t>& b) {
     a.fetch_add(b.load(std::memory_order_relaxed), std::memory_order_relaxed);
   };
-  for (auto field : {&Stats::packets, &Stats::bytes, &Stats::messages, &Stats::kept,
-                     &Stats::dropped, &Stats::rewritten, &Stats::redirected, &Stats::asked,
-                     &Stats::would_drop, &Stats::uninspected, &Stats::fragments, &Stats::fragmented,
-                     &Stats::too_large, &Stats::atom_cache_writes, &Stats::errors}) {
+  for (auto field : Stats::kCounters) {
     add(into.*field, from.*field);
   }
   for (size_t i = 0; i < from.control.size(); i++) {

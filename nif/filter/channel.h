@@ -47,12 +47,25 @@ struct Stats {
   std::atomic<uint64_t> atom_cache_writes{0};
   std::atomic<uint64_t> errors{0};  // malformed input: channel closed
   std::array<ControlCounters, kControlCount> control;
+  // Every counter above but `control`, for code that walks them all.
+  static constexpr std::array kCounters = {&Stats::packets,    &Stats::bytes,
+                                           &Stats::messages,   &Stats::kept,
+                                           &Stats::dropped,    &Stats::rewritten,
+                                           &Stats::redirected, &Stats::asked,
+                                           &Stats::would_drop, &Stats::uninspected,
+                                           &Stats::fragments,  &Stats::fragmented,
+                                           &Stats::too_large,  &Stats::atom_cache_writes,
+                                           &Stats::errors};
 
   // Adds n to a counter (relaxed: counters are read, never synchronized on).
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.fetch_add(n, std::memory_order_relaxed);
   }
 };
+// A counter added to Stats but not to kCounters would be missing from the
+// node-wide sums.
+static_assert(sizeof(Stats) == Stats::kCounters.size() * sizeof(std::atomic<uint64_t>) +
+                                   sizeof(std::array<ControlCounters, kControlCount>));
 
 // Where reassembled messages live. By default malloc; the NIF points this at
 // ERTS binaries (before the first Channel exists) so that a reassembled
