@@ -16,6 +16,7 @@
 
 -define(DRIVER, "ktls_filter_nif").
 -define(KEEPER, ktls_filter_rx_port_keeper).
+-define(LOADED, {?MODULE, driver_loaded}).
 -define(ATTACH, 1).
 -define(RESUME, 2).
 
@@ -55,13 +56,11 @@ status(Keeper, Tries) ->
             ensure_loaded(Tries - 1)
     end.
 
-%% @doc True when receive ports can be opened on this node.
+%% @doc True when receive ports can be opened on this node (read once per
+%% connection: the keeper sets it once, when it has loaded the driver).
 -spec available() -> boolean().
 available() ->
-    case whereis(?KEEPER) of
-        undefined -> false;
-        Keeper -> status(Keeper, 1) =:= ok
-    end.
+    persistent_term:get(?LOADED, false).
 
 -spec keeper_init(pid()) -> no_return().
 keeper_init(Starter) ->
@@ -77,6 +76,7 @@ keeper_init(Starter) ->
                                           #{domain => [ktls_filter]}),
                              Error
                      end,
+            persistent_term:put(?LOADED, Status =:= ok),
             Starter ! {?KEEPER, true},
             keeper_loop(Status)
     catch
