@@ -24,7 +24,11 @@ ConnRes* ConnRes::create() {
 }
 
 ConnObserver::ConnObserver(ConnRes* res)
-    : res_(res), env_(enif_alloc_env()), rx_env_(enif_alloc_env()), log_env_(enif_alloc_env()) {
+    : res_(res),
+      env_(enif_alloc_env()),
+      rx_env_(enif_alloc_env()),
+      log_env_(enif_alloc_env()),
+      dir_(rx_env_) {
   enif_keep_resource(res_);
 }
 
@@ -214,7 +218,6 @@ ERL_NIF_TERM log_event(ErlNifEnv* env, ERL_NIF_TERM node, const filter::Message&
 ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets,
                                         std::string* close_reason) {
   filter::Channel& ch = *res_->channel;
-  refresh_protected_pids_if_due(rx_env_);
   const uint64_t gen = policy_generation();
   if (gen != res_->policy_gen) {
     ch.set_policy(current_policy());
@@ -272,14 +275,33 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
       case filter::Action::Hold:
       case filter::Action::Close:
         break;
+      case filter::Action::Resolve:
       case filter::Action::Ask: {
         Item it;
+        if (v.action == filter::Action::Resolve) {
+          auto roles = [&](uint16_t mask) {
+            ERL_NIF_TERM l = enif_make_list(rx_env_, 0);
+            for (filter::Role r : filter::kConcreteRoles) {
+              if (mask & filter::role_bit(r)) {
+                l = enif_make_list_cell(rx_env_, make_atom(rx_env_, filter::role_name(r)), l);
+              }
+            }
+            return l;
+          };
+          it.resolve =
+              enif_make_tuple4(rx_env_, make_local_pid(rx_env_, res_->local_node, v.resolve),
+                               enif_make_int(rx_env_, static_cast<int>(v.message.info->op)),
+                               roles(v.safe_roles), roles(v.drop_roles));
+        }
         // The question first: the message views point into v.whole, which
-        // whole_piece() may shrink.
-        it.ask = enif_make_tuple4(rx_env_, make_atom(rx_env_, filter::hint_name(v.hint)),
-                                  enif_make_int(rx_env_, static_cast<int>(v.message.info->op)),
-                                  make_message_term(rx_env_, v.message.control),
-                                  make_message_term(rx_env_, v.message.payload));
+        // whole_piece() may shrink. A Resolve needs it only for a handler.
+        it.ask =
+            it.resolve && !ch.policy().handler
+                ? make_atom(rx_env_, "none")
+                : enif_make_tuple4(rx_env_, make_atom(rx_env_, filter::hint_name(v.hint)),
+                                   enif_make_int(rx_env_, static_cast<int>(v.message.info->op)),
+                                   make_message_term(rx_env_, v.message.control),
+                                   make_message_term(rx_env_, v.message.payload));
         it.drop = v.drop_bytes.empty() ? -1 : scratch_piece(v.drop_bytes);
         it.keep = !v.replaced       ? packet_piece(p)
                   : v.whole.empty() ? scratch_piece(v.bytes)
@@ -344,7 +366,9 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
     ERL_NIF_TERM t = bins[it.keep];
     if (it.ask) {
       ERL_NIF_TERM drop = it.drop < 0 ? make_atom(rx_env_, "none") : bins[it.drop];
-      t = enif_make_tuple4(rx_env_, make_atom(rx_env_, "ktls_ask"), it.ask, t, drop);
+      t = it.resolve ? enif_make_tuple5(rx_env_, make_atom(rx_env_, "ktls_resolve"), it.resolve,
+                                        it.ask, t, drop)
+                     : enif_make_tuple4(rx_env_, make_atom(rx_env_, "ktls_ask"), it.ask, t, drop);
     }
     list = enif_make_list_cell(rx_env_, t, list);
   }

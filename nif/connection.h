@@ -13,6 +13,7 @@
 
 #include "carrier/carrier.h"
 #include "nif/filter/channel.h"
+#include "nif/process_directory.h"
 
 namespace ktls::nif {
 
@@ -49,6 +50,7 @@ struct ConnRes {
   // (stats and atom cache are safe to read from any thread).
   std::unique_ptr<filter::Channel> channel;
   std::string peer_node;
+  std::string local_node;   // this node's name, for pids the NIF writes
   uint64_t policy_gen = 0;  // ring thread
 
   static ErlNifResourceType* type;
@@ -79,6 +81,8 @@ class ConnObserver final : public carrier::ConnectionObserver {
   bool set_recv_waiter(const ErlNifPid& pid);
   bool set_input(const ErlNifPid& pid);
   bool closed();
+  // Where the connection's channel looks up receivers (on_packets only).
+  const filter::Directory& directory() const { return dir_; }
 
  private:
   void send_to(const ErlNifPid& pid, ERL_NIF_TERM msg);  // from env_
@@ -98,6 +102,7 @@ class ConnObserver final : public carrier::ConnectionObserver {
   struct Item {
     int keep = -1, drop = -1;  // piece indexes; drop -1 = nothing
     ERL_NIF_TERM ask = 0;      // 0: plain piece `keep`
+    ERL_NIF_TERM resolve = 0;  // with ask: a Resolve, {Pid, Op, Safe, Drop}
   };
   std::vector<Piece> pieces_;
   std::vector<Item> items_;
@@ -109,8 +114,9 @@ class ConnObserver final : public carrier::ConnectionObserver {
   // on_packets only (the ring thread, or a receive port's scheduler: never
   // both at once), as are pieces_, items_, scratch_, verdict_.
   ErlNifEnv* rx_env_;
-  ErlNifEnv* log_env_;  // on_packets only: logger events of one batch
-  std::mutex mu_;       // guards the fields below
+  ErlNifEnv* log_env_;    // on_packets only: logger events of one batch
+  ProcessDirectory dir_;  // over rx_env_
+  std::mutex mu_;         // guards the fields below
   std::optional<ErlNifPid> owner_, input_, recv_waiter_, connect_waiter_;
   bool closed_ = false;
 };

@@ -1,8 +1,6 @@
 #include "nif/filter_glue.h"
 
-#include <chrono>
 #include <cstring>
-#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -97,45 +95,6 @@ std::shared_ptr<const filter::Policy> current_policy() {
 
 uint64_t policy_generation() { return policy_state().generation.load(std::memory_order_acquire); }
 
-namespace {
-std::vector<filter::PidId> resolve_protected(ErlNifEnv* env) {
-  std::vector<filter::PidId> out;
-  for (std::string_view n : filter::protected_names()) {
-    ErlNifPid pid;
-    if (!enif_whereis_pid(env, enif_make_atom_len(env, n.data(), n.size()), &pid)) continue;
-    ErlNifBinary bin;
-    if (!enif_term_to_binary(env, enif_make_pid(env, &pid), &bin)) continue;
-    auto id = filter::pid_id(filter::Term(filter::Bytes(bin.data, bin.size), 1, {}));
-    enif_release_binary(&bin);
-    if (id) out.push_back(std::move(*id));
-  }
-  return out;
-}
-}  // namespace
-
-void refresh_protected_pids(ErlNifEnv* env) {
-  std::vector<filter::PidId> pids = resolve_protected(env);
-  PolicyState& s = policy_state();
-  std::lock_guard lock(s.mu);
-  if (s.policy->protected_pids == pids) return;
-  auto p = std::make_shared<filter::Policy>(*s.policy);
-  p->protected_pids = std::move(pids);
-  s.policy = std::move(p);
-  s.generation.fetch_add(1, std::memory_order_acq_rel);
-}
-
-void refresh_protected_pids_if_due(ErlNifEnv* env) {
-  // Not enif_monotonic_time: on the carrier thread (not an ERTS thread) it
-  // returns ERL_NIF_MIN_TIME.
-  static std::atomic<int64_t> due{std::numeric_limits<int64_t>::min()};
-  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::steady_clock::now().time_since_epoch())
-                          .count();
-  int64_t d = due.load(std::memory_order_relaxed);
-  if (now < d || !due.compare_exchange_strong(d, now + kProtectedRefreshMs)) return;
-  refresh_protected_pids(env);
-}
-
 bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad) {
   PolicyState& s = policy_state();
   auto p = std::make_shared<filter::Policy>(*current_policy());
@@ -176,6 +135,13 @@ bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad) {
     return *bad = "max_open_fragments", false;
   }
   if (present) p->max_open_fragments = static_cast<uint32_t>(u);
+  for (auto [key, field] :
+       {std::pair{"max_global_message_size", &filter::Policy::max_global_message_size},
+        std::pair{"max_new_atoms_per_connection", &filter::Policy::max_new_atoms_per_connection},
+        std::pair{"max_new_atoms", &filter::Policy::max_new_atoms}}) {
+    if (!get_u64(env, map, key, &u, &present)) return *bad = key, false;
+    if (present) (*p).*field = u;
+  }
   if (enif_get_map_value(env, map, make_atom(env, "allow_mfa"), &v)) {
     std::vector<filter::Mfa> mfas;
     ERL_NIF_TERM head, tail = v;
@@ -251,6 +217,9 @@ ERL_NIF_TERM make_filter_stats(ErlNifEnv* env, const filter::Stats& s) {
       .count("spawn_requests_refused", s.rewritten)
       .count("spawn_requests_redirected", s.redirected)
       .count("handler_asked", s.asked)
+      .count("receivers_looked_up", s.resolved)
+      .count("new_atoms", s.new_atoms)
+      .count("atoms_refused", s.atoms_refused)
       .count("would_drop", s.would_drop)
       .count("uninspected", s.uninspected)
       .count("fragments", s.fragments)
@@ -425,6 +394,9 @@ ERL_NIF_TERM nif_filter_decode(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       case filter::Action::Ask:
         action = "ask";
         break;
+      case filter::Action::Resolve:
+        action = "resolve";
+        break;
       case filter::Action::Close:
         break;
     }
@@ -455,7 +427,8 @@ ERL_NIF_TERM nif_filter_answer(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* res = static_cast<ConnRes*>(p);
   std::lock_guard lock(res->mu);
   if (res->channel) {
-    res->channel->record_answer(filter::control_info(op), enif_is_identical(argv[2], atoms.true_));
+    res->channel->record_answer(filter::control_info(op), enif_is_identical(argv[2], atoms.true_),
+                                enif_is_identical(argv[3], atoms.true_));
   }
   return atoms.ok;
 }

@@ -23,17 +23,6 @@ uint64_t policy_generation();
 // the first ill-typed key.
 bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad);
 
-// Resolves the protected names (filter::protected_names) to their pids now
-// and installs them in the policy when they changed. Any thread; `env` may
-// be a process-independent environment. Called when a channel starts, once
-// the node has its name.
-void refresh_protected_pids(ErlNifEnv* env);
-// The same at most once per kProtectedRefreshMs node-wide, before a batch is
-// filtered: a protected process that was restarted (new pid) is protected
-// again within that time, even on connections that started before.
-constexpr int64_t kProtectedRefreshMs = 1000;
-void refresh_protected_pids_if_due(ErlNifEnv* env);
-
 ERL_NIF_TERM make_filter_stats(ErlNifEnv* env, const filter::Stats& s);
 // Node-wide: world counters plus policy switches.
 ERL_NIF_TERM make_world_stats(ErlNifEnv* env);

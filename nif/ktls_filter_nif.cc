@@ -315,13 +315,14 @@ ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       !enif_get_uint64(env, creation, &cr)) {
     return enif_make_badarg(env);
   }
-  refresh_protected_pids(env);
   {
     std::lock_guard lock(res->mu);
     if (!res->channel) {
       res->channel = std::make_unique<filter::Channel>(
           current_policy(), filter::LocalNode{local_name, static_cast<uint32_t>(cr)});
       res->channel->set_peer(name);
+      res->channel->set_directory(&res->obs->directory());
+      res->local_node = local_name;
       res->policy_gen = policy_generation();
       res->peer_node = name;
     }
@@ -464,7 +465,9 @@ ErlNifFunc funcs[] = {
     {"world_stats", 0, nif_world_stats, 0},
     {"channel_list", 0, nif_channel_list, 0},
     {"channel_inspect", 1, nif_channel_inspect, 0},
-    {"filter_answer", 3, nif_filter_answer, 0},
+    {"filter_answer", 4, nif_filter_answer, 0},
+    {"learn_role", 2, nif_learn_role, 0},
+    {"forget_roles", 0, nif_forget_roles, 0},
     {"filter_decode", 1, nif_filter_decode, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"logger_open", 1, nif_logger_open, 0},
     {"logger_ack", 2, nif_logger_ack, 0},

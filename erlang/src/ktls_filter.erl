@@ -18,6 +18,9 @@ config_set(Key, Value) ->
     Apply = fun(C) -> ktls_filter_nif:filter_configure(ktls_filter_config:filter_options(C)) end,
     case ktls_filter_config:set({Key, Value}, Apply) of
         {ok, Old, New} ->
+            %% Roles looked up under the old list may be wrong now.
+            lists:member(Key, [system_applications, unprotected_applications]) andalso
+                ktls_filter_nif:forget_roles(),
             logger:notice("ktls_filter: ~p set to ~tp (was ~tp)", [Key, New, Old]),
             ok;
         Error ->

@@ -65,6 +65,19 @@ options() ->
       "extra {M, F, Arity} (or {M, '_', '_'}) allowed through spawn_request/erpc/rpc"},
      {allow_reg_names, atom_list, [],
       "extra registered names that may receive unsafe-looking messages"},
+     {system_applications, atom_list, [],
+      "applications whose processes are protected like OTP's own (on top of OTP's "
+      "applications and ktls_filter): remote nodes may only send them replies"},
+     {unprotected_applications, atom_list, [],
+      "OTP applications whose processes get the rules of application processes "
+      "(e.g. [mnesia] for a mnesia cluster, whose processes talk between nodes)"},
+     {max_new_atoms_per_connection, non_neg_integer, 100000,
+      "atoms the node does not have yet that one connection may bring; messages that "
+      "would bring more are dropped"},
+     {max_new_atoms, non_neg_integer, 500000,
+      "atoms the node does not have yet that all connections together may bring"},
+     {max_global_message_size, pos_integer, 1024 * 1024,
+      "largest message to global's processes (names are stored on every node), bytes"},
      {handler, module_or_undefined, undefined,
       "ktls_filter_handler module consulted for unsafe messages"},
      {logger_capacity, non_neg_integer, 1000,

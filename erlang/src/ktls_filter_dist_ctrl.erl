@@ -227,6 +227,24 @@ rx_reader() ->
 put_data(DHandle, [P | Ps]) when is_binary(P) ->
     erlang:dist_ctrl_put_data(DHandle, P),
     put_data(DHandle, Ps);
+put_data(DHandle, [{ktls_resolve, {Pid, Op, Safe, Refused}, Question, Keep, Drop} | Ps]) ->
+    %% The receiver is a process of this node the filter has not seen: its
+    %% role decides, in order with the traffic (later packets wait).
+    Role = ktls_filter_roles:role(Pid),
+    ok = ktls_filter_nif:learn_role(Pid, Role),
+    Answer = case lists:member(Role, Safe) of
+                 true ->
+                     ok = ktls_filter_nif:filter_answer(get(ktls_conn), Op, true, false),
+                     keep;
+                 false ->
+                     resolved_refusal(Role, Refused, Question, Op)
+             end,
+    case Answer of
+        keep -> erlang:dist_ctrl_put_data(DHandle, Keep);
+        drop when is_binary(Drop) -> erlang:dist_ctrl_put_data(DHandle, Drop);
+        drop -> ok
+    end,
+    put_data(DHandle, Ps);
 put_data(DHandle, [{ktls_ask, Question, Keep, Drop} | Ps]) ->
     %% The handler decides in order with the traffic: later packets wait.
     case ask_handler(Question) of
@@ -245,5 +263,27 @@ ask_handler({Hint, Op, Control, Payload}) ->
                  undefined -> drop;
                  Handler -> ktls_filter_handler:classify(Handler, Hint, Node, Control, Payload)
              end,
-    ok = ktls_filter_nif:filter_answer(Conn, Op, Answer =:= keep),
+    ok = ktls_filter_nif:filter_answer(Conn, Op, Answer =:= keep, false),
     Answer.
+
+%% A looked-up receiver whose role does not make the message safe: monitor
+%% mode keeps it (counted as would_drop), a role that only makes it unsafe
+%% asks the handler, anything else drops.
+resolved_refusal(Role, Refused, Question, Op) ->
+    Conn = get(ktls_conn),
+    case ktls_filter_config:get(filter_mode) of
+        monitor ->
+            ok = ktls_filter_nif:filter_answer(Conn, Op, true, true),
+            keep;
+        _ when is_tuple(Question) ->
+            case lists:member(Role, Refused) of
+                true ->
+                    ok = ktls_filter_nif:filter_answer(Conn, Op, false, false),
+                    drop;
+                false ->
+                    ask_handler(Question)
+            end;
+        _ ->
+            ok = ktls_filter_nif:filter_answer(Conn, Op, false, false),
+            drop
+    end.

@@ -21,7 +21,7 @@
          set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2]).
 -export([filter_configure/1, world_stats/0, channel_list/0, channel_inspect/1,
-         filter_answer/3, filter_decode/1]).
+         filter_answer/4, filter_decode/1, learn_role/2, forget_roles/0]).
 -export([logger_open/1, logger_ack/2, logger_set_capacity/1, logger_list/0, logger_inspect/1]).
 
 -on_load(load/0).
@@ -146,9 +146,20 @@ filter_configure(_Config) -> ?NIF.
 -spec filter_decode([binary()]) -> [tuple()].
 filter_decode(_Packets) -> ?NIF.
 
-%% @doc Counts the handler's answer (Kept) for a message of control op Op.
--spec filter_answer(conn(), non_neg_integer(), boolean()) -> ok.
-filter_answer(_C, _Op, _Kept) -> ?NIF.
+%% @doc Counts the handler's answer (Kept), or what became of a message
+%% whose receiver was looked up (WouldDrop: kept only for monitor mode), for
+%% a message of control op Op.
+-spec filter_answer(conn(), non_neg_integer(), boolean(), boolean()) -> ok.
+filter_answer(_C, _Op, _Kept, _WouldDrop) -> ?NIF.
+
+%% @doc Records the role of a local process (ktls_filter_roles:role/1) in
+%% the filter's node-wide cache; `gone' and `unknown' are not recorded.
+-spec learn_role(pid(), ktls_filter_roles:role()) -> ok.
+learn_role(_Pid, _Role) -> ?NIF.
+
+%% @doc Empties the cache of roles (system_applications changed).
+-spec forget_roles() -> ok.
+forget_roles() -> ?NIF.
 
 %% @doc Registers Pid as a logger: it gets `{ktls_logger_batch, Logger,
 %% Dropped, Events}' and acknowledges each with logger_ack/2.

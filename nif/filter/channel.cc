@@ -25,6 +25,14 @@ uint64_t be64(const uint8_t* p) {
 // Registered name no process has: where carriers of atom-cache updates go.
 constexpr std::string_view kVoidName = "ktls_filter_dropped";
 
+// What an atom over the budget becomes in a header's cache write, for the
+// filter's view and the VM's alike, so later references to the slot still
+// resolve the same on both sides (the message that wrote it is dropped).
+constexpr std::string_view kRefusedAtom = "ktls_filter_refused_atom";
+
+// Atoms brought by dist on this node, over every channel (see admit_atom).
+std::atomic<uint64_t> node_new_atoms{0};
+
 }  // namespace
 
 namespace {
@@ -119,10 +127,11 @@ struct Channel::Sequence {
   std::vector<std::string_view> refs;
   MessageBuffer buf;  // 131 'D' + the header's refs, then the body
   size_t header_len = 0;
+  bool atoms_refused = false;  // its header brought atoms over the budget
 };
 
 Channel::Channel(std::shared_ptr<const Policy> policy, LocalNode local)
-    : policy_(std::move(policy)), local_(std::move(local)) {
+    : policy_(std::move(policy)), dir_(&static_directory()), local_(std::move(local)) {
   refs_.reserve(255);
   ref_slots_.reserve(255);
   World& w = world();
@@ -187,7 +196,9 @@ bool Channel::fail(Verdict& v, const char* what, size_t offset, const ControlInf
 bool Channel::parse_header(Bytes p, size_t& pos, Verdict& v) {
   refs_.clear();
   ref_slots_.clear();
+  ref_written_.clear();
   ref_new_ = false;
+  header_rewritten_ = false;
   if (p.size() - pos < 1) return fail(v, "truncated dist header", pos);
   const size_t n = p[pos++];
   if (n == 0) return true;
@@ -211,6 +222,16 @@ bool Channel::parse_header(Bytes p, size_t& pos, Verdict& v) {
       if (p.size() - pos < len) return fail(v, "truncated atom cache entry", pos);
       std::string_view text(reinterpret_cast<const char*>(&p[pos]), len);
       pos += len;
+      if (!admit_atom(text, false)) {
+        atoms_refused_ = true;
+        // Only an enforcing filter changes what the VM gets; monitor mode
+        // counts the message as would_drop, break glass passes it.
+        const Policy& pol = *policy_;
+        if (pol.inspect && pol.mode == Mode::Enforce) {
+          text = kRefusedAtom;
+          header_rewritten_ = true;
+        }
+      }
       {
         std::lock_guard lock(cache_mu_);
         cache_[slot].assign(text);
@@ -225,9 +246,55 @@ bool Channel::parse_header(Bytes p, size_t& pos, Verdict& v) {
     // Copied: a later reference of the same header may overwrite the slot.
     ref_texts_[i].assign(cache_[slot]);
     ref_slots_.push_back(static_cast<uint16_t>(slot));
+    ref_written_.push_back((nib & 8) != 0);
   }
   for (const std::string& t : ref_texts_) refs_.emplace_back(t);
+  if (header_rewritten_) encode_header(header_copy_);
   return true;
+}
+
+void Channel::encode_header(std::vector<uint8_t>& out) const {
+  const size_t n = ref_slots_.size();
+  out.assign({tag::kVersion, kDistHeader, static_cast<uint8_t>(n)});
+  if (n == 0) return;
+  bool long_atoms = false;
+  for (size_t i = 0; i < n; i++)
+    long_atoms = long_atoms || (ref_written_[i] && refs_[i].size() > 255);
+  const size_t flags_at = out.size();
+  out.resize(out.size() + n / 2 + 1, 0);
+  auto nibble = [&](size_t i, uint8_t v) { out[flags_at + i / 2] |= uint8_t(v << ((i % 2) * 4)); };
+  for (size_t i = 0; i < n; i++) {
+    nibble(i, uint8_t((ref_written_[i] ? 8 : 0) | (ref_slots_[i] >> 8)));
+    out.push_back(static_cast<uint8_t>(ref_slots_[i] & 0xFF));
+    if (!ref_written_[i]) continue;
+    const std::string_view t = refs_[i];
+    if (long_atoms) out.push_back(static_cast<uint8_t>(t.size() >> 8));
+    out.push_back(static_cast<uint8_t>(t.size()));
+    out.insert(out.end(), t.begin(), t.end());
+  }
+  nibble(n, long_atoms ? 1 : 0);
+}
+
+// Atoms are never collected and a full atom table aborts the VM: each
+// connection and the node as a whole may bring only so many atoms the
+// node does not have (an atom counts when first seen, so one sent twice
+// before the VM made it counts twice).
+bool Channel::admit_atom(std::string_view text, bool latin1) {
+  const Policy& p = *policy_;
+  if (!p.inspect || p.mode == Mode::Off) return true;
+  if (dir_->atom_exists(text, latin1)) return true;
+  if (new_atoms_ >= p.max_new_atoms_per_connection ||
+      node_new_atoms.load(std::memory_order_relaxed) >= p.max_new_atoms) {
+    return false;
+  }
+  new_atoms_++;
+  node_new_atoms.fetch_add(1, std::memory_order_relaxed);
+  count(&Stats::new_atoms);
+  return true;
+}
+
+void Channel::inline_atom(std::string_view text, bool latin1) {
+  if (!admit_atom(text, latin1)) atoms_refused_ = true;
 }
 
 // Control tuple and payload at body[pos..]; pass-through terms carry their
@@ -242,7 +309,7 @@ bool Channel::decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Mess
     pos++;
   }
   const size_t ctrl_pos = pos;
-  if (!walk_term(body, pos, refs, nullptr, err)) return fail(v, err.what, err.offset);
+  if (!walk_term(body, pos, refs, nullptr, err, this)) return fail(v, err.what, err.offset);
   Term ctrl(body, ctrl_pos, refs);
   if (!ctrl.is_tuple() || ctrl.arity() == 0) {
     return fail(v, "control message is not a tuple", ctrl_pos);
@@ -263,7 +330,7 @@ bool Channel::decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Mess
     }
     const size_t payload_pos = pos;
     if (pos >= body.size()) return fail(v, "missing payload", pos, info);
-    if (!walk_term(body, pos, refs, nullptr, err)) return fail(v, err.what, err.offset, info);
+    if (!walk_term(body, pos, refs, nullptr, err, this)) return fail(v, err.what, err.offset, info);
     m.payload = Term(body, payload_pos, refs);
   }
   if (pos != body.size()) return fail(v, "trailing bytes after the message", pos, info);
@@ -323,6 +390,8 @@ void Channel::inspect_packet(Bytes p, Verdict& v) {
   v.message = Message{};
   v.decoded = false;
   v.error.clear();
+  v.safe_roles = v.drop_roles = 0;
+  atoms_refused_ = false;
   if (last_done_) {
     recycle(std::move(last_done_->buf));
     last_done_.reset();
@@ -339,6 +408,7 @@ void Channel::inspect_packet(Bytes p, Verdict& v) {
     framing_ = Framing::PassThrough;
     refs_.clear();
     ref_new_ = false;
+    header_rewritten_ = false;
     // The 'p' is the header: messages the filter writes instead need it.
     decide(p, 1, 1, true, v);
     return;
@@ -381,27 +451,96 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
   }
   // The same limit as for reassembled messages: a peer that does not
   // fragment gets nothing larger in either.
+  const Bytes header =
+      header_rewritten_ ? Bytes(header_copy_.data(), header_copy_.size()) : p.first(header_end);
   if (p.size() - body_pos > pol.max_message_size) {
     count(&Stats::too_large);
     count_control(nullptr, false);
     v.reason = "message larger than max_message_size";
     v.hint = Hint::Drop;
     v.action = Action::Drop;
-    if (ref_new_) carrier_for(p.first(header_end), v.bytes);
+    if (ref_new_) carrier_for(header, v.bytes);
     return;
   }
   Message m;
   if (!decode(p, body_pos, refs_, versioned, m, v)) return;
-  judge(m, p.first(header_end), ref_new_, v);
+  judge(m, header, ref_new_, v);
+}
+
+Role Channel::role_for(const Destination& d, std::optional<PidId>& pid) const {
+  switch (d.kind) {
+    case Destination::Kind::None:
+      return Role::User;
+    case Destination::Kind::Alias:
+      return Role::Alias;
+    case Destination::Kind::Pid: {
+      auto parts = d.to.pid_parts();
+      // A pid of another node, or of an old incarnation of this one (the
+      // VM discards messages to those), is no process of this node.
+      if (!parts || parts->node != local_.name || parts->creation != local_.creation) {
+        return Role::User;
+      }
+      pid = PidId{parts->id, parts->serial, parts->creation};
+      return dir_->role_of(*pid);
+    }
+    case Destination::Kind::Name: {
+      auto name = d.to.atom();
+      if (!name) return Role::User;  // classify() refuses it
+      pid = dir_->whereis(*name);
+      return pid ? dir_->role_of(*pid) : Role::Gone;
+    }
+  }
+  return Role::User;
 }
 
 void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict& v) {
   const Policy& pol = *policy_;
-  Classification c = classify(pol, m);
+  std::optional<PidId> pid;
+  const Role role = role_for(destination(m), pid);
+  Classification c;
+  bool resolve = false;
+  if (atoms_refused_) {
+    c = {Hint::Drop, "more new atoms than the atom budget allows"};
+    count(&Stats::atoms_refused);
+  } else if (role == Role::Unknown) {
+    // A process of this node not looked up yet: judged for every role it
+    // can have; when that decides nothing, the input process looks it up.
+    uint16_t safe = 0, drop = 0, all = 0;
+    for (Role r : kConcreteRoles) {
+      // A message to a dead process is lost in the VM anyway.
+      if (r == Role::Gone) continue;
+      Classification x = classify(pol, m, r, *dir_);
+      all |= role_bit(r);
+      if (x.hint == Hint::Safe) safe |= role_bit(r);
+      if (x.hint == Hint::Drop) drop |= role_bit(r);
+      // The strictest reading answers a refused caller.
+      if (r == Role::System) c = x;
+    }
+    if (safe == all) {
+      c = {Hint::Safe, "allowed for any receiver"};
+    } else if (pid && (safe != 0 || (pol.handler && (drop | safe) != all))) {
+      resolve = true;
+      v.resolve = *pid;
+      v.safe_roles = safe;
+      v.drop_roles = drop;
+    }
+  } else {
+    c = classify(pol, m, role, *dir_);
+  }
   v.hint = c.hint;
   v.reason = c.reason;
   v.message = m;
   v.decoded = true;
+  if (resolve) {
+    v.reason = "receiver looked up";
+    if (!answer_refusal(header, c.refusal, v.drop_bytes) && header_writes) {
+      carrier_for(header, v.drop_bytes);
+    }
+    count(&Stats::resolved);
+    Stats::add(stats_.control[m.info->index].seen);
+    v.action = Action::Resolve;
+    return;
+  }
   bool keep = c.hint == Hint::Safe;
   if (!keep && pol.mode == Mode::Monitor) {
     count(&Stats::would_drop);
@@ -441,7 +580,8 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
   v.action = Action::Drop;
 }
 
-void Channel::record_answer(const ControlInfo* c, bool kept) {
+void Channel::record_answer(const ControlInfo* c, bool kept, bool would_drop) {
+  if (would_drop) count(&Stats::would_drop);
   count(kept ? &Stats::kept : &Stats::dropped);
   if (!c) return;
   Stats::add(kept ? stats_.control[c->index].kept : stats_.control[c->index].dropped);
@@ -659,9 +799,14 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
                                  : std::min<uint64_t>({frag * body + header, kMaxReserve,
                                                        room + 4096, pol.max_message_size + 4096});
     s->buf.reserve(reserve);
-    const uint8_t magic[] = {tag::kVersion, kDistHeader};
-    append(s->buf, Bytes(magic, sizeof magic));
-    append(s->buf, p.subspan(kFragPrefix, pos - kFragPrefix));
+    s->atoms_refused = atoms_refused_;
+    if (header_rewritten_) {
+      append(s->buf, Bytes(header_copy_.data(), header_copy_.size()));
+    } else {
+      const uint8_t magic[] = {tag::kVersion, kDistHeader};
+      append(s->buf, Bytes(magic, sizeof magic));
+      append(s->buf, p.subspan(kFragPrefix, pos - kFragPrefix));
+    }
     s->header_len = s->buf.size();
     if (body > pol.max_message_size) {
       s->discard = true;
@@ -777,11 +922,12 @@ void Channel::finish(Sequence& s, Verdict& v) {
   }
   held_bytes_ -= s.buf.size() - s.header_len;
   for (const std::string& t : s.texts) s.refs.emplace_back(t);
+  atoms_refused_ = s.atoms_refused;
   Message m;
   if (!decode(s.buf, s.header_len, s.refs, false, m, v)) return;
   static const uint8_t kNoRefs[] = {tag::kVersion, kDistHeader, 0};
   judge(m, Bytes(kNoRefs, sizeof kNoRefs), false, v);
-  if (v.action == Action::Keep || v.action == Action::Ask) {
+  if (v.action == Action::Keep || v.action == Action::Ask || v.action == Action::Resolve) {
     // The whole message as one packet. Its header can be reused when no
     // slot it references was written since; otherwise the terms are
     // written out with plain atoms under a header without references.

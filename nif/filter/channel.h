@@ -12,6 +12,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -36,26 +37,27 @@ struct Stats {
   std::atomic<uint64_t> messages{0};  // whole messages (after reassembly)
   std::atomic<uint64_t> kept{0};
   std::atomic<uint64_t> dropped{0};
-  std::atomic<uint64_t> rewritten{0};    // refused spawn requests answered
-  std::atomic<uint64_t> redirected{0};   // spawn requests sent to the handler's init
-  std::atomic<uint64_t> asked{0};        // unsafe messages handed to the handler
-  std::atomic<uint64_t> would_drop{0};   // monitor mode: kept, policy said drop
-  std::atomic<uint64_t> uninspected{0};  // passed while inspection was off
-  std::atomic<uint64_t> fragments{0};    // fragment packets
-  std::atomic<uint64_t> fragmented{0};   // messages that came in fragments
-  std::atomic<uint64_t> too_large{0};    // dropped by the size limits
+  std::atomic<uint64_t> rewritten{0};      // refused spawn requests answered
+  std::atomic<uint64_t> redirected{0};     // spawn requests sent to the handler's init
+  std::atomic<uint64_t> asked{0};          // unsafe messages handed to the handler
+  std::atomic<uint64_t> resolved{0};       // receivers looked up by the input process
+  std::atomic<uint64_t> new_atoms{0};      // atoms the node did not have yet
+  std::atomic<uint64_t> atoms_refused{0};  // messages dropped for the atom budget
+  std::atomic<uint64_t> would_drop{0};     // monitor mode: kept, policy said drop
+  std::atomic<uint64_t> uninspected{0};    // passed while inspection was off
+  std::atomic<uint64_t> fragments{0};      // fragment packets
+  std::atomic<uint64_t> fragmented{0};     // messages that came in fragments
+  std::atomic<uint64_t> too_large{0};      // dropped by the size limits
   std::atomic<uint64_t> atom_cache_writes{0};
   std::atomic<uint64_t> errors{0};  // malformed input: channel closed
   std::array<ControlCounters, kControlCount> control;
   // Every counter above but `control`, for code that walks them all.
-  static constexpr std::array kCounters = {&Stats::packets,    &Stats::bytes,
-                                           &Stats::messages,   &Stats::kept,
-                                           &Stats::dropped,    &Stats::rewritten,
-                                           &Stats::redirected, &Stats::asked,
-                                           &Stats::would_drop, &Stats::uninspected,
-                                           &Stats::fragments,  &Stats::fragmented,
-                                           &Stats::too_large,  &Stats::atom_cache_writes,
-                                           &Stats::errors};
+  static constexpr std::array kCounters = {
+      &Stats::packets,           &Stats::bytes,     &Stats::messages,      &Stats::kept,
+      &Stats::dropped,           &Stats::rewritten, &Stats::redirected,    &Stats::asked,
+      &Stats::resolved,          &Stats::new_atoms, &Stats::atoms_refused, &Stats::would_drop,
+      &Stats::uninspected,       &Stats::fragments, &Stats::fragmented,    &Stats::too_large,
+      &Stats::atom_cache_writes, &Stats::errors};
 
   // Adds n to a counter (relaxed: counters are read, never synchronized on).
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
@@ -118,10 +120,14 @@ std::vector<std::pair<std::string, uint64_t>> error_reasons();
 // In every case but Close, `prefix` (when not empty) is delivered first: it
 // carries atom-cache writes of a held or dropped message to the VM.
 enum class Action : uint8_t {
-  Keep,   // deliver the packet (or `bytes` when `replaced`)
-  Drop,   // deliver `bytes` when not empty (a rewritten message), else nothing
-  Hold,   // fragment held until its sequence is complete
-  Ask,    // the handler decides: Keep as above, or Drop with `drop_bytes`
+  Keep,  // deliver the packet (or `bytes` when `replaced`)
+  Drop,  // deliver `bytes` when not empty (a rewritten message), else nothing
+  Hold,  // fragment held until its sequence is complete
+  Ask,   // the handler decides: Keep as above, or Drop with `drop_bytes`
+  // The receiver (`resolve`, a process of this node) must be looked up: its
+  // role decides, as Ask does between keep and `drop_bytes` (`safe_roles`:
+  // kept; `drop_roles`: dropped; other roles: unsafe, the handler's say).
+  Resolve,
   Close,  // malformed: close the connection, `error` says why and where
 };
 
@@ -135,6 +141,8 @@ struct Verdict {
   // take it (std::move); otherwise it is reused.
   MessageBuffer whole;
   std::vector<uint8_t> drop_bytes;
+  PidId resolve;
+  uint16_t safe_roles = 0, drop_roles = 0;
   Hint hint = Hint::Safe;
   const char* reason = "";
   // The message (views valid until the next inspect), for handler and loggers.
@@ -154,7 +162,7 @@ struct LocalNode {
   uint32_t creation = 0;
 };
 
-class Channel {
+class Channel : private AtomSink {
  public:
   Channel(std::shared_ptr<const Policy> policy, LocalNode local);
   ~Channel();
@@ -166,6 +174,10 @@ class Channel {
   // only callers on the peer are answered. Empty: any caller not local.
   void set_peer(std::string node) { peer_ = std::move(node); }
 
+  // Where the channel looks up receivers and atoms (not owned; it must
+  // outlive the channel). StaticDirectory when not set.
+  void set_directory(const Directory* d) { dir_ = d; }
+
   // Replaces the policy (next packet on).
   void set_policy(std::shared_ptr<const Policy> policy) { policy_ = std::move(policy); }
   const Policy& policy() const { return *policy_; }
@@ -174,9 +186,10 @@ class Channel {
   // of memory is a Close verdict ("out of memory"), never an exception.
   void inspect(Bytes packet, Verdict& v);
 
-  // Counts the handler's answer for a message inspect() returned as Ask.
+  // Counts the handler's answer for a message inspect() returned as Ask,
+  // or the outcome of a Resolve (`would_drop`: kept in monitor mode only).
   // Any thread.
-  void record_answer(const ControlInfo* c, bool kept);
+  void record_answer(const ControlInfo* c, bool kept, bool would_drop = false);
 
   const Stats& stats() const { return stats_; }
   // The receiving atom cache: slots in use and their texts.
@@ -197,6 +210,15 @@ class Channel {
   bool decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Message& m, Verdict& v);
   void decide(Bytes p, size_t header_end, size_t body_pos, bool versioned, Verdict& v);
   void judge(const Message& m, Bytes header, bool header_writes, Verdict& v);
+  // The receiver's role; `pid` is set to the process looked up.
+  Role role_for(const Destination& d, std::optional<PidId>& pid) const;
+  // Whether `text` is an atom the node does not have; counts it against
+  // the budgets, and false when they are spent (`refused` then).
+  bool admit_atom(std::string_view text, bool latin1);
+  void inline_atom(std::string_view text, bool latin1) override;
+  // The current packet's header as the VM must see it: 131 'D' and the
+  // references, refused atoms replaced (see parse_header).
+  void encode_header(std::vector<uint8_t>& out) const;
   void first_fragment(Bytes p, Verdict& v);
   void continuation(Bytes p, Verdict& v);
   void finish(Sequence& s, Verdict& v);
@@ -214,8 +236,11 @@ class Channel {
   void inspect_packet(Bytes packet, Verdict& v);
 
   std::shared_ptr<const Policy> policy_;
+  const Directory* dir_;
   LocalNode local_;
-  bool broken_ = false;  // an allocation failed: every packet closes
+  uint64_t new_atoms_ = 0;
+  bool atoms_refused_ = false;  // the current message brought atoms over budget
+  bool broken_ = false;         // an allocation failed: every packet closes
   std::string peer_;
   enum class Framing : uint8_t { Unknown, Header, PassThrough } framing_ = Framing::Unknown;
 
@@ -228,7 +253,10 @@ class Channel {
   std::vector<std::string> ref_texts_;
   std::vector<std::string_view> refs_;
   std::vector<uint16_t> ref_slots_;
-  bool ref_new_ = false;  // the current header wrote to the cache
+  bool ref_new_ = false;              // the current header wrote to the cache
+  std::vector<bool> ref_written_;     // which of its references wrote
+  bool header_rewritten_ = false;     // a refused atom was replaced in the header
+  std::vector<uint8_t> header_copy_;  // encode_header() of such a header
 
   std::vector<std::unique_ptr<Sequence>> seqs_;
   std::unique_ptr<Sequence> last_done_;  // keeps Verdict::message valid

@@ -129,7 +129,9 @@ void run(const uint8_t* data, size_t size, bool small_limits) {
         if (!v.bytes.empty()) deliver(vm, v.bytes);
         break;
       case Action::Ask:
-        // The handler refuses: what a refusal delivers.
+      case Action::Resolve:
+        // The handler refuses (the receiver is a system process): what a
+        // refusal delivers.
         ch.record_answer(v.message.info, false);
         if (!v.drop_bytes.empty()) deliver(vm, v.drop_bytes);
         break;

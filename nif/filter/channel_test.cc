@@ -98,6 +98,7 @@ std::vector<Packet> delivered(const std::vector<Packet>& in, const std::vector<S
         if (!s.bytes.empty()) out.push_back(s.bytes);
         break;
       case Action::Ask:
+      case Action::Resolve:
         if (!s.drop_bytes.empty()) out.push_back(s.drop_bytes);
         break;
       case Action::Hold:
@@ -1193,30 +1194,6 @@ TEST(Ticks, EmptyPacketIsATick) {
   ch.inspect(Bytes(), v);
   EXPECT_EQ(v.action, Action::Keep);
   EXPECT_EQ(ch.stats().packets.load(), 0u);
-}
-
-// --- signals -------------------------------------------------------------------
-
-// exit(Pid, kill) and group_leader/2 from a remote node to a protected
-// process's pid (the NIF fills protected_pids) are dropped; to any other
-// pid they pass.
-TEST(Signals, ExitToProtectedPidIsDropped) {
-  auto exit2_to = [](uint32_t id) {
-    Packet p = {131, 'D', 0};
-    enc::small_tuple(p, 4);
-    enc::integer(p, 8);  // EXIT2
-    enc::pid(p, "attacker@127.0.0.1", 77, 0, 3);
-    enc::pid(p, kLocal.name, id, 0, kLocal.creation);
-    enc::atom(p, "kill");
-    return p;
-  };
-  auto policy = policy_with([](Policy& p) { p.protected_pids = {{kLocal.name, 42, 0}}; });
-  Channel ch(policy, kLocal);
-  std::vector<Seen> seen = run(ch, {exit2_to(42), exit2_to(43)});
-  ASSERT_EQ(seen.size(), 2u);
-  EXPECT_EQ(seen[0].action, Action::Drop);
-  EXPECT_EQ(seen[0].reason, "exit or group leader signal to a protected process");
-  EXPECT_EQ(seen[1].action, Action::Keep);
 }
 
 }  // namespace

@@ -55,8 +55,8 @@ class TailStack {
 // lists keep the pending count at which their tail comes (see run).
 class Walker {
  public:
-  Walker(Bytes data, AtomRefs refs, std::vector<uint8_t>* out, TermError& err)
-      : d_(data), refs_(refs), out_(out), err_(err) {}
+  Walker(Bytes data, AtomRefs refs, std::vector<uint8_t>* out, TermError& err, AtomSink* sink)
+      : d_(data), refs_(refs), out_(out), err_(err), sink_(sink) {}
 
   bool run(size_t& pos) {
     pos_ = pos;
@@ -124,6 +124,7 @@ class Walker {
         pos_ += 3;
         if (!atom_text(len)) return false;
         pos_ -= 3;
+        inline_atom(t == tag::kAtom, pos_ + 3, len);
         copy(3 + len);
         return true;
       }
@@ -132,6 +133,7 @@ class Walker {
         if (!need(2)) return false;
         size_t len = d_[pos_ + 1];
         if (!need(2 + len)) return false;
+        inline_atom(t == tag::kSmallAtom, pos_ + 2, len);
         copy(2 + len);
         return true;
       }
@@ -145,6 +147,12 @@ class Walker {
       }
       default:
         return fail("atom expected");
+    }
+  }
+
+  void inline_atom(bool latin1, size_t at, size_t len) {
+    if (sink_) {
+      sink_->inline_atom(std::string_view(reinterpret_cast<const char*>(&d_[at]), len), latin1);
     }
   }
 
@@ -322,6 +330,7 @@ class Walker {
   AtomRefs refs_;
   std::vector<uint8_t>* out_;
   TermError& err_;
+  AtomSink* sink_;
   size_t pos_ = 0;
   std::vector<FunFrame> funs_;
   TailStack tails_;
@@ -329,17 +338,29 @@ class Walker {
 
 }  // namespace
 
-bool walk_term(Bytes data, size_t& pos, AtomRefs refs, std::vector<uint8_t>* out, TermError& err) {
+bool walk_term(Bytes data, size_t& pos, AtomRefs refs, std::vector<uint8_t>* out, TermError& err,
+               AtomSink* atoms) {
   if (pos > data.size()) {
     err.what = "offset beyond the message";
     err.offset = pos;
     return false;
   }
-  Walker w(data, refs, out, err);
+  Walker w(data, refs, out, err, atoms);
   return w.run(pos);
 }
 
 // Term navigation --------------------------------------------------------
+
+std::optional<PidParts> Term::pid_parts() const {
+  if (!is_pid()) return std::nullopt;
+  Term node(data_, pos_ + 1, refs_);
+  auto name = node.atom();
+  const size_t at = node.end();
+  const size_t tail = tag() == tag::kNewPid ? 12 : 9;
+  if (!name || at > data_.size() || data_.size() - at < tail) return std::nullopt;
+  const uint8_t* p = &data_[at];
+  return PidParts{*name, be32(p), be32(p + 4), tag() == tag::kNewPid ? be32(p + 8) : p[8]};
+}
 
 size_t Term::end() const {
   size_t p = pos_;

@@ -67,7 +67,25 @@ struct TermError {
 // (atom cache references replaced by UTF-8 atoms, fun sizes fixed up).
 // Every length is checked against the bytes that are left, so a hostile
 // length fails fast instead of allocating.
-bool walk_term(Bytes data, size_t& pos, AtomRefs refs, std::vector<uint8_t>* out, TermError& err);
+// Told about every atom written out in a term (not the atom cache
+// references, whose texts the dist header carried); `latin1` for
+// ATOM_EXT/SMALL_ATOM_EXT, UTF-8 otherwise.
+class AtomSink {
+ public:
+  virtual void inline_atom(std::string_view text, bool latin1) = 0;
+
+ protected:
+  ~AtomSink() = default;
+};
+
+// The parts of a pid term: node (a view), ID, Serial, Creation.
+struct PidParts {
+  std::string_view node;
+  uint32_t id = 0, serial = 0, creation = 0;
+};
+
+bool walk_term(Bytes data, size_t& pos, AtomRefs refs, std::vector<uint8_t>* out, TermError& err,
+               AtomSink* atoms = nullptr);
 
 // Read-only view of a term that walk_term already validated; navigation
 // never reads outside the buffer (a bad view answers "not a ...").
@@ -96,6 +114,8 @@ class Term {
   Term list_element(uint32_t i) const;
   std::optional<int64_t> integer() const;
   bool is_pid() const { return tag() == tag::kNewPid || tag() == tag::kPid; }
+  // Node and numbers of a pid; nullopt for anything else.
+  std::optional<PidParts> pid_parts() const;
   bool is_fun() const {
     return tag() == tag::kNewFun || tag() == tag::kFun || tag() == tag::kExport;
   }

@@ -8,9 +8,10 @@ namespace ktls::filter {
 namespace {
 
 // What ordinary OTP traffic between nodes spawns or casts on a peer.
-const std::array<Mfa, 2> kBuiltinMfa = {{
+// (net_adm:ping/1 is not here: run for a peer it makes this node spawn and
+// connect wherever the peer says, without limit.)
+const std::array<Mfa, 1> kBuiltinMfa = {{
     {"erlang", "node", 0},
-    {"net_adm", "ping", 1},
 }};
 
 // Modules whose functions an io server may run for a remote io_request:
@@ -18,30 +19,43 @@ const std::array<Mfa, 2> kBuiltinMfa = {{
 // format, Args}, io:read/fread send {get_until, ..., erl_scan | io_lib, ...}.
 bool io_module_allowed(std::string_view m) { return m == "io_lib" || m == "erl_scan"; }
 
-constexpr std::array<std::string_view, 22> kProtected = {
-    "init",
-    "erl_prim_loader",
-    "code_server",
-    "kernel_sup",
-    "net_sup",
-    "kernel_safe_sup",
-    "application_controller",
-    "erts_code_purger",
-    "logger",
-    "logger_sup",
-    "file_server_2",
-    "erl_signal_server",
-    "inet_db",
-    "kernel_refc",
-    "standard_error_sup",
-    "user_drv",
-    "erl_epmd",
-    "auth",
-    "timer_server",
-    "global_group_check",
-    "socket_registry",
-    "rex_sup",
+// OTP's registered processes and their roles, for StaticDirectory.
+struct KnownName {
+  std::string_view name;
+  Role role;
 };
+constexpr std::array<KnownName, 28> kKnownNames = {{
+    {"init", Role::System},
+    {"erl_prim_loader", Role::System},
+    {"code_server", Role::System},
+    {"kernel_sup", Role::System},
+    {"net_sup", Role::System},
+    {"kernel_safe_sup", Role::System},
+    {"application_controller", Role::System},
+    {"erts_code_purger", Role::System},
+    {"logger", Role::System},
+    {"logger_sup", Role::System},
+    {"file_server_2", Role::System},
+    {"erl_signal_server", Role::System},
+    {"inet_db", Role::System},
+    {"kernel_refc", Role::System},
+    {"standard_error_sup", Role::System},
+    {"user_drv", Role::System},
+    {"erl_epmd", Role::System},
+    {"auth", Role::System},
+    {"timer_server", Role::System},
+    {"socket_registry", Role::System},
+    {"rex_sup", Role::System},
+    {"user", Role::Io},
+    {"standard_error", Role::Io},
+    {"net_kernel", Role::NetKernel},
+    {"global_name_server", Role::Global},
+    {"global_group", Role::Global},
+    {"rex", Role::Rex},
+    {"logger_proxy", Role::LoggerProxy},
+}};
+// pg's default scope is an OTP process too, but its name is also the
+// module's: left to the real directory.
 
 // Arity of an argument list term, -1 when it is not a proper list.
 int64_t args_arity(const Term& args) {
@@ -329,28 +343,38 @@ Classification supervisor_request(const Policy& p, const Term& req) {
   return c;
 }
 
-Classification named_checks(const Policy& p, std::string_view name, const Term& payload, int depth);
-Classification payload_checks(const Policy& p, const Term& payload, int depth);
+Classification payload_checks(const Policy& p, const Directory& d, const Term& payload, int depth);
+Classification receiver_checks(const Policy& p, const Directory& d, Role to, const Term& payload,
+                               int depth);
 
 // A message a server passes on to a registered name of its node; `name`
-// is an atom, a pid or {Name, Node} (then the other node decides).
-Classification relayed(const Policy& p, const Term& name, const Term& msg, int depth) {
+// is an atom, a pid or {Name, Node} (then the other node decides). The
+// receiver is looked up as for a message sent there; one not looked up yet
+// counts as a system process.
+Classification relayed(const Policy& p, const Directory& d, const Term& name, const Term& msg,
+                       int depth) {
   if (depth > 4) return {Hint::Drop, "relayed message nested too deep"};
-  if (auto n = name.atom()) return named_checks(p, *n, msg, depth + 1);
-  return payload_checks(p, msg, depth + 1);
+  if (auto n = name.atom()) {
+    if (p.name_allowed(*n)) return {Hint::Safe, "allowed name"};
+    auto pid = d.whereis(*n);
+    Role r = pid ? d.role_of(*pid) : Role::Gone;
+    if (r == Role::Unknown) r = Role::System;
+    return receiver_checks(p, d, r, msg, depth + 1);
+  }
+  return payload_checks(p, d, msg, depth + 1);
 }
 
 // {X, Second} messages: rex runs {X, {call, M, F, A, GL}} (the form for
 // hidden C nodes) and relays {From, {sbcast, Name, Msg}} (Name ! Msg) and
 // {From, {send, Name, Msg}} (Name ! {From, Msg}).
-Classification pair_checks(const Policy& p, const Term& second, int depth) {
+Classification pair_checks(const Policy& p, const Directory& d, const Term& second, int depth) {
   if (!second.is_tuple()) return {};
   Term kind = second.element(0);
   if (second.arity() == 5 && kind.is_atom("call")) return rex_request(p, second);
   if (second.arity() == 3 && (kind.is_atom("sbcast") || kind.is_atom("send"))) {
-    Classification c = relayed(p, second.element(1), second.element(2), depth);
+    Classification c = relayed(p, d, second.element(1), second.element(2), depth);
     if (c.hint == Hint::Safe && kind.is_atom("send")) {
-      c = pair_checks(p, second.element(2), depth + 1);
+      c = pair_checks(p, d, second.element(2), depth + 1);
     }
     return c;
   }
@@ -381,7 +405,7 @@ Classification call_request(const Policy& p, const Term& req) {
 // receiver is: io requests with M:F/A, rpc requests, supervisor child
 // specs, sys messages carrying funs (sys:replace_state/2, sys:install/2),
 // net_kernel's and rex's relays and spawns.
-Classification payload_checks(const Policy& p, const Term& payload, int depth) {
+Classification payload_checks(const Policy& p, const Directory& d, const Term& payload, int depth) {
   if (!payload.is_tuple()) return {};
   const uint32_t n = payload.arity();
   Term label = payload.element(0);
@@ -422,11 +446,11 @@ Classification payload_checks(const Policy& p, const Term& payload, int depth) {
       return c;
     }
   }
-  if (n == 2) return pair_checks(p, payload.element(1), depth);
+  if (n == 2) return pair_checks(p, d, payload.element(1), depth);
   // net_kernel: {From, registered_send, To, Msg} is To ! Msg there;
   // {From, badcookie, To, Msg} disconnects From's node.
   if (n == 4 && payload.element(1).is_atom("registered_send")) {
-    return relayed(p, payload.element(2), payload.element(3), depth);
+    return relayed(p, d, payload.element(2), payload.element(3), depth);
   }
   if (n == 4 && payload.element(1).is_atom("badcookie")) {
     return {Hint::Unsafe, "net_kernel badcookie message"};
@@ -454,42 +478,192 @@ Refusal protected_refusal(const Term& payload) {
   return {};
 }
 
-// A message to the registered name `name`.
-Classification named_checks(const Policy& p, std::string_view name, const Term& payload,
-                            int depth) {
-  if (p.name_allowed(name)) return {Hint::Safe, "allowed name"};
-  Classification c = payload_checks(p, payload, depth);
-  if (c.hint != Hint::Safe) return c;
-  if (protected_name(name)) {
-    c = {Hint::Unsafe, "message to a protected process"};
-    c.refusal = protected_refusal(payload);
-    return c;
+// {Tag, Reply} with Tag a reference, [alias | Ref] (gen:reply) or
+// {Ref, Node} (gen_server:multi_call), or {io_reply, ReplyAs, Reply}:
+// answers to requests that a process of this node made. The VM's alias check and the caller's
+// selective receive decide where they go; nothing runs code because of them.
+bool is_reply(const Term& m) {
+  if (!m.is_tuple()) return false;
+  if (m.arity() == 3) return m.element(0).is_atom("io_reply");
+  if (m.arity() != 2) return false;
+  Term tag = m.element(0);
+  if (is_ref(tag)) return true;
+  if (tag.is_tuple() && tag.arity() == 2) return is_ref(tag.element(0)) && tag.element(1).atom();
+  if (tag.tag() != tag::kList || tag.list_length() < 1) return false;
+  Term head = tag.list_element(0);
+  if (head.tag() == tag::kList && head.list_length() == 1) head = head.list_element(0);
+  return head.is_atom("alias") && is_ref(head.next());
+}
+
+// Shapes of OTP's process protocols (behaviour requests, sys messages, the
+// signals' message forms, io and code server requests): what a system
+// process acts on.
+bool is_otp_request(const Term& m) {
+  if (!m.is_tuple() || m.arity() == 0) return false;
+  for (std::string_view a : {"$gen_call", "$gen_cast", "system", "EXIT", "DOWN", "io_request",
+                             "code_call", "nodeup", "nodedown"}) {
+    if (m.element(0).is_atom(a)) return true;
   }
-  const bool call =
-      payload.is_tuple() && payload.arity() == 3 && payload.element(0).is_atom("$gen_call");
-  if (name == "net_kernel") {
-    if (call && net_kernel_call_allowed(payload.element(2))) return {Hint::Safe, "reg_send"};
-    c = {Hint::Unsafe, "net_kernel request from a remote node"};
-    c.refusal = protected_refusal(payload);
-    return c;
+  // gen_event's {From, Tag, Request}
+  return m.arity() == 3 && m.element(0).is_pid();
+}
+
+bool is_atom_in(const Term& t, std::initializer_list<std::string_view> names) {
+  for (std::string_view n : names) {
+    if (t.is_atom(n)) return true;
   }
-  if (name == "logger_proxy" && may_hold_fun(p, payload, Exempt::Logger)) {
-    // Log events of remote processes whose group leader is here; a
-    // report_cb fun in their metadata runs when the event is formatted.
-    return {Hint::Unsafe, "log event with a fun"};
+  return false;
+}
+
+// global's protocol between nodes (global.erl, global_group.erl of OTP 25):
+// the casts and infos of the name server, the locker's messages, the calls
+// a remote global_name_server makes (registration and locks) and
+// global_group's lookups.
+bool global_protocol(const Term& m) {
+  if (!m.is_tuple() || m.arity() == 0) return false;
+  Term first = m.element(0);
+  if (first.is_atom("$gen_cast") && m.arity() == 2) {
+    Term req = m.element(1);
+    Term tag = req.is_tuple() ? req.element(0) : req;
+    return is_atom_in(
+        tag, {"init_connect", "lock_is_set", "exchange", "exchange_ops", "resolved", "new_nodes",
+              "in_sync", "async_del_name", "async_del_lock", "lock_set", "registered_names",
+              "registered_names_res", "find_name", "find_name_res", "conf_check"});
   }
-  if (name == "global_name_server") {
-    // Local requests: disconnect from every node, stop; and name clash
-    // resolvers that are not global's own are code to run.
-    Term req = call ? payload.element(2) : Term();
-    if (req.is_atom("disconnect") || req.is_atom("stop") ||
-        may_hold_fun(p, payload, Exempt::Global)) {
-      c = {Hint::Unsafe, "global request from a remote node"};
-      c.refusal = protected_refusal(payload);
-      return c;
+  if (first.is_atom("$gen_call") && m.arity() == 3) {
+    Term req = m.element(2);
+    Term tag = req.is_tuple() ? req.element(0) : req;
+    return is_atom_in(tag, {"register", "register_ext", "unregister", "set_lock", "del_lock",
+                            "get_known", "get_synced", "get_protocol_version", "get_names_ext",
+                            "whereis_name", "registered_names", "ng_add_check"});
+  }
+  return is_atom_in(first, {"lost_connection", "whereis", "init_connect_ack", "cancel_connect",
+                            "his_the_locker", "cancel", "lock_set"});
+}
+
+// pg's protocol between scopes (pg.erl of OTP 25).
+bool pg_protocol(const Term& m) {
+  if (!m.is_tuple() || m.arity() == 0) return false;
+  Term first = m.element(0);
+  if (m.arity() == 4 && (first.is_atom("join") || first.is_atom("leave"))) return true;
+  if ((m.arity() == 2 || m.arity() == 3) && first.is_atom("discover")) return true;
+  if (m.arity() == 2 && first.is_atom("$gen_cast")) {
+    Term req = m.element(1);
+    return req.is_tuple() && req.arity() == 3 && req.element(0).is_atom("sync");
+  }
+  return false;
+}
+
+// rex's protocol (rpc.erl of OTP 25): calls and casts of M:F/A, relays, the
+// form for hidden C nodes, and feature requests and their replies (to rex's
+// nodes observer). The requests themselves are judged by payload_checks.
+bool rex_protocol(const Term& m) {
+  if (!m.is_tuple()) return false;
+  Term first = m.element(0);
+  if (m.arity() == 3 && first.is_atom("features_reply")) return true;
+  if (m.arity() == 3 && first.is_atom("$gen_call")) {
+    Term req = m.element(2);
+    return req.is_tuple() &&
+           (req.element(0).is_atom("call") || req.element(0).is_atom("block_call"));
+  }
+  if (m.arity() == 2 && first.is_atom("$gen_cast")) {
+    Term req = m.element(1);
+    return req.is_tuple() && req.element(0).is_atom("cast");
+  }
+  if (m.arity() == 2) {
+    Term second = m.element(1);
+    if (second.is_atom("features_request")) return true;
+    return second.is_tuple() && is_atom_in(second.element(0), {"call", "sbcast", "send"});
+  }
+  return false;
+}
+
+// A message to an OTP system process of role `to`: only OTP's own protocol
+// between nodes for that process, and replies. Everything else (calls and
+// casts of any shape, sys requests, reads included, supervisor requests,
+// fake EXIT/DOWN messages) is refused; a waiting caller is answered.
+Classification system_checks(const Policy& p, const Directory& d, Role to, const Term& m,
+                             int depth) {
+  if (is_reply(m)) return {Hint::Safe, "reply"};
+  Classification refused{Hint::Unsafe, "message to a system process"};
+  refused.refusal = sender_refusal(m);
+  const bool call = m.is_tuple() && m.arity() == 3 && m.element(0).is_atom("$gen_call");
+  switch (to) {
+    case Role::Io:
+      if (m.is_tuple() && m.arity() == 4 && m.element(0).is_atom("io_request")) {
+        Classification c = payload_checks(p, d, m, depth);
+        return c.hint == Hint::Safe ? Classification{Hint::Safe, "io request"} : c;
+      }
+      break;
+    case Role::NetKernel:
+      if (call && net_kernel_call_allowed(m.element(2))) return {Hint::Safe, "net_kernel request"};
+      break;
+    case Role::Global: {
+      const uint64_t size = m.end() - m.offset();
+      if (size > p.max_global_message_size) {
+        Classification c{Hint::Drop, "message to global larger than max_global_message_size"};
+        c.refusal = refused.refusal;
+        return c;
+      }
+      if (!global_protocol(m) || (call && is_atom_in(m.element(2), {"disconnect", "stop"}))) break;
+      // Name clash resolvers that are not global's own are code to run.
+      if (may_hold_fun(p, m, Exempt::Global)) {
+        Classification c{Hint::Unsafe, "global request with a fun"};
+        c.refusal = refused.refusal;
+        return c;
+      }
+      return {Hint::Safe, "global protocol"};
     }
+    case Role::Pg:
+      if (pg_protocol(m)) return {Hint::Safe, "pg protocol"};
+      break;
+    case Role::Rex:
+      if (rex_protocol(m)) {
+        Classification c = payload_checks(p, d, m, depth);
+        return c.hint == Hint::Safe ? Classification{Hint::Safe, "rpc request"} : c;
+      }
+      break;
+    case Role::LoggerProxy:
+      // Log events of remote processes whose group leader is here; a
+      // report_cb fun in their metadata runs when the event is formatted.
+      if (m.is_tuple() && m.arity() >= 4 && m.element(0).is_atom("log")) {
+        if (may_hold_fun(p, m, Exempt::Logger)) return {Hint::Unsafe, "log event with a fun"};
+        return {Hint::Safe, "log event"};
+      }
+      break;
+    default:
+      break;
   }
-  return {Hint::Safe, "reg_send"};
+  // The more telling reason when the payload would be refused anywhere.
+  Classification c = payload_checks(p, d, m, depth);
+  return c.hint == Hint::Safe ? refused : c;
+}
+
+// A message (not a signal) to a receiver of role `to`.
+Classification receiver_checks(const Policy& p, const Directory& d, Role to, const Term& payload,
+                               int depth) {
+  switch (to) {
+    case Role::Gone:
+      return {Hint::Drop, "no such process"};
+    case Role::User:
+    case Role::Unknown:
+      return payload_checks(p, d, payload, depth);
+    case Role::Alias: {
+      // The owner of an alias is not known (the wire carries no pid):
+      // replies pass, OTP's requests do not (a system process waiting for
+      // a reply would act on them later), anything else is checked as for
+      // an application process.
+      if (is_reply(payload)) return {Hint::Safe, "reply"};
+      if (is_otp_request(payload)) {
+        Classification c{Hint::Unsafe, "OTP request to an alias"};
+        c.refusal = sender_refusal(payload);
+        return c;
+      }
+      return payload_checks(p, d, payload, depth);
+    }
+    default:
+      return system_checks(p, d, to, payload, depth);
+  }
 }
 
 }  // namespace
@@ -557,68 +731,119 @@ std::string term_node(const Term& t) {
   return node ? std::string(*node) : std::string();
 }
 
-std::span<const std::string_view> protected_names() { return kProtected; }
-
-std::optional<PidId> pid_id(const Term& t) {
-  if (t.tag() != tag::kNewPid && t.tag() != tag::kPid) return std::nullopt;
-  // The standalone form: tag, node as a plain atom, ID, Serial, Creation.
-  std::vector<uint8_t> b;
-  if (!t.append_to(b)) return std::nullopt;
-  Term node(Bytes(b.data(), b.size()), 1, AtomRefs{});
-  auto name = node.atom();
-  const size_t at = node.end();
-  if (!name || at > b.size() || b.size() - at < 8) return std::nullopt;
-  auto be32 = [&](size_t i) {
-    return uint32_t{b[i]} << 24 | uint32_t{b[i + 1]} << 16 | uint32_t{b[i + 2]} << 8 | b[i + 3];
-  };
-  return PidId{std::string(*name), be32(at), be32(at + 4)};
+const char* role_name(Role r) {
+  switch (r) {
+    case Role::Unknown:
+      return "unknown";
+    case Role::Gone:
+      return "gone";
+    case Role::User:
+      return "user";
+    case Role::System:
+      return "system";
+    case Role::Io:
+      return "io";
+    case Role::NetKernel:
+      return "net_kernel";
+    case Role::Global:
+      return "global";
+    case Role::Pg:
+      return "pg";
+    case Role::Rex:
+      return "rex";
+    case Role::LoggerProxy:
+      return "logger_proxy";
+    case Role::Alias:
+      return "alias";
+  }
+  return "?";
 }
 
-bool protected_name(std::string_view name) {
-  for (std::string_view n : kProtected) {
-    if (n == name) return true;
+std::optional<Role> role_from_name(std::string_view name) {
+  for (int i = 0; i < kRoleCount; i++) {
+    if (name == role_name(static_cast<Role>(i))) return static_cast<Role>(i);
   }
-  return false;
+  return std::nullopt;
 }
 
-namespace {
-// Exit and group-leader signals to protected processes: exit(Pid, kill) to
-// kernel_sup's pid takes the node down, a group leader redirects its io.
-Classification signal(const Policy& p, const Message& msg) {
-  switch (msg.info->op) {
-    case Op::EXIT:
-    case Op::EXIT2:
-    case Op::EXIT_TT:
-    case Op::EXIT2_TT:
-    case Op::PAYLOAD_EXIT:
-    case Op::PAYLOAD_EXIT_TT:
-    case Op::PAYLOAD_EXIT2:
-    case Op::PAYLOAD_EXIT2_TT:
-    case Op::GROUP_LEADER:
-      break;
-    default:
-      return {Hint::Safe, "signal"};
-  }
-  if (p.protected_pids.empty()) return {Hint::Safe, "signal"};
-  auto to = pid_id(msg.control.element(msg.info->to));
-  if (!to) return {Hint::Safe, "signal"};
-  for (const PidId& q : p.protected_pids) {
-    if (q == *to) return {Hint::Drop, "exit or group leader signal to a protected process"};
-  }
-  return {Hint::Safe, "signal"};
+bool is_system(Role r) {
+  return r != Role::Unknown && r != Role::Gone && r != Role::User && r != Role::Alias;
 }
-}  // namespace
 
-Classification classify(const Policy& p, const Message& msg) {
+Role StaticDirectory::role_of(const PidId& pid) const {
+  if (pid.serial == 0 && pid.id >= 1 && pid.id <= kKnownNames.size()) {
+    return kKnownNames[pid.id - 1].role;
+  }
+  return Role::User;
+}
+
+std::optional<PidId> StaticDirectory::pid_of(std::string_view name) {
+  for (size_t i = 0; i < kKnownNames.size(); i++) {
+    if (kKnownNames[i].name == name) return PidId{static_cast<uint32_t>(i + 1), 0, 0};
+  }
+  return std::nullopt;
+}
+
+std::optional<PidId> StaticDirectory::whereis(std::string_view name) const {
+  if (auto pid = pid_of(name)) return pid;
+  return PidId{0, 1, 0};  // an application process
+}
+
+const Directory& static_directory() {
+  static const StaticDirectory d;
+  return d;
+}
+
+Destination destination(const Message& msg) {
+  const Term to = msg.info->to ? msg.control.element(msg.info->to) : Term();
+  switch (msg.info->kind) {
+    case Kind::Send:
+      if (msg.info->op == Op::ALIAS_SEND || msg.info->op == Op::ALIAS_SEND_TT) {
+        return {Destination::Kind::Alias, to};
+      }
+      return to.is_pid() ? Destination{Destination::Kind::Pid, to} : Destination{};
+    case Kind::RegSend:
+      return {Destination::Kind::Name, to};
+    case Kind::Signal:
+      // The signals that harm a system process: exits (exit/2 and broken
+      // links) kill it, a link ties it to a remote process's exit, a group
+      // leader redirects its io.
+      switch (msg.info->op) {
+        case Op::LINK:
+        case Op::EXIT:
+        case Op::EXIT2:
+        case Op::EXIT_TT:
+        case Op::EXIT2_TT:
+        case Op::PAYLOAD_EXIT:
+        case Op::PAYLOAD_EXIT_TT:
+        case Op::PAYLOAD_EXIT2:
+        case Op::PAYLOAD_EXIT2_TT:
+        case Op::GROUP_LEADER:
+          return to.is_pid() ? Destination{Destination::Kind::Pid, to} : Destination{};
+        default:
+          return {};
+      }
+    case Kind::SpawnRequest:
+      return {};
+  }
+  return {};
+}
+
+Classification classify(const Policy& p, const Message& msg, Role to, const Directory& d) {
   switch (msg.info->kind) {
     case Kind::Signal:
-      return signal(p, msg);
+      // A dead receiver is the VM's business (a link to it gets noproc).
+      if (is_system(to)) {
+        return {Hint::Drop, "exit, link or group leader signal to a system process"};
+      }
+      return {Hint::Safe, "signal"};
     case Kind::Send:
-      return payload_checks(p, msg.payload, 0);
+      return receiver_checks(p, d, to, msg.payload, 0);
     case Kind::RegSend: {
       auto name = msg.control.element(msg.info->to).atom();
       if (!name) return {Hint::Drop, "reg_send to something that is not an atom"};
-      return named_checks(p, *name, msg.payload, 0);
+      if (p.name_allowed(*name)) return {Hint::Safe, "allowed name"};
+      return receiver_checks(p, d, to, msg.payload, 0);
     }
     case Kind::SpawnRequest:
       return spawn_request(p, msg);

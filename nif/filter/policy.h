@@ -4,11 +4,13 @@
 // changes.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "nif/filter/control.h"
@@ -29,12 +31,67 @@ struct Mfa {
   int arity = -1;
 };
 
-// A local pid by identity (node, id, serial), without its creation.
+// A pid of this node by identity: its number, serial and creation.
 struct PidId {
-  std::string node;
-  uint32_t id = 0, serial = 0;
+  uint32_t id = 0, serial = 0, creation = 0;
   bool operator==(const PidId&) const = default;
 };
+
+// What the receiver of a message is, as far as the policy cares (see
+// DESIGN.md, "System processes"). Protection follows the process: a system
+// process gets the same rules whether it is named, addressed by pid or
+// reached through an alias.
+enum class Role : uint8_t {
+  Unknown,      // a process of this node not looked up yet
+  Gone,         // no such process (dead pid, unregistered name)
+  User,         // an application process
+  System,       // an OTP system process that takes nothing from other nodes
+  Io,           // OTP's io servers (user, standard_error, group): io requests
+  NetKernel,    // net_kernel
+  Global,       // global_name_server, global's locker, global_group
+  Pg,           // a pg scope
+  Rex,          // rex, the rpc server
+  LoggerProxy,  // logger_proxy: log events of remote processes
+  Alias,        // reached through an alias: the owner is not known
+};
+inline constexpr int kRoleCount = 11;
+const char* role_name(Role r);
+std::optional<Role> role_from_name(std::string_view name);
+// Every role but Unknown and Alias: what a looked-up process can be.
+inline constexpr std::array<Role, 9> kConcreteRoles = {
+    Role::Gone,   Role::User, Role::System, Role::Io,         Role::NetKernel,
+    Role::Global, Role::Pg,   Role::Rex,    Role::LoggerProxy};
+inline constexpr uint16_t role_bit(Role r) { return uint16_t(1u << static_cast<unsigned>(r)); }
+// OTP system processes (every role but Unknown, Gone, User and Alias).
+bool is_system(Role r);
+
+// The node's processes and atoms as the filter sees them. The NIF answers
+// from the VM (and a cache of looked-up pids); tests answer from a table.
+// Called on the thread that runs the channel.
+class Directory {
+ public:
+  virtual ~Directory() = default;
+  // Role of a process of this node; Unknown when it has not been looked up.
+  virtual Role role_of(const PidId& pid) const = 0;
+  // The process registered as `name` now; nullopt when none is.
+  virtual std::optional<PidId> whereis(std::string_view name) const = 0;
+  // Whether the node's atom table has `text` (Latin-1 or UTF-8) already.
+  virtual bool atom_exists(std::string_view text, bool latin1) const = 0;
+};
+
+// A directory without a VM: registered names of OTP's own processes map to
+// their roles (pids stand for themselves: id = position in the table, serial
+// 0), every other name and pid is an application process, and every atom
+// exists. For tests, the fuzz target and filter_decode.
+class StaticDirectory : public Directory {
+ public:
+  Role role_of(const PidId& pid) const override;
+  std::optional<PidId> whereis(std::string_view name) const override;
+  bool atom_exists(std::string_view, bool) const override { return true; }
+  // The pid whereis() gives for a well-known name (tests).
+  static std::optional<PidId> pid_of(std::string_view name);
+};
+const Directory& static_directory();
 
 struct Policy {
   Mode mode = Mode::Enforce;
@@ -57,10 +114,13 @@ struct Policy {
   // ktls_filter_handler:spawn_request_init/4, which calls the handler)
   // instead of being asked about with classify/4.
   bool handler_spawn_init = false;
-  // Pids of the protected processes of this node (protected_name()): exit
-  // and group-leader signals from remote nodes to them are dropped. The
-  // NIF fills it from the registered names.
-  std::vector<PidId> protected_pids;
+  // Messages to global's processes larger than this are dropped: global
+  // stores what its protocol carries (names), on every node.
+  uint64_t max_global_message_size = 1ull << 20;
+  // Atoms a message may create on this node (the atom table is never
+  // collected and a full one aborts the VM): per connection and node-wide.
+  uint64_t max_new_atoms_per_connection = 100000;
+  uint64_t max_new_atoms = 500000;
 
   bool mfa_allowed(std::string_view m, std::string_view f, int64_t arity) const;
   bool name_allowed(std::string_view name) const;
@@ -103,21 +163,25 @@ struct Classification {
   Refusal refusal;          // when not Safe: how the caller learns it
 };
 
-Classification classify(const Policy& policy, const Message& msg);
+// Where a message goes, for looking up its receiver: a pid, a registered
+// name or an alias (`to` is the element of the control message).
+struct Destination {
+  enum class Kind : uint8_t { None, Pid, Name, Alias } kind = Kind::None;
+  Term to;
+};
+// The destination whose role the policy needs; None when no rule depends on
+// it (spawn requests, monitors, replies).
+Destination destination(const Message& msg);
+
+// Classifies a message to a receiver of role `to` (User for messages whose
+// destination() is None).
+Classification classify(const Policy& policy, const Message& msg, Role to,
+                        const Directory& directory = static_directory());
 
 // The answer the sender of a message (its payload) waits for, if it is a
 // call, a sys system message or an io request; for messages refused for
 // their size rather than their content.
 Refusal sender_refusal(const Term& payload);
-
-// Registered names of OTP's own processes that remote nodes have no
-// business messaging directly (supervisors, code server, init...).
-bool protected_name(std::string_view name);
-// The protected names, for the NIF to resolve into protected_pids.
-std::span<const std::string_view> protected_names();
-
-// Identity of a pid term; nullopt for anything else.
-std::optional<PidId> pid_id(const Term& t);
 
 // Node name of a pid or reference term; empty for anything else.
 std::string term_node(const Term& t);
