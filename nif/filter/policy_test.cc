@@ -340,7 +340,8 @@ TEST(AtomBudget, NewAtomsOverTheBudgetAreDroppedAndTheCacheStaysInStep) {
   EXPECT_NE(carrier.find("ktls_filter_refused_atom"), std::string::npos);
   EXPECT_EQ(carrier.find("new_3"), std::string::npos);
   // A later reference to the slot reads the placeholder on both sides.
-  Verdict& later = f.inspect(cached_atom_message(7, "", false));
+  const Packet reference = cached_atom_message(7, "", false);  // the views point into it
+  Verdict& later = f.inspect(reference);
   EXPECT_EQ(later.action, Action::Keep);
   EXPECT_EQ(later.message.payload.atom(), "ktls_filter_refused_atom");
   // Inline atoms count too.
