@@ -1,0 +1,397 @@
+#include "carrier/tls_session.h"
+
+#include <linux/tls.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/x509.h>
+
+#include <cstring>
+
+namespace ktls::carrier {
+namespace {
+
+// OpenSSL's error queue as text (and emptied), for an Error's `what`.
+std::string openssl_errors() {
+  std::string out;
+  unsigned long e;
+  char buf[256];
+  while ((e = ERR_get_error()) != 0) {
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "no OpenSSL error" : out;
+}
+
+Error tls_error(const std::string& op) { return Error::message(op + ": " + openssl_errors()); }
+
+std::vector<uint8_t> from_hex(std::string_view hex) {
+  std::vector<uint8_t> out;
+  auto nib = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    int hi = nib(hex[i]), lo = nib(hex[i + 1]);
+    if (hi < 0 || lo < 0) return {};
+    out.push_back(static_cast<uint8_t>(hi << 4 | lo));
+  }
+  return out;
+}
+
+// HKDF-Expand-Label(secret, label, "", length) of TLS 1.3 (RFC 8446 7.1).
+Result<std::vector<uint8_t>> expand_label(const EVP_MD* md, const std::vector<uint8_t>& secret,
+                                          std::string_view label, size_t length) {
+  std::vector<uint8_t> info = {static_cast<uint8_t>(length >> 8), static_cast<uint8_t>(length)};
+  const std::string full = "tls13 " + std::string(label);
+  info.push_back(static_cast<uint8_t>(full.size()));
+  info.insert(info.end(), full.begin(), full.end());
+  info.push_back(0);  // empty context
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  if (!kdf) return tls_error("EVP_KDF_fetch HKDF");
+  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
+  EVP_KDF_free(kdf);
+  if (!ctx) return tls_error("EVP_KDF_CTX_new");
+  int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                       const_cast<char*>(EVP_MD_get0_name(md)), 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()),
+                                        secret.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), info.size()),
+      OSSL_PARAM_construct_end()};
+  std::vector<uint8_t> out(length);
+  const int ok = EVP_KDF_derive(ctx, out.data(), out.size(), params);
+  EVP_KDF_CTX_free(ctx);
+  if (ok <= 0) return tls_error("HKDF-Expand-Label " + std::string(label));
+  return out;
+}
+
+// The TLS 1.2 key block (RFC 5246 6.3) of `length` bytes.
+Result<std::vector<uint8_t>> key_block(const EVP_MD* md, const std::vector<uint8_t>& master,
+                                       const uint8_t* server_random, const uint8_t* client_random,
+                                       size_t length) {
+  std::vector<uint8_t> seed;
+  const std::string label = "key expansion";
+  seed.insert(seed.end(), server_random, server_random + SSL3_RANDOM_SIZE);
+  seed.insert(seed.end(), client_random, client_random + SSL3_RANDOM_SIZE);
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "TLS1-PRF", nullptr);
+  if (!kdf) return tls_error("EVP_KDF_fetch TLS1-PRF");
+  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
+  EVP_KDF_free(kdf);
+  if (!ctx) return tls_error("EVP_KDF_CTX_new");
+  std::vector<uint8_t> full_seed(label.begin(), label.end());
+  full_seed.insert(full_seed.end(), seed.begin(), seed.end());
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                       const_cast<char*>(EVP_MD_get0_name(md)), 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, const_cast<uint8_t*>(master.data()),
+                                        master.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, full_seed.data(), full_seed.size()),
+      OSSL_PARAM_construct_end()};
+  std::vector<uint8_t> out(length);
+  const int ok = EVP_KDF_derive(ctx, out.data(), out.size(), params);
+  EVP_KDF_CTX_free(ctx);
+  if (ok <= 0) return tls_error("TLS 1.2 key block");
+  return out;
+}
+
+}  // namespace
+
+// -- TlsContext ---------------------------------------------------------------
+
+Result<std::shared_ptr<TlsContext>> TlsContext::create(const TlsOptions& o, bool server) {
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  if (!ctx) return tls_error("SSL_CTX_new");
+  std::shared_ptr<TlsContext> c(new TlsContext(ctx, server));
+  if (!SSL_CTX_set_min_proto_version(ctx, o.min_version) ||
+      !SSL_CTX_set_max_proto_version(ctx, o.max_version)) {
+    return tls_error("TLS protocol versions");
+  }
+  if (!o.certfile.empty() && SSL_CTX_use_certificate_chain_file(ctx, o.certfile.c_str()) != 1) {
+    return tls_error("certfile " + o.certfile);
+  }
+  const std::string& key = o.keyfile.empty() ? o.certfile : o.keyfile;
+  if (!key.empty() && SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return tls_error("keyfile " + key);
+  }
+  if (!o.certfile.empty() && SSL_CTX_check_private_key(ctx) != 1) {
+    return tls_error("certfile " + o.certfile + " and its key");
+  }
+  if (!o.cacertfile.empty() &&
+      SSL_CTX_load_verify_locations(ctx, o.cacertfile.c_str(), nullptr) != 1) {
+    return tls_error("cacertfile " + o.cacertfile);
+  }
+  if (!o.ciphers.empty() && SSL_CTX_set_cipher_list(ctx, o.ciphers.c_str()) != 1) {
+    return tls_error("ciphers " + o.ciphers);
+  }
+  if (!o.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx, o.ciphersuites.c_str()) != 1) {
+    return tls_error("ciphersuites " + o.ciphersuites);
+  }
+  int mode = SSL_VERIFY_NONE;
+  if (o.verify_peer) mode = SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
+  SSL_CTX_set_verify(ctx, mode, nullptr);
+  SSL_CTX_set_verify_depth(ctx, o.depth);
+  SSL_CTX_set_num_tickets(ctx, 0);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_keylog_callback(ctx, &TlsSession::keylog);
+  return c;
+}
+
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+// -- TlsSession ---------------------------------------------------------------
+
+// Counts the records of each direction after the handshake (the 5-byte
+// record headers OpenSSL reports to the message callback).
+void TlsSession::on_record(int write_p, int, int content_type, const void*, size_t, SSL*,
+                           void* arg) {
+  auto* s = static_cast<TlsSession*>(arg);
+  if (content_type != SSL3_RT_HEADER || !s->done_) return;
+  (write_p ? s->tx_records_ : s->rx_records_) += 1;
+}
+
+TlsSession::TlsSession(std::shared_ptr<TlsContext> context) : context_(std::move(context)) {}
+
+TlsSession::~TlsSession() {
+  SSL_free(ssl_);  // frees both BIOs
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::create(std::shared_ptr<TlsContext> context) {
+  ERR_clear_error();
+  std::unique_ptr<TlsSession> s(new TlsSession(std::move(context)));
+  s->ssl_ = SSL_new(s->context_->get());
+  if (!s->ssl_) return tls_error("SSL_new");
+  s->in_ = BIO_new(BIO_s_mem());
+  s->out_ = BIO_new(BIO_s_mem());
+  if (!s->in_ || !s->out_) {
+    BIO_free(s->in_);
+    BIO_free(s->out_);
+    return tls_error("BIO_new");
+  }
+  BIO_set_mem_eof_return(s->in_, -1);  // empty: "want read", not end of stream
+  SSL_set_bio(s->ssl_, s->in_, s->out_);
+  SSL_set_app_data(s->ssl_, s.get());
+  SSL_set_msg_callback(s->ssl_, &TlsSession::on_record);
+  SSL_set_msg_callback_arg(s->ssl_, s.get());
+  if (s->context_->server()) {
+    SSL_set_accept_state(s->ssl_);
+  } else {
+    SSL_set_connect_state(s->ssl_);
+  }
+  return s;
+}
+
+void TlsSession::keylog(const SSL* ssl, const char* line) {
+  auto* s = static_cast<TlsSession*>(SSL_get_app_data(ssl));
+  if (!s) return;
+  std::string_view l(line);
+  const size_t a = l.find(' ');
+  const size_t b = a == std::string_view::npos ? a : l.find(' ', a + 1);
+  if (b == std::string_view::npos) return;
+  const std::string_view label = l.substr(0, a);
+  std::vector<uint8_t> secret = from_hex(l.substr(b + 1));
+  if (label == "CLIENT_TRAFFIC_SECRET_0") s->client_secret_ = std::move(secret);
+  if (label == "SERVER_TRAFFIC_SECRET_0") s->server_secret_ = std::move(secret);
+}
+
+Error TlsSession::ssl_error(const char* op, int ret) const {
+  const int e = SSL_get_error(ssl_, ret);
+  std::string what = std::string(op) + ": ";
+  if (e == SSL_ERROR_SSL) {
+    what += openssl_errors();
+    const long verify = SSL_get_verify_result(ssl_);
+    if (verify != X509_V_OK) {
+      what += std::string(" (certificate: ") + X509_verify_cert_error_string(verify) + ")";
+    }
+  } else if (e == SSL_ERROR_ZERO_RETURN) {
+    what += "the peer closed the TLS session";
+  } else {
+    what += "SSL error " + std::to_string(e);
+  }
+  return Error::message(what);
+}
+
+void TlsSession::put_ciphertext(std::span<const uint8_t> bytes) {
+  if (!bytes.empty()) BIO_write(in_, bytes.data(), static_cast<int>(bytes.size()));
+}
+
+size_t TlsSession::take_ciphertext(std::vector<uint8_t>& out) {
+  const size_t n = BIO_ctrl_pending(out_);
+  if (n == 0) return 0;
+  const size_t at = out.size();
+  out.resize(at + n);
+  const int got = BIO_read(out_, out.data() + at, static_cast<int>(n));
+  out.resize(at + (got > 0 ? static_cast<size_t>(got) : 0));
+  return got > 0 ? static_cast<size_t>(got) : 0;
+}
+
+Result<bool> TlsSession::handshake() {
+  if (done_) return true;
+  ERR_clear_error();
+  const int r = SSL_do_handshake(ssl_);
+  if (r == 1) {
+    done_ = true;
+    return true;
+  }
+  const int e = SSL_get_error(ssl_, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return false;
+  return ssl_error("TLS handshake", r);
+}
+
+Result<void> TlsSession::encrypt(std::span<const uint8_t> plain) {
+  ERR_clear_error();
+  size_t at = 0;
+  while (at < plain.size()) {
+    size_t written = 0;
+    const int r = SSL_write_ex(ssl_, plain.data() + at, plain.size() - at, &written);
+    if (r != 1) return ssl_error("TLS write", r);
+    at += written;
+  }
+  return {};
+}
+
+Result<size_t> TlsSession::decrypt(std::vector<uint8_t>& out) {
+  ERR_clear_error();
+  size_t total = 0;
+  for (;;) {
+    const size_t at = out.size();
+    out.resize(at + 16384);
+    size_t got = 0;
+    const int r = SSL_read_ex(ssl_, out.data() + at, 16384, &got);
+    out.resize(at + got);
+    total += got;
+    if (r == 1) continue;
+    const int e = SSL_get_error(ssl_, r);
+    if (e == SSL_ERROR_WANT_READ) return total;
+    return ssl_error("TLS read", r);
+  }
+}
+
+Result<TrafficKeys> TlsSession::traffic_keys(bool tx) const {
+  if (!done_) return Error::message("traffic keys: the handshake is not complete");
+  const SSL_CIPHER* c = SSL_get_current_cipher(ssl_);
+  TrafficKeys k;
+  k.version = SSL_version(ssl_);
+  size_t key_len = 0;
+  switch (SSL_CIPHER_get_cipher_nid(c)) {
+    case NID_aes_128_gcm:
+      k.cipher = "AES-128-GCM";
+      key_len = 16;
+      break;
+    case NID_aes_256_gcm:
+      k.cipher = "AES-256-GCM";
+      key_len = 32;
+      break;
+    case NID_chacha20_poly1305:
+      k.cipher = "CHACHA20-POLY1305";
+      key_len = 32;
+      break;
+    default:
+      return Error::message(std::string("traffic keys: no kernel layout for ") +
+                            SSL_CIPHER_get_name(c));
+  }
+  const bool gcm = k.cipher != "CHACHA20-POLY1305";
+  const EVP_MD* md = SSL_CIPHER_get_handshake_digest(c);
+  // This side's direction: a server sends with the server's keys.
+  const bool server_keys = tx == context_->server();
+  std::vector<uint8_t> iv;
+  if (k.version == TLS1_3_VERSION) {
+    const std::vector<uint8_t>& secret = server_keys ? server_secret_ : client_secret_;
+    if (secret.empty()) return Error::message("traffic keys: no TLS 1.3 traffic secret");
+    auto key = expand_label(md, secret, "key", key_len);
+    if (!key) return key.error();
+    auto full_iv = expand_label(md, secret, "iv", 12);
+    if (!full_iv) return full_iv.error();
+    k.key = key.take();
+    iv = full_iv.take();
+    k.seq = tx ? tx_records_ : rx_records_;
+  } else if (k.version == TLS1_2_VERSION) {
+    SSL_SESSION* sess = SSL_get_session(ssl_);
+    std::vector<uint8_t> master(SSL_MAX_MASTER_KEY_LENGTH);
+    master.resize(SSL_SESSION_get_master_key(sess, master.data(), master.size()));
+    uint8_t client_random[SSL3_RANDOM_SIZE], server_random[SSL3_RANDOM_SIZE];
+    SSL_get_client_random(ssl_, client_random, sizeof client_random);
+    SSL_get_server_random(ssl_, server_random, sizeof server_random);
+    const size_t iv_len = gcm ? 4 : 12;  // AEAD: no MAC keys in the block
+    auto block = key_block(md, master, server_random, client_random, 2 * key_len + 2 * iv_len);
+    if (!block) return block.error();
+    const std::vector<uint8_t>& b = block.value();
+    const size_t key_at = server_keys ? key_len : 0;
+    const size_t iv_at = 2 * key_len + (server_keys ? iv_len : 0);
+    k.key.assign(b.begin() + key_at, b.begin() + key_at + key_len);
+    iv.assign(b.begin() + iv_at, b.begin() + iv_at + iv_len);
+    // The Finished message was the first record under these keys.
+    k.seq = 1 + (tx ? tx_records_ : rx_records_);
+  } else {
+    return Error::message("traffic keys: not TLS 1.2 or 1.3");
+  }
+  if (gcm) {
+    k.salt.assign(iv.begin(), iv.begin() + 4);
+    if (k.version == TLS1_3_VERSION) {
+      k.iv.assign(iv.begin() + 4, iv.end());
+    } else {
+      // TLS 1.2 GCM sends the rest of the nonce in each record; a kernel
+      // counts it up from here.
+      for (int i = 7; i >= 0; i--) k.iv.push_back(static_cast<uint8_t>(k.seq >> (8 * i)));
+    }
+  } else {
+    k.iv = iv;
+  }
+  return k;
+}
+
+std::string TlsSession::version() const { return SSL_get_version(ssl_); }
+
+std::string TlsSession::cipher() const {
+  const SSL_CIPHER* c = SSL_get_current_cipher(ssl_);
+  return c ? SSL_CIPHER_get_name(c) : "";
+}
+
+std::string TlsSession::peer_subject() const {
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (!cert) return {};
+  char buf[512];
+  X509_NAME_oneline(X509_get_subject_name(cert), buf, sizeof buf);
+  X509_free(cert);
+  return buf;
+}
+
+// -- kernel layout --------------------------------------------------------------
+
+namespace {
+template <class Info>
+std::vector<uint8_t> fill(const TrafficKeys& k, uint16_t cipher_type) {
+  Info info{};
+  info.info.version = static_cast<uint16_t>(k.version);
+  info.info.cipher_type = cipher_type;
+  std::memcpy(info.key, k.key.data(), sizeof info.key);
+  std::memcpy(info.iv, k.iv.data(), sizeof info.iv);
+  if constexpr (sizeof(info.salt) > 0) std::memcpy(info.salt, k.salt.data(), sizeof info.salt);
+  for (int i = 0; i < 8; i++) info.rec_seq[i] = static_cast<uint8_t>(k.seq >> (8 * (7 - i)));
+  const auto* p = reinterpret_cast<const uint8_t*>(&info);
+  return std::vector<uint8_t>(p, p + sizeof info);
+}
+}  // namespace
+
+Result<std::vector<uint8_t>> ktls_crypto_info(const TrafficKeys& k) {
+  if (k.cipher == "AES-128-GCM" && k.key.size() == 16 && k.iv.size() == 8 && k.salt.size() == 4) {
+    return fill<tls12_crypto_info_aes_gcm_128>(k, TLS_CIPHER_AES_GCM_128);
+  }
+  if (k.cipher == "AES-256-GCM" && k.key.size() == 32 && k.iv.size() == 8 && k.salt.size() == 4) {
+    return fill<tls12_crypto_info_aes_gcm_256>(k, TLS_CIPHER_AES_GCM_256);
+  }
+  if (k.cipher == "CHACHA20-POLY1305" && k.key.size() == 32 && k.iv.size() == 12) {
+    return fill<tls12_crypto_info_chacha20_poly1305>(k, TLS_CIPHER_CHACHA20_POLY1305);
+  }
+  return Error::message("kTLS: no crypto_info layout for " + k.cipher);
+}
+
+}  // namespace ktls::carrier

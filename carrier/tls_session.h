@@ -1,0 +1,128 @@
+// The TLS record layer of one connection in user space (OpenSSL over
+// memory BIOs: the carrier owns the socket and its buffers, OpenSSL never
+// touches a descriptor), and the traffic keys a kernel needs to take the
+// record layer over (kTLS).
+//
+// Not wired into connections yet: the carrier's record-layer seam (plain |
+// kernel TLS | this) is the next step (DESIGN.md, "TLS").
+//
+// A TlsSession is used by one thread at a time. A TlsContext is immutable
+// after create() and shared by every session of a listener or connector.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "carrier/result.h"
+
+namespace ktls::carrier {
+
+// What inet_tls_dist's -ssl_dist_optfile says for one side, in OpenSSL terms.
+struct TlsOptions {
+  std::string certfile, keyfile, cacertfile;
+  // Verify the peer's certificate against cacertfile; on a server, also
+  // require one (ssl's verify_peer + fail_if_no_peer_cert: mutual TLS).
+  bool verify_peer = true;
+  int depth = 10;
+  int min_version = TLS1_2_VERSION;
+  int max_version = TLS1_3_VERSION;
+  std::string ciphers;       // TLS 1.2 cipher list; empty: OpenSSL's default
+  std::string ciphersuites;  // TLS 1.3 suites; empty: OpenSSL's default
+};
+
+// An SSL_CTX for one side. Session tickets are off: a server that sends
+// none keeps the receive sequence numbers at hand-over predictable, and
+// dist connections are long-lived (no resumption to speak of).
+class TlsContext {
+ public:
+  static Result<std::shared_ptr<TlsContext>> create(const TlsOptions& options, bool server);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  SSL_CTX* get() const { return ctx_; }
+  bool server() const { return server_; }
+
+ private:
+  TlsContext(SSL_CTX* ctx, bool server) : ctx_(ctx), server_(server) {}
+  SSL_CTX* ctx_;
+  bool server_;
+};
+
+// One direction's keys as a kernel takes them (struct tls12_crypto_info_*):
+// for AES-GCM `salt` is the implicit nonce (4 bytes) and `iv` the rest
+// (8 bytes); for ChaCha20-Poly1305 `iv` is the whole 12-byte nonce.
+// `seq` is the sequence number of the next record under these keys.
+struct TrafficKeys {
+  int version = 0;     // TLS1_2_VERSION | TLS1_3_VERSION
+  std::string cipher;  // "AES-128-GCM" | "AES-256-GCM" | "CHACHA20-POLY1305"
+  std::vector<uint8_t> key, iv, salt;
+  uint64_t seq = 0;
+};
+
+class TlsSession {
+ public:
+  static Result<std::unique_ptr<TlsSession>> create(std::shared_ptr<TlsContext> context);
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  // Bytes received from the peer (records, possibly cut anywhere).
+  void put_ciphertext(std::span<const uint8_t> bytes);
+  // Bytes to send to the peer (handshake records, encrypted data, alerts),
+  // appended to `out`; returns how many.
+  size_t take_ciphertext(std::vector<uint8_t>& out);
+
+  // Drives the handshake with what was put; true once it is complete. An
+  // error names what failed (certificate, protocol version, alert...).
+  Result<bool> handshake();
+  bool handshake_done() const { return done_; }
+
+  // Encrypts `plain` into records (take_ciphertext() has them).
+  Result<void> encrypt(std::span<const uint8_t> plain);
+  // Decrypts every whole record put so far, appending the plaintext to
+  // `out`; returns how many bytes. A closed session (close_notify or an
+  // alert from the peer) is an error that says so.
+  Result<size_t> decrypt(std::vector<uint8_t>& out);
+
+  // After the handshake: the keys of this side's sending (`tx`) or
+  // receiving direction, with the sequence number of the next record.
+  Result<TrafficKeys> traffic_keys(bool tx) const;
+
+  std::string version() const;       // "TLSv1.3"
+  std::string cipher() const;        // OpenSSL's name of the negotiated suite
+  std::string peer_subject() const;  // one line; empty without a certificate
+
+  // OpenSSL callbacks (TlsContext installs them): traffic secrets from the
+  // key log; record headers, to count records after the handshake.
+  static void keylog(const SSL* ssl, const char* line);
+  static void on_record(int write_p, int version, int content_type, const void* buf, size_t len,
+                        SSL* ssl, void* arg);
+
+ private:
+  explicit TlsSession(std::shared_ptr<TlsContext> context);
+  Error ssl_error(const char* op, int ret) const;
+
+  std::shared_ptr<TlsContext> context_;
+  SSL* ssl_ = nullptr;
+  BIO* in_ = nullptr;   // network -> OpenSSL (owned by ssl_)
+  BIO* out_ = nullptr;  // OpenSSL -> network (owned by ssl_)
+  bool done_ = false;
+  // From the keylog callback: TLS 1.3 application traffic secrets, TLS 1.2
+  // master secret.
+  std::vector<uint8_t> client_secret_, server_secret_, master_secret_;
+  // Records sent and received under the application keys so far (the
+  // sequence numbers a kernel would continue with).
+  uint64_t tx_records_ = 0, rx_records_ = 0;
+};
+
+// The kernel's crypto_info for setsockopt(SOL_TLS, TLS_TX | TLS_RX) from
+// `keys`; an error for a cipher the kernel interface has no layout for.
+Result<std::vector<uint8_t>> ktls_crypto_info(const TrafficKeys& keys);
+
+}  // namespace ktls::carrier

@@ -1,0 +1,305 @@
+// TlsSession: mutual TLS 1.2 and 1.3 handshakes over memory, record round
+// trips, refusals, and traffic keys checked by decrypting OpenSSL's own
+// records with them (what a kernel given those keys would do).
+#include "carrier/tls_session.h"
+
+#include <gtest/gtest.h>
+#include <linux/tls.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+namespace ktls::carrier {
+namespace {
+
+struct Pki {
+  std::string dir;
+  std::string path(const std::string& f) const { return dir + "/" + f; }
+};
+
+EVP_PKEY* new_key() { return EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); }
+
+// A certificate for `cn` signed by (ca, ca_key), or self-signed CA when
+// ca is null. Written as PEM with its key.
+X509* make_cert(const std::string& cn, EVP_PKEY* key, X509* ca, EVP_PKEY* ca_key, bool is_ca) {
+  X509* x = X509_new();
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), std::rand());
+  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600 * 24);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_set_issuer_name(x, ca ? X509_get_subject_name(ca) : name);
+  X509_set_pubkey(x, key);
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, ca ? ca : x, x, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, NID_basic_constraints,
+                                            is_ca ? "critical,CA:TRUE" : "CA:FALSE");
+  X509_add_ext(x, ext, -1);
+  X509_EXTENSION_free(ext);
+  X509_sign(x, ca ? ca_key : key, EVP_sha256());
+  return x;
+}
+
+void write_pem(const std::string& file, X509* cert, EVP_PKEY* key) {
+  FILE* f = std::fopen(file.c_str(), "w");
+  PEM_write_X509(f, cert);
+  if (key) PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+  std::fclose(f);
+}
+
+// ca.pem, server.pem, client.pem (cert + key) of one CA; other_ca.pem and
+// stranger.pem of another.
+const Pki& pki() {
+  static Pki p = [] {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    Pki k{std::string(tmp ? tmp : "/tmp") + "/tls_session_test"};
+    std::system(("mkdir -p " + k.dir).c_str());
+    EVP_PKEY* ca_key = new_key();
+    X509* ca = make_cert("ktls test CA", ca_key, nullptr, nullptr, true);
+    write_pem(k.path("ca.pem"), ca, nullptr);
+    for (const char* who : {"server", "client"}) {
+      EVP_PKEY* key = new_key();
+      X509* cert = make_cert(std::string(who) + "@127.0.0.1", key, ca, ca_key, false);
+      write_pem(k.path(std::string(who) + ".pem"), cert, key);
+      X509_free(cert);
+      EVP_PKEY_free(key);
+    }
+    EVP_PKEY* other_key = new_key();
+    X509* other = make_cert("other CA", other_key, nullptr, nullptr, true);
+    write_pem(k.path("other_ca.pem"), other, nullptr);
+    EVP_PKEY* s_key = new_key();
+    X509* stranger = make_cert("stranger@127.0.0.1", s_key, other, other_key, false);
+    write_pem(k.path("stranger.pem"), stranger, s_key);
+    for (X509* c : {ca, other, stranger}) X509_free(c);
+    for (EVP_PKEY* c : {ca_key, other_key, s_key}) EVP_PKEY_free(c);
+    return k;
+  }();
+  return p;
+}
+
+TlsOptions options(const std::string& who) {
+  TlsOptions o;
+  o.certfile = pki().path(who + ".pem");
+  o.cacertfile = pki().path("ca.pem");
+  return o;
+}
+
+std::unique_ptr<TlsSession> session(const TlsOptions& o, bool server) {
+  auto ctx = TlsContext::create(o, server);
+  EXPECT_TRUE(ctx.ok()) << (ctx.ok() ? "" : ctx.error().what);
+  if (!ctx.ok()) return nullptr;
+  auto s = TlsSession::create(ctx.take());
+  EXPECT_TRUE(s.ok());
+  return s.ok() ? s.take() : nullptr;
+}
+
+// Moves bytes both ways until both handshakes are done or one fails;
+// returns the first error, empty on success.
+std::string pump(TlsSession& client, TlsSession& server) {
+  for (int round = 0; round < 20; round++) {
+    auto c = client.handshake();
+    if (!c.ok()) return "client: " + c.error().what;
+    std::vector<uint8_t> bytes;
+    client.take_ciphertext(bytes);
+    server.put_ciphertext(bytes);
+    auto s = server.handshake();
+    if (!s.ok()) return "server: " + s.error().what;
+    bytes.clear();
+    server.take_ciphertext(bytes);
+    client.put_ciphertext(bytes);
+    if (c.value() && s.value() && bytes.empty()) return {};
+  }
+  return "handshake did not finish";
+}
+
+std::vector<uint8_t> send(TlsSession& from, TlsSession& to, const std::string& text) {
+  EXPECT_TRUE(from.encrypt({reinterpret_cast<const uint8_t*>(text.data()), text.size()}).ok());
+  std::vector<uint8_t> wire, plain;
+  from.take_ciphertext(wire);
+  to.put_ciphertext(wire);
+  auto r = to.decrypt(plain);
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().what);
+  EXPECT_EQ(std::string(plain.begin(), plain.end()), text);
+  return wire;
+}
+
+TEST(TlsSession, MutualTls13RoundTrips) {
+  auto c = session(options("client"), false);
+  auto s = session(options("server"), true);
+  ASSERT_EQ(pump(*c, *s), "");
+  EXPECT_EQ(c->version(), "TLSv1.3");
+  EXPECT_NE(s->peer_subject().find("client@127.0.0.1"), std::string::npos);
+  EXPECT_NE(c->peer_subject().find("server@127.0.0.1"), std::string::npos);
+  send(*c, *s, "hello from the client");
+  send(*s, *c, std::string(100000, 'x'));  // several records
+}
+
+TEST(TlsSession, ServerRequiresAClientCertificate) {
+  TlsOptions anonymous = options("client");
+  anonymous.certfile.clear();
+  auto c = session(anonymous, false);
+  auto s = session(options("server"), true);
+  const std::string err = pump(*c, *s);
+  EXPECT_NE(err.find("server: TLS handshake"), std::string::npos) << err;
+  EXPECT_NE(err.find("certificate"), std::string::npos) << err;
+}
+
+TEST(TlsSession, CertificateOfAnotherCaIsRefused) {
+  auto c = session(options("client"), false);
+  TlsOptions stranger = options("stranger");
+  auto s = session(stranger, true);
+  const std::string err = pump(*c, *s);
+  EXPECT_NE(err.find("certificate verify failed"), std::string::npos) << err;
+}
+
+TEST(TlsSession, NoCommonVersionIsRefused) {
+  TlsOptions only12 = options("client");
+  only12.max_version = TLS1_2_VERSION;
+  TlsOptions only13 = options("server");
+  only13.min_version = TLS1_3_VERSION;
+  auto c = session(only12, false);
+  auto s = session(only13, true);
+  const std::string err = pump(*c, *s);
+  EXPECT_NE(err.find("unsupported protocol"), std::string::npos) << err;
+}
+
+TEST(TlsSession, GarbageIsAHandshakeError) {
+  auto s = session(options("server"), true);
+  const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  s->put_ciphertext({reinterpret_cast<const uint8_t*>(junk.data()), junk.size()});
+  auto r = s->handshake();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().what.find("TLS handshake"), std::string::npos);
+}
+
+TEST(TlsSession, BadOptionsNameTheFile) {
+  TlsOptions o = options("client");
+  o.certfile = "/nonexistent/cert.pem";
+  auto ctx = TlsContext::create(o, false);
+  ASSERT_FALSE(ctx.ok());
+  EXPECT_NE(ctx.error().what.find("certfile /nonexistent/cert.pem"), std::string::npos);
+}
+
+// Decrypts one application-data record with `k` as a kernel would.
+std::string open_record(const TrafficKeys& k, const std::vector<uint8_t>& rec) {
+  const bool gcm = k.cipher != "CHACHA20-POLY1305";
+  const EVP_CIPHER* cipher = k.cipher == "AES-128-GCM"   ? EVP_aes_128_gcm()
+                             : k.cipher == "AES-256-GCM" ? EVP_aes_256_gcm()
+                                                         : EVP_chacha20_poly1305();
+  const bool tls13 = k.version == TLS1_3_VERSION;
+  std::vector<uint8_t> nonce = gcm ? k.salt : std::vector<uint8_t>();
+  size_t body = 5;
+  if (gcm && !tls13) {
+    nonce.insert(nonce.end(), rec.begin() + 5, rec.begin() + 13);  // explicit nonce
+    body = 13;
+  } else {
+    nonce.insert(nonce.end(), k.iv.begin(), k.iv.end());
+    for (int i = 0; i < 8; i++) nonce[4 + i] ^= static_cast<uint8_t>(k.seq >> (8 * (7 - i)));
+  }
+  const size_t ct_len = rec.size() - body - 16;
+  std::vector<uint8_t> aad;
+  if (tls13) {
+    aad.assign(rec.begin(), rec.begin() + 5);
+  } else {
+    for (int i = 7; i >= 0; i--) aad.push_back(static_cast<uint8_t>(k.seq >> (8 * i)));
+    aad.insert(aad.end(),
+               {23, 3, 3, static_cast<uint8_t>(ct_len >> 8), static_cast<uint8_t>(ct_len)});
+  }
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  std::vector<uint8_t> out(ct_len + 16);
+  int len = 0, fin = 0;
+  bool ok = EVP_DecryptInit_ex(ctx, cipher, nullptr, k.key.data(), nonce.data()) == 1 &&
+            EVP_DecryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) &&
+            EVP_DecryptUpdate(ctx, out.data(), &len, rec.data() + body, static_cast<int>(ct_len)) &&
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 16,
+                                const_cast<uint8_t*>(rec.data() + body + ct_len)) &&
+            EVP_DecryptFinal_ex(ctx, out.data() + len, &fin) == 1;
+  EVP_CIPHER_CTX_free(ctx);
+  if (!ok) return "<does not decrypt>";
+  out.resize(static_cast<size_t>(len + fin));
+  if (tls13) {
+    if (out.empty() || out.back() != 23) return "<not application data>";
+    out.pop_back();  // inner content type
+  }
+  return std::string(out.begin(), out.end());
+}
+
+struct Suite {
+  int version;
+  const char* name;
+  const char* kernel_cipher;
+  size_t info_size;
+};
+
+class TrafficKeysTest : public ::testing::TestWithParam<Suite> {};
+
+TEST_P(TrafficKeysTest, KeysDecryptTheRecordsOpenSslWrites) {
+  const Suite& suite = GetParam();
+  TlsOptions co = options("client"), so = options("server");
+  for (TlsOptions* o : {&co, &so}) {
+    o->min_version = o->max_version = suite.version;
+    if (suite.version == TLS1_3_VERSION) {
+      o->ciphersuites = suite.name;
+    } else {
+      o->ciphers = suite.name;
+    }
+  }
+  auto c = session(co, false);
+  auto s = session(so, true);
+  ASSERT_EQ(pump(*c, *s), "");
+  ASSERT_EQ(c->cipher(), suite.name);
+  // Records already sent count: the keys continue after them.
+  send(*c, *s, "first");
+  send(*s, *c, "reply");
+  auto ctx = c->traffic_keys(true);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().what;
+  auto srx = s->traffic_keys(false);
+  ASSERT_TRUE(srx.ok()) << srx.error().what;
+  EXPECT_EQ(ctx.value().cipher, suite.kernel_cipher);
+  EXPECT_EQ(ctx.value().key, srx.value().key);
+  EXPECT_EQ(ctx.value().seq, srx.value().seq);
+  EXPECT_EQ(ctx.value().seq, suite.version == TLS1_3_VERSION ? 1u : 2u);
+  const std::vector<uint8_t> rec = send(*c, *s, "the kernel takes over here");
+  EXPECT_EQ(open_record(ctx.value(), rec), "the kernel takes over here");
+  auto info = ktls_crypto_info(ctx.value());
+  ASSERT_TRUE(info.ok()) << info.error().what;
+  EXPECT_EQ(info.value().size(), suite.info_size);
+  // The server's sending keys are the client's receiving keys.
+  auto stx = s->traffic_keys(true);
+  auto crx = c->traffic_keys(false);
+  ASSERT_TRUE(stx.ok() && crx.ok());
+  EXPECT_EQ(stx.value().key, crx.value().key);
+  EXPECT_NE(stx.value().key, ctx.value().key);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Suites, TrafficKeysTest,
+    ::testing::Values(Suite{TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256", "AES-128-GCM",
+                            sizeof(tls12_crypto_info_aes_gcm_128)},
+                      Suite{TLS1_3_VERSION, "TLS_AES_256_GCM_SHA384", "AES-256-GCM",
+                            sizeof(tls12_crypto_info_aes_gcm_256)},
+                      Suite{TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256", "CHACHA20-POLY1305",
+                            sizeof(tls12_crypto_info_chacha20_poly1305)},
+                      Suite{TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256", "AES-128-GCM",
+                            sizeof(tls12_crypto_info_aes_gcm_128)},
+                      Suite{TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384", "AES-256-GCM",
+                            sizeof(tls12_crypto_info_aes_gcm_256)},
+                      Suite{TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305", "CHACHA20-POLY1305",
+                            sizeof(tls12_crypto_info_chacha20_poly1305)}),
+    [](const ::testing::TestParamInfo<Suite>& i) {
+      std::string n = i.param.name;
+      for (char& ch : n) {
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      }
+      return n;
+    });
+
+}  // namespace
+}  // namespace ktls::carrier
