@@ -313,6 +313,7 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
   }
   if (log && n_events > 0) loggers_dispatch(log_env_, events, n_events);
   enif_clear_env(log_env_);
+  ch.end_batch();
 
   // Binaries: one copy per batch (stock runtime), or resource binaries over
   // the receive buffers plus one binary for what the filter wrote.

@@ -200,7 +200,12 @@ input_init(Conn, DHandle, Node) ->
 input_loop(Conn, DHandle, RxPort) ->
     receive
         {ktls_data, Conn, Packets, Bytes} ->
-            put_data(DHandle, Packets),
+            case put_data(DHandle, Packets) of
+                ok -> ok;
+                %% A large message was refused here: its binary goes now,
+                %% not whenever this process next collects.
+                collect -> erlang:garbage_collect()
+            end,
             case ktls_filter_nif:consumed(Conn, Bytes) of
                 ok -> ok;
                 resume -> ktls_filter_rx_port:resume(RxPort)
@@ -239,22 +244,25 @@ put_data(DHandle, [{ktls_resolve, {Pid, Op, Safe, Refused}, Question, Keep, Drop
                  false ->
                      resolved_refusal(Role, Refused, Question, Op)
              end,
-    case Answer of
-        keep -> erlang:dist_ctrl_put_data(DHandle, Keep);
-        drop when is_binary(Drop) -> erlang:dist_ctrl_put_data(DHandle, Drop);
-        drop -> ok
-    end,
-    put_data(DHandle, Ps);
+    put_answer(DHandle, Answer, Keep, Drop, Ps);
 put_data(DHandle, [{ktls_ask, Question, Keep, Drop} | Ps]) ->
     %% The handler decides in order with the traffic: later packets wait.
-    case ask_handler(Question) of
-        keep -> erlang:dist_ctrl_put_data(DHandle, Keep);
-        drop when is_binary(Drop) -> erlang:dist_ctrl_put_data(DHandle, Drop);
-        drop -> ok
-    end,
-    put_data(DHandle, Ps);
+    put_answer(DHandle, ask_handler(Question), Keep, Drop, Ps);
 put_data(_DHandle, []) ->
     ok.
+
+%% Delivers the message (Keep) or its refusal (Drop: an answer to the
+%% caller, a carrier of atom cache writes, or none), then the rest; asks
+%% for a collection when a large message was refused.
+put_answer(DHandle, keep, Keep, _Drop, Ps) ->
+    erlang:dist_ctrl_put_data(DHandle, Keep),
+    put_data(DHandle, Ps);
+put_answer(DHandle, drop, Keep, Drop, Ps) ->
+    is_binary(Drop) andalso erlang:dist_ctrl_put_data(DHandle, Drop),
+    case put_data(DHandle, Ps) of
+        _ when byte_size(Keep) >= 1024 * 1024 -> collect;
+        Rest -> Rest
+    end.
 
 ask_handler({Hint, Op, Control, Payload}) ->
     Conn = get(ktls_conn),

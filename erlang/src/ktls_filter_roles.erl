@@ -32,8 +32,9 @@ role(Pid) when is_pid(Pid), node(Pid) =:= node() ->
             gone;
         [{group_leader, GL}, {registered_name, Name}, {initial_call, IC},
          {current_function, CF}] ->
-            case is_system(GL, Name) orelse is_master(Pid, GL) of
-                true -> system_role(Pid, Name, code_of(IC, CF));
+            Code = code_of(IC, CF),
+            case is_system(GL, Name) orelse is_master(Pid, GL) orelse is_io_server(Name, Code) of
+                true -> system_role(Pid, Name, Code);
                 false -> user
             end
     end;
@@ -43,6 +44,13 @@ role(_) ->
 is_system(GL, Name) ->
     GL =:= whereis(init) orelse Name =:= application_controller orelse
         lists:member(application_of_master(GL), system_applications()).
+
+%% kernel's io servers are their own group leaders (user always, a shell's
+%% group process while it runs a request), so the group leader rule misses
+%% them.
+is_io_server(user, _) -> true;
+is_io_server(_, {group, server, _}) -> true;
+is_io_server(_, _) -> false.
 
 %% An application master is its own group leader.
 is_master(Pid, GL) ->

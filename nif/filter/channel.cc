@@ -580,6 +580,12 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
   v.action = Action::Drop;
 }
 
+void Channel::end_batch() {
+  if (!last_done_) return;
+  recycle(std::move(last_done_->buf));
+  last_done_.reset();
+}
+
 void Channel::record_answer(const ControlInfo* c, bool kept, bool would_drop) {
   if (would_drop) count(&Stats::would_drop);
   count(kept ? &Stats::kept : &Stats::dropped);

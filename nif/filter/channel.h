@@ -186,6 +186,12 @@ class Channel : private AtomSink {
   // of memory is a Close verdict ("out of memory"), never an exception.
   void inspect(Bytes packet, Verdict& v);
 
+  // After a batch of inspect() calls whose verdicts were used: gives back
+  // the storage of the last reassembled message (a large refused message
+  // is not held until the connection's next packet). The last verdict's
+  // message views are invalid afterwards.
+  void end_batch();
+
   // Counts the handler's answer for a message inspect() returned as Ask,
   // or the outcome of a Resolve (`would_drop`: kept in monitor mode only).
   // Any thread.

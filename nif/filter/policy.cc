@@ -217,6 +217,10 @@ Refusal call_refusal(const Term& from, Answer answer) {
   Term dest = pid;
   if (is_ref(tag)) {
     ref = tag;
+  } else if (tag.is_tuple() && tag.arity() == 2 && is_ref(tag.element(0)) &&
+             tag.element(1).atom()) {
+    // gen_server:multi_call's {Ref, Node}: the reply is {{Ref, Node}, Reply}.
+    ref = tag.element(0);
   } else if (tag.tag() == tag::kList && tag.list_length() == 1) {
     Term head = tag.list_element(0);
     if (head.tag() == tag::kList && head.list_length() == 1) head = head.list_element(0);
@@ -471,8 +475,11 @@ bool net_kernel_call_allowed(const Term& req) {
 // A call to a protected process gets an error answer; other messages to
 // them are just dropped.
 Refusal protected_refusal(const Term& payload) {
+  // gen_server calls and sys messages {Label, From, Request}, and gen_event
+  // calls, whose label is the caller's pid.
   if (payload.is_tuple() && payload.arity() == 3 &&
-      (payload.element(0).is_atom("$gen_call") || payload.element(0).is_atom("system"))) {
+      (payload.element(0).is_atom("$gen_call") || payload.element(0).is_atom("system") ||
+       payload.element(0).is_pid())) {
     return call_refusal(payload.element(1), Answer::CallError);
   }
   return {};
@@ -495,24 +502,28 @@ bool is_reply(const Term& m) {
   return head.is_atom("alias") && is_ref(head.next());
 }
 
+bool is_atom_in(const Term& t, std::initializer_list<std::string_view> names) {
+  for (std::string_view n : names) {
+    if (t.is_atom(n)) return true;
+  }
+  return false;
+}
+
 // Shapes of OTP's process protocols (behaviour requests, sys messages, the
 // signals' message forms, io and code server requests): what a system
 // process acts on.
 bool is_otp_request(const Term& m) {
   if (!m.is_tuple() || m.arity() == 0) return false;
   for (std::string_view a : {"$gen_call", "$gen_cast", "system", "EXIT", "DOWN", "io_request",
-                             "code_call", "nodeup", "nodedown"}) {
+                             "code_call", "nodeup", "nodedown", "stop"}) {
     if (m.element(0).is_atom(a)) return true;
   }
-  // gen_event's {From, Tag, Request}
-  return m.arity() == 3 && m.element(0).is_pid();
-}
-
-bool is_atom_in(const Term& t, std::initializer_list<std::string_view> names) {
-  for (std::string_view n : names) {
-    if (t.is_atom(n)) return true;
-  }
-  return false;
+  // net_kernel's and auth's {From, registered_send | badcookie, To, Msg}
+  if (m.arity() == 4 && is_atom_in(m.element(1), {"registered_send", "badcookie"})) return true;
+  // gen_event's calls {Pid, {Pid, Tag}, Request}
+  if (m.arity() != 3 || !m.element(0).is_pid()) return false;
+  Term from = m.element(1);
+  return from.is_tuple() && from.arity() == 2 && from.element(0).is_pid();
 }
 
 // global's protocol between nodes (global.erl, global_group.erl of OTP 25):

