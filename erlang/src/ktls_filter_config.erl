@@ -291,5 +291,5 @@ filter_options(Config) ->
 %% @doc Human-readable table of options and defaults (for docs and --help).
 -spec describe() -> iolist().
 describe() ->
-    [io_lib:format("~-24s ~-14s default ~tp~n    ~ts~n",
+    [io_lib:format("~-30s ~-14s default ~tp~n    ~ts~n",
                    [K, type_name(T), D, Doc]) || {K, T, D, Doc} <- options()].
