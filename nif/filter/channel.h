@@ -162,7 +162,7 @@ struct LocalNode {
   uint32_t creation = 0;
 };
 
-class Channel : private AtomSink {
+class Channel final : private AtomSink {
  public:
   Channel(std::shared_ptr<const Policy> policy, LocalNode local);
   ~Channel();
