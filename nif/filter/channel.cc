@@ -486,8 +486,7 @@ Role Channel::role_for(const Destination& d, std::optional<PidId>& pid) const {
     case Destination::Kind::Name: {
       auto name = d.to.atom();
       if (!name) return Role::User;  // classify() refuses it
-      pid = dir_->whereis(*name);
-      return pid ? dir_->role_of(*pid) : Role::Gone;
+      return dir_->role_of_name(*name, pid);
     }
   }
   return Role::User;

@@ -360,8 +360,8 @@ Classification relayed(const Policy& p, const Directory& d, const Term& name, co
   if (depth > 4) return {Hint::Drop, "relayed message nested too deep"};
   if (auto n = name.atom()) {
     if (p.name_allowed(*n)) return {Hint::Safe, "allowed name"};
-    auto pid = d.whereis(*n);
-    Role r = pid ? d.role_of(*pid) : Role::Gone;
+    std::optional<PidId> pid;
+    Role r = d.role_of_name(*n, pid);
     if (r == Role::Unknown) r = Role::System;
     return receiver_checks(p, d, r, msg, depth + 1);
   }
@@ -742,37 +742,18 @@ std::string term_node(const Term& t) {
   return node ? std::string(*node) : std::string();
 }
 
-const char* role_name(Role r) {
-  switch (r) {
-    case Role::Unknown:
-      return "unknown";
-    case Role::Gone:
-      return "gone";
-    case Role::User:
-      return "user";
-    case Role::System:
-      return "system";
-    case Role::Io:
-      return "io";
-    case Role::NetKernel:
-      return "net_kernel";
-    case Role::Global:
-      return "global";
-    case Role::Pg:
-      return "pg";
-    case Role::Rex:
-      return "rex";
-    case Role::LoggerProxy:
-      return "logger_proxy";
-    case Role::Alias:
-      return "alias";
-  }
-  return "?";
-}
+namespace {
+// Role names, in the order of enum Role (the NIF's and Erlang's spelling).
+constexpr std::array<const char*, kRoleCount> kRoleNames = {
+    "unknown", "gone", "user", "system",       "io",   "net_kernel",
+    "global",  "pg",   "rex",  "logger_proxy", "alias"};
+}  // namespace
+
+const char* role_name(Role r) { return kRoleNames[static_cast<size_t>(r)]; }
 
 std::optional<Role> role_from_name(std::string_view name) {
-  for (int i = 0; i < kRoleCount; i++) {
-    if (name == role_name(static_cast<Role>(i))) return static_cast<Role>(i);
+  for (size_t i = 0; i < kRoleNames.size(); i++) {
+    if (name == kRoleNames[i]) return static_cast<Role>(i);
   }
   return std::nullopt;
 }
@@ -798,6 +779,11 @@ std::optional<PidId> StaticDirectory::pid_of(std::string_view name) {
 std::optional<PidId> StaticDirectory::whereis(std::string_view name) const {
   if (auto pid = pid_of(name)) return pid;
   return PidId{0, 1, 0};  // an application process
+}
+
+Role Directory::role_of_name(std::string_view name, std::optional<PidId>& pid) const {
+  pid = whereis(name);
+  return pid ? role_of(*pid) : Role::Gone;
 }
 
 const Directory& static_directory() {

@@ -7,7 +7,6 @@
 #include <array>
 #include <cstdint>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -77,6 +76,9 @@ class Directory {
   virtual std::optional<PidId> whereis(std::string_view name) const = 0;
   // Whether the node's atom table has `text` (Latin-1 or UTF-8) already.
   virtual bool atom_exists(std::string_view text, bool latin1) const = 0;
+  // Role of the process registered as `name` now (`pid` set to it); Gone
+  // when none is.
+  Role role_of_name(std::string_view name, std::optional<PidId>& pid) const;
 };
 
 // A directory without a VM: registered names of OTP's own processes map to
