@@ -78,8 +78,12 @@ std::optional<filter::PidId> ProcessDirectory::whereis(std::string_view name) co
   }
   ErlNifPid pid;
   if (!enif_whereis_pid(env_, atom, &pid)) return std::nullopt;
+  if (has_last_ && enif_compare_pids(&pid, &last_pid_) == 0) return last_id_;
   filter::PidId id;
   if (!local_pid_id(env_, enif_make_pid(env_, &pid), &id)) return std::nullopt;
+  last_pid_ = pid;
+  last_id_ = id;
+  has_last_ = true;
   return id;
 }
 

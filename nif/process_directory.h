@@ -29,6 +29,12 @@ class ProcessDirectory final : public filter::Directory {
 
  private:
   ErlNifEnv* env_;
+  // The last process whereis() found and its identity: a connection
+  // usually names the same few processes, and the identity of a pid costs
+  // an encoding (enif_term_to_binary) that the NIF API has no shortcut for.
+  mutable ErlNifPid last_pid_{};
+  mutable filter::PidId last_id_{};
+  mutable bool has_last_ = false;
 };
 
 // The identity of a local pid term; false for anything else.
