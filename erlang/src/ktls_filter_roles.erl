@@ -33,7 +33,7 @@ role(Pid) when is_pid(Pid), node(Pid) =:= node() ->
         [{group_leader, GL}, {registered_name, Name}, {initial_call, IC},
          {current_function, CF}] ->
             Code = code_of(IC, CF),
-            case is_system(GL, Name) orelse is_master(Pid, GL) orelse is_io_server(Name, Code) of
+            case is_system(Pid, GL, Name) orelse is_io_server(Name, Code) of
                 true -> system_role(Pid, Name, Code);
                 false -> user
             end
@@ -41,9 +41,16 @@ role(Pid) when is_pid(Pid), node(Pid) =:= node() ->
 role(_) ->
     user.
 
-is_system(GL, Name) ->
+%% Boot processes have init as group leader; application masters are their
+%% own group leaders (every master is a system process); the processes of
+%% an application have its master.
+is_system(Pid, GL, Name) ->
     GL =:= whereis(init) orelse Name =:= application_controller orelse
-        lists:member(application_of_master(GL), system_applications()).
+        case application_of_master(GL) of
+            undefined -> false;
+            _ when GL =:= Pid -> true;
+            App -> lists:member(App, system_applications())
+        end.
 
 %% kernel's io servers are their own group leaders (user always, a shell's
 %% group process while it runs a request), so the group leader rule misses
@@ -51,10 +58,6 @@ is_system(GL, Name) ->
 is_io_server(user, _) -> true;
 is_io_server(_, {group, server, _}) -> true;
 is_io_server(_, _) -> false.
-
-%% An application master is its own group leader.
-is_master(Pid, GL) ->
-    GL =:= Pid andalso application_of_master(Pid) =/= undefined.
 
 application_of_master(GL) ->
     try ets:match(ac_tab, {{application_master, '$1'}, GL}) of
