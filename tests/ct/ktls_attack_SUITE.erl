@@ -459,7 +459,7 @@ pid_bypass(Config) ->
     Control =
         phase(control,
               fun() ->
-                      {S, NS} = node_of(name("stock"), inet_tcp, ?NO_DUMP),
+                      {S, NS} = stock(?NO_DUMP),
                       connect(A, NS),
                       SPids = maps:with(?BYPASS_NAMES, call(S, system_pids, [])),
                       Rs = [{How, call(A, system_attacks, [Dir, NS, How, dest_info(How, SPids),
@@ -491,7 +491,7 @@ pid_bypass(Config) ->
     AuthControl =
         phase(auth_control,
               fun() ->
-                      {S2, NS2} = node_of(name("stock"), inet_tcp, ?NO_DUMP),
+                      {S2, NS2} = stock(?NO_DUMP),
                       connect(A, NS2),
                       S2Pids = maps:with(?BYPASS_NAMES, call(S2, system_pids, [])),
                       APid = ktls_ct_nodes:call(A, erlang, whereis, [ktls_attack_server]),
@@ -589,7 +589,7 @@ signals_to_system(Config) ->
     Control =
         phase(control,
               fun() ->
-                      {S, NS} = node_of(name("stock"), inet_tcp, ?NO_DUMP),
+                      {S, NS} = stock(?NO_DUMP),
                       connect(A, NS),
                       SPids = call(S, system_pids, []),
                       ok = call(A, signal_group_leader, [[maps:get(user_sup, SPids)]]),
@@ -765,7 +765,7 @@ atom_flood(Config) ->
     Control =
         phase(control,
               fun() ->
-                      {S, NS} = node_of(name("stock"), inet_tcp, ["+t", "200000" | NoDump]),
+                      {S, NS} = stock(["+t", "200000" | NoDump]),
                       connect(A, NS),
                       _ = call(A, atom_flood, [NS, "ktls_atk_stock_", 0, 400000, 10000]),
                       [?CHECK({NS, stock_dies}, ok, ktls_ct_nodes:wait_until(fun() -> down(S) end, 20000))]
@@ -941,15 +941,13 @@ down(Peer) ->
 
 %% A module no node has: the code the attacker wants loaded.
 evil_module() ->
-    Forms = [{attribute, 1, module, ktls_attack_evil},
-             {attribute, 2, export, [{evil, 0}]},
-             {function, 3, evil, 0, [{clause, 3, [], [], [{atom, 3, loaded}]}]}],
-    {ok, Mod, Bin} = compile:forms(Forms, []),
-    {Mod, Bin}.
+    evil_module(ktls_attack_evil).
 
 %% The same under the name evil_name(How).
 evil_module_for(How) ->
-    Name = evil_name(How),
+    evil_module(evil_name(How)).
+
+evil_module(Name) ->
     Forms = [{attribute, 1, module, Name},
              {attribute, 2, export, [{evil, 0}]},
              {function, 3, evil, 0, [{clause, 3, [], [], [{atom, 3, loaded}]}]}],
@@ -1093,7 +1091,10 @@ first(Targets, Node) ->
     {P, Node} = lists:keyfind(Node, 2, Targets),
     P.
 
-stock() -> node_of(name("stock"), inet_tcp, []).
+stock() -> stock([]).
+
+%% A stock node with extra VM arguments.
+stock(Extra) -> node_of(name("stock"), inet_tcp, Extra).
 
 %% Node names other suites running at the same time on this machine do not
 %% use (the OS pid of the test runner in them).
