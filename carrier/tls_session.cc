@@ -43,6 +43,27 @@ std::vector<uint8_t> from_hex(std::string_view hex) {
   return out;
 }
 
+// `length` bytes from OpenSSL's KDF `name` with `params`; `what` names it
+// in an error.
+Result<std::vector<uint8_t>> derive(const char* name, const OSSL_PARAM* params, size_t length,
+                                    const std::string& what) {
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, name, nullptr);
+  if (!kdf) return tls_error(std::string("EVP_KDF_fetch ") + name);
+  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
+  EVP_KDF_free(kdf);
+  if (!ctx) return tls_error("EVP_KDF_CTX_new");
+  std::vector<uint8_t> out(length);
+  const int ok = EVP_KDF_derive(ctx, out.data(), out.size(), params);
+  EVP_KDF_CTX_free(ctx);
+  if (ok <= 0) return tls_error(what);
+  return out;
+}
+
+OSSL_PARAM digest_param(const EVP_MD* md) {
+  return OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                          const_cast<char*>(EVP_MD_get0_name(md)), 0);
+}
+
 // HKDF-Expand-Label(secret, label, "", length) of TLS 1.3 (RFC 8446 7.1).
 Result<std::vector<uint8_t>> expand_label(const EVP_MD* md, const std::vector<uint8_t>& secret,
                                           std::string_view label, size_t length) {
@@ -51,54 +72,31 @@ Result<std::vector<uint8_t>> expand_label(const EVP_MD* md, const std::vector<ui
   info.push_back(static_cast<uint8_t>(full.size()));
   info.insert(info.end(), full.begin(), full.end());
   info.push_back(0);  // empty context
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  if (!kdf) return tls_error("EVP_KDF_fetch HKDF");
-  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
-  EVP_KDF_free(kdf);
-  if (!ctx) return tls_error("EVP_KDF_CTX_new");
   int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
-                                       const_cast<char*>(EVP_MD_get0_name(md)), 0),
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode), digest_param(md),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()),
                                         secret.size()),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), info.size()),
       OSSL_PARAM_construct_end()};
-  std::vector<uint8_t> out(length);
-  const int ok = EVP_KDF_derive(ctx, out.data(), out.size(), params);
-  EVP_KDF_CTX_free(ctx);
-  if (ok <= 0) return tls_error("HKDF-Expand-Label " + std::string(label));
-  return out;
+  return derive("HKDF", params, length, "HKDF-Expand-Label " + std::string(label));
 }
 
 // The TLS 1.2 key block (RFC 5246 6.3) of `length` bytes.
 Result<std::vector<uint8_t>> key_block(const EVP_MD* md, const std::vector<uint8_t>& master,
                                        const uint8_t* server_random, const uint8_t* client_random,
                                        size_t length) {
-  std::vector<uint8_t> seed;
-  const std::string label = "key expansion";
+  const std::string_view label = "key expansion";
+  std::vector<uint8_t> seed(label.begin(), label.end());
   seed.insert(seed.end(), server_random, server_random + SSL3_RANDOM_SIZE);
   seed.insert(seed.end(), client_random, client_random + SSL3_RANDOM_SIZE);
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "TLS1-PRF", nullptr);
-  if (!kdf) return tls_error("EVP_KDF_fetch TLS1-PRF");
-  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
-  EVP_KDF_free(kdf);
-  if (!ctx) return tls_error("EVP_KDF_CTX_new");
-  std::vector<uint8_t> full_seed(label.begin(), label.end());
-  full_seed.insert(full_seed.end(), seed.begin(), seed.end());
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
-                                       const_cast<char*>(EVP_MD_get0_name(md)), 0),
+  const OSSL_PARAM params[] = {
+      digest_param(md),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, const_cast<uint8_t*>(master.data()),
                                         master.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, full_seed.data(), full_seed.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, seed.data(), seed.size()),
       OSSL_PARAM_construct_end()};
-  std::vector<uint8_t> out(length);
-  const int ok = EVP_KDF_derive(ctx, out.data(), out.size(), params);
-  EVP_KDF_CTX_free(ctx);
-  if (ok <= 0) return tls_error("TLS 1.2 key block");
-  return out;
+  return derive("TLS1-PRF", params, length, "TLS 1.2 key block");
 }
 
 }  // namespace
