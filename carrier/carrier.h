@@ -22,6 +22,7 @@
 
 #include "carrier/buffer_pool.h"
 #include "carrier/result.h"
+#include "carrier/tls_session.h"
 
 namespace ktls::carrier {
 
@@ -92,6 +93,19 @@ struct ConnectionStats {
   uint64_t queued_bytes = 0;  // accepted by send() but not yet written
   uint64_t recv_calls = 0;    // completed recv operations
   uint64_t send_calls = 0;    // completed send operations
+};
+
+// TLS of one connection (empty version: plain TCP, or the handshake is not
+// done yet).
+struct TlsInfo {
+  std::string version;                       // "TLSv1.3"
+  std::string cipher;                        // OpenSSL's name, "TLS_AES_256_GCM_SHA384"
+  std::string peer_subject;                  // "/CN=a@127.0.0.1"
+  bool kernel_tx = false;                    // the kernel seals what we send (kTLS)
+  bool kernel_rx = false;                    // the kernel opens what we receive (kTLS)
+  std::string kernel_fallback;               // why the record layer is not (all) in the kernel
+  uint64_t records_out = 0, records_in = 0;  // user-space record layer
+  uint64_t key_updates_out = 0, key_updates_in = 0;  // TLS 1.3 KeyUpdate
 };
 
 // Who reads the socket of a streaming connection.
@@ -185,6 +199,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   virtual void close(const std::string& reason) = 0;
 
   virtual ConnectionStats stats() const = 0;
+  virtual TlsInfo tls_info() const = 0;
   virtual const SockAddr& peer() const = 0;
   virtual const SockAddr& local() const = 0;
   virtual uint64_t id() const = 0;  // unique per carrier, for logs
@@ -210,6 +225,14 @@ class Listener {
   virtual const SockAddr& local() const = 0;  // with the real port after port 0
 };
 
+// TLS for every connection of a carrier (DESIGN.md, "TLS"). Without
+// contexts connections are plain TCP.
+struct CarrierTlsOptions {
+  std::shared_ptr<TlsContext> server;  // accepted connections
+  std::shared_ptr<TlsContext> client;  // connect()
+  bool kernel = true;                  // hand the record layer to the kernel (kTLS) where it can
+};
+
 struct CarrierOptions {
   unsigned ring_entries = 1024;
   // After handling completions the ring thread polls for more for this long
@@ -219,14 +242,21 @@ struct CarrierOptions {
   std::chrono::microseconds spin{0};
   BufferPoolOptions pool;
   ConnectionOptions connection;
+  CarrierTlsOptions tls;
 };
 
 struct CarrierStats {
   uint64_t connections_open = 0;
   uint64_t connections_total = 0;
   uint64_t listeners_open = 0;
-  uint64_t ring_submits = 0;  // io_uring_submit calls
-  uint64_t wakeups = 0;       // commands that woke the ring thread
+  uint64_t ring_submits = 0;            // io_uring_submit calls
+  uint64_t wakeups = 0;                 // commands that woke the ring thread
+  uint64_t tls_handshakes = 0;          // completed TLS handshakes
+  uint64_t tls_handshake_failures = 0;  // by reason: tls_failure_reasons
+  uint64_t ktls_installs = 0;           // connections with TX and RX in the kernel
+  uint64_t ktls_fallbacks = 0;          // connections left (partly) in user space
+  std::vector<std::pair<std::string, uint64_t>> tls_failure_reasons;
+  std::string ktls_fallback_reason;  // the last one
   BufferPoolStats pool;
 };
 

@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "carrier/test_pki.h"
+
 namespace ktls::carrier {
 namespace {
 
@@ -93,9 +95,19 @@ struct Pair {
                             srec = std::make_shared<Recorder>();
 };
 
-class CarrierTest : public ::testing::Test {
+// Every test runs on plain TCP and with TLS (the user-space record layer
+// where the kernel has no kTLS, else kTLS).
+class CarrierTest : public ::testing::TestWithParam<bool> {
  protected:
+  bool tls() const { return GetParam(); }
   void SetUp() override {
+    if (tls()) {
+      auto server = TlsContext::create(carrier::options("server"), true);
+      auto client = TlsContext::create(carrier::options("client"), false);
+      ASSERT_TRUE(server.ok() && client.ok());
+      options.tls.server = server.take();
+      options.tls.client = client.take();
+    }
     auto c = Carrier::start(options);
     ASSERT_TRUE(c.ok()) << c.error().what;
     carrier = c.take();
@@ -173,7 +185,7 @@ size_t open_fds() {
   return n;
 }
 
-TEST_F(CarrierTest, PacketsArriveInOrderBothWays) {
+TEST_P(CarrierTest, PacketsArriveInOrderBothWays) {
   Pair p = connect_pair();
   std::vector<std::string> msgs;
   for (int i = 0; i < 2000; i++) msgs.push_back("message " + std::to_string(i));
@@ -187,7 +199,7 @@ TEST_F(CarrierTest, PacketsArriveInOrderBothWays) {
   EXPECT_EQ(p.client->stats().packets_out, 2000u);
 }
 
-TEST_F(CarrierTest, HundredThousandSmallPacketsInOrder) {
+TEST_P(CarrierTest, HundredThousandSmallPacketsInOrder) {
   Pair p = connect_pair();
   std::vector<std::string> msgs;
   for (int i = 0; i < 100000; i++) msgs.push_back(std::to_string(i));
@@ -198,7 +210,7 @@ TEST_F(CarrierTest, HundredThousandSmallPacketsInOrder) {
   EXPECT_EQ(p.srec->packets, msgs);
 }
 
-TEST_F(CarrierTest, SixtyFourMiBPacket) {
+TEST_P(CarrierTest, SixtyFourMiBPacket) {
   Pair p = connect_pair();
   std::string big(64 * 1024 * 1024, 'x');
   for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i / 4096);
@@ -209,7 +221,7 @@ TEST_F(CarrierTest, SixtyFourMiBPacket) {
   EXPECT_EQ(p.srec->packets[2], "after");
 }
 
-TEST_F(CarrierTest, HandshakeOnePacketPerRequestThenDist) {
+TEST_P(CarrierTest, HandshakeOnePacketPerRequestThenDist) {
   Pair p = connect_pair(false);
   // Server: two handshake packets, then dist packets, all in one write.
   send_strings(*p.server, {"first", "second"});
@@ -227,7 +239,7 @@ TEST_F(CarrierTest, HandshakeOnePacketPerRequestThenDist) {
   EXPECT_EQ(p.crec->packets, (std::vector<std::string>{"first", "second", "dist1", "dist2"}));
 }
 
-TEST_F(CarrierTest, BusyThenWritableWhenPeerReadsAgain) {
+TEST_P(CarrierTest, BusyThenWritableWhenPeerReadsAgain) {
   Pair p = connect_pair();
   {
     std::lock_guard l(p.srec->mu);
@@ -267,7 +279,7 @@ TEST_F(CarrierTest, BusyThenWritableWhenPeerReadsAgain) {
   ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == 256; }, 30s));
 }
 
-TEST_F(CarrierTest, OversizedFrameClosesWithReasonNamingPeer) {
+TEST_P(CarrierTest, OversizedFrameClosesWithReasonNamingPeer) {
   Pair p = connect_pair();
   // The client writes a 2-byte-framed packet of 1024 bytes starting ff ff:
   // the server reads the 4-byte length 0x0400ffff, over the 64 MiB limit.
@@ -281,7 +293,8 @@ TEST_F(CarrierTest, OversizedFrameClosesWithReasonNamingPeer) {
 }
 
 // Bytes written by a plain socket: a good packet, then a 4 GiB length.
-TEST_F(CarrierTest, OversizedAfterAGoodPacketDeliversItThenCloses) {
+TEST_P(CarrierTest, OversizedAfterAGoodPacketDeliversItThenCloses) {
+  if (tls()) GTEST_SKIP() << "a raw plaintext peer (TLS bad input: tls_carrier_test)";
   listener->accept();
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   const auto& l = listener->local();
@@ -305,7 +318,7 @@ TEST_F(CarrierTest, OversizedAfterAGoodPacketDeliversItThenCloses) {
   ::close(fd);
 }
 
-TEST_F(CarrierTest, PeerCloseReportsOnceAndSendFails) {
+TEST_P(CarrierTest, PeerCloseReportsOnceAndSendFails) {
   Pair p = connect_pair();
   p.client->close("test");
   ASSERT_TRUE(p.srec->wait([&] { return p.srec->closed == 1; }));
@@ -320,7 +333,7 @@ TEST_F(CarrierTest, PeerCloseReportsOnceAndSendFails) {
   EXPECT_FALSE(p.client->send(std::move(b)).ok());
 }
 
-TEST_F(CarrierTest, ConnectRefused) {
+TEST_P(CarrierTest, ConnectRefused) {
   auto addr = SockAddr::parse("127.0.0.1", 1);  // nothing listens on port 1
   auto rec = std::make_shared<Recorder>();
   carrier->connect(addr.value(), 2000ms, rec);
@@ -328,7 +341,7 @@ TEST_F(CarrierTest, ConnectRefused) {
   EXPECT_NE(rec->connect_error.find("refused"), std::string::npos) << rec->connect_error;
 }
 
-TEST_F(CarrierTest, ThousandConnectionsLeaveNoFds) {
+TEST_P(CarrierTest, ThousandConnectionsLeaveNoFds) {
   {
     Pair warm = connect_pair();
     warm.client->close("warm");
@@ -347,7 +360,7 @@ TEST_F(CarrierTest, ThousandConnectionsLeaveNoFds) {
 
 // Handshake packets queued before the connection is up go out with 2-byte
 // headers; the queue accounting must come back to exactly zero.
-TEST_F(CarrierTest, QueuedBytesReturnToZeroAfterHandshakeSends) {
+TEST_P(CarrierTest, QueuedBytesReturnToZeroAfterHandshakeSends) {
   listener->accept();
   auto crec = std::make_shared<Recorder>();
   auto client = carrier->connect(listener->local(), 5000ms, crec);
@@ -365,7 +378,7 @@ TEST_F(CarrierTest, QueuedBytesReturnToZeroAfterHandshakeSends) {
   EXPECT_FALSE(send_strings(*client, {"four"}).busy);
 }
 
-TEST_F(CarrierTest, RxWindowPausesReadingUntilConsumed) {
+TEST_P(CarrierTest, RxWindowPausesReadingUntilConsumed) {
   Pair p = connect_pair();
   {
     std::lock_guard l(p.srec->mu);
@@ -410,7 +423,7 @@ class Holder : public Recorder {
   std::vector<const uint8_t*> data;
 };
 
-TEST_F(CarrierTest, PoolExhaustionPausesReadingAndResumes) {
+TEST_P(CarrierTest, PoolExhaustionPausesReadingAndResumes) {
   options.pool.max_bytes = 2 * 1024 * 1024;  // one arena: 8 buffers of 256 KiB
   carrier.reset();
   SetUp();
@@ -480,7 +493,7 @@ class SynDropper {
   std::vector<int> fillers_;
 };
 
-TEST_F(CarrierTest, ConnectTimesOutWhenTheListenerDropsSyns) {
+TEST_P(CarrierTest, ConnectTimesOutWhenTheListenerDropsSyns) {
   SynDropper dropper;
   ASSERT_TRUE(dropper.ok());
   auto rec = std::make_shared<Recorder>();
@@ -493,7 +506,7 @@ TEST_F(CarrierTest, ConnectTimesOutWhenTheListenerDropsSyns) {
   EXPECT_LT(took, 2s);
 }
 
-TEST_F(CarrierTest, CloseWhileConnectingReportsTheCloseNotATimeout) {
+TEST_P(CarrierTest, CloseWhileConnectingReportsTheCloseNotATimeout) {
   SynDropper dropper;
   ASSERT_TRUE(dropper.ok());
   auto rec = std::make_shared<Recorder>();
@@ -507,7 +520,7 @@ TEST_F(CarrierTest, CloseWhileConnectingReportsTheCloseNotATimeout) {
   EXPECT_NE(rec->close_reason.find("127.0.0.1:"), std::string::npos) << rec->close_reason;
 }
 
-TEST_F(CarrierTest, ListenerCloseFailsPendingAccepts) {
+TEST_P(CarrierTest, ListenerCloseFailsPendingAccepts) {
   listener->accept();
   listener->accept();
   listener->close();
@@ -518,7 +531,7 @@ TEST_F(CarrierTest, ListenerCloseFailsPendingAccepts) {
 }
 
 // Buffers handed to the user stay valid after the carrier is gone.
-TEST_F(CarrierTest, BuffersOutliveTheCarrier) {
+TEST_P(CarrierTest, BuffersOutliveTheCarrier) {
   Pair p = connect_pair();
   auto holder = std::make_shared<Holder>();
   p.server->set_observer(holder);
@@ -541,7 +554,7 @@ TEST_F(CarrierTest, BuffersOutliveTheCarrier) {
   ref = BufferRef();
 }
 
-TEST_F(CarrierTest, CarrierDestructionClosesEachConnectionOnce) {
+TEST_P(CarrierTest, CarrierDestructionClosesEachConnectionOnce) {
   Pair p = connect_pair();
   carrier.reset();
   EXPECT_EQ(p.crec->closed, 1);
@@ -556,7 +569,7 @@ TEST_F(CarrierTest, CarrierDestructionClosesEachConnectionOnce) {
   listener->close();
 }
 
-TEST_F(CarrierTest, TicksAreCountedNotDelivered) {
+TEST_P(CarrierTest, TicksAreCountedNotDelivered) {
   Pair p = connect_pair();
   p.client->send_tick();
   ASSERT_TRUE(eventually([&] { return p.server->stats().ticks_in == 1; }));
@@ -585,7 +598,7 @@ class BufferCounter : public Recorder {
   std::set<const Buffer*> buffers;
 };
 
-TEST_F(CarrierTest, ReceiveBufferIsReusedWhenPacketsAreReleased) {
+TEST_P(CarrierTest, ReceiveBufferIsReusedWhenPacketsAreReleased) {
   Pair p = connect_pair();
   auto counter = std::make_shared<BufferCounter>();
   p.server->set_observer(counter);
@@ -675,7 +688,7 @@ class ThreadRecorder : public Recorder {
   std::set<std::thread::id> threads;
 };
 
-TEST_F(CarrierTest, CallerModeDeliversOnTheCallersThreadInOrder) {
+TEST_P(CarrierTest, CallerModeDeliversOnTheCallersThreadInOrder) {
   Pair p = connect_pair(false);
   auto rec = std::make_shared<ThreadRecorder>();
   p.server->set_observer(rec);
@@ -714,7 +727,7 @@ TEST_F(CarrierTest, CallerModeDeliversOnTheCallersThreadInOrder) {
   EXPECT_TRUE(eventually([&] { return poller.closed == 1; }));
 }
 
-TEST_F(CarrierTest, CallerModePausesAtRxWindowAndResumes) {
+TEST_P(CarrierTest, CallerModePausesAtRxWindowAndResumes) {
   Pair p = connect_pair(false);
   auto rec = std::make_shared<Recorder>();
   rec->auto_consume = false;
@@ -757,7 +770,7 @@ TEST_F(CarrierTest, CallerModePausesAtRxWindowAndResumes) {
       30s));
 }
 
-TEST_F(CarrierTest, CallerModeLocalCloseWakesThePoller) {
+TEST_P(CarrierTest, CallerModeLocalCloseWakesThePoller) {
   Pair p = connect_pair(false);
   p.client->set_framing(Framing::kDist);
   p.server->set_framing(Framing::kDist);
@@ -781,7 +794,8 @@ TEST_F(CarrierTest, CallerModeLocalCloseWakesThePoller) {
   EXPECT_TRUE(eventually([&] { return open_fds() < fds; }));  // server socket and duplicate gone
 }
 
-TEST_F(CarrierTest, CallerModeOversizedFrameDeliversThenCloses) {
+TEST_P(CarrierTest, CallerModeOversizedFrameDeliversThenCloses) {
+  if (tls()) GTEST_SKIP() << "a raw plaintext peer (TLS bad input: tls_carrier_test)";
   listener->accept();
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   const auto& l = listener->local();
@@ -805,7 +819,7 @@ TEST_F(CarrierTest, CallerModeOversizedFrameDeliversThenCloses) {
   ::close(fd);
 }
 
-TEST_F(CarrierTest, CallerModePoolExhaustionRetriesAndResumes) {
+TEST_P(CarrierTest, CallerModePoolExhaustionRetriesAndResumes) {
   options.pool.max_bytes = 2 * 1024 * 1024;  // one arena: 8 buffers of 256 KiB
   carrier.reset();
   SetUp();
@@ -837,7 +851,7 @@ TEST_F(CarrierTest, CallerModePoolExhaustionRetriesAndResumes) {
   EXPECT_EQ(holder->closed, 0);
 }
 
-TEST_F(CarrierTest, CallerModeIdleConnectionHoldsNoReceiveBuffer) {
+TEST_P(CarrierTest, CallerModeIdleConnectionHoldsNoReceiveBuffer) {
   Pair p = connect_pair(false);
   for (auto& c : {p.client, p.server}) {
     c->set_framing(Framing::kDist);
@@ -863,7 +877,7 @@ TEST_F(CarrierTest, CallerModeIdleConnectionHoldsNoReceiveBuffer) {
 // one are delivered before it returns, even when the socket then has nothing
 // more (nothing would call it again). Four full 4 KiB buffers of 1 KiB
 // packets, all in the socket before the first call.
-TEST_F(CarrierTest, CallerModeDeliversTheLastRecvOfACall) {
+TEST_P(CarrierTest, CallerModeDeliversTheLastRecvOfACall) {
   options.pool.buffer_size = 4096;
   carrier.reset();
   SetUp();
@@ -881,6 +895,11 @@ TEST_F(CarrierTest, CallerModeDeliversTheLastRecvOfACall) {
       << p.srec->packets.size();
   EXPECT_EQ(p.srec->packets, msgs);
 }
+
+INSTANTIATE_TEST_SUITE_P(Transport, CarrierTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("Tls") : std::string("Plain");
+                         });
 
 }  // namespace
 }  // namespace ktls::carrier

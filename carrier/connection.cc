@@ -3,10 +3,15 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <linux/tls.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <cstring>
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
 
 namespace ktls::carrier::internal {
 
@@ -22,9 +27,12 @@ void ConnectionImpl::poke() {
 
 // Writes a whole batch with one non-blocking sendmsg on the calling thread;
 // returns the bytes the kernel took (0 on EAGAIN or error: the ring thread
-// then sends the rest and sees the error itself). Caller holds mu_.
-size_t ConnectionImpl::write_now(const OutboundBatch& batch, uint8_t h) {
+// then sends the rest and sees the error itself). With the user-space TLS
+// record layer the batch is sealed into fast_sealed_ first and the count is
+// of its bytes; `sealed` says whether that happened. Caller holds mu_.
+size_t ConnectionImpl::write_now(const OutboundBatch& batch, uint8_t h, bool* sealed) {
   constexpr size_t kMaxPackets = 256;
+  *sealed = false;
   if (batch.packets() > kMaxPackets || batch.iov().size() + batch.packets() > kMaxIov) return 0;
   uint8_t headers[kMaxPackets * 4];
   iovec iov[kMaxIov];
@@ -35,6 +43,13 @@ size_t ConnectionImpl::write_now(const OutboundBatch& batch, uint8_t h) {
     for (size_t i = 0; i < h; i++) hdr[i] = static_cast<uint8_t>(size >> (8 * (h - 1 - i)));
     iov[n++] = {hdr, h};
     for (uint32_t k = 0; k < batch.packet_parts()[p]; k++) iov[n++] = batch.iov()[part++];
+  }
+  if (tx_layer_ == Layer::kUser) {
+    fast_sealed_.clear();
+    seal_into(std::span<const iovec>(iov, n), fast_sealed_);
+    *sealed = true;
+    iov[0] = {fast_sealed_.data(), fast_sealed_.size()};
+    n = 1;
   }
   msghdr msg{};
   msg.msg_iov = iov;
@@ -56,16 +71,26 @@ Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
     // Fast path: nothing queued or in flight, so the calling thread may write
     // directly (saves waking the ring thread: matters for latency).
     size_t written = 0;
+    bool sealed = false;
     if (!tx_busy_ && tx_ready_ && in_batches_.empty()) {
-      written = write_now(batch, h);
-      if (written == wire) {
+      written = write_now(batch, h, &sealed);
+      if (written == (sealed ? fast_sealed_.size() : wire)) {
         packets_out_.fetch_add(batch.packets(), std::memory_order_relaxed);
         return SendStatus{queued_.load(std::memory_order_acquire), false};
       }
     }
     tx_busy_ = true;
-    in_batches_.push_back(InBatch{std::move(batch), h, written});
-    q = queued_.fetch_add(wire - written, std::memory_order_acq_rel) + wire - written;
+    uint64_t left = wire - written;
+    if (sealed) {
+      // Sealed but not all written: the rest of the records goes out as it is.
+      InBatch rest{OutboundBatch(), h, 0, {}, batch.packets()};
+      rest.rest.assign(fast_sealed_.begin() + static_cast<ptrdiff_t>(written), fast_sealed_.end());
+      left = rest.rest.size();
+      in_batches_.push_back(std::move(rest));
+    } else {
+      in_batches_.push_back(InBatch{std::move(batch), h, written, {}, 0});
+    }
+    q = queued_.fetch_add(left, std::memory_order_acq_rel) + left;
     // The caller waits for on_writable; the ring thread sends it once the
     // queue is below the low watermark (checked after every send and poke).
     if (q > options_.send_high_watermark) want_writable_.store(true, std::memory_order_release);
@@ -96,9 +121,20 @@ void ConnectionImpl::take_requests() {
     }
     while (!in_batches_.empty()) {
       TxBatch t;
-      t.batch = std::move(in_batches_.front().batch);
-      t.header_size = in_batches_.front().header_size;
-      t.prewritten = in_batches_.front().written;
+      InBatch& in = in_batches_.front();
+      if (!in.rest.empty()) {
+        t.is_raw = true;
+        t.raw = std::move(in.rest);
+        t.raw_packets = in.packets;
+        t.wire.push_back({t.raw.data(), t.raw.size()});
+        t.wire_bytes = t.raw.size();
+        in_batches_.pop_front();
+        tx_.push_back(std::move(t));
+        continue;
+      }
+      t.batch = std::move(in.batch);
+      t.header_size = in.header_size;
+      t.prewritten = in.written;
       // Only the first batch after an idle period can have a head start.
       if (t.prewritten && tx_.empty()) tx_offset_ = t.prewritten;
       in_batches_.pop_front();
@@ -117,6 +153,14 @@ void ConnectionImpl::take_requests() {
       tx_busy_ = true;
     }
     in_tick_ = false;
+    if (in_key_update_) {
+      // The peer asked for our KeyUpdate: sealed in order with the data.
+      in_key_update_ = false;
+      TxBatch t;
+      t.key_update = true;
+      tx_.push_back(std::move(t));
+      tx_busy_ = true;
+    }
     if (in_close_ && !closing_) {
       closing_ = true;
       close_reason_ =
@@ -157,6 +201,17 @@ void ConnectionImpl::service() {
     return;
   }
   if (!connected) return;
+  if (rx_layer_ == Layer::kHandshake) {
+    if (!session_) start_tls();  // an accepted connection's first service
+    if (closing_) {
+      finish_close();
+      return;
+    }
+    if (rx_layer_ == Layer::kHandshake) {
+      arm_handshake_recv();
+      return;  // application data waits for the end of the handshake
+    }
+  }
   // RxMode::kCaller: receive_now() reads and delivers, unless a recv of the
   // ring's was still in flight when the mode changed (ring_rx_pending_).
   if (!caller_rx_.load(std::memory_order_acquire) || ring_rx_pending_) {
@@ -230,6 +285,8 @@ constexpr int kCallerRecvRounds = 4;
 RxStep ConnectionImpl::receive_now() {
   std::lock_guard rx(rx_mu_);
   if (rx_closed_ || !caller_rx_.load(std::memory_order_acquire)) return RxStep::kClosed;
+  // The ring thread still runs the TLS handshake: nothing to read here yet.
+  if (rx_layer_ == Layer::kHandshake) return RxStep::kAgain;
   // The ring's last recv is still in flight (mode just changed): it delivers.
   if (recv_inflight_) return RxStep::kAgain;
   std::string why;
@@ -246,21 +303,26 @@ RxStep ConnectionImpl::receive_now() {
       break;
     }
     if (drained || round == kCallerRecvRounds) break;
-    if (!make_room()) {
+    std::span<uint8_t> space = make_room() ? recv_space() : std::span<uint8_t>();
+    if (space.empty()) {
       step = RxStep::kRetry;
       break;
     }
-    const size_t room = rx_->capacity() - rx_end_;
-    ssize_t n = ::recv(fd_.get(), rx_->data() + rx_end_, room, MSG_DONTWAIT);
+    ssize_t n = ::recv(fd_.get(), space.data(), space.size(), MSG_DONTWAIT);
     recv_calls_.fetch_add(1, std::memory_order_relaxed);
     if (n > 0) {
-      rx_end_ += static_cast<size_t>(n);
+      received(static_cast<size_t>(n));
       bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      drained = static_cast<size_t>(n) < room;  // a full buffer: maybe more
+      drained = static_cast<size_t>(n) < space.size();  // a full buffer: maybe more
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;  // parsed already
+    if (n < 0 && errno == EIO && rx_layer_ == Layer::kKernel) {
+      why = kernel_control_record();  // a record that is not data
+      if (why.empty()) continue;
+      break;
+    }
     code = n == 0 ? 0 : errno;
     why = recv_failure(code);
     break;
@@ -278,6 +340,10 @@ RxStep ConnectionImpl::receive_now() {
     rx_ = BufferRef();
     rx_start_ = rx_end_ = 0;
   }
+  if (step == RxStep::kAgain && cin_ && cin_start_ == cin_end_) {
+    cin_ = BufferRef();
+    cin_start_ = cin_end_ = 0;
+  }
   return step;
 }
 
@@ -293,8 +359,21 @@ void ConnectionImpl::deliver(std::span<const Packet> packets) {
   if (obs) obs->on_packets(*this, packets);
 }
 
-// Cuts complete packets out of [rx_start_, rx_end_) and delivers them.
+// Opens what the user-space record layer holds and cuts packets, until
+// neither makes progress; a bad record closes after the packets before it.
 std::string ConnectionImpl::parse() {
+  std::string bad = cut();
+  while (bad.empty() && rx_user() && !rx_closed_) {
+    std::string why;
+    if (!open_pending(&why) && why.empty()) break;
+    bad = cut();
+    if (bad.empty()) bad = why;
+  }
+  return bad;
+}
+
+// Cuts complete packets out of [rx_start_, rx_end_) and delivers them.
+std::string ConnectionImpl::cut() {
   if (!rx_ || rx_closed_) return {};
   // The ring thread's closing_ is not for the receive_now() caller's thread:
   // there rx_closed_ says the same.
@@ -369,6 +448,27 @@ bool ConnectionImpl::make_room() {
   // cycling through the pool. Large regions are not kept for reuse.
   const bool reusable = rx_ && rx_start_ > 0 && rx_->capacity() <= buffer_size && rx_->unique();
   if (reusable && partial == 0) rx_start_ = rx_end_ = 0;
+  if (rx_user()) {
+    // The record layer needs room for a whole record's plaintext at the end
+    // (a record may hold the end of one packet and the start of the next).
+    constexpr size_t kRoom = kMaxRecordPlain + kMaxRecordOverhead;
+    const size_t fits = (need > partial ? need : partial) + kRoom;
+    if (rx_ && rx_->capacity() - rx_end_ >= kRoom) return true;
+    if (reusable && fits <= rx_->capacity()) {
+      std::memmove(rx_->data(), rx_->data() + rx_start_, partial);
+      rx_start_ = 0;
+      rx_end_ = partial;
+      return true;
+    }
+    BufferRef next =
+        fits > buffer_size ? carrier_->pool().acquire_large(fits) : carrier_->pool().acquire();
+    if (!next) return false;
+    if (partial) std::memcpy(next->data(), rx_->data() + rx_start_, partial);
+    rx_ = std::move(next);
+    rx_start_ = 0;
+    rx_end_ = partial;
+    return true;
+  }
   if (rx_) {
     if (need > 0 && rx_->capacity() - rx_start_ >= need) return true;
     if (need == 0 && rx_->capacity() - rx_end_ >= buffer_size / 16) return true;
@@ -399,23 +499,49 @@ void ConnectionImpl::arm_recv() {
   } else if (requests_ == 0) {
     return;
   }
-  if (!make_room()) {
+  std::span<uint8_t> space = make_room() ? recv_space() : std::span<uint8_t>();
+  if (space.empty()) {
     carrier_->retry_later(this);  // pool exhausted: not an error, try again soon
     return;
   }
   io_uring_sqe* s = carrier_->sqe();
   if (!s) return;
-  io_uring_prep_recv(s, fd_.get(), rx_->data() + rx_end_, rx_->capacity() - rx_end_, 0);
+  io_uring_prep_recv(s, fd_.get(), space.data(), space.size(), 0);
   CarrierImpl::track(s, &recv_op, ops);
   recv_inflight_ = true;
 }
 
 void ConnectionImpl::on_recv(int res) {
+  if (rx_layer_ == Layer::kHandshake) {
+    recv_inflight_ = false;
+    recv_calls_.fetch_add(1, std::memory_order_relaxed);
+    if (res > 0) {
+      bytes_in_.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
+      on_handshake_bytes(static_cast<size_t>(res));
+    } else if (res == 0) {
+      handshake_failed("the peer closed the connection");
+    } else if (res != -EINTR && res != -EAGAIN) {
+      handshake_failed(std::string("recv: ") + std::strerror(-res));
+    }
+    service();
+    return;
+  }
+  if (res == -EIO && rx_layer_ == Layer::kKernel) {
+    {
+      std::lock_guard rx(rx_mu_);
+      recv_inflight_ = false;
+    }
+    recv_calls_.fetch_add(1, std::memory_order_relaxed);
+    const std::string why = kernel_control_record();
+    if (!why.empty()) fail(why);
+    service();
+    return;
+  }
   {
     std::lock_guard rx(rx_mu_);
     recv_inflight_ = false;
     if (res > 0) {
-      rx_end_ += static_cast<size_t>(res);
+      received(static_cast<size_t>(res));
       // The mode changed to kCaller while this recv was in flight: its bytes
       // are still delivered by the ring thread, once.
       if (caller_rx_.load(std::memory_order_acquire)) ring_rx_pending_ = true;
@@ -437,10 +563,13 @@ void ConnectionImpl::on_recv(int res) {
 }
 
 void ConnectionImpl::arm_send() {
-  if (send_inflight_ || closing_) return;
+  if (send_inflight_ || closing_ || tx_layer_ == Layer::kHandshake) return;
+  if (tx_layer_ == Layer::kUser) seal_pending();
   iov_.clear();
   size_t skip = tx_offset_;
   for (TxBatch& t : tx_) {
+    // TLS in user space: only records go out (the rest is sealed next time).
+    if (tx_layer_ == Layer::kUser && !t.is_raw) break;
     for (const iovec& v : t.wire) {
       if (iov_.size() == kMaxIov) break;
       if (skip >= v.iov_len) {
@@ -491,7 +620,10 @@ void ConnectionImpl::on_send(int res) {
     }
     n -= left;
     tx_offset_ = 0;
-    if (t.tick) {
+    if (t.is_raw) {
+      ticks_out_.fetch_add(t.raw_ticks, std::memory_order_relaxed);
+      packets_out_.fetch_add(t.raw_packets, std::memory_order_relaxed);
+    } else if (t.tick) {
       ticks_out_.fetch_add(1, std::memory_order_relaxed);
     } else {
       packets_out_.fetch_add(t.batch.packets(), std::memory_order_relaxed);
@@ -534,11 +666,19 @@ void ConnectionImpl::on_connect(int res) {
   }
   connected = true;
   set_addresses(peer_);
-  mark_ready();
   if (options_.nodelay) {
     int one = 1;
     setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
+  if (tls()) {
+    // Connected once the TLS handshake is done (or failed): on_connected
+    // then, from finish_handshake() or handshake_failed().
+    report_connect_ = true;
+    start_tls();
+    service();
+    return;
+  }
+  mark_ready();
   if (auto obs = observer()) obs->on_connected(*this, nullptr);
   service();
 }
@@ -585,12 +725,380 @@ void ConnectionImpl::finish_close() {
   queued_.store(0, std::memory_order_relaxed);
   // Counted as gone before on_closed, so stats read after it are exact.
   carrier_->open_.fetch_sub(1, std::memory_order_relaxed);
-  auto obs = observer();
+  std::shared_ptr<ConnectionObserver> obs;
+  {
+    std::lock_guard lock(mu_);
+    obs = observer_;
+    if (!obs) closed_unreported_ = true;  // set_observer() reports it
+  }
   if (obs) obs->on_closed(*this, close_reason_);
   {
     std::lock_guard lock(mu_);
     observer_.reset();
   }
   carrier_->connection_finished(this);
+}
+// -- TLS ----------------------------------------------------------------------
+
+namespace {
+// A stock OTP peer changes AES-GCM keys after this many plaintext bytes
+// (ssl's key_update_at); our user-space sender does the same.
+constexpr uint64_t kKeyUpdateAt = 388736063997ULL;
+// Largest handshake record body read (RFC 5246: 2^14 + 2048).
+constexpr size_t kMaxHandshakeRecord = kMaxRecordPlain + 2048;
+// Plaintext sealed per arm_send at most (bounds the records buffer).
+constexpr size_t kSealChunk = 512 * 1024;
+
+// What the first bytes of a peer that does not speak TLS look like.
+std::string not_tls(const uint8_t* b) {
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%02x %02x %02x", b[0], b[1], b[2]);
+  if (b[0] == 0 && (b[2] == 'N' || b[2] == 'n')) {
+    return std::string("the peer sent a plain distribution handshake (") + hex +
+           "), not TLS: is it a node without TLS?";
+  }
+  return std::string("the peer sent bytes that are not a TLS record (") + hex + ")";
+}
+
+std::string errno_text(int err) { return std::strerror(err); }
+}  // namespace
+
+TlsInfo ConnectionImpl::tls_info() const {
+  TlsInfo info;
+  {
+    std::lock_guard lock(const_cast<std::mutex&>(mu_));
+    info = tls_info_;
+  }
+  info.records_in = records_in_.load(std::memory_order_relaxed);
+  info.records_out = records_out_.load(std::memory_order_relaxed);
+  info.key_updates_in = key_updates_in_.load(std::memory_order_relaxed);
+  info.key_updates_out = key_updates_out_.load(std::memory_order_relaxed);
+  return info;
+}
+
+void ConnectionImpl::start_tls() {
+  auto s = TlsSession::create(tls_ctx_);
+  if (!s) {
+    handshake_failed(s.error().what);
+    return;
+  }
+  session_ = s.take();
+  hs_in_.resize(kRecordHeader + kMaxHandshakeRecord);
+  hs_got_ = 0;
+  handshake_step();  // a client's ClientHello; nothing yet on a server
+}
+
+void ConnectionImpl::arm_handshake_recv() {
+  if (recv_inflight_ || closing_ || !session_) return;
+  size_t want = kRecordHeader - hs_got_;
+  if (hs_got_ >= kRecordHeader) {
+    want = RecordCipher::next_record_size(hs_in_.data(), hs_got_) - hs_got_;
+  }
+  io_uring_sqe* s = carrier_->sqe();
+  if (!s) return;
+  // Exactly one record at a time: nothing after the last handshake record
+  // is read here, so a kernel can take over at a record boundary.
+  io_uring_prep_recv(s, fd_.get(), hs_in_.data() + hs_got_, want, 0);
+  CarrierImpl::track(s, &recv_op, ops);
+  recv_inflight_ = true;
+}
+
+void ConnectionImpl::on_handshake_bytes(size_t n) {
+  if (!session_ || closing_) return;
+  hs_got_ += n;
+  if (hs_got_ < kRecordHeader) return;
+  const uint8_t* h = hs_in_.data();
+  const size_t body = size_t{h[3]} << 8 | h[4];
+  if (h[0] < 20 || h[0] > 23 || h[1] != 3) {
+    handshake_failed(not_tls(h));
+    return;
+  }
+  if (body > kMaxHandshakeRecord) {
+    handshake_failed("oversized TLS record (" + std::to_string(body) + " bytes)");
+    return;
+  }
+  if (hs_got_ < kRecordHeader + body) return;
+  session_->put_ciphertext(std::span<const uint8_t>(h, hs_got_));
+  hs_got_ = 0;
+  handshake_step();
+}
+
+void ConnectionImpl::handshake_step() {
+  auto done = session_->handshake();
+  std::vector<uint8_t> out;
+  session_->take_ciphertext(out);
+  if (!done) {
+    handshake_failed(done.error().what, std::move(out));
+    return;
+  }
+  if (!out.empty()) {
+    // A handshake flight is a few KiB and the socket's send buffer is empty
+    // during the handshake: it is written here, whole, before a kernel may
+    // take the record layer over.
+    size_t at = 0;
+    while (at < out.size()) {
+      ssize_t w = ::send(fd_.get(), out.data() + at, out.size() - at, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        handshake_failed(w < 0 ? "send: " + errno_text(errno) : "send: nothing written");
+        return;
+      }
+      at += static_cast<size_t>(w);
+    }
+    send_calls_.fetch_add(1, std::memory_order_relaxed);
+    bytes_out_.fetch_add(out.size(), std::memory_order_relaxed);
+  }
+  if (done.value()) finish_handshake();
+}
+
+void ConnectionImpl::handshake_failed(const std::string& why, std::vector<uint8_t> alert) {
+  if (closing_) return;
+  // The alert OpenSSL wrote, if any, so the peer learns why (best effort).
+  if (!alert.empty())
+    (void)!::send(fd_.get(), alert.data(), alert.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  carrier_->count_tls_failure(why);
+  Error e{0, "TLS handshake with " + peer_.to_string() + " failed: " + why};
+  fail(e.what);
+  if (report_connect_) {
+    report_connect_ = false;
+    if (auto obs = observer()) obs->on_connected(*this, &e);
+  }
+}
+
+void ConnectionImpl::finish_handshake() {
+  auto tx = session_->traffic_keys(true);
+  auto rx = session_->traffic_keys(false);
+  if (!tx || !rx) {
+    handshake_failed((tx ? rx : tx).error().what);
+    return;
+  }
+  TlsInfo info;
+  info.version = session_->version();
+  info.cipher = session_->cipher();
+  info.peer_subject = session_->peer_subject();
+  std::string fallback;
+  if (!carrier_->tls_options().kernel) {
+    fallback = "kernel TLS is switched off (ktls false)";
+  } else if (::setsockopt(fd_.get(), SOL_TCP, TCP_ULP, "tls", sizeof "tls") != 0) {
+    fallback = errno == ENOENT ? "the kernel has no TLS module (CONFIG_TLS; modprobe tls)"
+                               : "TCP_ULP tls: " + errno_text(errno);
+  } else {
+    for (bool dir_tx : {true, false}) {
+      auto info_bytes = ktls_crypto_info((dir_tx ? tx : rx).value());
+      if (!info_bytes) {
+        fallback = info_bytes.error().what;
+        break;
+      }
+      const std::vector<uint8_t>& b = info_bytes.value();
+      if (::setsockopt(fd_.get(), SOL_TLS, dir_tx ? TLS_TX : TLS_RX, b.data(),
+                       static_cast<socklen_t>(b.size())) != 0) {
+        fallback = std::string(dir_tx ? "TLS_TX" : "TLS_RX") + " " + info.version + " " +
+                   tx.value().cipher + ": " + errno_text(errno);
+        break;
+      }
+      (dir_tx ? info.kernel_tx : info.kernel_rx) = true;
+    }
+  }
+  info.kernel_fallback = fallback;
+  if (!info.kernel_tx) {
+    auto c = RecordCipher::create(tx.value(), true);
+    if (!c) {
+      handshake_failed(c.error().what);
+      return;
+    }
+    sealer_ = c.take();
+  }
+  if (!info.kernel_rx) {
+    auto c = RecordCipher::create(rx.value(), false);
+    if (!c) {
+      handshake_failed(c.error().what);
+      return;
+    }
+    opener_ = c.take();
+  }
+  session_.reset();  // OpenSSL's part is done: its memory goes now
+  hs_in_ = std::vector<uint8_t>();
+  carrier_->count_tls_established(info.kernel_tx && info.kernel_rx, fallback);
+  {
+    std::lock_guard rx_lock(rx_mu_);
+    rx_layer_ = info.kernel_rx ? Layer::kKernel : Layer::kUser;
+  }
+  {
+    std::lock_guard lock(mu_);
+    tx_layer_ = info.kernel_tx ? Layer::kKernel : Layer::kUser;
+    tls_info_ = std::move(info);
+  }
+  mark_ready();
+  if (report_connect_) {
+    report_connect_ = false;
+    if (auto obs = observer()) obs->on_connected(*this, nullptr);
+  }
+}
+
+std::span<uint8_t> ConnectionImpl::recv_space() {
+  if (!rx_user()) return {rx_->data() + rx_end_, rx_->capacity() - rx_end_};
+  constexpr size_t kWhole = kRecordHeader + kMaxRecordPlain + kMaxRecordOverhead;
+  if (!cin_) {
+    const size_t size = carrier_->pool().buffer_size();
+    cin_ = size >= 2 * kWhole ? carrier_->pool().acquire()
+                              : carrier_->pool().acquire_large(2 * kWhole);
+    if (!cin_) return {};
+    cin_start_ = cin_end_ = 0;
+  }
+  if (cin_start_ == cin_end_) cin_start_ = cin_end_ = 0;
+  if (cin_->capacity() - cin_end_ < kWhole && cin_start_ > 0) {
+    // Less than one record of room: the partial record moves to the front.
+    std::memmove(cin_->data(), cin_->data() + cin_start_, cin_end_ - cin_start_);
+    cin_end_ -= cin_start_;
+    cin_start_ = 0;
+  }
+  return {cin_->data() + cin_end_, cin_->capacity() - cin_end_};
+}
+
+void ConnectionImpl::received(size_t n) {
+  if (rx_user()) {
+    cin_end_ += n;
+  } else {
+    rx_end_ += n;
+  }
+}
+
+bool ConnectionImpl::open_pending(std::string* why) {
+  if (!cin_ || cin_end_ - cin_start_ < kRecordHeader) return false;
+  if (!make_room()) return false;  // pool exhausted: later
+  auto o = opener_->open(cin_->data() + cin_start_, cin_end_ - cin_start_, rx_->data() + rx_end_,
+                         rx_->capacity() - rx_end_);
+  cin_start_ += o.consumed;
+  rx_end_ += o.produced;
+  using Event = RecordCipher::Event;
+  switch (o.event) {
+    case Event::kNone:
+      break;
+    case Event::kCloseNotify:
+      *why = "peer " + peer_.to_string() + " closed the TLS session (close_notify)";
+      break;
+    case Event::kAlert:
+      *why = "peer " + peer_.to_string() + " sent TLS alert " + alert_name(o.alert);
+      break;
+    case Event::kError:
+      *why = "TLS from " + peer_.to_string() + ": " + o.error;
+      break;
+    case Event::kKeyUpdate:
+    case Event::kKeyUpdateWanted: {
+      auto ok = opener_->rekey();
+      if (!ok) {
+        *why = "TLS from " + peer_.to_string() + ": " + ok.error().what;
+        break;
+      }
+      key_updates_in_.fetch_add(1, std::memory_order_relaxed);
+      if (o.event == Event::kKeyUpdateWanted) {
+        {
+          std::lock_guard lock(mu_);
+          in_key_update_ = true;
+        }
+        poke();
+      }
+      break;
+    }
+  }
+  if (o.consumed) records_in_.store(opener_->records(), std::memory_order_relaxed);
+  return o.consumed > 0;
+}
+
+void ConnectionImpl::seal_key_update(bool requested, std::vector<uint8_t>& out) {
+  const uint8_t msg[5] = {24, 0, 0, 1, static_cast<uint8_t>(requested ? 1 : 0)};
+  sealer_->seal_record(22, msg, out);
+  auto ok = sealer_->rekey();
+  if (!ok) {
+    // Cannot happen with keys that sealed a moment ago; if it does, nothing
+    // more may be sent with the old keys.
+    fail("TLS KeyUpdate: " + ok.error().what);
+    return;
+  }
+  sealed_bytes_ = 0;
+  key_updates_out_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ConnectionImpl::seal_into(std::span<const iovec> parts, std::vector<uint8_t>& out) {
+  size_t bytes = 0;
+  for (const iovec& v : parts) bytes += v.iov_len;
+  sealer_->seal(parts, out);
+  sealed_bytes_ += bytes;
+  const bool gcm = sealer_->keys().cipher != "CHACHA20-POLY1305";
+  if (gcm && sealer_->keys().version == TLS1_3_VERSION && sealed_bytes_ >= kKeyUpdateAt) {
+    seal_key_update(false, out);
+  }
+  records_out_.store(sealer_->records(), std::memory_order_relaxed);
+}
+
+void ConnectionImpl::seal_pending() {
+  size_t first = 0;
+  while (first < tx_.size() && tx_[first].is_raw) first++;
+  if (first == tx_.size()) return;
+  TxBatch out;
+  out.is_raw = true;
+  std::vector<iovec> parts;
+  uint64_t plain = 0;
+  size_t end = first;
+  for (; end < tx_.size() && plain < kSealChunk; end++) {
+    TxBatch& t = tx_[end];
+    if (t.key_update) {
+      seal_into(parts, out.raw);
+      parts.clear();
+      seal_key_update(false, out.raw);
+      continue;
+    }
+    parts.insert(parts.end(), t.wire.begin(), t.wire.end());
+    plain += t.wire_bytes;
+    if (t.tick) {
+      out.raw_ticks++;
+    } else {
+      out.raw_packets += t.batch.packets();
+    }
+  }
+  if (!parts.empty()) seal_into(parts, out.raw);
+  out.wire.push_back({out.raw.data(), out.raw.size()});
+  out.wire_bytes = out.raw.size();
+  // The queue now holds the records instead of the plaintext.
+  queued_.fetch_add(out.wire_bytes, std::memory_order_acq_rel);
+  queued_.fetch_sub(plain, std::memory_order_acq_rel);
+  tx_.erase(tx_.begin() + static_cast<ptrdiff_t>(first), tx_.begin() + static_cast<ptrdiff_t>(end));
+  tx_.insert(tx_.begin() + static_cast<ptrdiff_t>(first), std::move(out));
+}
+
+std::string ConnectionImpl::kernel_control_record() {
+  uint8_t buf[kMaxRecordPlain + kMaxRecordOverhead];
+  char control[CMSG_SPACE(sizeof(uint8_t))];
+  iovec iov{buf, sizeof buf};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  const ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return {};
+  if (n < 0) return "kTLS recvmsg from " + peer_.to_string() + ": " + errno_text(errno);
+  if (n == 0) return recv_failure(0);
+  uint8_t type = 23;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE) type = *CMSG_DATA(c);
+  }
+  if (type == 21 && n >= 2) {
+    if (buf[1] == 0) return "peer " + peer_.to_string() + " closed the TLS session (close_notify)";
+    return "peer " + peer_.to_string() + " sent TLS alert " + alert_name(buf[1]);
+  }
+  if (type == 22 && n >= 4) {
+    if (buf[0] == 4) return {};  // NewSessionTicket: no resumption here
+    if (buf[0] == 24) {
+      key_updates_in_.fetch_add(1, std::memory_order_relaxed);
+      return "peer " + peer_.to_string() +
+             " sent a TLS KeyUpdate, and this kernel cannot change kTLS receive keys "
+             "(Linux before 6.14): closing (see README, \"Kernel TLS\")";
+    }
+    return "peer " + peer_.to_string() + " sent TLS handshake message " + std::to_string(buf[0]) +
+           " after the handshake";
+  }
+  return "peer " + peer_.to_string() + " sent an unexpected TLS record (type " +
+         std::to_string(type) + ")";
 }
 }  // namespace ktls::carrier::internal

@@ -1,6 +1,7 @@
 // One TCP connection on the ring thread: receive path (framing, zero-copy
 // delivery, rx_window; or receive_now() on the user's thread), send path
-// (batched sendmsg, watermarks) and close.
+// (batched sendmsg, watermarks), the TLS record layer (DESIGN.md, "TLS")
+// and close.
 // Internal to the carrier library.
 #pragma once
 
@@ -16,7 +17,9 @@
 #include "carrier/carrier.h"
 #include "carrier/fd.h"
 #include "carrier/framing.h"
+#include "carrier/record_layer.h"
 #include "carrier/ring.h"
+#include "carrier/tls_session.h"
 
 namespace ktls::carrier::internal {
 
@@ -29,19 +32,51 @@ struct TxBatch {
   uint64_t prewritten = 0;  // written by the fast path before it was queued
   uint8_t header_size = 4;
   bool tick = false;  // a zero-length packet from send_tick()
+  // Bytes ready for the socket as they are (TLS records, handshake bytes):
+  // `wire` points into them. `packets` and `ticks` they carry, for stats.
+  std::vector<uint8_t> raw;
+  bool is_raw = false;
+  bool key_update = false;  // seal a KeyUpdate here, then change keys
+  uint64_t raw_packets = 0, raw_ticks = 0;
+};
+
+// Who protects the bytes of one direction on the socket.
+enum class Layer : uint8_t {
+  kPlain,      // none: plain TCP
+  kHandshake,  // TLS handshake in progress: no application data yet
+  kUser,       // TLS records sealed/opened here (RecordCipher)
+  kKernel,     // TLS records sealed/opened by the kernel (kTLS)
 };
 
 class ConnectionImpl final : public Connection {
  public:
-  ConnectionImpl(CarrierImpl* carrier, uint64_t id, Fd fd, const ConnectionOptions& options)
-      : carrier_(carrier), id_(id), fd_(std::move(fd)), options_(options) {
+  // With `tls`, the connection runs a TLS handshake once connected and
+  // carries no application data before it is done.
+  ConnectionImpl(CarrierImpl* carrier, uint64_t id, Fd fd, const ConnectionOptions& options,
+                 std::shared_ptr<TlsContext> tls = nullptr)
+      : carrier_(carrier),
+        id_(id),
+        fd_(std::move(fd)),
+        options_(options),
+        tls_ctx_(std::move(tls)) {
     parser_.set_limits(options.max_handshake_packet, options.max_dist_packet);
+    if (tls_ctx_) tx_layer_ = rx_layer_ = Layer::kHandshake;
   }
 
   // -- public API (any thread) --
+  // On a connection that closed before it had an observer (a TLS
+  // handshake that failed right after accept), on_closed is reported from
+  // here, on the calling thread.
   void set_observer(std::shared_ptr<ConnectionObserver> observer) override {
-    std::lock_guard lock(mu_);
-    observer_ = std::move(observer);
+    {
+      std::lock_guard lock(mu_);
+      if (!closed_unreported_) {
+        observer_ = std::move(observer);
+        return;
+      }
+      closed_unreported_ = false;
+    }
+    observer->on_closed(*this, close_reason_);
   }
   void request_packet() override {
     {
@@ -107,6 +142,7 @@ class ConnectionImpl final : public Connection {
     s.send_calls = send_calls_.load(std::memory_order_relaxed);
     return s;
   }
+  TlsInfo tls_info() const override;
   const SockAddr& peer() const override { return peer_; }
   const SockAddr& local() const override { return local_; }
   uint64_t id() const override { return id_; }
@@ -132,8 +168,9 @@ class ConnectionImpl final : public Connection {
   void fail(const std::string& why, int code = 0);
   void mark_ready() {
     std::lock_guard lock(mu_);
-    if (!closed_for_send_) tx_ready_ = true;
+    if (!closed_for_send_ && tx_layer_ != Layer::kHandshake) tx_ready_ = true;
   }
+  bool tls() const { return tls_ctx_ != nullptr; }
   bool finished() const { return finished_.load(std::memory_order_acquire); }
 
   Op recv_op{OpKind::kRecv, this};
@@ -157,11 +194,37 @@ class ConnectionImpl final : public Connection {
   void fail_from_caller(const std::string& why, int code);
   void arm_recv();
   void arm_send();
-  size_t write_now(const OutboundBatch& batch, uint8_t header_size);
+  size_t write_now(const OutboundBatch& batch, uint8_t header_size, bool* sealed);
+  // Seals `parts` as application data with sealer_ (and a KeyUpdate when
+  // the keys have protected enough bytes).
+  void seal_into(std::span<const iovec> parts, std::vector<uint8_t>& out);
+  void seal_key_update(bool requested, std::vector<uint8_t>& out);
   void check_writable();
   bool make_room();
   void deliver(std::span<const Packet> packets);
   void finish_close();
+  // Cuts packets out of the plaintext in rx_ (parse() without opening).
+  std::string cut();
+  // -- TLS (connection.cc, "TLS") --
+  bool rx_user() const { return rx_layer_ == Layer::kUser; }
+  // Where the next recv writes: the plaintext buffer, or the ciphertext
+  // buffer of the user-space record layer. Empty when the pool is empty.
+  std::span<uint8_t> recv_space();
+  void received(size_t n);
+  // Opens buffered ciphertext into rx_ as far as there is room; true if it
+  // used any. `why` gets the reason to close (alert, bad record).
+  bool open_pending(std::string* why);
+  // Seals the plaintext batches at the back of tx_ into TLS records.
+  void seal_pending();
+  void start_tls();
+  void arm_handshake_recv();
+  void on_handshake_bytes(size_t n);
+  void handshake_step();
+  void finish_handshake();
+  void handshake_failed(const std::string& why, std::vector<uint8_t> alert = {});
+  // A non-data record on a kTLS socket (recv said EIO): read and handle it;
+  // empty if reading may go on, else why the connection closes.
+  std::string kernel_control_record();
   std::shared_ptr<ConnectionObserver> observer();
 
   CarrierImpl* carrier_;
@@ -177,8 +240,14 @@ class ConnectionImpl final : public Connection {
     OutboundBatch batch;
     uint8_t header_size;
     size_t written;  // bytes already written by the fast path
+    // TLS: what the fast path sealed but could not write (then `batch` is
+    // empty and `written` 0).
+    std::vector<uint8_t> rest;
+    uint64_t packets = 0;
   };
   std::deque<InBatch> in_batches_;
+  // TLS: the peer wants a KeyUpdate from us (set by the receive side).
+  bool in_key_update_ = false;
   uint8_t tx_header_ = 2;
   bool tx_busy_ = false;   // the ring thread has tx work queued or in flight
   bool tx_ready_ = false;  // connected and not closing: the fast path may write
@@ -192,6 +261,7 @@ class ConnectionImpl final : public Connection {
   bool in_fail_ = false;  // receive_now() hit an error: fail() with in_fail_reason_
   Error in_fail_reason_;
   bool closed_for_send_ = false;
+  bool closed_unreported_ = false;  // finished without an observer
 
   // Receive state: the ring thread's, except in RxMode::kCaller, where the
   // thread in receive_now() uses it too. rx_mu_ is held whenever it is used
@@ -220,6 +290,26 @@ class ConnectionImpl final : public Connection {
   std::atomic<bool> want_writable_{false};
   std::vector<Packet> batch_;  // reused per recv completion
   static constexpr uint8_t kTick[4] = {0, 0, 0, 0};
+
+  // TLS. The layers change on the ring thread, in finish_handshake(), while
+  // no recv is in flight and before tx_ready_ lets a sender write; the
+  // sealer belongs to whoever may send (the fast path under mu_ while the
+  // ring thread has nothing queued, the ring thread while tx_busy_), the
+  // opener to the holder of rx_mu_.
+  std::shared_ptr<TlsContext> tls_ctx_;
+  Layer tx_layer_ = Layer::kPlain, rx_layer_ = Layer::kPlain;
+  std::unique_ptr<TlsSession> session_;  // the handshake; freed after it
+  std::vector<uint8_t> hs_in_;           // the handshake record being read
+  size_t hs_got_ = 0;
+  bool report_connect_ = false;  // connect() is reported after the handshake
+  std::unique_ptr<RecordCipher> sealer_, opener_;
+  std::vector<uint8_t> fast_sealed_;  // the fast path's records (under mu_)
+  BufferRef cin_;                     // received ciphertext not yet opened
+  size_t cin_start_ = 0, cin_end_ = 0;
+  uint64_t sealed_bytes_ = 0;  // under the current TX keys (AES-GCM limit)
+  TlsInfo tls_info_;           // under mu_
+  std::atomic<uint64_t> key_updates_in_{0}, key_updates_out_{0};
+  std::atomic<uint64_t> records_in_{0}, records_out_{0};
 
   std::atomic<uint64_t> unconsumed_{0};
   std::atomic<uint64_t> queued_{0};

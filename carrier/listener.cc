@@ -74,6 +74,8 @@ void ListenerImpl::on_accept(int res) {
   peer.len = peer_len_;
   auto conn = carrier_->adopt(res, peer);
   observer_->on_accept(*this, conn, nullptr);
+  // A TLS server answers the ClientHello without waiting for its user.
+  if (conn->tls()) conn->service();
   service();
 }
 }  // namespace ktls::carrier::internal

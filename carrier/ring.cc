@@ -98,7 +98,7 @@ std::shared_ptr<ConnectionImpl> CarrierImpl::adopt(int fd, const SockAddr& peer)
   Fd owned(fd);
   const int raw = owned.get();
   auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), std::move(owned),
-                                            options_.connection);
+                                            options_.connection, options_.tls.server);
   c->set_addresses(peer);
   c->mark_ready();
   if (options_.connection.nodelay) {
@@ -109,6 +109,37 @@ std::shared_ptr<ConnectionImpl> CarrierImpl::adopt(int fd, const SockAddr& peer)
   open_.fetch_add(1, std::memory_order_relaxed);
   total_.fetch_add(1, std::memory_order_relaxed);
   return c;
+}
+
+void CarrierImpl::count_tls_failure(const std::string& why) {
+  // OpenSSL's reason ("...:SSL routines::certificate verify failed") or
+  // the first words of ours: a small set of keys, whatever the peer sends.
+  std::string key = why;
+  const size_t colons = key.find("::");
+  if (colons != std::string::npos) key = key.substr(colons + 2);
+  for (const char* stop : {";", " (", ":"}) {
+    const size_t at = key.find(stop);
+    if (at != std::string::npos && at > 0) key.resize(at);
+  }
+  if (key.size() > 60) key.resize(60);
+  std::lock_guard lock(tls_mu_);
+  tls_failures_++;
+  if (tls_failure_reasons_.size() < 64 || tls_failure_reasons_.count(key)) {
+    tls_failure_reasons_[key]++;
+  } else {
+    tls_failure_reasons_["other"]++;
+  }
+}
+
+void CarrierImpl::count_tls_established(bool kernel, const std::string& fallback) {
+  std::lock_guard lock(tls_mu_);
+  tls_handshakes_++;
+  if (kernel) {
+    ktls_installs_++;
+  } else {
+    ktls_fallbacks_++;
+    ktls_fallback_reason_ = fallback;
+  }
 }
 
 void CarrierImpl::connection_finished(ConnectionImpl* c) {
@@ -201,7 +232,7 @@ std::shared_ptr<Connection> CarrierImpl::connect(const SockAddr& addr,
   Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   const int socket_errno = fd ? 0 : errno;  // before anything else can change errno
   auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), std::move(fd),
-                                            options_.connection);
+                                            options_.connection, options_.tls.client);
   c->set_peer(addr);
   c->set_observer(std::move(observer));
   total_.fetch_add(1, std::memory_order_relaxed);

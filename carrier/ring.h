@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -66,9 +67,23 @@ class CarrierImpl final : public Carrier {
     s.listeners_open = listeners_open_.load(std::memory_order_relaxed);
     s.ring_submits = submits_.load(std::memory_order_relaxed);
     s.wakeups = wakeups_.load(std::memory_order_relaxed);
+    {
+      std::lock_guard lock(tls_mu_);
+      s.tls_handshakes = tls_handshakes_;
+      s.tls_handshake_failures = tls_failures_;
+      s.ktls_installs = ktls_installs_;
+      s.ktls_fallbacks = ktls_fallbacks_;
+      s.tls_failure_reasons.assign(tls_failure_reasons_.begin(), tls_failure_reasons_.end());
+      s.ktls_fallback_reason = ktls_fallback_reason_;
+    }
     s.pool = pool_->stats();
     return s;
   }
+  const CarrierTlsOptions& tls_options() const { return options_.tls; }
+  // A TLS handshake failed (counted by a short form of `why`), or finished
+  // with the record layer in the kernel (`kernel`) or not (`fallback` says why).
+  void count_tls_failure(const std::string& why);
+  void count_tls_established(bool kernel, const std::string& fallback);
   BufferPool& pool() override { return *pool_; }
 
   // Ring thread helpers.
@@ -125,6 +140,11 @@ class CarrierImpl final : public Carrier {
   std::vector<std::shared_ptr<ConnectionImpl>> new_conns_;
   std::vector<std::pair<std::shared_ptr<ConnectionImpl>, std::pair<SockAddr, int64_t>>> connects_;
   std::vector<std::shared_ptr<ListenerImpl>> new_listeners_;
+
+  mutable std::mutex tls_mu_;
+  uint64_t tls_handshakes_ = 0, tls_failures_ = 0, ktls_installs_ = 0, ktls_fallbacks_ = 0;
+  std::map<std::string, uint64_t> tls_failure_reasons_;
+  std::string ktls_fallback_reason_;
 
   // Connections waiting for a buffer (ring thread only); retried on a timer.
   std::vector<ConnectionImpl*> starved_;

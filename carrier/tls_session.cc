@@ -99,7 +99,44 @@ Result<std::vector<uint8_t>> key_block(const EVP_MD* md, const std::vector<uint8
   return derive("TLS1-PRF", params, length, "TLS 1.2 key block");
 }
 
+// TLS 1.3 key and IV of k.secret (RFC 8446 7.3), in the kernel's layout.
+Result<void> tls13_keys(const EVP_MD* md, size_t key_len, TrafficKeys& k) {
+  auto key = expand_label(md, k.secret, "key", key_len);
+  if (!key) return key.error();
+  auto iv = expand_label(md, k.secret, "iv", 12);
+  if (!iv) return iv.error();
+  k.key = key.take();
+  const std::vector<uint8_t>& v = iv.value();
+  if (k.cipher == "CHACHA20-POLY1305") {
+    k.iv = v;
+    k.salt.clear();
+  } else {
+    k.salt.assign(v.begin(), v.begin() + 4);
+    k.iv.assign(v.begin() + 4, v.end());
+  }
+  return {};
+}
+
 }  // namespace
+
+Result<TrafficKeys> next_traffic_keys(const TrafficKeys& keys) {
+  if (keys.version != TLS1_3_VERSION || keys.secret.empty()) {
+    return Error::message("KeyUpdate: only TLS 1.3 keys can be updated");
+  }
+  const EVP_MD* md = EVP_get_digestbyname(keys.digest.c_str());
+  if (!md) return Error::message("KeyUpdate: unknown digest " + keys.digest);
+  auto secret = expand_label(md, keys.secret, "traffic upd", keys.secret.size());
+  if (!secret) return secret.error();
+  TrafficKeys k;
+  k.version = keys.version;
+  k.cipher = keys.cipher;
+  k.digest = keys.digest;
+  k.secret = secret.take();
+  k.seq = 0;
+  auto ok = tls13_keys(md, keys.key.size(), k);
+  if (!ok) return ok.error();
+  return k;
+}
 
 // -- TlsContext ---------------------------------------------------------------
 
@@ -273,6 +310,20 @@ Result<size_t> TlsSession::decrypt(std::vector<uint8_t>& out) {
   }
 }
 
+Result<void> TlsSession::key_update(bool request) {
+  ERR_clear_error();
+  if (SSL_key_update(ssl_, request ? SSL_KEY_UPDATE_REQUESTED : SSL_KEY_UPDATE_NOT_REQUESTED) !=
+      1) {
+    return tls_error("SSL_key_update");
+  }
+  return {};
+}
+
+void TlsSession::close_notify() {
+  ERR_clear_error();
+  SSL_shutdown(ssl_);
+}
+
 Result<TrafficKeys> TlsSession::traffic_keys(bool tx) const {
   if (!done_) return Error::message("traffic keys: the handshake is not complete");
   const SSL_CIPHER* c = SSL_get_current_cipher(ssl_);
@@ -304,14 +355,14 @@ Result<TrafficKeys> TlsSession::traffic_keys(bool tx) const {
   if (k.version == TLS1_3_VERSION) {
     const std::vector<uint8_t>& secret = server_keys ? server_secret_ : client_secret_;
     if (secret.empty()) return Error::message("traffic keys: no TLS 1.3 traffic secret");
-    auto key = expand_label(md, secret, "key", key_len);
-    if (!key) return key.error();
-    auto full_iv = expand_label(md, secret, "iv", 12);
-    if (!full_iv) return full_iv.error();
-    k.key = key.take();
-    iv = full_iv.take();
+    k.secret = secret;
+    k.digest = EVP_MD_get0_name(md);
     k.seq = tx ? tx_records_ : rx_records_;
-  } else if (k.version == TLS1_2_VERSION) {
+    auto ok = tls13_keys(md, key_len, k);
+    if (!ok) return ok.error();
+    return k;
+  }
+  if (k.version == TLS1_2_VERSION) {
     SSL_SESSION* sess = SSL_get_session(ssl_);
     std::vector<uint8_t> master(SSL_MAX_MASTER_KEY_LENGTH);
     master.resize(SSL_SESSION_get_master_key(sess, master.data(), master.size()));
@@ -332,14 +383,10 @@ Result<TrafficKeys> TlsSession::traffic_keys(bool tx) const {
     return Error::message("traffic keys: not TLS 1.2 or 1.3");
   }
   if (gcm) {
+    // TLS 1.2 GCM sends the rest of the nonce in each record; a kernel
+    // counts it up from here.
     k.salt.assign(iv.begin(), iv.begin() + 4);
-    if (k.version == TLS1_3_VERSION) {
-      k.iv.assign(iv.begin() + 4, iv.end());
-    } else {
-      // TLS 1.2 GCM sends the rest of the nonce in each record; a kernel
-      // counts it up from here.
-      for (int i = 7; i >= 0; i--) k.iv.push_back(static_cast<uint8_t>(k.seq >> (8 * i)));
-    }
+    for (int i = 7; i >= 0; i--) k.iv.push_back(static_cast<uint8_t>(k.seq >> (8 * i)));
   } else {
     k.iv = iv;
   }

@@ -3,8 +3,9 @@
 // touches a descriptor), and the traffic keys a kernel needs to take the
 // record layer over (kTLS).
 //
-// Not wired into connections yet: the carrier's record-layer seam (plain |
-// kernel TLS | this) is the next step (DESIGN.md, "TLS").
+// After the handshake the session hands its traffic keys to the kernel
+// (kTLS) or to RecordCipher (record_layer.h); OpenSSL's own record layer
+// carries only the handshake.
 //
 // A TlsSession is used by one thread at a time. A TlsContext is immutable
 // after create() and shared by every session of a listener or connector.
@@ -63,7 +64,15 @@ struct TrafficKeys {
   std::string cipher;  // "AES-128-GCM" | "AES-256-GCM" | "CHACHA20-POLY1305"
   std::vector<uint8_t> key, iv, salt;
   uint64_t seq = 0;
+  // TLS 1.3: the traffic secret these keys come from and its hash, for
+  // KeyUpdate (next_traffic_keys).
+  std::vector<uint8_t> secret;
+  std::string digest;
 };
+
+// TLS 1.3 KeyUpdate: the keys of the next generation (RFC 8446 7.2), with
+// sequence number 0.
+Result<TrafficKeys> next_traffic_keys(const TrafficKeys& keys);
 
 class TlsSession {
  public:
@@ -89,6 +98,12 @@ class TlsSession {
   // `out`; returns how many bytes. A closed session (close_notify or an
   // alert from the peer) is an error that says so.
   Result<size_t> decrypt(std::vector<uint8_t>& out);
+
+  // TLS 1.3: sends a KeyUpdate with the next encrypt() (asking the peer
+  // for one in return when `request`).
+  Result<void> key_update(bool request);
+  // Queues a close_notify alert (take_ciphertext() has it).
+  void close_notify();
 
   // After the handshake: the keys of this side's sending (`tx`) or
   // receiving direction, with the sequence number of the next record.
