@@ -504,17 +504,10 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
   } else if (role == Role::Unknown) {
     // A process of this node not looked up yet: judged for every role it
     // can have; when that decides nothing, the input process looks it up.
-    uint16_t safe = 0, drop = 0, all = 0;
-    for (Role r : kConcreteRoles) {
-      // A message to a dead process is lost in the VM anyway.
-      if (r == Role::Gone) continue;
-      Classification x = classify(pol, m, r, *dir_);
-      all |= role_bit(r);
-      if (x.hint == Hint::Safe) safe |= role_bit(r);
-      if (x.hint == Hint::Drop) drop |= role_bit(r);
-      // The strictest reading answers a refused caller.
-      if (r == Role::System) c = x;
-    }
+    RoleClassifications rc = classify_unresolved(pol, m, *dir_);
+    const uint16_t safe = rc.safe, drop = rc.drop, all = rc.all;
+    // The strictest reading answers a refused caller.
+    c = std::move(rc.system);
     if (safe == all) {
       c = {Hint::Safe, "allowed for any receiver"};
     } else if (pid && (safe != 0 || (pol.handler && (drop | safe) != all))) {

@@ -147,6 +147,76 @@ void BM_IoRequests(benchmark::State& state) {
 }
 BENCHMARK(BM_IoRequests)->Arg(100)->Arg(1000)->Arg(10000);
 
+// ktls_bench:small/3's message as OTP 25 sends it over a connection whose
+// atom cache is warm: SEND_SENDER {22, From, To} with {From, true, Seq,
+// small} as payload, every atom an atom cache reference (the header writes
+// nothing). The receiver is an application process (a pid the directory
+// knows), so the message is judged once, for that role.
+// A directory that has looked up no process yet (every pid Unknown).
+class UnresolvedDirectory final : public StaticDirectory {
+ public:
+  Role role_of(const PidId&) const override { return Role::Unknown; }
+};
+
+// state.range(0) = 1: the receiver has not been looked up yet (a process
+// that has just been spawned), so the message is judged for every role and
+// handed out as Resolve.
+void BM_SmallSend(benchmark::State& state) {
+  const bool unresolved = state.range(0) == 1;
+  const std::string peer = "ktls_bench_a@127.0.0.1";
+  const std::vector<std::string> atoms = {peer, kLocal.name, "true", "small"};
+  // Header of n references at slots 1..n; `write` makes them cache writes.
+  auto header = [&](Packet& p, bool write) {
+    p = {131, 'D', static_cast<uint8_t>(atoms.size())};
+    std::vector<uint8_t> flags(atoms.size() / 2 + 1, 0);
+    for (size_t i = 0; i < atoms.size(); i++) {
+      flags[i / 2] |= uint8_t((write ? 8 : 0) << ((i % 2) * 4));
+    }
+    p.insert(p.end(), flags.begin(), flags.end());
+    for (size_t i = 0; i < atoms.size(); i++) {
+      p.push_back(static_cast<uint8_t>(i + 1));
+      if (!write) continue;
+      p.push_back(static_cast<uint8_t>(atoms[i].size()));
+      p.insert(p.end(), atoms[i].begin(), atoms[i].end());
+    }
+  };
+  auto pid = [](Packet& p, uint8_t node_ref, uint32_t id) {
+    p.insert(p.end(), {tag::kNewPid, tag::kAtomCacheRef, node_ref});
+    for (uint32_t w : {id, 0u, 1u}) {
+      p.insert(p.end(), {static_cast<uint8_t>(w >> 24), static_cast<uint8_t>(w >> 16),
+                         static_cast<uint8_t>(w >> 8), static_cast<uint8_t>(w)});
+    }
+  };
+  auto body = [&](Packet& p) {
+    enc::small_tuple(p, 3);
+    enc::integer(p, 22);  // SEND_SENDER
+    pid(p, 0, 4711);
+    pid(p, 1, 815);
+    enc::small_tuple(p, 4);
+    pid(p, 0, 4711);
+    p.insert(p.end(), {tag::kAtomCacheRef, 2});
+    enc::integer(p, 12345);
+    p.insert(p.end(), {tag::kAtomCacheRef, 3});
+  };
+  Packet first, p;
+  header(first, true);
+  body(first);
+  header(p, false);
+  body(p);
+  const Action want = unresolved ? Action::Resolve : Action::Keep;
+  static const UnresolvedDirectory dir;
+  Channel ch(std::make_shared<Policy>(), kLocal);
+  if (unresolved) ch.set_directory(&dir);
+  Verdict v;
+  ch.inspect(Bytes(first.data(), first.size()), v);
+  if (v.action != want) {
+    state.SkipWithError(v.error.empty() ? "unexpected verdict" : v.error.c_str());
+    return;
+  }
+  inspect_loop(state, ch, {p}, want);
+}
+BENCHMARK(BM_SmallSend)->Arg(0)->Arg(1);
+
 // One of the captured 150 000-byte binaries in its three fragments (64 KiB,
 // 64 KiB, rest): reassembly, decode, the whole message handed out.
 void BM_FragmentedBinary(benchmark::State& state) {

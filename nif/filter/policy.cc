@@ -2,6 +2,7 @@
 
 #include <array>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ktls::filter {
@@ -348,8 +349,39 @@ Classification supervisor_request(const Policy& p, const Term& req) {
 }
 
 Classification payload_checks(const Policy& p, const Directory& d, const Term& payload, int depth);
+
+// What system_checks answers for a message that no rule of the receiver's
+// role decided: the same for every system role, so a message judged for
+// every role (a receiver not looked up yet) computes it once.
+class SystemFallback {
+ public:
+  SystemFallback(const Policy& p, const Directory& d, const Term& m, int depth)
+      : p_(p), d_(d), m_(m), depth_(depth) {}
+  const Classification& get() {
+    if (!done_) {
+      // The more telling reason when the payload would be refused anywhere.
+      c_ = payload_checks(p_, d_, m_, depth_);
+      if (c_.hint == Hint::Safe) {
+        c_ = {Hint::Unsafe, "message to a system process"};
+        c_.refusal = sender_refusal(m_);
+      }
+      done_ = true;
+    }
+    return c_;
+  }
+
+ private:
+  const Policy& p_;
+  const Directory& d_;
+  const Term& m_;
+  int depth_;
+  bool done_ = false;
+  Classification c_;
+};
+
+// `shared`, when given, is the SystemFallback of this payload and depth.
 Classification receiver_checks(const Policy& p, const Directory& d, Role to, const Term& payload,
-                               int depth);
+                               int depth, SystemFallback* shared = nullptr);
 
 // A message a server passes on to a registered name of its node; `name`
 // is an atom, a pid or {Name, Node} (then the other node decides). The
@@ -593,11 +625,9 @@ bool rex_protocol(const Term& m) {
 // between nodes for that process, and replies. Everything else (calls and
 // casts of any shape, sys requests, reads included, supervisor requests,
 // fake EXIT/DOWN messages) is refused; a waiting caller is answered.
-Classification system_checks(const Policy& p, const Directory& d, Role to, const Term& m,
-                             int depth) {
+Classification system_checks(const Policy& p, const Directory& d, Role to, const Term& m, int depth,
+                             SystemFallback& fallback) {
   if (is_reply(m)) return {Hint::Safe, "reply"};
-  Classification refused{Hint::Unsafe, "message to a system process"};
-  refused.refusal = sender_refusal(m);
   const bool call = m.is_tuple() && m.arity() == 3 && m.element(0).is_atom("$gen_call");
   switch (to) {
     case Role::Io:
@@ -613,14 +643,14 @@ Classification system_checks(const Policy& p, const Directory& d, Role to, const
       const uint64_t size = m.end() - m.offset();
       if (size > p.max_global_message_size) {
         Classification c{Hint::Drop, "message to global larger than max_global_message_size"};
-        c.refusal = refused.refusal;
+        c.refusal = sender_refusal(m);
         return c;
       }
       if (!global_protocol(m) || (call && is_atom_in(m.element(2), {"disconnect", "stop"}))) break;
       // Name clash resolvers that are not global's own are code to run.
       if (may_hold_fun(p, m, Exempt::Global)) {
         Classification c{Hint::Unsafe, "global request with a fun"};
-        c.refusal = refused.refusal;
+        c.refusal = sender_refusal(m);
         return c;
       }
       return {Hint::Safe, "global protocol"};
@@ -645,14 +675,12 @@ Classification system_checks(const Policy& p, const Directory& d, Role to, const
     default:
       break;
   }
-  // The more telling reason when the payload would be refused anywhere.
-  Classification c = payload_checks(p, d, m, depth);
-  return c.hint == Hint::Safe ? refused : c;
+  return fallback.get();
 }
 
 // A message (not a signal) to a receiver of role `to`.
 Classification receiver_checks(const Policy& p, const Directory& d, Role to, const Term& payload,
-                               int depth) {
+                               int depth, SystemFallback* shared) {
   switch (to) {
     case Role::Gone:
       return {Hint::Drop, "no such process"};
@@ -672,8 +700,11 @@ Classification receiver_checks(const Policy& p, const Directory& d, Role to, con
       }
       return payload_checks(p, d, payload, depth);
     }
-    default:
-      return system_checks(p, d, to, payload, depth);
+    default: {
+      if (shared) return system_checks(p, d, to, payload, depth, *shared);
+      SystemFallback fallback(p, d, payload, depth);
+      return system_checks(p, d, to, payload, depth, fallback);
+    }
   }
 }
 
@@ -826,7 +857,12 @@ Destination destination(const Message& msg) {
   return {};
 }
 
-Classification classify(const Policy& p, const Message& msg, Role to, const Directory& d) {
+namespace {
+
+// classify(), with the SystemFallback of the message's payload when one is
+// shared between roles.
+Classification classify(const Policy& p, const Message& msg, Role to, const Directory& d,
+                        SystemFallback* shared) {
   switch (msg.info->kind) {
     case Kind::Signal:
       // A dead receiver is the VM's business (a link to it gets noproc).
@@ -835,17 +871,38 @@ Classification classify(const Policy& p, const Message& msg, Role to, const Dire
       }
       return {Hint::Safe, "signal"};
     case Kind::Send:
-      return receiver_checks(p, d, to, msg.payload, 0);
+      return receiver_checks(p, d, to, msg.payload, 0, shared);
     case Kind::RegSend: {
       auto name = msg.control.element(msg.info->to).atom();
       if (!name) return {Hint::Drop, "reg_send to something that is not an atom"};
       if (p.name_allowed(*name)) return {Hint::Safe, "allowed name"};
-      return receiver_checks(p, d, to, msg.payload, 0);
+      return receiver_checks(p, d, to, msg.payload, 0, shared);
     }
     case Kind::SpawnRequest:
       return spawn_request(p, msg);
   }
   return {Hint::Drop, "unknown kind"};
+}
+
+}  // namespace
+
+Classification classify(const Policy& p, const Message& msg, Role to, const Directory& d) {
+  return classify(p, msg, to, d, nullptr);
+}
+
+RoleClassifications classify_unresolved(const Policy& p, const Message& msg, const Directory& d) {
+  RoleClassifications out;
+  SystemFallback shared(p, d, msg.payload, 0);
+  for (Role r : kConcreteRoles) {
+    // A message to a dead process is lost in the VM anyway.
+    if (r == Role::Gone) continue;
+    Classification x = classify(p, msg, r, d, &shared);
+    out.all |= role_bit(r);
+    if (x.hint == Hint::Safe) out.safe |= role_bit(r);
+    if (x.hint == Hint::Drop) out.drop |= role_bit(r);
+    if (r == Role::System) out.system = std::move(x);
+  }
+  return out;
 }
 
 }  // namespace ktls::filter

@@ -180,6 +180,20 @@ Destination destination(const Message& msg);
 Classification classify(const Policy& policy, const Message& msg, Role to,
                         const Directory& directory = static_directory());
 
+// classify() for a receiver of this node not looked up yet: for every
+// role it can have (kConcreteRoles but Gone, to which a message is lost
+// anyway). `safe` and `drop` are the bits (role_bit) of the roles for
+// which the message is Safe or Drop, `all` those of every role judged;
+// `system` is the classification for Role::System, the strictest reading
+// (it answers a refused caller). The same as calling classify() per role;
+// what does not depend on the role is computed once.
+struct RoleClassifications {
+  uint16_t safe = 0, drop = 0, all = 0;
+  Classification system;
+};
+RoleClassifications classify_unresolved(const Policy& policy, const Message& msg,
+                                        const Directory& directory = static_directory());
+
 // The answer the sender of a message (its payload) waits for, if it is a
 // call, a sys system message or an io request; for messages refused for
 // their size rather than their content.

@@ -316,6 +316,76 @@ TEST(Receivers, SystemProcessesTakeTheirOwnProtocolOnly) {
   EXPECT_EQ(to(kUserPid, sys_read), Action::Keep);
 }
 
+// classify_unresolved shares the role-independent work between roles; it
+// must answer exactly what classify() answers role by role.
+TEST(Receivers, JudgingForEveryRoleAtOnceMatchesEachRole) {
+  Fixture f;
+  const Build io_request = [](Packet& p) {
+    enc::small_tuple(p, 4);
+    enc::atom(p, "io_request");
+    peer_pid(p);
+    peer_ref(p);
+    enc::small_tuple(p, 3);
+    enc::atom(p, "put_chars");
+    enc::atom(p, "unicode");
+    enc::atom(p, "hello");
+  };
+  const Build global_cast = [](Packet& p) {
+    enc::small_tuple(p, 2);
+    enc::atom(p, "$gen_cast");
+    enc::small_tuple(p, 2);
+    enc::atom(p, "in_sync");
+    enc::atom(p, "peer@127.0.0.1");
+  };
+  const Build rpc = gen_call([](Packet& p) {
+    enc::small_tuple(p, 5);
+    enc::atom(p, "call");
+    enc::atom(p, "os");
+    enc::atom(p, "cmd");
+    enc::nil(p);
+    peer_pid(p);
+  });
+  const std::vector<Build> payloads = {
+      tuple_of({peer_pid, atom_term("true"), atom_term("small")}),
+      tuple_of({atom_term("join"), peer_pid, atom_term("group"), peer_pid}),
+      gen_call(atom_term("which_groups")),
+      gen_call(tuple_of({atom_term("is_auth"), atom_term("peer@127.0.0.1")})),
+      gen_call(atom_term("disconnect")),
+      rpc,
+      global_cast,
+      io_request,
+      tuple_of({atom_term("EXIT"), peer_pid, atom_term("kill")}),
+      tuple_of({peer_ref, atom_term("ok")}),
+      tuple_of({atom_term("system"), tuple_of({peer_pid, peer_ref}), atom_term("get_status")}),
+      tuple_of({atom_term("log"), atom_term("info"), atom_term("x"), atom_term("y")}),
+  };
+  const Policy& pol = f.ch.policy();
+  for (size_t i = 0; i < payloads.size(); i++) {
+    for (const Build& to : {send_to(kUnknownPid), reg_send_to("unseen")}) {
+      const Packet p = message(to, payloads[i]);
+      ASSERT_TRUE(f.inspect(p).decoded) << i;
+      const Message& m = f.v.message;
+      RoleClassifications all = classify_unresolved(pol, m, f.dir);
+      uint16_t safe = 0, drop = 0, judged = 0;
+      for (Role r : kConcreteRoles) {
+        if (r == Role::Gone) continue;
+        Classification c = classify(pol, m, r, f.dir);
+        judged |= role_bit(r);
+        if (c.hint == Hint::Safe) safe |= role_bit(r);
+        if (c.hint == Hint::Drop) drop |= role_bit(r);
+        if (r != Role::System) continue;
+        EXPECT_EQ(all.system.hint, c.hint) << i;
+        EXPECT_STREQ(all.system.reason, c.reason) << i;
+        EXPECT_EQ(all.system.refusal.answer, c.refusal.answer) << i;
+        EXPECT_EQ(all.system.refusal.caller.offset(), c.refusal.caller.offset()) << i;
+      }
+      EXPECT_EQ(all.safe, safe) << i;
+      EXPECT_EQ(all.drop, drop) << i;
+      EXPECT_EQ(all.all, judged) << i;
+    }
+  }
+}
+
 TEST(Receivers, GlobalMessagesAreBounded) {
   Fixture f(std::make_shared<Policy>([] {
     Policy p;
