@@ -900,21 +900,15 @@ void ConnectionImpl::finish_handshake() {
     }
   }
   info.kernel_fallback = fallback;
-  if (!info.kernel_tx) {
-    auto c = RecordCipher::create(tx.value(), true);
+  // The directions the kernel did not take get a user-space record layer.
+  for (bool dir_tx : {true, false}) {
+    if (dir_tx ? info.kernel_tx : info.kernel_rx) continue;
+    auto c = RecordCipher::create((dir_tx ? tx : rx).value(), dir_tx);
     if (!c) {
       handshake_failed(c.error().what);
       return;
     }
-    sealer_ = c.take();
-  }
-  if (!info.kernel_rx) {
-    auto c = RecordCipher::create(rx.value(), false);
-    if (!c) {
-      handshake_failed(c.error().what);
-      return;
-    }
-    opener_ = c.take();
+    (dir_tx ? sealer_ : opener_) = c.take();
   }
   session_.reset();  // OpenSSL's part is done: its memory goes now
   hs_in_ = std::vector<uint8_t>();

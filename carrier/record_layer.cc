@@ -135,6 +135,23 @@ void RecordCipher::nonce(uint8_t out[12], uint64_t seq) const {
   for (int i = 0; i < 8; i++) out[4 + i] ^= s[i];
 }
 
+// The additional data of the record with header `rec`: TLS 1.3 the header,
+// TLS 1.2 sequence number, type, version and plaintext length.
+void RecordCipher::add_aad(const uint8_t* rec, uint8_t type, size_t plain) {
+  int len = 0;
+  if (tls13_) {
+    EVP_CipherUpdate(ctx_, nullptr, &len, rec, kRecordHeader);
+    return;
+  }
+  uint8_t aad[13];
+  put_u64(aad, keys_.seq);
+  aad[8] = type;
+  aad[9] = 3;
+  aad[10] = 3;
+  put_u16(aad + 11, plain);
+  EVP_CipherUpdate(ctx_, nullptr, &len, aad, sizeof aad);
+}
+
 size_t RecordCipher::sealed_size(size_t plain) {
   const size_t records = plain / kMaxRecordPlain + 1;
   return plain + records * (kRecordHeader + kExplicitNonce + 1 + kTag);
@@ -155,20 +172,10 @@ void RecordCipher::seal_one(uint8_t type, std::span<const iovec> parts, size_t* 
   nonce(iv, keys_.seq);
   int len = 0;
   EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, iv, 1);
-  if (tls13_) {
-    EVP_CipherUpdate(ctx_, nullptr, &len, rec, kRecordHeader);
-  } else {
-    uint8_t aad[13];
-    put_u64(aad, keys_.seq);
-    aad[8] = type;
-    aad[9] = 3;
-    aad[10] = 3;
-    put_u16(aad + 11, n);
-    EVP_CipherUpdate(ctx_, nullptr, &len, aad, sizeof aad);
-    if (gcm_) {
-      std::memcpy(p, iv + 4, kExplicitNonce);
-      p += kExplicitNonce;
-    }
+  add_aad(rec, type, n);
+  if (!tls13_ && gcm_) {
+    std::memcpy(p, iv + 4, kExplicitNonce);
+    p += kExplicitNonce;
   }
   size_t left = n;
   while (left > 0) {
@@ -261,19 +268,8 @@ RecordCipher::Opened RecordCipher::open(const uint8_t* in, size_t len, uint8_t* 
     } else {
       nonce(iv, keys_.seq);
     }
-    int n = 0;
     EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, iv, 0);
-    if (tls13_) {
-      EVP_CipherUpdate(ctx_, nullptr, &n, rec, kRecordHeader);
-    } else {
-      uint8_t aad[13];
-      put_u64(aad, keys_.seq);
-      aad[8] = type;
-      aad[9] = 3;
-      aad[10] = 3;
-      put_u16(aad + 11, ct);
-      EVP_CipherUpdate(ctx_, nullptr, &n, aad, sizeof aad);
-    }
+    add_aad(rec, type, ct);
     int got = 0, fin = 0;
     const bool ok = EVP_CipherUpdate(ctx_, dst, &got, src, static_cast<int>(ct)) == 1 &&
                     EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_SET_TAG, kTag,

@@ -82,6 +82,7 @@ class RecordCipher {
   RecordCipher(const TrafficKeys& keys, bool seal) : keys_(keys), seal_(seal) {}
   Result<void> init();
   void nonce(uint8_t out[12], uint64_t seq) const;
+  void add_aad(const uint8_t* rec, uint8_t type, size_t plain);
   // Seals one record from the gathered parts starting at (*part, *off).
   void seal_one(uint8_t type, std::span<const iovec> parts, size_t* part, size_t* off, size_t n,
                 std::vector<uint8_t>& out);
