@@ -1,0 +1,332 @@
+// TLS on real loopback sockets, against peers that misbehave: a plain
+// peer, certificates of another CA or expired, a user-space OpenSSL peer
+// that sends KeyUpdate or close_notify mid-stream, tampered records, and
+// many failed handshakes (no descriptors left behind).
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "carrier/carrier.h"
+#include "carrier/test_pki.h"
+
+namespace ktls::carrier {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Events : ConnectionObserver, ListenerObserver {
+  void on_connected(Connection&, const Error* e) override {
+    std::lock_guard l(mu);
+    connected = true;
+    connect_error = e ? e->what : "";
+    cv.notify_all();
+  }
+  void on_packets(Connection& c, std::span<const Packet> ps) override {
+    std::lock_guard l(mu);
+    uint64_t n = 0;
+    for (const auto& p : ps) {
+      packets.emplace_back(reinterpret_cast<const char*>(p.data), p.size);
+      n += p.size;
+    }
+    c.consumed(n);
+    cv.notify_all();
+  }
+  void on_writable(Connection&) override {}
+  void on_closed(Connection&, const Error& reason) override {
+    std::lock_guard l(mu);
+    closed++;
+    close_reason = reason.what;
+    cv.notify_all();
+  }
+  void on_accept(Listener&, std::shared_ptr<Connection> c, const Error*) override {
+    std::lock_guard l(mu);
+    if (c) accepted.push_back(c);
+    cv.notify_all();
+  }
+  template <class Pred>
+  bool wait(Pred pred, std::chrono::milliseconds t = 10s) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, t, [&] { return pred(); });
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  bool connected = false;
+  int closed = 0;
+  std::string connect_error, close_reason;
+  std::vector<std::string> packets;
+  std::vector<std::shared_ptr<Connection>> accepted;
+};
+
+std::shared_ptr<TlsContext> context(const TlsOptions& o, bool server) {
+  auto c = TlsContext::create(o, server);
+  EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().what);
+  return c.ok() ? c.take() : nullptr;
+}
+
+size_t open_fds() {
+  size_t n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (readdir(d)) n++;
+  closedir(d);
+  return n;
+}
+
+// A carrier whose listener is a TLS server; its accepted connections are
+// given `events` and stream dist packets.
+class TlsCarrierTest : public ::testing::Test {
+ protected:
+  void SetUp() override { start(options("client")); }
+  void start(const TlsOptions& client) {
+    CarrierOptions o;
+    o.tls.server = context(options("server"), true);
+    o.tls.client = context(client, false);
+    auto c = Carrier::start(o);
+    ASSERT_TRUE(c.ok());
+    carrier = c.take();
+    auto l = carrier->listen(SockAddr::parse("127.0.0.1", 0).value(), 128, events);
+    ASSERT_TRUE(l.ok());
+    listener = l.take();
+  }
+  // The next accepted connection, observed by `events`, streaming.
+  std::shared_ptr<Connection> next_server() {
+    EXPECT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
+    if (events->accepted.empty()) return nullptr;
+    auto c = events->accepted.front();
+    events->accepted.erase(events->accepted.begin());
+    c->set_observer(events);
+    c->set_framing(Framing::kDist);
+    c->start_streaming(RxMode::kRing);
+    return c;
+  }
+  int raw_connect() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    const auto& l = listener->local();
+    EXPECT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&l.storage), l.len), 0);
+    return fd;
+  }
+  std::string server_close_reason() {
+    EXPECT_TRUE(events->wait([&] { return events->closed > 0; }));
+    std::lock_guard l(events->mu);
+    return events->close_reason;
+  }
+
+  std::shared_ptr<Events> events = std::make_shared<Events>();
+  std::unique_ptr<Carrier> carrier;
+  std::shared_ptr<Listener> listener;
+};
+
+// A peer that speaks TLS with OpenSSL on a plain socket (blocking, with
+// timeouts): what a stock node's record layer does.
+class OpenSslPeer {
+ public:
+  OpenSslPeer(int fd, const TlsOptions& o) : fd_(fd), s_(session(o, false)) {}
+  ~OpenSslPeer() { ::close(fd_); }
+  std::string handshake() {
+    for (int i = 0; i < 50; i++) {
+      auto r = s_->handshake();
+      flush();
+      if (!r.ok()) return r.error().what;
+      if (r.value()) return {};
+      if (!read_some()) return "no answer";
+    }
+    return "handshake did not finish";
+  }
+  void send_packet(const std::string& body) {
+    std::string framed(4, '\0');
+    for (int i = 0; i < 4; i++) framed[i] = static_cast<char>(body.size() >> (8 * (3 - i)));
+    framed += body;
+    ASSERT_TRUE(s_->encrypt({reinterpret_cast<const uint8_t*>(framed.data()), framed.size()}).ok());
+    flush();
+  }
+  // Plaintext until `n` bytes came (or an error).
+  std::string read_plain(size_t n) {
+    std::vector<uint8_t> plain;
+    while (plain.size() < n) {
+      auto r = s_->decrypt(plain);
+      if (!r.ok()) return "error: " + r.error().what;
+      if (plain.size() >= n || !read_some()) break;
+    }
+    return std::string(plain.begin(), plain.end());
+  }
+  void flush() {
+    std::vector<uint8_t> out;
+    s_->take_ciphertext(out);
+    if (!out.empty()) {
+      ASSERT_EQ(::write(fd_, out.data(), out.size()), ssize_t(out.size()));
+    }
+  }
+  bool read_some() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0) return false;
+    uint8_t buf[65536];
+    ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n <= 0) return false;
+    s_->put_ciphertext({buf, static_cast<size_t>(n)});
+    return true;
+  }
+  TlsSession& session_() { return *s_; }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  std::unique_ptr<TlsSession> s_;
+};
+
+TEST_F(TlsCarrierTest, TlsInfoAndKernelFallbackAreReported) {
+  listener->accept();
+  auto client_events = std::make_shared<Events>();
+  auto client = carrier->connect(listener->local(), 5000ms, client_events);
+  ASSERT_TRUE(client_events->wait([&] { return client_events->connected; }));
+  EXPECT_EQ(client_events->connect_error, "");
+  auto server = next_server();
+  TlsInfo info = client->tls_info();
+  EXPECT_EQ(info.version, "TLSv1.3");
+  EXPECT_NE(info.peer_subject.find("server@127.0.0.1"), std::string::npos) << info.peer_subject;
+  // Either the kernel took both directions or the reason why not is kept.
+  EXPECT_EQ(info.kernel_tx && info.kernel_rx, info.kernel_fallback.empty()) << info.kernel_fallback;
+  CarrierStats s = carrier->stats();
+  EXPECT_GE(s.tls_handshakes, 1u);
+  EXPECT_EQ(s.ktls_installs + s.ktls_fallbacks, s.tls_handshakes);
+}
+
+TEST_F(TlsCarrierTest, PlainPeerOnTheTlsPortIsNamed) {
+  listener->accept();
+  int fd = raw_connect();
+  auto server = next_server();
+  const uint8_t send_name[] = {0, 12, 'N', 0, 0, 0, 0, 0, 0, 0, 0, 'a', '@', 'h'};
+  ASSERT_EQ(::write(fd, send_name, sizeof send_name), ssize_t(sizeof send_name));
+  const std::string why = server_close_reason();
+  EXPECT_NE(why.find("TLS handshake with 127.0.0.1:"), std::string::npos) << why;
+  EXPECT_NE(why.find("plain distribution handshake"), std::string::npos) << why;
+  ::close(fd);
+}
+
+TEST_F(TlsCarrierTest, GarbageIsRefused) {
+  listener->accept();
+  int fd = raw_connect();
+  auto server = next_server();
+  const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::write(fd, junk.data(), junk.size()), ssize_t(junk.size()));
+  EXPECT_NE(server_close_reason().find("not a TLS record"), std::string::npos);
+  ::close(fd);
+}
+
+TEST_F(TlsCarrierTest, CertificateOfAnotherCaIsRefusedBothSides) {
+  carrier.reset();
+  start(options("stranger"));  // a client certificate of another CA
+  listener->accept();
+  auto client_events = std::make_shared<Events>();
+  auto client = carrier->connect(listener->local(), 5000ms, client_events);
+  // TLS 1.3: the client is done before the server has checked its
+  // certificate; the server's alert then closes it, named.
+  ASSERT_TRUE(client_events->wait([&] { return client_events->connected; }));
+  client->set_framing(Framing::kDist);
+  client->start_streaming(RxMode::kRing);
+  next_server();
+  const std::string why = server_close_reason();
+  EXPECT_NE(why.find("TLS handshake"), std::string::npos) << why;
+  EXPECT_NE(why.find("certificate"), std::string::npos) << why;
+  ASSERT_TRUE(client_events->wait([&] { return client_events->closed > 0; }));
+  EXPECT_NE(client_events->close_reason.find("sent TLS alert unknown_ca"), std::string::npos)
+      << client_events->close_reason;
+  EXPECT_GE(carrier->stats().tls_handshake_failures, 1u);
+}
+
+TEST_F(TlsCarrierTest, ExpiredCertificateIsRefused) {
+  listener->accept();
+  TlsOptions o = options("expired");
+  o.verify_peer = false;  // the client itself does not check: the server must
+  OpenSslPeer peer(raw_connect(), o);
+  auto server = next_server();
+  peer.handshake();
+  const std::string why = server_close_reason();
+  EXPECT_NE(why.find("certificate has expired"), std::string::npos) << why;
+}
+
+TEST_F(TlsCarrierTest, KeyUpdateFromAnOpenSslPeerIsFollowedAndAnswered) {
+  listener->accept();
+  OpenSslPeer peer(raw_connect(), options("client"));
+  auto server = next_server();
+  ASSERT_EQ(peer.handshake(), "");
+  peer.send_packet("before");
+  ASSERT_TRUE(peer.session_().key_update(true).ok());  // and asks for ours
+  peer.send_packet("after");
+  ASSERT_TRUE(events->wait([&] { return events->packets.size() == 2; }));
+  EXPECT_EQ(events->packets, (std::vector<std::string>{"before", "after"}));
+  // Our answer (a KeyUpdate of ours) precedes the reply: OpenSSL reads it.
+  OutboundBatch b;
+  std::string reply = "reply";
+  iovec v{reply.data(), reply.size()};
+  b.add_packet({&v, 1});
+  ASSERT_TRUE(server->send(std::move(b)).ok());
+  EXPECT_EQ(peer.read_plain(9), std::string("\0\0\0\5reply", 9));
+  EXPECT_EQ(server->tls_info().key_updates_in, 1u);
+  EXPECT_EQ(server->tls_info().key_updates_out, 1u);
+}
+
+TEST_F(TlsCarrierTest, CloseNotifyMidStreamClosesNamingIt) {
+  listener->accept();
+  OpenSslPeer peer(raw_connect(), options("client"));
+  auto server = next_server();
+  ASSERT_EQ(peer.handshake(), "");
+  peer.send_packet("last");
+  peer.session_().close_notify();
+  peer.flush();
+  const std::string why = server_close_reason();
+  EXPECT_EQ(events->packets, std::vector<std::string>{"last"});
+  EXPECT_NE(why.find("close_notify"), std::string::npos) << why;
+}
+
+TEST_F(TlsCarrierTest, TamperedRecordClosesWithBadRecordMac) {
+  listener->accept();
+  OpenSslPeer peer(raw_connect(), options("client"));
+  auto server = next_server();
+  ASSERT_EQ(peer.handshake(), "");
+  const std::string body = "payload";
+  std::string framed = std::string("\0\0\0\7", 4) + body;
+  ASSERT_TRUE(peer.session_()
+                  .encrypt({reinterpret_cast<const uint8_t*>(framed.data()), framed.size()})
+                  .ok());
+  std::vector<uint8_t> rec;
+  peer.session_().take_ciphertext(rec);
+  rec[rec.size() - 2] ^= 0x40;
+  ASSERT_EQ(::write(peer.fd(), rec.data(), rec.size()), ssize_t(rec.size()));
+  const std::string why = server_close_reason();
+  EXPECT_NE(why.find("bad_record_mac"), std::string::npos) << why;
+  EXPECT_TRUE(events->packets.empty());
+}
+
+TEST_F(TlsCarrierTest, FailedHandshakesLeaveNoDescriptors) {
+  const size_t before = open_fds();
+  constexpr int kRounds = 300;
+  for (int i = 0; i < kRounds; i++) {
+    listener->accept();
+    int fd = raw_connect();
+    const uint8_t junk[] = {0, 5, 'n', 1, 2, 3, 4};
+    ASSERT_EQ(::write(fd, junk, sizeof junk), ssize_t(sizeof junk));
+    ::close(fd);
+  }
+  ASSERT_TRUE(events->wait([&] { return events->accepted.size() == kRounds; }, 30s));
+  for (auto& c : events->accepted) c->set_observer(events);  // closed: reported here
+  ASSERT_TRUE(events->wait([&] { return events->closed == kRounds; }, 30s)) << events->closed;
+  events->accepted.clear();
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (open_fds() > before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_LE(open_fds(), before);
+  EXPECT_EQ(carrier->stats().tls_handshake_failures, uint64_t{kRounds});
+  EXPECT_EQ(carrier->stats().connections_open, 0u);
+}
+
+}  // namespace
+}  // namespace ktls::carrier
