@@ -86,6 +86,23 @@ options() ->
 %% @doc Reads the optfile and the application environment, validates, stores.
 -spec load() -> {ok, config()} | {error, string()}.
 load() ->
+    case plaintext_with_tls_file() of
+        false -> load_options();
+        true -> {error, "-ssl_dist_optfile is given with -proto_dist ktls_filter, but "
+                        "ktls_filter nodes do not speak TLS yet (issue 11): refusing to run "
+                        "distribution in plaintext; remove the option or use "
+                        "-proto_dist inet_tls"}
+    end.
+
+%% An operator who gives inet_tls_dist's options file expects TLS: running
+%% in plaintext instead must not happen silently.
+plaintext_with_tls_file() ->
+    case {init:get_argument(ssl_dist_optfile), init:get_argument(proto_dist)} of
+        {{ok, _}, {ok, Protos}} -> lists:member("ktls_filter", lists:append(Protos));
+        _ -> false
+    end.
+
+load_options() ->
     _ = application:load(ktls_filter),
     AppEnv = [{K, V} || {K, V} <- application:get_all_env(ktls_filter),
                         K =/= included_applications],
