@@ -17,52 +17,20 @@
 
 #include "carrier/carrier.h"
 #include "carrier/test_pki.h"
+#include "carrier/test_support.h"
 
 namespace ktls::carrier {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct Events : ConnectionObserver, ListenerObserver {
-  void on_connected(Connection&, const Error* e) override {
-    std::lock_guard l(mu);
-    connected = true;
-    connect_error = e ? e->what : "";
-    cv.notify_all();
-  }
-  void on_packets(Connection& c, std::span<const Packet> ps) override {
-    std::lock_guard l(mu);
-    uint64_t n = 0;
-    for (const auto& p : ps) {
-      packets.emplace_back(reinterpret_cast<const char*>(p.data), p.size);
-      n += p.size;
-    }
-    c.consumed(n);
-    cv.notify_all();
-  }
-  void on_writable(Connection&) override {}
-  void on_closed(Connection&, const Error& reason) override {
-    std::lock_guard l(mu);
-    closed++;
-    close_reason = reason.what;
-    cv.notify_all();
-  }
+// A recorder that also takes the listener's connections.
+struct Events : Recorder, ListenerObserver {
   void on_accept(Listener&, std::shared_ptr<Connection> c, const Error*) override {
     std::lock_guard l(mu);
     if (c) accepted.push_back(c);
     cv.notify_all();
   }
-  template <class Pred>
-  bool wait(Pred pred, std::chrono::milliseconds t = 10s) {
-    std::unique_lock l(mu);
-    return cv.wait_for(l, t, [&] { return pred(); });
-  }
-  std::mutex mu;
-  std::condition_variable cv;
-  bool connected = false;
-  int closed = 0;
-  std::string connect_error, close_reason;
-  std::vector<std::string> packets;
   std::vector<std::shared_ptr<Connection>> accepted;
 };
 
@@ -70,14 +38,6 @@ std::shared_ptr<TlsContext> context(const TlsOptions& o, bool server) {
   auto c = TlsContext::create(o, server);
   EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().what);
   return c.ok() ? c.take() : nullptr;
-}
-
-size_t open_fds() {
-  size_t n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (readdir(d)) n++;
-  closedir(d);
-  return n;
 }
 
 // A carrier whose listener is a TLS server; its accepted connections are
