@@ -72,7 +72,7 @@ Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
     // directly (saves waking the ring thread: matters for latency).
     size_t written = 0;
     bool sealed = false;
-    if (!tx_busy_ && tx_ready_ && in_batches_.empty()) {
+    if (!tx_busy_ && tx_ready_ && in_batches_.empty() && !in_key_update_) {
       written = write_now(batch, h, &sealed);
       if (written == (sealed ? fast_sealed_.size() : wire)) {
         packets_out_.fetch_add(batch.packets(), std::memory_order_relaxed);
@@ -119,6 +119,15 @@ void ConnectionImpl::take_requests() {
       closed_for_send_ = true;
       tx_ready_ = false;
     }
+    if (in_key_update_) {
+      // The peer asked for our KeyUpdate: it goes before any later data
+      // (RFC 8446 4.6.3), so the fast path waits for it too.
+      in_key_update_ = false;
+      TxBatch t;
+      t.key_update = true;
+      tx_.push_back(std::move(t));
+      tx_busy_ = true;
+    }
     while (!in_batches_.empty()) {
       TxBatch t;
       InBatch& in = in_batches_.front();
@@ -153,14 +162,6 @@ void ConnectionImpl::take_requests() {
       tx_busy_ = true;
     }
     in_tick_ = false;
-    if (in_key_update_) {
-      // The peer asked for our KeyUpdate: sealed in order with the data.
-      in_key_update_ = false;
-      TxBatch t;
-      t.key_update = true;
-      tx_.push_back(std::move(t));
-      tx_busy_ = true;
-    }
     if (in_close_ && !closing_) {
       closing_ = true;
       close_reason_ =
