@@ -132,11 +132,8 @@ void ConnectionImpl::take_requests() {
       TxBatch t;
       InBatch& in = in_batches_.front();
       if (!in.rest.empty()) {
-        t.is_raw = true;
-        t.raw = std::move(in.rest);
+        t.set_raw(std::move(in.rest));
         t.raw_packets = in.packets;
-        t.wire.push_back({t.raw.data(), t.raw.size()});
-        t.wire_bytes = t.raw.size();
         in_batches_.pop_front();
         tx_.push_back(std::move(t));
         continue;
@@ -449,31 +446,19 @@ bool ConnectionImpl::make_room() {
   // cycling through the pool. Large regions are not kept for reuse.
   const bool reusable = rx_ && rx_start_ > 0 && rx_->capacity() <= buffer_size && rx_->unique();
   if (reusable && partial == 0) rx_start_ = rx_end_ = 0;
-  if (rx_user()) {
-    // The record layer needs room for a whole record's plaintext at the end
-    // (a record may hold the end of one packet and the start of the next).
-    constexpr size_t kRoom = kMaxRecordPlain + kMaxRecordOverhead;
-    const size_t fits = (need > partial ? need : partial) + kRoom;
-    if (rx_ && rx_->capacity() - rx_end_ >= kRoom) return true;
-    if (reusable && fits <= rx_->capacity()) {
-      std::memmove(rx_->data(), rx_->data() + rx_start_, partial);
-      rx_start_ = 0;
-      rx_end_ = partial;
-      return true;
-    }
-    BufferRef next =
-        fits > buffer_size ? carrier_->pool().acquire_large(fits) : carrier_->pool().acquire();
-    if (!next) return false;
-    if (partial) std::memcpy(next->data(), rx_->data() + rx_start_, partial);
-    rx_ = std::move(next);
-    rx_start_ = 0;
-    rx_end_ = partial;
-    return true;
-  }
+  // The user-space record layer needs room for a whole record's plaintext
+  // at the end (a record may hold the end of one packet and the start of
+  // the next); plain bytes need room for the packet, or a sixteenth of a
+  // buffer when its size is not known yet.
+  constexpr size_t kRecordRoom = kMaxRecordPlain + kMaxRecordOverhead;
+  const bool records = rx_user();
+  const size_t want = (need > partial ? need : partial) + (records ? kRecordRoom : 0);
   if (rx_) {
-    if (need > 0 && rx_->capacity() - rx_start_ >= need) return true;
-    if (need == 0 && rx_->capacity() - rx_end_ >= buffer_size / 16) return true;
-    if (reusable && need <= rx_->capacity()) {
+    const size_t room = rx_->capacity() - rx_end_;
+    if (records && room >= kRecordRoom) return true;
+    if (!records && need > 0 && rx_->capacity() - rx_start_ >= need) return true;
+    if (!records && need == 0 && room >= buffer_size / 16) return true;
+    if (reusable && want <= rx_->capacity()) {
       // Deliberate copy of less than one packet (its received prefix) to
       // the front, as below, but without taking another buffer.
       std::memmove(rx_->data(), rx_->data() + rx_start_, partial);
@@ -482,7 +467,6 @@ bool ConnectionImpl::make_room() {
       return true;
     }
   }
-  size_t want = need > partial ? need : partial;
   BufferRef next =
       want > buffer_size ? carrier_->pool().acquire_large(want) : carrier_->pool().acquire();
   if (!next) return false;  // pool exhausted: reading pauses until the next poke
@@ -742,9 +726,6 @@ void ConnectionImpl::finish_close() {
 // -- TLS ----------------------------------------------------------------------
 
 namespace {
-// A stock OTP peer changes AES-GCM keys after this many plaintext bytes
-// (ssl's key_update_at); our user-space sender does the same.
-constexpr uint64_t kKeyUpdateAt = 388736063997ULL;
 // Largest handshake record body read (RFC 5246: 2^14 + 2048).
 constexpr size_t kMaxHandshakeRecord = kMaxRecordPlain + 2048;
 // Plaintext sealed per arm_send at most (bounds the records buffer).
@@ -760,14 +741,12 @@ std::string not_tls(const uint8_t* b) {
   }
   return std::string("the peer sent bytes that are not a TLS record (") + hex + ")";
 }
-
-std::string errno_text(int err) { return std::strerror(err); }
 }  // namespace
 
 TlsInfo ConnectionImpl::tls_info() const {
   TlsInfo info;
   {
-    std::lock_guard lock(const_cast<std::mutex&>(mu_));
+    std::lock_guard lock(mu_);
     info = tls_info_;
   }
   info.records_in = records_in_.load(std::memory_order_relaxed);
@@ -841,7 +820,7 @@ void ConnectionImpl::handshake_step() {
       ssize_t w = ::send(fd_.get(), out.data() + at, out.size() - at, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) {
-        handshake_failed(w < 0 ? "send: " + errno_text(errno) : "send: nothing written");
+        handshake_failed(w < 0 ? Error::from_errno(errno, "send").what : "send: nothing written");
         return;
       }
       at += static_cast<size_t>(w);
@@ -879,10 +858,10 @@ void ConnectionImpl::finish_handshake() {
   info.peer_subject = session_->peer_subject();
   std::string fallback;
   if (!carrier_->tls_options().kernel) {
-    fallback = "kernel TLS is switched off (ktls false)";
+    fallback = "kernel TLS is switched off (CarrierTlsOptions::kernel)";
   } else if (::setsockopt(fd_.get(), SOL_TCP, TCP_ULP, "tls", sizeof "tls") != 0) {
     fallback = errno == ENOENT ? "the kernel has no TLS module (CONFIG_TLS; modprobe tls)"
-                               : "TCP_ULP tls: " + errno_text(errno);
+                               : Error::from_errno(errno, "TCP_ULP tls").what;
   } else {
     for (bool dir_tx : {true, false}) {
       auto info_bytes = ktls_crypto_info((dir_tx ? tx : rx).value());
@@ -893,8 +872,9 @@ void ConnectionImpl::finish_handshake() {
       const std::vector<uint8_t>& b = info_bytes.value();
       if (::setsockopt(fd_.get(), SOL_TLS, dir_tx ? TLS_TX : TLS_RX, b.data(),
                        static_cast<socklen_t>(b.size())) != 0) {
-        fallback = std::string(dir_tx ? "TLS_TX" : "TLS_RX") + " " + info.version + " " +
-                   tx.value().cipher + ": " + errno_text(errno);
+        fallback = Error::from_errno(errno, std::string(dir_tx ? "TLS_TX" : "TLS_RX") + " " +
+                                                info.version + " " + tx.value().cipher)
+                       .what;
         break;
       }
       (dir_tx ? info.kernel_tx : info.kernel_rx) = true;
@@ -958,6 +938,17 @@ void ConnectionImpl::received(size_t n) {
   }
 }
 
+std::string ConnectionImpl::ending(const RecordCipher::Opened& o) const {
+  using Event = RecordCipher::Event;
+  if (o.event == Event::kCloseNotify) {
+    return "peer " + peer_.to_string() + " closed the TLS session (close_notify)";
+  }
+  if (o.event == Event::kAlert) {
+    return "peer " + peer_.to_string() + " sent TLS alert " + alert_name(o.alert);
+  }
+  return "TLS from " + peer_.to_string() + ": " + o.error;
+}
+
 bool ConnectionImpl::open_pending(std::string* why) {
   if (!cin_ || cin_end_ - cin_start_ < kRecordHeader) return false;
   if (!make_room()) return false;  // pool exhausted: later
@@ -970,13 +961,9 @@ bool ConnectionImpl::open_pending(std::string* why) {
     case Event::kNone:
       break;
     case Event::kCloseNotify:
-      *why = "peer " + peer_.to_string() + " closed the TLS session (close_notify)";
-      break;
     case Event::kAlert:
-      *why = "peer " + peer_.to_string() + " sent TLS alert " + alert_name(o.alert);
-      break;
     case Event::kError:
-      *why = "TLS from " + peer_.to_string() + ": " + o.error;
+      *why = ending(o);
       break;
     case Event::kKeyUpdate:
     case Event::kKeyUpdateWanted: {
@@ -1010,19 +997,12 @@ void ConnectionImpl::seal_key_update(bool requested, std::vector<uint8_t>& out) 
     fail("TLS KeyUpdate: " + ok.error().what);
     return;
   }
-  sealed_bytes_ = 0;
   key_updates_out_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void ConnectionImpl::seal_into(std::span<const iovec> parts, std::vector<uint8_t>& out) {
-  size_t bytes = 0;
-  for (const iovec& v : parts) bytes += v.iov_len;
   sealer_->seal(parts, out);
-  sealed_bytes_ += bytes;
-  const bool gcm = sealer_->keys().cipher != "CHACHA20-POLY1305";
-  if (gcm && sealer_->keys().version == TLS1_3_VERSION && sealed_bytes_ >= kKeyUpdateAt) {
-    seal_key_update(false, out);
-  }
+  if (sealer_->key_update_due()) seal_key_update(false, out);
   records_out_.store(sealer_->records(), std::memory_order_relaxed);
 }
 
@@ -1031,16 +1011,16 @@ void ConnectionImpl::seal_pending() {
   while (first < tx_.size() && tx_[first].is_raw) first++;
   if (first == tx_.size()) return;
   TxBatch out;
-  out.is_raw = true;
+  std::vector<uint8_t> records;
   std::vector<iovec> parts;
   uint64_t plain = 0;
   size_t end = first;
   for (; end < tx_.size() && plain < kSealChunk; end++) {
     TxBatch& t = tx_[end];
     if (t.key_update) {
-      seal_into(parts, out.raw);
+      seal_into(parts, records);
       parts.clear();
-      seal_key_update(false, out.raw);
+      seal_key_update(false, records);
       continue;
     }
     parts.insert(parts.end(), t.wire.begin(), t.wire.end());
@@ -1051,9 +1031,8 @@ void ConnectionImpl::seal_pending() {
       out.raw_packets += t.batch.packets();
     }
   }
-  if (!parts.empty()) seal_into(parts, out.raw);
-  out.wire.push_back({out.raw.data(), out.raw.size()});
-  out.wire_bytes = out.raw.size();
+  if (!parts.empty()) seal_into(parts, records);
+  out.set_raw(std::move(records));
   // The queue now holds the records instead of the plaintext.
   queued_.fetch_add(out.wire_bytes, std::memory_order_acq_rel);
   queued_.fetch_sub(plain, std::memory_order_acq_rel);
@@ -1072,28 +1051,26 @@ std::string ConnectionImpl::kernel_control_record() {
   msg.msg_controllen = sizeof control;
   const ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return {};
-  if (n < 0) return "kTLS recvmsg from " + peer_.to_string() + ": " + errno_text(errno);
+  if (n < 0) return Error::from_errno(errno, "kTLS recvmsg from " + peer_.to_string()).what;
   if (n == 0) return recv_failure(0);
   uint8_t type = 23;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE) type = *CMSG_DATA(c);
   }
-  if (type == 21 && n >= 2) {
-    if (buf[1] == 0) return "peer " + peer_.to_string() + " closed the TLS session (close_notify)";
-    return "peer " + peer_.to_string() + " sent TLS alert " + alert_name(buf[1]);
+  bool tls13;
+  {
+    std::lock_guard lock(mu_);
+    tls13 = tls_info_.version == "TLSv1.3";
   }
-  if (type == 22 && n >= 4) {
-    if (buf[0] == 4) return {};  // NewSessionTicket: no resumption here
-    if (buf[0] == 24) {
-      key_updates_in_.fetch_add(1, std::memory_order_relaxed);
-      return "peer " + peer_.to_string() +
-             " sent a TLS KeyUpdate, and this kernel cannot change kTLS receive keys "
-             "(Linux before 6.14): closing (see README, \"Kernel TLS\")";
-    }
-    return "peer " + peer_.to_string() + " sent TLS handshake message " + std::to_string(buf[0]) +
-           " after the handshake";
+  const auto o = RecordCipher::control(type, buf, static_cast<size_t>(n), tls13);
+  using Event = RecordCipher::Event;
+  if (o.event == Event::kNone) return {};  // NewSessionTicket: no resumption here
+  if (o.event == Event::kKeyUpdate || o.event == Event::kKeyUpdateWanted) {
+    key_updates_in_.fetch_add(1, std::memory_order_relaxed);
+    return "peer " + peer_.to_string() +
+           " sent a TLS KeyUpdate, and this kernel cannot change kTLS receive keys "
+           "(Linux before 6.14): closing (see README, \"Kernel TLS\")";
   }
-  return "peer " + peer_.to_string() + " sent an unexpected TLS record (type " +
-         std::to_string(type) + ")";
+  return ending(o);
 }
 }  // namespace ktls::carrier::internal

@@ -38,6 +38,12 @@ struct TxBatch {
   bool is_raw = false;
   bool key_update = false;  // seal a KeyUpdate here, then change keys
   uint64_t raw_packets = 0, raw_ticks = 0;
+  void set_raw(std::vector<uint8_t> bytes) {
+    is_raw = true;
+    raw = std::move(bytes);
+    wire.assign(1, iovec{raw.data(), raw.size()});
+    wire_bytes = raw.size();
+  }
 };
 
 // Who protects the bytes of one direction on the socket.
@@ -214,6 +220,8 @@ class ConnectionImpl final : public Connection {
   // Opens buffered ciphertext into rx_ as far as there is room; true if it
   // used any. `why` gets the reason to close (alert, bad record).
   bool open_pending(std::string* why);
+  // Why the connection ends after an alert, close_notify or a bad record.
+  std::string ending(const RecordCipher::Opened& o) const;
   // Seals the plaintext batches at the back of tx_ into TLS records.
   void seal_pending();
   void start_tls();
@@ -234,7 +242,7 @@ class ConnectionImpl final : public Connection {
   SockAddr peer_, local_;
 
   // Requests from other threads.
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::shared_ptr<ConnectionObserver> observer_;
   struct InBatch {
     OutboundBatch batch;
@@ -306,8 +314,7 @@ class ConnectionImpl final : public Connection {
   std::vector<uint8_t> fast_sealed_;  // the fast path's records (under mu_)
   BufferRef cin_;                     // received ciphertext not yet opened
   size_t cin_start_ = 0, cin_end_ = 0;
-  uint64_t sealed_bytes_ = 0;  // under the current TX keys (AES-GCM limit)
-  TlsInfo tls_info_;           // under mu_
+  TlsInfo tls_info_;  // under mu_
   std::atomic<uint64_t> key_updates_in_{0}, key_updates_out_{0};
   std::atomic<uint64_t> records_in_{0}, records_out_{0};
 

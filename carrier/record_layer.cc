@@ -14,6 +14,9 @@ constexpr size_t kExplicitNonce = 8;  // TLS 1.2 AES-GCM
 // 2^14 + 2048).
 constexpr size_t kMaxBody13 = kMaxRecordPlain + 256;
 constexpr size_t kMaxBody12 = kMaxRecordPlain + 2048;
+// A stock OTP peer changes AES-GCM keys after this many plaintext bytes
+// (ssl's key_update_at); our sender does the same.
+constexpr uint64_t kKeyUpdateAt = 388736063997ULL;
 
 void put_u16(uint8_t* p, size_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);
@@ -205,6 +208,7 @@ void RecordCipher::seal_one(uint8_t type, std::span<const iovec> parts, size_t* 
 void RecordCipher::seal(std::span<const iovec> parts, std::vector<uint8_t>& out) {
   size_t total = 0;
   for (const iovec& v : parts) total += v.iov_len;
+  sealed_bytes_ += total;
   out.reserve(out.size() + sealed_size(total));
   size_t part = 0, off = 0;
   // Skip empty leading parts so that seal_one always makes progress.
@@ -231,7 +235,7 @@ size_t RecordCipher::next_record_size(const uint8_t* in, size_t len) {
   return kRecordHeader + (size_t{in[3]} << 8 | in[4]);
 }
 
-RecordCipher::Opened RecordCipher::fail(Opened o, std::string why) const {
+RecordCipher::Opened RecordCipher::fail(Opened o, std::string why) {
   o.event = Event::kError;
   o.error = std::move(why);
   return o;
@@ -293,44 +297,58 @@ RecordCipher::Opened RecordCipher::open(const uint8_t* in, size_t len, uint8_t* 
       o.produced += plain;
       continue;
     }
-    if (inner == kAlert) {
-      if (plain != 2) return fail(o, "malformed TLS alert");
-      o.alert = dst[1];
-      o.event = dst[1] == 0 ? Event::kCloseNotify : Event::kAlert;
-      return o;
-    }
-    if (inner != kHandshake) {
-      return fail(o, "unexpected TLS content type " + std::to_string(inner));
-    }
-    if (!tls13_) return fail(o, "TLS 1.2 renegotiation is not supported");
-    // Post-handshake messages: NewSessionTicket (ignored), KeyUpdate.
-    size_t at = 0;
-    while (at < plain) {
-      if (plain - at < 4) return fail(o, "truncated TLS handshake message");
-      const uint8_t msg = dst[at];
-      const size_t mlen = size_t{dst[at + 1]} << 16 | size_t{dst[at + 2]} << 8 | dst[at + 3];
-      if (plain - at - 4 < mlen) return fail(o, "TLS handshake message split across records");
-      if (msg == 24) {  // KeyUpdate
-        if (mlen != 1 || dst[at + 4] > 1 || at + 4 + mlen != plain) {
-          return fail(o, "malformed TLS KeyUpdate");
-        }
-        o.event = dst[at + 4] == 1 ? Event::kKeyUpdateWanted : Event::kKeyUpdate;
-        return o;
-      }
-      if (msg != 4) {  // NewSessionTicket
-        return fail(
-            o, "unexpected TLS handshake message " + std::to_string(msg) + " after the handshake");
-      }
-      at += 4 + mlen;
-    }
+    Opened c = control(inner, dst, plain, tls13_);
+    if (c.event == Event::kNone) continue;  // NewSessionTicket
+    c.consumed = o.consumed;
+    c.produced = o.produced;
+    return c;
   }
   return o;
+}
+
+RecordCipher::Opened RecordCipher::control(uint8_t type, const uint8_t* plain, size_t len,
+                                           bool tls13) {
+  Opened o;
+  if (type == kAlert) {
+    if (len != 2) return fail(o, "malformed TLS alert");
+    o.alert = plain[1];
+    o.event = plain[1] == 0 ? Event::kCloseNotify : Event::kAlert;
+    return o;
+  }
+  if (type != kHandshake) return fail(o, "unexpected TLS content type " + std::to_string(type));
+  if (!tls13) return fail(o, "TLS 1.2 renegotiation is not supported");
+  // Post-handshake messages: NewSessionTicket (ignored), KeyUpdate.
+  size_t at = 0;
+  while (at < len) {
+    if (len - at < 4) return fail(o, "truncated TLS handshake message");
+    const uint8_t msg = plain[at];
+    const size_t mlen = size_t{plain[at + 1]} << 16 | size_t{plain[at + 2]} << 8 | plain[at + 3];
+    if (len - at - 4 < mlen) return fail(o, "TLS handshake message split across records");
+    if (msg == 24) {  // KeyUpdate
+      if (mlen != 1 || plain[at + 4] > 1 || at + 4 + mlen != len) {
+        return fail(o, "malformed TLS KeyUpdate");
+      }
+      o.event = plain[at + 4] == 1 ? Event::kKeyUpdateWanted : Event::kKeyUpdate;
+      return o;
+    }
+    if (msg != 4) {  // NewSessionTicket
+      return fail(
+          o, "unexpected TLS handshake message " + std::to_string(msg) + " after the handshake");
+    }
+    at += 4 + mlen;
+  }
+  return o;
+}
+
+bool RecordCipher::key_update_due() const {
+  return tls13_ && gcm_ && sealed_bytes_ >= kKeyUpdateAt;
 }
 
 Result<void> RecordCipher::rekey() {
   auto next = next_traffic_keys(keys_);
   if (!next) return next.error();
   keys_ = next.take();
+  sealed_bytes_ = 0;
   return init();
 }
 

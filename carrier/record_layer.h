@@ -68,11 +68,19 @@ class RecordCipher {
   // `room`), stopping before a record whose plaintext might not fit, after
   // a non-data record (its event), or at the first incomplete record.
   Opened open(const uint8_t* in, size_t len, uint8_t* out, size_t room);
+  // What a decrypted non-data record says: `type` (alert 21, handshake 22)
+  // and its plaintext. NewSessionTicket is kNone; handshake messages are
+  // allowed only in TLS 1.3 (`tls13`). The kernel's records go through
+  // this too (kTLS hands them over with recvmsg).
+  static Opened control(uint8_t type, const uint8_t* plain, size_t len, bool tls13);
   // Bytes of the next record in `in` if its header is complete, else 0.
   static size_t next_record_size(const uint8_t* in, size_t len);
 
   // Moves to the next TLS 1.3 traffic keys (KeyUpdate).
   Result<void> rekey();
+  // TLS 1.3 AES-GCM keys that have sealed as many bytes as OTP's ssl lets
+  // them (key_update_at): the sender must change them now.
+  bool key_update_due() const;
 
   const TrafficKeys& keys() const { return keys_; }
   uint64_t records() const { return records_; }  // records sealed or opened
@@ -86,13 +94,14 @@ class RecordCipher {
   // Seals one record from the gathered parts starting at (*part, *off).
   void seal_one(uint8_t type, std::span<const iovec> parts, size_t* part, size_t* off, size_t n,
                 std::vector<uint8_t>& out);
-  Opened fail(Opened o, std::string why) const;
+  static Opened fail(Opened o, std::string why);
 
   TrafficKeys keys_;
   bool seal_;
   bool tls13_ = false, gcm_ = false;
   EVP_CIPHER_CTX* ctx_ = nullptr;
   uint64_t records_ = 0;
+  uint64_t sealed_bytes_ = 0;  // plaintext under the current keys
 };
 
 // Names of TLS alert numbers ("bad_certificate"), for close reasons.
