@@ -21,15 +21,8 @@ class RecordLayerTest : public ::testing::TestWithParam<Suite> {
  protected:
   void SetUp() override {
     const Suite& suite = GetParam();
-    TlsOptions co = options("client"), so = options("server");
-    for (TlsOptions* o : {&co, &so}) {
-      o->min_version = o->max_version = suite.version;
-      if (suite.version == TLS1_3_VERSION) {
-        o->ciphersuites = suite.name;
-      } else {
-        o->ciphers = suite.name;
-      }
-    }
+    TlsOptions co = options("client", suite.version, suite.name);
+    TlsOptions so = options("server", suite.version, suite.name);
     ossl = session(co, false);  // OpenSSL's record layer on this side
     ours = session(so, true);   // the handshake only; records by RecordCipher
     ASSERT_EQ(pump(*ossl, *ours), "");
@@ -183,11 +176,7 @@ INSTANTIATE_TEST_SUITE_P(Suites, RecordLayerTest,
                                            Suite{TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384"},
                                            Suite{TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305"}),
                          [](const ::testing::TestParamInfo<Suite>& i) {
-                           std::string n = i.param.name;
-                           for (char& ch : n) {
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           }
-                           return n;
+                           return suite_test_name(i.param.name);
                          });
 
 }  // namespace

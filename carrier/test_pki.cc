@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -89,6 +90,17 @@ TlsOptions options(const std::string& who) {
   return o;
 }
 
+TlsOptions options(const std::string& who, int version, const std::string& suite) {
+  TlsOptions o = options(who);
+  o.min_version = o.max_version = version;
+  if (version == TLS1_3_VERSION) {
+    o.ciphersuites = suite;
+  } else {
+    o.ciphers = suite;
+  }
+  return o;
+}
+
 std::unique_ptr<TlsSession> session(const TlsOptions& o, bool server) {
   auto ctx = TlsContext::create(o, server);
   EXPECT_TRUE(ctx.ok()) << (ctx.ok() ? "" : ctx.error().what);
@@ -113,6 +125,14 @@ std::string pump(TlsSession& client, TlsSession& server) {
     if (c.value() && s.value() && bytes.empty()) return {};
   }
   return "handshake did not finish";
+}
+
+std::string suite_test_name(const std::string& suite) {
+  std::string n = suite;
+  for (char& ch : n) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return n;
 }
 
 }  // namespace ktls::carrier

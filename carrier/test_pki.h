@@ -20,10 +20,14 @@ const Pki& pki();
 
 // TLS options with `who`.pem and the first CA.
 TlsOptions options(const std::string& who);
+// The same, allowing only `version` and the one cipher `suite` of it.
+TlsOptions options(const std::string& who, int version, const std::string& suite);
 // A session of a new context (a test failure if either cannot be made).
 std::unique_ptr<TlsSession> session(const TlsOptions& o, bool server);
 // Moves bytes both ways until both handshakes are done or one fails;
 // returns the first error, empty on success.
 std::string pump(TlsSession& client, TlsSession& server);
+// A gtest name for a suite such as "TLS_AES_128_GCM_SHA256".
+std::string suite_test_name(const std::string& suite);
 
 }  // namespace ktls::carrier

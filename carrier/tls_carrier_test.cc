@@ -40,50 +40,6 @@ std::shared_ptr<TlsContext> context(const TlsOptions& o, bool server) {
   return c.ok() ? c.take() : nullptr;
 }
 
-// A carrier whose listener is a TLS server; its accepted connections are
-// given `events` and stream dist packets.
-class TlsCarrierTest : public ::testing::Test {
- protected:
-  void SetUp() override { start(options("client")); }
-  void start(const TlsOptions& client) {
-    CarrierOptions o;
-    o.tls.server = context(options("server"), true);
-    o.tls.client = context(client, false);
-    auto c = Carrier::start(o);
-    ASSERT_TRUE(c.ok());
-    carrier = c.take();
-    auto l = carrier->listen(SockAddr::parse("127.0.0.1", 0).value(), 128, events);
-    ASSERT_TRUE(l.ok());
-    listener = l.take();
-  }
-  // The next accepted connection, observed by `events`, streaming.
-  std::shared_ptr<Connection> next_server() {
-    EXPECT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
-    if (events->accepted.empty()) return nullptr;
-    auto c = events->accepted.front();
-    events->accepted.erase(events->accepted.begin());
-    c->set_observer(events);
-    c->set_framing(Framing::kDist);
-    c->start_streaming(RxMode::kRing);
-    return c;
-  }
-  int raw_connect() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    const auto& l = listener->local();
-    EXPECT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&l.storage), l.len), 0);
-    return fd;
-  }
-  std::string server_close_reason() {
-    EXPECT_TRUE(events->wait([&] { return events->closed > 0; }));
-    std::lock_guard l(events->mu);
-    return events->close_reason;
-  }
-
-  std::shared_ptr<Events> events = std::make_shared<Events>();
-  std::unique_ptr<Carrier> carrier;
-  std::shared_ptr<Listener> listener;
-};
-
 // A peer that speaks TLS with OpenSSL on a plain socket (blocking, with
 // timeouts): what a stock node's record layer does.
 class OpenSslPeer {
@@ -141,13 +97,68 @@ class OpenSslPeer {
   std::unique_ptr<TlsSession> s_;
 };
 
+// A carrier whose listener is a TLS server; its accepted connections are
+// given `events` and stream dist packets.
+class TlsCarrierTest : public ::testing::Test {
+ protected:
+  void SetUp() override { start(options("client")); }
+  void start(const TlsOptions& client) {
+    CarrierOptions o;
+    o.tls.server = context(options("server"), true);
+    o.tls.client = context(client, false);
+    auto c = Carrier::start(o);
+    ASSERT_TRUE(c.ok());
+    carrier = c.take();
+    auto l = carrier->listen(SockAddr::parse("127.0.0.1", 0).value(), 128, events);
+    ASSERT_TRUE(l.ok());
+    listener = l.take();
+  }
+  // The next accepted connection, observed by `events`, streaming.
+  std::shared_ptr<Connection> next_server() {
+    EXPECT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
+    if (events->accepted.empty()) return nullptr;
+    auto c = events->accepted.front();
+    events->accepted.erase(events->accepted.begin());
+    c->set_observer(events);
+    c->set_framing(Framing::kDist);
+    c->start_streaming(RxMode::kRing);
+    return c;
+  }
+  // A plain socket connected to the listener (which accepts it).
+  int raw_connect() {
+    listener->accept();
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    const auto& l = listener->local();
+    EXPECT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&l.storage), l.len), 0);
+    return fd;
+  }
+  // An OpenSSL client with the first CA's client certificate, its TLS
+  // handshake done; `server` is its connection here.
+  std::unique_ptr<OpenSslPeer> openssl_peer() {
+    auto peer = std::make_unique<OpenSslPeer>(raw_connect(), options("client"));
+    server = next_server();
+    EXPECT_EQ(peer->handshake(), "");
+    return peer;
+  }
+  std::string server_close_reason() {
+    EXPECT_TRUE(events->wait([&] { return events->closed > 0; }));
+    std::lock_guard l(events->mu);
+    return events->close_reason;
+  }
+
+  std::shared_ptr<Events> events = std::make_shared<Events>();
+  std::unique_ptr<Carrier> carrier;
+  std::shared_ptr<Listener> listener;
+  std::shared_ptr<Connection> server;
+};
+
 TEST_F(TlsCarrierTest, TlsInfoAndKernelFallbackAreReported) {
   listener->accept();
   auto client_events = std::make_shared<Events>();
   auto client = carrier->connect(listener->local(), 5000ms, client_events);
   ASSERT_TRUE(client_events->wait([&] { return client_events->connected; }));
   EXPECT_EQ(client_events->connect_error, "");
-  auto server = next_server();
+  server = next_server();
   TlsInfo info = client->tls_info();
   EXPECT_EQ(info.version, "TLSv1.3");
   EXPECT_NE(info.peer_subject.find("server@127.0.0.1"), std::string::npos) << info.peer_subject;
@@ -159,9 +170,8 @@ TEST_F(TlsCarrierTest, TlsInfoAndKernelFallbackAreReported) {
 }
 
 TEST_F(TlsCarrierTest, PlainPeerOnTheTlsPortIsNamed) {
-  listener->accept();
   int fd = raw_connect();
-  auto server = next_server();
+  server = next_server();
   const uint8_t send_name[] = {0, 12, 'N', 0, 0, 0, 0, 0, 0, 0, 0, 'a', '@', 'h'};
   ASSERT_EQ(::write(fd, send_name, sizeof send_name), ssize_t(sizeof send_name));
   const std::string why = server_close_reason();
@@ -171,9 +181,8 @@ TEST_F(TlsCarrierTest, PlainPeerOnTheTlsPortIsNamed) {
 }
 
 TEST_F(TlsCarrierTest, GarbageIsRefused) {
-  listener->accept();
   int fd = raw_connect();
-  auto server = next_server();
+  server = next_server();
   const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_EQ(::write(fd, junk.data(), junk.size()), ssize_t(junk.size()));
   EXPECT_NE(server_close_reason().find("not a TLS record"), std::string::npos);
@@ -202,24 +211,20 @@ TEST_F(TlsCarrierTest, CertificateOfAnotherCaIsRefusedBothSides) {
 }
 
 TEST_F(TlsCarrierTest, ExpiredCertificateIsRefused) {
-  listener->accept();
   TlsOptions o = options("expired");
   o.verify_peer = false;  // the client itself does not check: the server must
   OpenSslPeer peer(raw_connect(), o);
-  auto server = next_server();
+  server = next_server();
   peer.handshake();
   const std::string why = server_close_reason();
   EXPECT_NE(why.find("certificate has expired"), std::string::npos) << why;
 }
 
 TEST_F(TlsCarrierTest, KeyUpdateFromAnOpenSslPeerIsFollowedAndAnswered) {
-  listener->accept();
-  OpenSslPeer peer(raw_connect(), options("client"));
-  auto server = next_server();
-  ASSERT_EQ(peer.handshake(), "");
-  peer.send_packet("before");
-  ASSERT_TRUE(peer.session_().key_update(true).ok());  // and asks for ours
-  peer.send_packet("after");
+  auto peer = openssl_peer();
+  peer->send_packet("before");
+  ASSERT_TRUE(peer->session_().key_update(true).ok());  // and asks for ours
+  peer->send_packet("after");
   ASSERT_TRUE(events->wait([&] { return events->packets.size() == 2; }));
   EXPECT_EQ(events->packets, (std::vector<std::string>{"before", "after"}));
   // Our answer (a KeyUpdate of ours) precedes the reply: OpenSSL reads it.
@@ -228,38 +233,32 @@ TEST_F(TlsCarrierTest, KeyUpdateFromAnOpenSslPeerIsFollowedAndAnswered) {
   iovec v{reply.data(), reply.size()};
   b.add_packet({&v, 1});
   ASSERT_TRUE(server->send(std::move(b)).ok());
-  EXPECT_EQ(peer.read_plain(9), std::string("\0\0\0\5reply", 9));
+  EXPECT_EQ(peer->read_plain(9), std::string("\0\0\0\5reply", 9));
   EXPECT_EQ(server->tls_info().key_updates_in, 1u);
   EXPECT_EQ(server->tls_info().key_updates_out, 1u);
 }
 
 TEST_F(TlsCarrierTest, CloseNotifyMidStreamClosesNamingIt) {
-  listener->accept();
-  OpenSslPeer peer(raw_connect(), options("client"));
-  auto server = next_server();
-  ASSERT_EQ(peer.handshake(), "");
-  peer.send_packet("last");
-  peer.session_().close_notify();
-  peer.flush();
+  auto peer = openssl_peer();
+  peer->send_packet("last");
+  peer->session_().close_notify();
+  peer->flush();
   const std::string why = server_close_reason();
   EXPECT_EQ(events->packets, std::vector<std::string>{"last"});
   EXPECT_NE(why.find("close_notify"), std::string::npos) << why;
 }
 
 TEST_F(TlsCarrierTest, TamperedRecordClosesWithBadRecordMac) {
-  listener->accept();
-  OpenSslPeer peer(raw_connect(), options("client"));
-  auto server = next_server();
-  ASSERT_EQ(peer.handshake(), "");
+  auto peer = openssl_peer();
   const std::string body = "payload";
   std::string framed = std::string("\0\0\0\7", 4) + body;
-  ASSERT_TRUE(peer.session_()
+  ASSERT_TRUE(peer->session_()
                   .encrypt({reinterpret_cast<const uint8_t*>(framed.data()), framed.size()})
                   .ok());
   std::vector<uint8_t> rec;
-  peer.session_().take_ciphertext(rec);
+  peer->session_().take_ciphertext(rec);
   rec[rec.size() - 2] ^= 0x40;
-  ASSERT_EQ(::write(peer.fd(), rec.data(), rec.size()), ssize_t(rec.size()));
+  ASSERT_EQ(::write(peer->fd(), rec.data(), rec.size()), ssize_t(rec.size()));
   const std::string why = server_close_reason();
   EXPECT_NE(why.find("bad_record_mac"), std::string::npos) << why;
   EXPECT_TRUE(events->packets.empty());
@@ -269,7 +268,6 @@ TEST_F(TlsCarrierTest, FailedHandshakesLeaveNoDescriptors) {
   const size_t before = open_fds();
   constexpr int kRounds = 300;
   for (int i = 0; i < kRounds; i++) {
-    listener->accept();
     int fd = raw_connect();
     const uint8_t junk[] = {0, 5, 'n', 1, 2, 3, 4};
     ASSERT_EQ(::write(fd, junk, sizeof junk), ssize_t(sizeof junk));

@@ -141,15 +141,8 @@ class TrafficKeysTest : public ::testing::TestWithParam<Suite> {};
 
 TEST_P(TrafficKeysTest, KeysDecryptTheRecordsOpenSslWrites) {
   const Suite& suite = GetParam();
-  TlsOptions co = options("client"), so = options("server");
-  for (TlsOptions* o : {&co, &so}) {
-    o->min_version = o->max_version = suite.version;
-    if (suite.version == TLS1_3_VERSION) {
-      o->ciphersuites = suite.name;
-    } else {
-      o->ciphers = suite.name;
-    }
-  }
+  TlsOptions co = options("client", suite.version, suite.name);
+  TlsOptions so = options("server", suite.version, suite.name);
   auto c = session(co, false);
   auto s = session(so, true);
   ASSERT_EQ(pump(*c, *s), "");
@@ -192,13 +185,7 @@ INSTANTIATE_TEST_SUITE_P(
                             sizeof(tls12_crypto_info_aes_gcm_256)},
                       Suite{TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305", "CHACHA20-POLY1305",
                             sizeof(tls12_crypto_info_chacha20_poly1305)}),
-    [](const ::testing::TestParamInfo<Suite>& i) {
-      std::string n = i.param.name;
-      for (char& ch : n) {
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      }
-      return n;
-    });
+    [](const ::testing::TestParamInfo<Suite>& i) { return suite_test_name(i.param.name); });
 
 }  // namespace
 }  // namespace ktls::carrier

@@ -60,6 +60,26 @@ void peer_ref(Packet& p) {
   p.insert(p.end(), {0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3});
 }
 
+// An io request as a group leader gets it from a remote shell.
+void io_request(Packet& p) {
+  enc::small_tuple(p, 4);
+  enc::atom(p, "io_request");
+  peer_pid(p);
+  peer_ref(p);
+  enc::small_tuple(p, 3);
+  enc::atom(p, "put_chars");
+  enc::atom(p, "unicode");
+  enc::atom(p, "hello");
+}
+// global's exchange between nodes: {'$gen_cast', {in_sync, Node}}.
+void global_in_sync(Packet& p) {
+  enc::small_tuple(p, 2);
+  enc::atom(p, "$gen_cast");
+  enc::small_tuple(p, 2);
+  enc::atom(p, "in_sync");
+  enc::atom(p, "peer@127.0.0.1");
+}
+
 // A message without atom cache references: control tuple, then payload.
 Packet message(const Build& control, const Build& payload = nullptr) {
   Packet p = {tag::kVersion, 'D', 0};
@@ -284,26 +304,9 @@ TEST(Receivers, SystemProcessesTakeTheirOwnProtocolOnly) {
   EXPECT_EQ(to(kRexPid, rex_call("os", "cmd")), Action::Drop);
   EXPECT_EQ(to(kRexPid, gen_call(atom_term("stop"))), Action::Drop);
   // global
-  const Build exchange = [](Packet& p) {
-    enc::small_tuple(p, 2);
-    enc::atom(p, "$gen_cast");
-    enc::small_tuple(p, 2);
-    enc::atom(p, "in_sync");
-    enc::atom(p, "peer@127.0.0.1");
-  };
-  EXPECT_EQ(to(kGlobalPid, exchange), Action::Keep);
+  EXPECT_EQ(to(kGlobalPid, global_in_sync), Action::Keep);
   EXPECT_EQ(to(kGlobalPid, gen_call(atom_term("disconnect"))), Action::Drop);
   // io servers: io requests (checked), nothing else
-  const Build io_request = [](Packet& p) {
-    enc::small_tuple(p, 4);
-    enc::atom(p, "io_request");
-    peer_pid(p);
-    peer_ref(p);
-    enc::small_tuple(p, 3);
-    enc::atom(p, "put_chars");
-    enc::atom(p, "unicode");
-    enc::atom(p, "hello");
-  };
   EXPECT_EQ(to(kIoPid, io_request), Action::Keep);
   EXPECT_EQ(to(kSystemPid, io_request), Action::Drop);
   // messages shaped like signals, and replies
@@ -320,23 +323,6 @@ TEST(Receivers, SystemProcessesTakeTheirOwnProtocolOnly) {
 // must answer exactly what classify() answers role by role.
 TEST(Receivers, JudgingForEveryRoleAtOnceMatchesEachRole) {
   Fixture f;
-  const Build io_request = [](Packet& p) {
-    enc::small_tuple(p, 4);
-    enc::atom(p, "io_request");
-    peer_pid(p);
-    peer_ref(p);
-    enc::small_tuple(p, 3);
-    enc::atom(p, "put_chars");
-    enc::atom(p, "unicode");
-    enc::atom(p, "hello");
-  };
-  const Build global_cast = [](Packet& p) {
-    enc::small_tuple(p, 2);
-    enc::atom(p, "$gen_cast");
-    enc::small_tuple(p, 2);
-    enc::atom(p, "in_sync");
-    enc::atom(p, "peer@127.0.0.1");
-  };
   const Build rpc = gen_call([](Packet& p) {
     enc::small_tuple(p, 5);
     enc::atom(p, "call");
@@ -352,7 +338,7 @@ TEST(Receivers, JudgingForEveryRoleAtOnceMatchesEachRole) {
       gen_call(tuple_of({atom_term("is_auth"), atom_term("peer@127.0.0.1")})),
       gen_call(atom_term("disconnect")),
       rpc,
-      global_cast,
+      global_in_sync,
       io_request,
       tuple_of({atom_term("EXIT"), peer_pid, atom_term("kill")}),
       tuple_of({peer_ref, atom_term("ok")}),
