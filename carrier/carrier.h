@@ -101,6 +101,7 @@ struct TlsInfo {
   std::string version;                       // "TLSv1.3"
   std::string cipher;                        // OpenSSL's name, "TLS_AES_256_GCM_SHA384"
   std::string peer_subject;                  // "/CN=a@127.0.0.1"
+  std::string peer_certificate;              // DER (binding to a node name, trust)
   bool kernel_tx = false;                    // the kernel seals what we send (kTLS)
   bool kernel_rx = false;                    // the kernel opens what we receive (kTLS)
   std::string kernel_fallback;               // why the record layer is not (all) in the kernel
@@ -231,6 +232,11 @@ struct CarrierTlsOptions {
   std::shared_ptr<TlsContext> server;  // accepted connections
   std::shared_ptr<TlsContext> client;  // connect()
   bool kernel = true;                  // hand the record layer to the kernel (kTLS) where it can
+  // Refuse a connection whose record layer the kernel does not take (both
+  // directions): the handshake fails with the fallback's reason.
+  bool kernel_required = false;
+  // A handshake not finished by then fails ("stalled"), closing the socket.
+  std::chrono::milliseconds handshake_timeout{7000};
 };
 
 struct CarrierOptions {

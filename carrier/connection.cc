@@ -681,6 +681,7 @@ void ConnectionImpl::fail(const std::string& why, int code) {
 // and reports on_closed once.
 void ConnectionImpl::finish_close() {
   if (finished_) return;
+  disarm_handshake_timer();
   if (recv_inflight_ || send_inflight_ || connect_inflight_) {
     if (!cancel_inflight_) {
       ::shutdown(fd_.get(), SHUT_RDWR);
@@ -765,7 +766,39 @@ void ConnectionImpl::start_tls() {
   session_ = s.take();
   hs_in_.resize(kRecordHeader + kMaxHandshakeRecord);
   hs_got_ = 0;
+  arm_handshake_timer();
   handshake_step();  // a client's ClientHello; nothing yet on a server
+}
+
+void ConnectionImpl::arm_handshake_timer() {
+  const auto ms = carrier_->tls_options().handshake_timeout.count();
+  if (ms <= 0) return;
+  io_uring_sqe* s = carrier_->sqe();
+  if (!s) return;
+  hs_timeout_.tv_sec = ms / 1000;
+  hs_timeout_.tv_nsec = (ms % 1000) * 1000000;
+  io_uring_prep_timeout(s, &hs_timeout_, 0, 0);
+  CarrierImpl::track(s, &hs_timer_op, ops);
+  hs_timer_armed_ = true;
+}
+
+void ConnectionImpl::disarm_handshake_timer() {
+  if (!hs_timer_armed_) return;
+  io_uring_sqe* s = carrier_->sqe();
+  if (!s) return;  // it fires later and finds the handshake over
+  hs_timer_armed_ = false;
+  io_uring_prep_timeout_remove(s, reinterpret_cast<uintptr_t>(&hs_timer_op), 0);
+  CarrierImpl::track(s, &hs_timer_remove_op, ops);
+}
+
+void ConnectionImpl::on_handshake_timer(int res) {
+  if (res != -ETIME) return;  // removed: the handshake ended first
+  hs_timer_armed_ = false;
+  if (closing_ || !session_) return;
+  handshake_failed("no handshake within " +
+                   std::to_string(carrier_->tls_options().handshake_timeout.count()) +
+                   " ms (the peer stalled)");
+  service();
 }
 
 void ConnectionImpl::arm_handshake_recv() {
@@ -856,6 +889,8 @@ void ConnectionImpl::finish_handshake() {
   info.version = session_->version();
   info.cipher = session_->cipher();
   info.peer_subject = session_->peer_subject();
+  info.peer_certificate = session_->peer_certificate();
+  disarm_handshake_timer();
   std::string fallback;
   if (!carrier_->tls_options().kernel) {
     fallback = "kernel TLS is switched off (CarrierTlsOptions::kernel)";
@@ -881,6 +916,10 @@ void ConnectionImpl::finish_handshake() {
     }
   }
   info.kernel_fallback = fallback;
+  if (!fallback.empty() && carrier_->tls_options().kernel_required) {
+    handshake_failed("kernel TLS is required (ktls required), but " + fallback);
+    return;
+  }
   // The directions the kernel did not take get a user-space record layer.
   for (bool dir_tx : {true, false}) {
     if (dir_tx ? info.kernel_tx : info.kernel_rx) continue;

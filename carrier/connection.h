@@ -164,6 +164,7 @@ class ConnectionImpl final : public Connection {
     cancel_inflight_ = false;
     service();
   }
+  void on_handshake_timer(int res);
   // Before the connection is shared (peer() is read without a lock).
   void set_peer(const SockAddr& peer) { peer_ = peer; }
   void set_addresses(const SockAddr& peer) {
@@ -184,6 +185,8 @@ class ConnectionImpl final : public Connection {
   Op connect_op{OpKind::kConnect, this};
   Op timeout_op{OpKind::kTimeout, this};
   Op cancel_op{OpKind::kConnCancel, this};
+  Op hs_timer_op{OpKind::kHandshakeTimer, this};
+  Op hs_timer_remove_op{OpKind::kTimeout, this};
   std::atomic<bool> poked{false};
   bool connected = true;
   bool starved = false;  // in CarrierImpl::starved_
@@ -229,6 +232,8 @@ class ConnectionImpl final : public Connection {
   void on_handshake_bytes(size_t n);
   void handshake_step();
   void finish_handshake();
+  void arm_handshake_timer();
+  void disarm_handshake_timer();
   void handshake_failed(const std::string& why, std::vector<uint8_t> alert = {});
   // A non-data record on a kTLS socket (recv said EIO): read and handle it;
   // empty if reading may go on, else why the connection closes.
@@ -309,7 +314,9 @@ class ConnectionImpl final : public Connection {
   std::unique_ptr<TlsSession> session_;  // the handshake; freed after it
   std::vector<uint8_t> hs_in_;           // the handshake record being read
   size_t hs_got_ = 0;
-  bool report_connect_ = false;  // connect() is reported after the handshake
+  bool report_connect_ = false;     // connect() is reported after the handshake
+  bool hs_timer_armed_ = false;     // handshake_timeout is running
+  __kernel_timespec hs_timeout_{};  // read by the kernel at submit
   std::unique_ptr<RecordCipher> sealer_, opener_;
   std::vector<uint8_t> fast_sealed_;  // the fast path's records (under mu_)
   BufferRef cin_;                     // received ciphertext not yet opened

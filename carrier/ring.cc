@@ -173,6 +173,7 @@ void CarrierImpl::dispatch(Op* op, int res) {
     case OpKind::kSend:
     case OpKind::kConnect:
     case OpKind::kTimeout:
+    case OpKind::kHandshakeTimer:
     case OpKind::kConnCancel: {
       auto* c = static_cast<ConnectionImpl*>(op->owner);
       auto ref = conns_.at(c);  // keeps it alive through the handler
@@ -182,6 +183,7 @@ void CarrierImpl::dispatch(Op* op, int res) {
         if (op->kind == OpKind::kSend) c->on_send(res);
         if (op->kind == OpKind::kConnect) c->on_connect(res);
         if (op->kind == OpKind::kConnCancel) c->on_cancel();
+        if (op->kind == OpKind::kHandshakeTimer) c->on_handshake_timer(res);
       }
       if (c->finished() && c->ops == 0) conns_.erase(c);
       return;

@@ -36,6 +36,7 @@ enum class OpKind : uint8_t {
   kSend,
   kConnect,
   kTimeout,
+  kHandshakeTimer,
   kConnCancel,
   kAccept,
   kListenCancel,

@@ -409,6 +409,18 @@ std::string TlsSession::peer_subject() const {
   return buf;
 }
 
+std::string TlsSession::peer_certificate() const {
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (!cert) return {};
+  unsigned char* der = nullptr;
+  const int n = i2d_X509(cert, &der);
+  X509_free(cert);
+  if (n <= 0) return {};
+  std::string out(reinterpret_cast<const char*>(der), static_cast<size_t>(n));
+  OPENSSL_free(der);
+  return out;
+}
+
 // -- kernel layout --------------------------------------------------------------
 
 namespace {

@@ -109,9 +109,10 @@ class TlsSession {
   // receiving direction, with the sequence number of the next record.
   Result<TrafficKeys> traffic_keys(bool tx) const;
 
-  std::string version() const;       // "TLSv1.3"
-  std::string cipher() const;        // OpenSSL's name of the negotiated suite
-  std::string peer_subject() const;  // one line; empty without a certificate
+  std::string version() const;           // "TLSv1.3"
+  std::string cipher() const;            // OpenSSL's name of the negotiated suite
+  std::string peer_subject() const;      // one line; empty without a certificate
+  std::string peer_certificate() const;  // DER; empty without a certificate
 
   // OpenSSL callbacks (TlsContext installs them): traffic secrets from the
   // key log; record headers, to count records after the handshake.
