@@ -40,7 +40,8 @@ struct SockAddr {
 
 // How inbound bytes are cut into packets and outbound packets are prefixed.
 enum class Framing : uint8_t {
-  kHandshake,  // 2-byte big-endian length (distribution handshake)
+  kHandshake,  // 2-byte big-endian length (distribution handshake); 4 bytes on a
+               // TLS connection, as inet_tls_dist ({packet, 4} inside TLS)
   kDist,       // 4-byte big-endian length; zero length = tick (counted, not delivered)
 };
 

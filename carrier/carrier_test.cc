@@ -228,6 +228,7 @@ TEST_P(CarrierTest, BusyThenWritableWhenPeerReadsAgain) {
 }
 
 TEST_P(CarrierTest, OversizedFrameClosesWithReasonNamingPeer) {
+  if (tls()) GTEST_SKIP() << "handshake packets have 4-byte lengths inside TLS (tls_carrier_test)";
   Pair p = connect_pair();
   // The client writes a 2-byte-framed packet of 1024 bytes starting ff ff:
   // the server reads the 4-byte length 0x0400ffff, over the 64 MiB limit.

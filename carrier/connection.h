@@ -66,7 +66,12 @@ class ConnectionImpl final : public Connection {
         options_(options),
         tls_ctx_(std::move(tls)) {
     parser_.set_limits(options.max_handshake_packet, options.max_dist_packet);
-    if (tls_ctx_) tx_layer_ = rx_layer_ = Layer::kHandshake;
+    if (tls_ctx_) {
+      tx_layer_ = rx_layer_ = Layer::kHandshake;
+      // Inside TLS the dist handshake has 4-byte lengths (inet_tls_dist).
+      hs_header_ = tx_header_ = 4;
+      parser_.set_handshake_header(4);
+    }
   }
 
   // -- public API (any thread) --
@@ -98,7 +103,7 @@ class ConnectionImpl final : public Connection {
       in_framing_set_ = true;
       // Packets queued from now on get this framing's header; earlier ones
       // keep the header of the framing they were sent in.
-      tx_header_ = framing == Framing::kHandshake ? 2 : 4;
+      tx_header_ = framing == Framing::kHandshake ? hs_header_ : 4;
     }
     poke();
   }
@@ -262,6 +267,7 @@ class ConnectionImpl final : public Connection {
   // TLS: the peer wants a KeyUpdate from us (set by the receive side).
   bool in_key_update_ = false;
   uint8_t tx_header_ = 2;
+  uint8_t hs_header_ = 2;  // header of handshake packets (4 with TLS)
   bool tx_busy_ = false;   // the ring thread has tx work queued or in flight
   bool tx_ready_ = false;  // connected and not closing: the fast path may write
   uint32_t in_requests_ = 0;

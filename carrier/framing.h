@@ -39,7 +39,10 @@ class FrameParser {
   // advances its input); kNeedMore and kOversized do not.
   Result next(const uint8_t* data, size_t len);
   // Header bytes of the current framing.
-  size_t header_size() const { return framing_ == Framing::kHandshake ? 2 : 4; }
+  size_t header_size() const { return framing_ == Framing::kHandshake ? handshake_header_ : 4; }
+  // Length header of handshake packets: 2 (inet_tcp_dist) or 4 (TLS, as
+  // inet_tls_dist).
+  void set_handshake_header(uint8_t bytes) { handshake_header_ = bytes; }
   // Applies from the current packet boundary on: a header decoded with the
   // old framing is forgotten (the handshake changes framing between packets).
   void set_framing(Framing f) {
@@ -61,6 +64,7 @@ class FrameParser {
   Framing framing_ = Framing::kHandshake;
   State state_ = State::kHeader;
   uint64_t body_size_ = 0;
+  uint8_t handshake_header_ = 2;
   uint64_t max_handshake_ = 8192;
   uint64_t max_dist_ = 64ull << 20;
 };

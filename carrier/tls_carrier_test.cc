@@ -225,6 +225,38 @@ TEST_F(TlsCarrierTest, ExpiredCertificateIsRefused) {
   EXPECT_NE(why.find("certificate has expired"), std::string::npos) << why;
 }
 
+// inet_tls_dist runs the dist handshake with {packet, 4} inside TLS (not
+// the 2-byte lengths of inet_tcp_dist): so does a TLS connection here.
+TEST_F(TlsCarrierTest, HandshakePacketsHaveFourByteLengthsInsideTls) {
+  OpenSslPeer peer(raw_connect(), options("client"));
+  ASSERT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
+  server = events->accepted.front();
+  events->accepted.clear();
+  server->set_observer(events);
+  server->start_streaming(RxMode::kRing);  // framing stays Framing::kHandshake
+  ASSERT_EQ(peer.handshake(), "");
+  peer.send_packet("N-name");
+  ASSERT_TRUE(events->wait([&] { return events->packets.size() == 1; }));
+  EXPECT_EQ(events->packets[0], "N-name");
+  OutboundBatch b;
+  std::string reply = "sok";
+  iovec v{reply.data(), reply.size()};
+  b.add_packet({&v, 1});
+  ASSERT_TRUE(server->send(std::move(b)).ok());
+  EXPECT_EQ(peer.read_plain(7), std::string("\0\0\0\3sok", 7));
+}
+
+TEST_F(TlsCarrierTest, OversizedDistPacketInsideTlsClosesNamingIt) {
+  auto peer = openssl_peer();
+  peer->send_packet("fine");
+  const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 'x'};
+  ASSERT_TRUE(peer->session_().encrypt({huge, sizeof huge}).ok());
+  peer->flush();
+  const std::string why = server_close_reason();
+  EXPECT_EQ(events->packets, std::vector<std::string>{"fine"});
+  EXPECT_NE(why.find("oversized dist packet"), std::string::npos) << why;
+}
+
 TEST_F(TlsCarrierTest, KeyUpdateFromAnOpenSslPeerIsFollowedAndAnswered) {
   auto peer = openssl_peer();
   peer->send_packet("before");

@@ -170,7 +170,10 @@ Result<std::shared_ptr<TlsContext>> TlsContext::create(const TlsOptions& o, bool
     return tls_error("ciphersuites " + o.ciphersuites);
   }
   int mode = SSL_VERIFY_NONE;
-  if (o.verify_peer) mode = SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
+  if (o.verify_peer) {
+    mode = SSL_VERIFY_PEER;
+    if (server && o.fail_if_no_peer_cert) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  }
   SSL_CTX_set_verify(ctx, mode, nullptr);
   SSL_CTX_set_verify_depth(ctx, o.depth);
   SSL_CTX_set_num_tickets(ctx, 0);

@@ -26,9 +26,10 @@ namespace ktls::carrier {
 // What inet_tls_dist's -ssl_dist_optfile says for one side, in OpenSSL terms.
 struct TlsOptions {
   std::string certfile, keyfile, cacertfile;
-  // Verify the peer's certificate against cacertfile; on a server, also
-  // require one (ssl's verify_peer + fail_if_no_peer_cert: mutual TLS).
+  // Verify the peer's certificate against cacertfile (ssl's verify_peer);
+  // on a server, also require one (fail_if_no_peer_cert): mutual TLS.
   bool verify_peer = true;
+  bool fail_if_no_peer_cert = true;
   int depth = 10;
   int min_version = TLS1_2_VERSION;
   int max_version = TLS1_3_VERSION;

@@ -334,7 +334,8 @@ ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[])
   m.count("id", res->conn->id())
       .put("peer", make_ip_port(env, res->conn->peer()))
       .put("open", res->obs->closed() ? atoms.false_ : atoms.true_)
-      .put("carrier", make_connection_stats(env, res->conn->stats()));
+      .put("carrier", make_connection_stats(env, res->conn->stats()))
+      .put("tls", make_tls_info(env, res->conn->tls_info()));
   std::lock_guard lock(res->mu);
   if (!res->channel) return m.put("node", atoms.undefined).term();
   const filter::Channel& ch = *res->channel;

@@ -91,6 +91,11 @@ ERL_NIF_TERM nif_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   }
   std::lock_guard lock(global->mu);
   if (global->carrier) return atoms.ok;
+  // After the check above: certificate files are read once per carrier.
+  if (!get_tls_options(env, argv[0], &options.tls, &bad)) {
+    return make_error(env,
+                      enif_make_tuple2(env, make_atom(env, "tls"), make_string_binary(env, bad)));
+  }
   ERL_NIF_TERM zc;
   if (enif_get_map_value(env, argv[0], make_atom(env, "zero_copy_rx"), &zc) &&
       enif_is_identical(zc, atoms.false_)) {
@@ -106,15 +111,16 @@ ERL_NIF_TERM nif_carrier_stats(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
   carrier::Carrier* c = the_carrier();
   if (!c) return enif_make_new_map(env);
   carrier::CarrierStats s = c->stats();
-  return MapBuilder(env)
-      .count("connections_open", s.connections_open)
+  MapBuilder m(env);
+  m.count("connections_open", s.connections_open)
       .count("connections_total", s.connections_total)
       .count("listeners_open", s.listeners_open)
       .count("ring_submits", s.ring_submits)
       .count("wakeups", s.wakeups)
       .put("pool", make_pool_stats(env, s.pool))
-      .put("zero_copy_rx", zero_copy_rx ? atoms.true_ : atoms.false_)
-      .term();
+      .put("zero_copy_rx", zero_copy_rx ? atoms.true_ : atoms.false_);
+  put_tls_stats(env, s, m);
+  return m.term();
 }
 
 // ------------------------------------------------------------------
@@ -375,6 +381,7 @@ ERL_NIF_TERM nif_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       .put("local", make_ip_port(env, res->conn->local()))
       .put("open", res->obs->closed() ? atoms.false_ : atoms.true_)
       .put("stats", make_connection_stats(env, res->conn->stats()))
+      .put("tls", make_tls_info(env, res->conn->tls_info()))
       .term();
 }
 

@@ -183,6 +183,144 @@ bool get_carrier_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierOptio
   return true;
 }
 
+namespace {
+
+bool get_text(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, std::string* out) {
+  ERL_NIF_TERM v;
+  if (!enif_get_map_value(env, map, make_atom(env, key), &v)) return true;
+  ErlNifBinary b;
+  if (!enif_inspect_iolist_as_binary(env, v, &b)) return false;
+  out->assign(reinterpret_cast<const char*>(b.data), b.size);
+  return true;
+}
+
+bool get_version(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, int* out) {
+  ERL_NIF_TERM v;
+  if (!enif_get_map_value(env, map, make_atom(env, key), &v)) return true;
+  char name[16];
+  if (enif_get_atom(env, v, name, sizeof name, ERL_NIF_LATIN1) <= 0) return false;
+  if (std::strcmp(name, "tlsv1.2") == 0) {
+    *out = TLS1_2_VERSION;
+  } else if (std::strcmp(name, "tlsv1.3") == 0) {
+    *out = TLS1_3_VERSION;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool get_side(ErlNifEnv* env, ERL_NIF_TERM tls, const char* side, bool server,
+              std::shared_ptr<carrier::TlsContext>* out, std::string* error) {
+  ERL_NIF_TERM m;
+  if (!enif_get_map_value(env, tls, make_atom(env, side), &m) || !enif_is_map(env, m)) {
+    *error = std::string(side) + ": missing";
+    return false;
+  }
+  carrier::TlsOptions o;
+  const char* bad = nullptr;
+  uint64_t depth = static_cast<uint64_t>(o.depth);
+  bool unused = false;
+  if (!get_text(env, m, "certfile", &o.certfile)) bad = "certfile";
+  if (!get_text(env, m, "keyfile", &o.keyfile)) bad = "keyfile";
+  if (!get_text(env, m, "cacertfile", &o.cacertfile)) bad = "cacertfile";
+  if (!get_text(env, m, "ciphers", &o.ciphers)) bad = "ciphers";
+  if (!get_text(env, m, "ciphersuites", &o.ciphersuites)) bad = "ciphersuites";
+  if (!get_bool(env, m, "verify", &o.verify_peer, &unused)) bad = "verify";
+  if (!get_bool(env, m, "fail_if_no_peer_cert", &o.fail_if_no_peer_cert, &unused)) {
+    bad = "fail_if_no_peer_cert";
+  }
+  if (!get_u64(env, m, "depth", &depth, &unused) || depth > 100) bad = "depth";
+  if (!get_version(env, m, "min_version", &o.min_version)) bad = "min_version";
+  if (!get_version(env, m, "max_version", &o.max_version)) bad = "max_version";
+  if (bad) {
+    *error = std::string(side) + ": bad " + bad;
+    return false;
+  }
+  o.depth = static_cast<int>(depth);
+  auto ctx = carrier::TlsContext::create(o, server);
+  if (!ctx) {
+    *error = std::string(side) + ": " + ctx.error().what;
+    return false;
+  }
+  *out = ctx.take();
+  return true;
+}
+
+}  // namespace
+
+bool get_tls_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierTlsOptions* o,
+                     std::string* error) {
+  ERL_NIF_TERM tls;
+  if (!enif_get_map_value(env, map, make_atom(env, "tls"), &tls) ||
+      enif_is_identical(tls, atoms.undefined)) {
+    return true;  // plain TCP
+  }
+  if (!enif_is_map(env, tls)) {
+    *error = "not a map";
+    return false;
+  }
+  ERL_NIF_TERM mode;
+  if (enif_get_map_value(env, tls, make_atom(env, "ktls"), &mode)) {
+    char name[16];
+    if (enif_get_atom(env, mode, name, sizeof name, ERL_NIF_LATIN1) <= 0) name[0] = 0;
+    if (std::strcmp(name, "off") == 0) {
+      o->kernel = false;
+    } else if (std::strcmp(name, "required") == 0) {
+      o->kernel_required = true;
+    } else if (std::strcmp(name, "auto") != 0) {
+      *error = "ktls: not auto, required or off";
+      return false;
+    }
+  }
+  uint64_t ms = static_cast<uint64_t>(o->handshake_timeout.count());
+  bool unused = false;
+  if (!get_u64(env, tls, "handshake_timeout", &ms, &unused)) {
+    *error = "handshake_timeout: not a non-negative integer";
+    return false;
+  }
+  o->handshake_timeout = std::chrono::milliseconds(ms);
+  return get_side(env, tls, "server", true, &o->server, error) &&
+         get_side(env, tls, "client", false, &o->client, error);
+}
+
+ERL_NIF_TERM make_tls_info(ErlNifEnv* env, const carrier::TlsInfo& t) {
+  if (t.version.empty()) return atoms.undefined;
+  std::string protocol = t.version;  // "TLSv1.3" -> 'tlsv1.3', as ssl names it
+  for (char& c : protocol) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return MapBuilder(env)
+      .put("protocol", make_atom(env, protocol.c_str()))
+      .put("cipher", make_string_binary(env, t.cipher))
+      .put("peer_subject", make_string_binary(env, t.peer_subject))
+      .put("peer_certificate", t.peer_certificate.empty()
+                                   ? atoms.undefined
+                                   : make_string_binary(env, t.peer_certificate))
+      .put("kernel_tx", t.kernel_tx ? atoms.true_ : atoms.false_)
+      .put("kernel_rx", t.kernel_rx ? atoms.true_ : atoms.false_)
+      .put("kernel_fallback",
+           t.kernel_fallback.empty() ? atoms.undefined : make_string_binary(env, t.kernel_fallback))
+      .count("records_in", t.records_in)
+      .count("records_out", t.records_out)
+      .count("key_updates_in", t.key_updates_in)
+      .count("key_updates_out", t.key_updates_out)
+      .term();
+}
+
+void put_tls_stats(ErlNifEnv* env, const carrier::CarrierStats& s, MapBuilder& m) {
+  ERL_NIF_TERM reasons = enif_make_new_map(env);
+  for (const auto& [why, n] : s.tls_failure_reasons) {
+    enif_make_map_put(env, reasons, make_string_binary(env, why), enif_make_uint64(env, n),
+                      &reasons);
+  }
+  m.count("tls_handshakes", s.tls_handshakes)
+      .count("tls_handshake_failures", s.tls_handshake_failures)
+      .put("tls_failure_reasons", reasons)
+      .count("ktls_installs", s.ktls_installs)
+      .count("ktls_fallbacks", s.ktls_fallbacks)
+      .put("ktls_fallback_reason", s.ktls_fallback_reason.empty()
+                                       ? atoms.undefined
+                                       : make_string_binary(env, s.ktls_fallback_reason));
+}
+
 ERL_NIF_TERM make_connection_stats(ErlNifEnv* env, const carrier::ConnectionStats& s) {
   return MapBuilder(env)
       .count("packets_in", s.packets_in)

@@ -37,6 +37,17 @@ ERL_NIF_TERM make_ip_port(ErlNifEnv* env, const carrier::SockAddr& a);
 bool get_carrier_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierOptions* out,
                          std::string* bad);
 
+// Reads `tls' from the start options (made by ktls_filter_tls:carrier_tls/2):
+//   #{server => Side, client => Side, ktls => auto | required | off,
+//     handshake_timeout => Ms}
+//   Side = #{certfile | keyfile | cacertfile | ciphers | ciphersuites =>
+//            binary, verify | fail_if_no_peer_cert => boolean,
+//            depth => integer, min_version | max_version => 'tlsv1.2' | 'tlsv1.3'}
+// and makes the OpenSSL contexts. No `tls' key (or undefined): plain TCP. False with
+// `error' saying what is wrong (a side, a file, a key).
+bool get_tls_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierTlsOptions* out,
+                     std::string* error);
+
 // Small builder for maps of counters.
 class MapBuilder {
  public:
@@ -57,5 +68,10 @@ class MapBuilder {
 
 ERL_NIF_TERM make_connection_stats(ErlNifEnv* env, const carrier::ConnectionStats& s);
 ERL_NIF_TERM make_pool_stats(ErlNifEnv* env, const carrier::BufferPoolStats& s);
+// A connection's TLS as a map; `undefined' for plain TCP or while the
+// handshake runs.
+ERL_NIF_TERM make_tls_info(ErlNifEnv* env, const carrier::TlsInfo& t);
+// Node-wide TLS counters, put into a carrier_stats map.
+void put_tls_stats(ErlNifEnv* env, const carrier::CarrierStats& s, MapBuilder& m);
 
 }  // namespace ktls::nif

@@ -1,12 +1,22 @@
 %% @doc Configuration of ktls_filter: one table of options with their types
-%% and documented defaults, read from `-ktls_filter_optfile FILE' (a file of
-%% `{Key, Value}.' terms, like `-ssl_dist_optfile') and the application
-%% environment of `ktls_filter' (e.g. `-ktls_filter max_dist_packet 1048576').
-%% The optfile wins over the application environment. An unknown or
-%% ill-typed option is an error that names it.
+%% and documented defaults, read from the application environment of
+%% `ktls_filter' (e.g. `-ktls_filter max_dist_packet 1048576') and from
+%% `-ktls_filter_optfile FILE'. The optfile wins over the application
+%% environment. An unknown or ill-typed option is an error that names it.
+%%
+%% TLS: the optfile may hold OTP's `-ssl_dist_optfile' format,
+%% `[{server, SslOpts}, {client, SslOpts}]', next to ktls_filter's own
+%% `{Key, Value}' terms; `-ssl_dist_optfile FILE' and `-ssl_dist_opt ...'
+%% given with `-proto_dist ktls_filter' are read the same way, so that
+%% inet_tls_dist command lines work unchanged (ktls_filter_tls checks the
+%% ssl options). With TLS options the node speaks TLS; without, plain TCP.
+%%
+%% Files are read with prim_file: distribution starts at boot before
+%% kernel's file server.
 -module(ktls_filter_config).
 
--export([load/0, get/0, get/1, set/2, options/0, validate/1, describe/0, filter_options/1]).
+-export([load/0, get/0, get/1, set/2, options/0, validate/1, describe/0, filter_options/1,
+         carrier_options/1, consult/1]).
 
 -type key() :: atom().
 -type config() :: #{key() => term()}.
@@ -78,46 +88,147 @@ options() ->
       "atoms the node does not have yet that all connections together may bring"},
      {max_global_message_size, pos_integer, 1024 * 1024,
       "largest message to global's processes (names are stored on every node), bytes"},
+     {ktls, {oneof, [auto, required, off]}, auto,
+      "TLS record layer in the kernel (kTLS): auto = where the kernel can, else OpenSSL in "
+      "user space (counted, reason in carrier_stats); required = refuse connections the "
+      "kernel cannot take; off = always user space"},
+     {tls_handshake_timeout, pos_integer, 7000,
+      "TLS handshake time limit, ms; a peer that stalls longer is closed"},
+     {verify_node_name, boolean, false,
+      "TLS: the peer's certificate must name the host part of its node name (DNS or IP "
+      "subjectAltName, else CN), checked before the dist handshake goes on"},
      {handler, module_or_undefined, undefined,
       "ktls_filter_handler module consulted for unsafe messages"},
      {logger_capacity, non_neg_integer, 1000,
       "logger event queue capacity; 0 = unbounded"}].
 
-%% @doc Reads the optfile and the application environment, validates, stores.
+%% @doc Reads the optfiles and the application environment, validates, stores.
 -spec load() -> {ok, config()} | {error, string()}.
 load() ->
-    case plaintext_with_tls_file() of
-        false -> load_options();
-        true -> {error, "-ssl_dist_optfile is given with -proto_dist ktls_filter, but "
-                        "ktls_filter nodes do not speak TLS yet (issue 11): refusing to run "
-                        "distribution in plaintext; remove the option or use "
-                        "-proto_dist inet_tls"}
-    end.
-
-%% An operator who gives inet_tls_dist's options file expects TLS: running
-%% in plaintext instead must not happen silently.
-plaintext_with_tls_file() ->
-    case {init:get_argument(ssl_dist_optfile), init:get_argument(proto_dist)} of
-        {{ok, _}, {ok, Protos}} -> lists:member("ktls_filter", lists:append(Protos));
-        _ -> false
-    end.
-
-load_options() ->
     _ = application:load(ktls_filter),
     AppEnv = [{K, V} || {K, V} <- application:get_all_env(ktls_filter),
                         K =/= included_applications],
-    case read_optfile() of
-        {ok, FileOpts} ->
-            case validate(AppEnv ++ FileOpts) of
-                {ok, Config} ->
-                    persistent_term:put(?PT_KEY, Config),
-                    {ok, Config};
-                Error ->
-                    Error
-            end;
-        Error ->
-            Error
+    try
+        {FileOpts, TlsSources} = read_optfiles(),
+        Config0 = ok(validate(AppEnv ++ FileOpts)),
+        Sides = tls_sides(TlsSources),
+        Config = Config0#{tls => ktls_filter_tls:carrier_tls(Sides, Config0),
+                          tls_source => tls_source(TlsSources)},
+        persistent_term:put(?PT_KEY, Config),
+        {ok, Config}
+    catch
+        throw:{config, Msg} -> {error, Msg}
     end.
+
+ok({ok, V}) -> V;
+ok({error, Msg}) -> throw({config, Msg}).
+
+%% Each source gives both sides or none; two sources are an error (which
+%% one was meant?).
+tls_sides([]) ->
+    undefined;
+tls_sides([{Source, Sides}]) ->
+    maps:from_list(
+      [case maps:find(Side, Sides) of
+           {ok, Opts} -> {Side, ok(ktls_filter_tls:side({Side, Source}, Opts))};
+           error -> throw({config, lists:flatten(io_lib:format(
+                                      "TLS options (~ts): no {~s, SslOptions}: give both "
+                                      "server and client", [Source, Side]))})
+       end || Side <- [server, client]]);
+tls_sides(Many) ->
+    throw({config, lists:flatten(io_lib:format("TLS options are given more than once (~ts): "
+                                               "keep one", [lists:join(", ", [S || {S, _} <- Many])]))}).
+
+tls_source([]) -> undefined;
+tls_source([{Source, _} | _]) -> unicode:characters_to_binary(Source).
+
+%% Options and TLS sides from -ktls_filter_optfile, -ssl_dist_optfile and
+%% -ssl_dist_opt.
+read_optfiles() ->
+    Files = [{F, Flag} || Flag <- [ssl_dist_optfile, ktls_filter_optfile],
+                          F <- argument_files(Flag)],
+    Read = [read_optfile(F, Flag) || {F, Flag} <- Files],
+    Opts = lists:append([O || {O, _} <- Read]),
+    Sources = [S || {_, S} <- Read, S =/= none],
+    DistOpt = case init:get_argument(ssl_dist_opt) of
+                  {ok, Args} ->
+                      case ktls_filter_tls:from_dist_opt_args(lists:append(Args)) of
+                          {ok, Sides} -> [{"-ssl_dist_opt", Sides}];
+                          none -> [];
+                          {error, Msg} -> throw({config, Msg})
+                      end;
+                  error ->
+                      []
+              end,
+    {Opts, Sources ++ DistOpt}.
+
+argument_files(Flag) ->
+    case init:get_argument(Flag) of
+        {ok, Lists} -> [F || [F | _] <- Lists];
+        error -> []
+    end.
+
+read_optfile(File, Flag) ->
+    Source = lists:flatten(io_lib:format("-~s ~ts", [Flag, File])),
+    case consult(File) of
+        {ok, Terms} ->
+            Elements = lists:append([case T of L when is_list(L) -> L; _ -> [T] end
+                                     || T <- Terms]),
+            {Sides, Opts} = lists:partition(
+                              fun({S, _}) -> S =:= server orelse S =:= client;
+                                 (_) -> false end, Elements),
+            case [T || T <- Opts, not is_kv(T)] of
+                [] -> ok;
+                [Bad | _] -> throw({config, lists:flatten(io_lib:format(
+                                               "~ts: expected {server, SslOptions}, "
+                                               "{client, SslOptions} or {Key, Value}, got ~tp",
+                                               [Source, Bad]))})
+            end,
+            {Opts, case Sides of
+                       [] -> none;
+                       _ -> {Source, maps:from_list(Sides)}
+                   end};
+        {error, Why} ->
+            throw({config, lists:flatten(io_lib:format("~ts: ~ts", [Source, Why]))})
+    end.
+
+%% @doc file:consult/1 without the file server (usable while the node boots).
+-spec consult(file:filename()) -> {ok, [term()]} | {error, string()}.
+consult(File) ->
+    case prim_file:read_file(File) of
+        {ok, Bin} ->
+            case unicode:characters_to_list(Bin) of
+                Text when is_list(Text) -> parse_terms(Text, 1, []);
+                _ -> {error, "not UTF-8 text"}
+            end;
+        {error, Why} ->
+            {error, file:format_error(Why)}
+    end.
+
+parse_terms(Text, Line, Acc) ->
+    case erl_scan:tokens([], Text, Line) of
+        {done, {ok, Tokens, End}, Rest} ->
+            case erl_parse:parse_term(Tokens) of
+                {ok, Term} -> parse_terms(Rest, End, [Term | Acc]);
+                {error, {L, Mod, Desc}} -> {error, syntax(L, Mod, Desc)}
+            end;
+        {done, {error, {L, Mod, Desc}, _}, _} ->
+            {error, syntax(L, Mod, Desc)};
+        {done, {eof, _}, _} ->
+            {ok, lists:reverse(Acc)};
+        {more, _} ->
+            case string:trim(Text) of
+                "" -> {ok, lists:reverse(Acc)};
+                _ -> {error, lists:flatten(io_lib:format("line ~w: a term without its "
+                                                         "final '.'", [Line]))}
+            end
+    end.
+
+syntax(L, Mod, Desc) ->
+    lists:flatten(io_lib:format("line ~w: ~ts", [line(L), Mod:format_error(Desc)])).
+
+line({L, _Col}) -> L;
+line(L) -> L.
 
 %% @doc Changes one option at run time: validated like the start-up options,
 %% handed to Apply (which pushes it into the NIF), then stored.
@@ -125,8 +236,10 @@ load_options() ->
           {ok, Old :: term(), New :: term()} | {error, term()}.
 set({Key, Value}, Apply) ->
     Old = ?MODULE:get(),
-    case validate(maps:to_list(Old) ++ [{Key, Value}]) of
-        {ok, New} ->
+    Fixed = maps:with([tls, tls_source], Old),  % start-up only
+    case validate(maps:to_list(maps:without([tls, tls_source], Old)) ++ [{Key, Value}]) of
+        {ok, New0} ->
+            New = maps:merge(New0, Fixed),
             case Apply(New) of
                 ok ->
                     persistent_term:put(?PT_KEY, New),
@@ -154,26 +267,6 @@ get() ->
 -spec get(key()) -> term().
 get(Key) ->
     maps:get(Key, ?MODULE:get()).
-
-read_optfile() ->
-    case init:get_argument(ktls_filter_optfile) of
-        {ok, [[File | _] | _]} ->
-            case file:consult(File) of
-                {ok, Terms} ->
-                    case [T || T <- Terms, not is_kv(T)] of
-                        [] -> {ok, Terms};
-                        [Bad | _] ->
-                            {error, lists:flatten(io_lib:format(
-                                "ktls_filter_optfile ~ts: expected {Key, Value}, got ~tp",
-                                [File, Bad]))}
-                    end;
-                {error, Reason} ->
-                    {error, lists:flatten(io_lib:format(
-                        "ktls_filter_optfile ~ts: ~ts", [File, file:format_error(Reason)]))}
-            end;
-        _ ->
-            {ok, []}
-    end.
 
 is_kv({K, _}) when is_atom(K) -> true;
 is_kv(_) -> false.
@@ -290,6 +383,12 @@ type_name(peers) -> "a map #{'name@host' => {Host, Port}}";
 type_name(mfa_list) -> "a list of {Module, Function, Arity | '_'}";
 type_name(atom_list) -> "a list of atoms";
 type_name(module_or_undefined) -> "a module name or undefined".
+
+%% @doc What the carrier (ktls_filter_nif:start/1) gets: the configuration
+%% with `tls' in the carrier's form (undefined: plain TCP).
+-spec carrier_options(config()) -> map().
+carrier_options(Config) ->
+    maps:remove(tls_source, Config).
 
 %% @doc What the filter engine (ktls_filter_nif:filter_configure/1) gets:
 %% the configuration plus `handler_spawn_init', true when the handler

@@ -4,7 +4,9 @@
 %% an acceptor process per listener, a handshake process per connection that
 %% becomes dist_util's connection supervisor, and a process-based controller
 %% (`ktls_filter_dist_ctrl') per connection. Bytes move through the carrier
-%% (ktls_filter_nif); on the wire this is the same as inet_tcp_dist.
+%% (ktls_filter_nif); on the wire this is the same as inet_tcp_dist, or with
+%% TLS options (ktls_filter_config) as inet_tls_dist: TLS first (the carrier
+%% runs it), then the dist handshake inside it.
 -module(ktls_filter_dist).
 
 -export([listen/1, listen/2, accept/1, accept_connection/5, setup/5, close/1,
@@ -90,7 +92,7 @@ listen(Name, Host) ->
 start_carrier() ->
     case ktls_filter_config:load() of
         {ok, Config} ->
-            case ktls_filter_nif:start(Config) of
+            case ktls_filter_nif:start(ktls_filter_config:carrier_options(Config)) of
                 ok ->
                     _ = maps:get(rx_reader, Config) =:= port andalso
                         ktls_filter_rx_port:ensure_loaded(),
@@ -103,6 +105,10 @@ start_carrier() ->
                                                    "refused: ~tp~n", [Bad]),
                             {error, Bad}
                     end;
+                {error, {tls, Why}} ->
+                    error_logger:error_msg("ktls_filter: TLS options (~ts) refused: ~ts~n",
+                                           [maps:get(tls_source, Config), Why]),
+                    {error, {tls, Why}};
                 {error, Reason} ->
                     error_logger:error_msg("ktls_filter: carrier failed to start: ~tp~n",
                                            [Reason]),
@@ -204,7 +210,7 @@ do_accept(Kernel, AcceptPid, Ctrl, MyNode, Allowed, SetupTime) ->
     receive
         {AcceptPid, controller, Conn} ->
             Timer = dist_util:start_timer(SetupTime),
-            HSData0 = hs_data(Ctrl, Conn),
+            HSData0 = bind_name_on_accept(Conn, hs_data(Ctrl, Conn)),
             HSData = HSData0#hs_data{kernel_pid = Kernel,
                                      this_node = MyNode,
                                      timer = Timer,
@@ -234,6 +240,7 @@ do_setup(Kernel, Node, Type, MyNode, LongOrShortNames, SetupTime) ->
             Timeout = ktls_filter_config:get(connect_timeout),
             case connect(Ip, Port, Timeout) of
                 {ok, Conn} ->
+                    ok = bind_name_on_connect(Conn, Node),
                     Ctrl = ktls_filter_dist_ctrl:start(Conn),
                     ok = handover(Conn, Ctrl),
                     ok = ktls_filter_dist_ctrl:supervisor(Ctrl, self()),
@@ -246,6 +253,11 @@ do_setup(Kernel, Node, Type, MyNode, LongOrShortNames, SetupTime) ->
                                              other_version = Version,
                                              request_type = Type},
                     dist_util:handshake_we_started(HSData);
+                {error, Reason} when is_binary(Reason) ->
+                    %% TLS: the handshake failed (certificate, protocol...).
+                    error_logger:warning_msg("ktls_filter: connect to ~tp (~s:~w) failed: ~ts~n",
+                                             [Node, inet:ntoa(Ip), Port, Reason]),
+                    ?shutdown2(Node, {connect_failed, Reason});
                 {error, Reason} ->
                     error_logger:info_msg("ktls_filter: connect to ~tp (~s:~w) failed: ~tp~n",
                                           [Node, inet:ntoa(Ip), Port, Reason]),
@@ -286,6 +298,66 @@ connect(Ip, Port, Timeout) ->
         Error ->
             Error
     end.
+
+%% ------------------------------------------------------------------
+%% verify_node_name: the peer's certificate must name its host
+%% ------------------------------------------------------------------
+
+%% We connect: the node we asked for is known before the dist handshake.
+bind_name_on_connect(Conn, Node) ->
+    case ktls_filter_config:get(verify_node_name) of
+        true ->
+            case ktls_filter_tls:check_node_name(Conn, Node) of
+                ok ->
+                    ok;
+                {error, Why} ->
+                    refuse_name(Conn, Why),
+                    ?shutdown2(Node, {tls_node_name, list_to_binary(Why)})
+            end;
+        false ->
+            ok
+    end.
+
+%% We accept: the peer names itself in its first handshake packet, checked
+%% before dist_util sees it.
+bind_name_on_accept(Conn, #hs_data{f_recv = Recv} = HSData) ->
+    case ktls_filter_config:get(verify_node_name) of
+        true ->
+            HSData#hs_data{f_recv = fun(C, Len, Timeout) ->
+                                            checked_name(Conn, Recv(C, Len, Timeout))
+                                    end};
+        false ->
+            HSData
+    end.
+
+checked_name(Conn, {ok, Packet} = Got) ->
+    case get(ktls_name_checked) of
+        true ->
+            Got;
+        undefined ->
+            put(ktls_name_checked, true),
+            Name = ktls_filter_tls:name_in_packet(Packet),
+            case Name =/= undefined andalso ktls_filter_tls:check_node_name(Conn, Name) of
+                ok ->
+                    Got;
+                false ->
+                    refuse_name(Conn, "the first handshake packet names no node"),
+                    {error, tls_node_name};
+                {error, Why} ->
+                    refuse_name(Conn, Why),
+                    {error, tls_node_name}
+            end
+    end;
+checked_name(_Conn, Other) ->
+    Other.
+
+refuse_name(Conn, Why) ->
+    Peer = case ktls_filter_nif:peername(Conn) of
+               {ok, {Ip, Port}} -> inet:ntoa(Ip) ++ ":" ++ integer_to_list(Port);
+               _ -> "unknown peer"
+           end,
+    logger:warning("ktls_filter: refused ~s: ~ts", [Peer, Why], #{domain => [ktls_filter]}),
+    ktls_filter_nif:close(Conn, unicode:characters_to_binary(Why)).
 
 %% ------------------------------------------------------------------
 %% Handshake data shared by both sides
