@@ -387,6 +387,15 @@ std::string ConnectionImpl::cut() {
       break;
     }
     const uint8_t* base = rx_->data() + rx_start_;
+    if (rx_end_ - rx_start_ >= 3 && base[0] == 0x16 && base[1] == 0x03 && base[2] <= 4 &&
+        !tls() && parser_.framing() == Framing::kHandshake &&
+        packets_in_.load(std::memory_order_relaxed) == 0) {
+      // A TLS ClientHello (16 03 0x) where the first 2-byte handshake
+      // length should be: it would wait for 5,6xx bytes that never come.
+      return "the peer " + peer_.to_string() +
+             " speaks TLS (16 03), this node does not: is it a node with TLS options "
+             "(-ktls_filter_optfile / -ssl_dist_optfile)?";
+    }
     auto r = parser_.next(base, rx_end_ - rx_start_);
     if (r.step == FrameParser::Step::kNeedMore) break;
     if (r.step == FrameParser::Step::kOversized) {
@@ -504,7 +513,9 @@ void ConnectionImpl::on_recv(int res) {
       bytes_in_.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
       on_handshake_bytes(static_cast<size_t>(res));
     } else if (res == 0) {
-      handshake_failed("the peer closed the connection");
+      handshake_failed(hs_seen_ ? "the peer closed the connection"
+                                : "the peer closed the connection before any TLS record (is it a "
+                                  "node without TLS, or one that refused us?)");
     } else if (res != -EINTR && res != -EAGAIN) {
       handshake_failed(std::string("recv: ") + std::strerror(-res));
     }
@@ -818,6 +829,7 @@ void ConnectionImpl::arm_handshake_recv() {
 
 void ConnectionImpl::on_handshake_bytes(size_t n) {
   if (!session_ || closing_) return;
+  hs_seen_ = true;
   hs_got_ += n;
   if (hs_got_ < kRecordHeader) return;
   const uint8_t* h = hs_in_.data();

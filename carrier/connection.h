@@ -322,6 +322,7 @@ class ConnectionImpl final : public Connection {
   size_t hs_got_ = 0;
   bool report_connect_ = false;     // connect() is reported after the handshake
   bool hs_timer_armed_ = false;     // handshake_timeout is running
+  bool hs_seen_ = false;            // the peer sent handshake bytes
   __kernel_timespec hs_timeout_{};  // read by the kernel at submit
   std::unique_ptr<RecordCipher> sealer_, opener_;
   std::vector<uint8_t> fast_sealed_;  // the fast path's records (under mu_)

@@ -185,6 +185,24 @@ TEST_F(TlsCarrierTest, PlainPeerOnTheTlsPortIsNamed) {
   ::close(fd);
 }
 
+TEST_F(TlsCarrierTest, TlsPeerOnAPlainPortIsNamed) {
+  carrier.reset();
+  auto c = Carrier::start(CarrierOptions{});  // no TLS
+  ASSERT_TRUE(c.ok());
+  carrier = c.take();
+  auto l = carrier->listen(SockAddr::parse("127.0.0.1", 0).value(), 128, events);
+  ASSERT_TRUE(l.ok());
+  listener = l.take();
+  OpenSslPeer peer(raw_connect(), options("client"));
+  ASSERT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
+  server = events->accepted.front();
+  server->set_observer(events);
+  server->start_streaming(RxMode::kRing);  // a plain dist handshake is expected
+  EXPECT_NE(peer.handshake(), "");         // its ClientHello gets no answer
+  const std::string why = server_close_reason();
+  EXPECT_NE(why.find("speaks TLS (16 03), this node does not"), std::string::npos) << why;
+}
+
 TEST_F(TlsCarrierTest, GarbageIsRefused) {
   int fd = raw_connect();
   server = next_server();

@@ -7,9 +7,9 @@
 # ([{server, Opts}, {client, Opts}]) that works the same with
 # `-proto_dist inet_tls -ssl_dist_optfile F' and
 # `-proto_dist ktls_filter -ktls_filter_optfile F'. The certificate's CN is
-# NAME@HOST; its subjectAltNames are HOST (as DNS name and, for an IP, as
-# IP address), localhost and 127.0.0.1 (IP), so the
-# node-name binding (verify_node_name) accepts it. DIR/ca.pem and
+# NAME@HOST; its subjectAltName is HOST (a DNS name, and for an IP also
+# the IP address), so the node-name binding (verify_node_name) accepts it
+# for nodes on HOST. DIR/ca.pem and
 # DIR/ca.key are made once and reused. Without names: node@127.0.0.1.
 #
 # KTLS_CERTS_VERSIONS="'tlsv1.3'" puts {versions, ['tlsv1.3']} into the
@@ -41,8 +41,8 @@ for node in "$@"; do
   # An IP host is also a DNS name: inet_tls_dist's hostname check looks
   # for the host as given in the node name among the DNS names.
   case "$host" in
-    *[!0-9.]*) san="DNS:$host,DNS:localhost,IP:127.0.0.1" ;;
-    *) san="IP:$host,DNS:$host,DNS:localhost" ;;
+    *[!0-9.]*) san="DNS:$host" ;;
+    *) san="IP:$host,DNS:$host" ;;
   esac
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$node" \
     -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null

@@ -27,10 +27,12 @@ config_set(Key, Value) ->
             Error
     end.
 
-%% @doc Carrier-wide counters: connections, ring, buffer pool.
+%% @doc Carrier-wide counters: connections, ring, buffer pool, and TLS:
+%% handshakes, handshake failures by reason, kTLS installs and fallbacks
+%% (with the last reason), refusals by verify_node_name.
 -spec carrier_stats() -> map().
 carrier_stats() ->
-    ktls_filter_nif:carrier_stats().
+    (ktls_filter_nif:carrier_stats())#{tls_node_name_refusals => ktls_filter_tls:refusals()}.
 
 %% @doc Open ktls_filter connections as {Node, ConnectionInfo}.
 -spec connections() -> [map()].

@@ -92,6 +92,7 @@ listen(Name, Host) ->
 start_carrier() ->
     case ktls_filter_config:load() of
         {ok, Config} ->
+            ok = ktls_filter_tls:init(),
             case ktls_filter_nif:start(ktls_filter_config:carrier_options(Config)) of
                 ok ->
                     _ = maps:get(rx_reader, Config) =:= port andalso
@@ -357,6 +358,7 @@ refuse_name(Conn, Why) ->
                _ -> "unknown peer"
            end,
     logger:warning("ktls_filter: refused ~s: ~ts", [Peer, Why], #{domain => [ktls_filter]}),
+    ktls_filter_tls:count_refusal(),
     ktls_filter_nif:close(Conn, unicode:characters_to_binary(Why)).
 
 %% ------------------------------------------------------------------

@@ -9,7 +9,33 @@
 -module(ktls_filter_tls).
 
 -export([side/2, from_dist_opt_args/1, carrier_tls/2, supported/0, ignored/0,
-         check_node_name/2, name_in_packet/1]).
+         check_node_name/2, name_in_packet/1, init/0, count_refusal/0, refusals/0]).
+
+-define(REFUSALS, {?MODULE, node_name_refusals}).
+
+%% @doc Makes the counter of verify_node_name refusals (once, when the
+%% carrier starts).
+-spec init() -> ok.
+init() ->
+    case persistent_term:get(?REFUSALS, undefined) of
+        undefined -> persistent_term:put(?REFUSALS, counters:new(1, [write_concurrency]));
+        _ -> ok
+    end.
+
+-spec count_refusal() -> ok.
+count_refusal() ->
+    case persistent_term:get(?REFUSALS, undefined) of
+        undefined -> ok;
+        C -> counters:add(C, 1, 1)
+    end.
+
+%% @doc Connections refused by verify_node_name so far.
+-spec refusals() -> non_neg_integer().
+refusals() ->
+    case persistent_term:get(?REFUSALS, undefined) of
+        undefined -> 0;
+        C -> counters:get(C, 1)
+    end.
 
 %% ssl options with the same meaning here.
 -spec supported() -> [atom()].

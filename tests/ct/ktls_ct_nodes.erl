@@ -27,7 +27,7 @@ cookie() -> list_to_atom(?COOKIE).
 unique(Prefix) ->
     Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
 
-%% Carrier: ktls | inet_tcp | epmdless (ktls with ktls_filter_epmd).
+%% Carrier: ktls | inet_tcp | inet_tls | epmdless (ktls with ktls_filter_epmd).
 -spec start(string(), atom()) -> {pid(), node()}.
 start(Name, Carrier) ->
     start(Name, Carrier, []).
@@ -53,6 +53,7 @@ start(Name, Carrier, Extra) ->
 
 carrier_args(ktls) -> ["-proto_dist", "ktls_filter"];
 carrier_args(inet_tcp) -> ["-proto_dist", "inet_tcp"];
+carrier_args(inet_tls) -> ["-proto_dist", "inet_tls"];
 carrier_args(epmdless) ->
     ["-proto_dist", "ktls_filter", "-epmd_module", "ktls_filter_epmd", "-start_epmd", "false"].
 
