@@ -1,11 +1,14 @@
 #!/usr/bin/env escript
 %%! -noshell
-%% ./ktls demo: three nodes with -proto_dist ktls_filter on 127.0.0.1.
-%% Shows traffic flowing over the carrier, attacks from the ElixirConf 2023
-%% dist-filtering talk being dropped by the default policy, and statistics.
+%% ./ktls demo: three nodes with -proto_dist ktls_filter on 127.0.0.1,
+%% speaking TLS (mutual authentication, a throwaway CA made by demo.sh).
+%% Shows which record layer carries TLS (the kernel's kTLS or OpenSSL in user
+%% space, and why), traffic flowing over the carrier, a stock inet_tls_dist
+%% node joining, attacks from the ElixirConf 2023 dist-filtering talk being
+%% dropped by the default policy, and statistics.
 -mode(compile).
 
-main([Ebin, BenchEbin | _]) ->
+main([Ebin, BenchEbin, TlsConf | _]) ->
     true = code:add_patha(Ebin),
     Cookie = "ktls_demo_" ++ integer_to_list(erlang:unique_integer([positive])),
     Start = fun(Name) ->
@@ -15,17 +18,28 @@ main([Ebin, BenchEbin | _]) ->
                                      %% the bench's traffic generators spawn
                                      %% ktls_bench funs: allowed on purpose
                                      args => ["-pa", Ebin, "-pa", BenchEbin, "-proto_dist", "ktls_filter",
+                                              "-ktls_filter_optfile", TlsConf,
                                               "-setcookie", Cookie,
                                               "-ktls_filter", "allow_mfa", "[{ktls_bench,'_','_'}]"]}),
                     {P, N}
             end,
-    say("starting 3 nodes with -proto_dist ktls_filter on 127.0.0.1"),
+    say("starting 3 nodes with -proto_dist ktls_filter -ktls_filter_optfile ~ts", [TlsConf]),
     [{A, NA}, {B, NB}, {C, NC}] = [Start(N) || N <- ["alpha", "beta", "gamma"]],
     Call = fun(P, M, F, Args) -> peer:call(P, M, F, Args, 60000) end,
     pong = Call(A, net_adm, ping, [NB]),
     pong = Call(A, net_adm, ping, [NC]),
     pong = Call(B, net_adm, ping, [NC]),
     say("~p sees ~p", [NA, Call(A, erlang, nodes, [])]),
+    [#{tls := Tls} | _] = Call(A, ktls_filter, connections, []),
+    say("TLS: ~p, ~s, peer ~s", [maps:get(protocol, Tls), maps:get(cipher, Tls),
+                                 maps:get(peer_subject, Tls)]),
+    case Tls of
+        #{kernel_tx := true, kernel_rx := true} ->
+            say("  record layer: in the kernel (kTLS), both directions");
+        #{kernel_fallback := Why} ->
+            say("  record layer: OpenSSL in user space on the carrier's buffers (no kTLS: ~ts)",
+                [Why])
+    end,
 
     say("traffic from ~p to ~p:", [NA, NB]),
     {Msgs, MsgUs} = Call(A, ktls_bench, small, [NB, 4, 50000]),
@@ -35,6 +49,17 @@ main([Ebin, BenchEbin | _]) ->
     Rtts = Call(A, ktls_bench, pingpong, [NB, 1000]),
     say("  ping-pong p50: ~p us", [lists:nth(500, Rtts)]),
     NB = Call(A, erpc, call, [NB, erlang, node, []]),
+
+    say("a stock node (-proto_dist inet_tls, same options file) joins:"),
+    {ok, D, ND} = peer:start_link(#{name => "delta_" ++ os:getpid(), host => "127.0.0.1",
+                                    longnames => true, connection => standard_io,
+                                    args => ["-proto_dist", "inet_tls", "-ssl_dist_optfile",
+                                             TlsConf, "-setcookie", Cookie]}),
+    pong = Call(D, net_adm, ping, [NA]),
+    #{tls := DTls} = Call(A, ktls_filter, channel_inspect, [ND]),
+    say("  ~p <-> ~p: ~p, ~s; ~p sees ~p", [ND, NA, maps:get(protocol, DTls),
+                                          maps:get(cipher, DTls), ND, Call(D, erlang, nodes, [])]),
+    peer:stop(D),
 
     say("attacks from ~p on ~p (default policy, no allow list for them):", [NA, NB]),
     %% Each runs on alpha: peer:call(A, M, F, Args).
@@ -64,14 +89,15 @@ main([Ebin, BenchEbin | _]) ->
 
     say("stats on ~p:", [NB]),
     Stats = Call(B, ktls_filter, carrier_stats, []),
-    say("  carrier: ~p", [Stats]),
+    say("  carrier: ~p", [maps:without([pool], Stats)]),
     [Conn | _] = Call(B, ktls_filter, connections, []),
-    say("  a connection: ~p", [Conn]),
+    say("  a connection: ~p",
+        [Conn#{tls := maps:remove(peer_certificate, maps:get(tls, Conn))}]),
     [peer:stop(P) || P <- [A, B, C]],
     say("demo finished"),
     halt(0);
 main(_) ->
-    io:format("usage: demo.escript EBIN BENCH_EBIN~n"),
+    io:format("usage: demo.escript EBIN BENCH_EBIN TLS_OPTFILE~n"),
     halt(2).
 
 say(F) -> say(F, []).
