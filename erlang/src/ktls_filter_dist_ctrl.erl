@@ -82,7 +82,7 @@ setup_loop(Conn) ->
             output_loop(Conn, DHandle);
         {ktls_closed, Conn, Reason} ->
             log_closed(Conn, handshake, Reason),
-            exit({connection_closed, Reason});
+            exit(connection_closed);
         {'EXIT', _Sup, Reason} ->
             log_closed(Conn, handshake, Reason),
             ktls_filter_nif:close(Conn, <<"handshake failed">>),
@@ -124,8 +124,10 @@ output_loop(Conn, DHandle) ->
 %% Exits when Msg says the connection or the channel is gone; ok otherwise
 %% (other messages are dropped).
 connection_down(Conn, {ktls_closed, Conn, Reason}) ->
+    %% OTP's nodedown reason is the atom (code matches on it); the detail
+    %% (peer, why) is in the log line.
     log_closed(Conn, connected, Reason),
-    exit({connection_closed, Reason});
+    exit(connection_closed);
 connection_down(Conn, {'EXIT', _From, Reason}) ->
     ktls_filter_nif:close(Conn, <<"dist channel shut down">>),
     exit(Reason);
@@ -211,8 +213,8 @@ input_loop(Conn, DHandle, RxPort) ->
                 resume -> ktls_filter_rx_port:resume(RxPort)
             end,
             input_loop(Conn, DHandle, RxPort);
-        {ktls_closed, Conn, Reason} ->
-            exit({connection_closed, Reason});
+        {ktls_closed, Conn, _Reason} ->
+            exit(connection_closed);  % the output side logs the reason
         _Other ->
             input_loop(Conn, DHandle, RxPort)
     end.

@@ -130,9 +130,14 @@ nodedown_on_kill(_Config) ->
     %% not a dist node, so everything it needs is asked for with peer:call).
     ok = call(A, erlang, apply, [fun() ->
         P = spawn(fun() ->
-                          ok = net_kernel:monitor_nodes(true),
+                          ok = net_kernel:monitor_nodes(true, [nodedown_reason]),
                           receive {go, T0} -> ok end,
-                          R = receive {nodedown, NB} -> {nodedown, erlang:monotonic_time(millisecond) - T0}
+                          R = receive
+                                  %% OTP's reason atom, as with inet_tcp
+                                  {nodedown, NB, [{nodedown_reason, connection_closed}]} ->
+                                      {nodedown, erlang:monotonic_time(millisecond) - T0};
+                                  {nodedown, NB, Info} ->
+                                      {wrong_reason, Info}
                               after 10000 -> no_nodedown
                               end,
                           receive {get, From} -> From ! {result, R} end
