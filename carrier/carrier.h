@@ -200,6 +200,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Close; on_closed follows with `reason`.
   virtual void close(const std::string& reason) = 0;
 
+  // An integer socket option (setsockopt/getsockopt level, name): what
+  // net_kernel:setopts/getopts and the inet_dist_*_options reach.
+  virtual Result<void> set_socket_option(int level, int name, int value) = 0;
+  virtual Result<int> socket_option(int level, int name) = 0;
   virtual ConnectionStats stats() const = 0;
   virtual TlsInfo tls_info() const = 0;
   virtual const SockAddr& peer() const = 0;

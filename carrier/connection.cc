@@ -260,6 +260,28 @@ Result<int> ConnectionImpl::dup_poll_fd() {
   return d;
 }
 
+// Under rx_mu_: finish_close() marks rx_closed_ under it before the socket
+// goes, so the descriptor is this connection's while the lock is held.
+Result<void> ConnectionImpl::set_socket_option(int level, int name, int value) {
+  std::lock_guard rx(rx_mu_);
+  if (rx_closed_ || !fd_) return Error::message("connection closed");
+  if (::setsockopt(fd_.get(), level, name, &value, sizeof value) != 0) {
+    return Error::from_errno(errno, "setsockopt");
+  }
+  return {};
+}
+
+Result<int> ConnectionImpl::socket_option(int level, int name) {
+  std::lock_guard rx(rx_mu_);
+  if (rx_closed_ || !fd_) return Error::message("connection closed");
+  int value = 0;
+  socklen_t len = sizeof value;
+  if (::getsockopt(fd_.get(), level, name, &value, &len) != 0) {
+    return Error::from_errno(errno, "getsockopt");
+  }
+  return value;
+}
+
 void ConnectionImpl::fail_from_caller(const std::string& why, int code) {
   {
     std::lock_guard lock(mu_);
@@ -387,8 +409,8 @@ std::string ConnectionImpl::cut() {
       break;
     }
     const uint8_t* base = rx_->data() + rx_start_;
-    if (rx_end_ - rx_start_ >= 3 && base[0] == 0x16 && base[1] == 0x03 && base[2] <= 4 &&
-        !tls() && parser_.framing() == Framing::kHandshake &&
+    if (rx_end_ - rx_start_ >= 3 && base[0] == 0x16 && base[1] == 0x03 && base[2] <= 4 && !tls() &&
+        parser_.framing() == Framing::kHandshake &&
         packets_in_.load(std::memory_order_relaxed) == 0) {
       // A TLS ClientHello (16 03 0x) where the first 2-byte handshake
       // length should be: it would wait for 5,6xx bytes that never come.

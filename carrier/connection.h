@@ -154,6 +154,8 @@ class ConnectionImpl final : public Connection {
     return s;
   }
   TlsInfo tls_info() const override;
+  Result<void> set_socket_option(int level, int name, int value) override;
+  Result<int> socket_option(int level, int name) override;
   const SockAddr& peer() const override { return peer_; }
   const SockAddr& local() const override { return local_; }
   uint64_t id() const override { return id_; }

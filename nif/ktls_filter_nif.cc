@@ -397,6 +397,31 @@ ERL_NIF_TERM nif_sockname(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return enif_make_tuple2(env, atoms.ok, make_ip_port(env, res->conn->local()));
 }
 
+// setsockopt(Conn, Level, Name, Value) -> ok | {error, Reason}
+ERL_NIF_TERM nif_setsockopt(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  int level, name, value;
+  if (!get_conn(env, argv[0], &res) || !enif_get_int(env, argv[1], &level) ||
+      !enif_get_int(env, argv[2], &name) || !enif_get_int(env, argv[3], &value)) {
+    return enif_make_badarg(env);
+  }
+  auto r = res->conn->set_socket_option(level, name, value);
+  return r ? atoms.ok : make_error(env, error_reason(env, r.error()));
+}
+
+// getsockopt(Conn, Level, Name) -> {ok, Value} | {error, Reason}
+ERL_NIF_TERM nif_getsockopt(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  int level, name;
+  if (!get_conn(env, argv[0], &res) || !enif_get_int(env, argv[1], &level) ||
+      !enif_get_int(env, argv[2], &name)) {
+    return enif_make_badarg(env);
+  }
+  auto r = res->conn->socket_option(level, name);
+  if (!r) return make_error(env, error_reason(env, r.error()));
+  return enif_make_tuple2(env, atoms.ok, enif_make_int(env, r.value()));
+}
+
 ERL_NIF_TERM nif_close(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ConnRes* res;
   if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
@@ -467,6 +492,8 @@ ErlNifFunc funcs[] = {
     {"info", 1, nif_info, 0},
     {"peername", 1, nif_peername, 0},
     {"sockname", 1, nif_sockname, 0},
+    {"setsockopt", 4, nif_setsockopt, 0},
+    {"getsockopt", 3, nif_getsockopt, 0},
     {"close", 2, nif_close, 0},
     {"filter_configure", 1, nif_filter_configure, 0},
     {"world_stats", 0, nif_world_stats, 0},

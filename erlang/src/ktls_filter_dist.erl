@@ -70,8 +70,8 @@ listen(Name, Host) ->
         ok ->
             Config = ktls_filter_config:get(),
             {First, Last} = port_range(Name, Host, Config),
-            case do_listen(maps:get(listen_ip, Config), First, Last,
-                           maps:get(backlog, Config)) of
+            {Ip, Backlog} = listen_address(Config),
+            case do_listen(Ip, First, Last, Backlog) of
                 {ok, L} ->
                     {ok, {_Ip, Port} = Addr} = ktls_filter_nif:listener_address(L),
                     NetAddr = (address())#net_address{address = Addr},
@@ -131,6 +131,29 @@ port_range(Name, Host, Config) ->
             {Port, Port}
     end.
 
+%% listen_ip / backlog of ktls_filter, or where they are at their defaults
+%% the kernel parameters inet_dist_use_interface and
+%% inet_dist_listen_options' {ip, _} and {backlog, _}, as inet_tcp_dist.
+listen_address(Config) ->
+    ListenOpts = case application:get_env(kernel, inet_dist_listen_options) of
+                     {ok, L} when is_list(L) -> L;
+                     _ -> []
+                 end,
+    Ip = case maps:get(listen_ip, Config) of
+             {0, 0, 0, 0} ->
+                 case application:get_env(kernel, inet_dist_use_interface) of
+                     {ok, UseIp} when is_tuple(UseIp) -> UseIp;
+                     _ -> proplists:get_value(ip, ListenOpts, {0, 0, 0, 0})
+                 end;
+             Configured ->
+                 Configured
+         end,
+    Backlog = case maps:get(backlog, Config) of
+                  128 -> proplists:get_value(backlog, ListenOpts, 128);
+                  B -> B
+              end,
+    {Ip, Backlog}.
+
 kernel_port_range() ->
     case application:get_env(kernel, inet_dist_listen_min) of
         {ok, N} when is_integer(N) ->
@@ -175,6 +198,7 @@ accept_loop(Kernel, Listener) ->
     ok = ktls_filter_nif:accept(Listener),
     receive
         {ktls_accept, Listener, {ok, Conn}} ->
+            _ = apply_env_options(Conn, inet_dist_listen_options),
             Ctrl = ktls_filter_dist_ctrl:start(Conn),
             ok = handover(Conn, Ctrl),
             Kernel ! {accept, self(), Ctrl, ?FAMILY, ?PROTOCOL},
@@ -241,6 +265,7 @@ do_setup(Kernel, Node, Type, MyNode, LongOrShortNames, SetupTime) ->
             Timeout = ktls_filter_config:get(connect_timeout),
             case connect(Ip, Port, Timeout) of
                 {ok, Conn} ->
+                    _ = apply_env_options(Conn, inet_dist_connect_options),
                     ok = bind_name_on_connect(Conn, Node),
                     Ctrl = ktls_filter_dist_ctrl:start(Conn),
                     ok = handover(Conn, Ctrl),
@@ -380,8 +405,8 @@ hs_data(Ctrl, Conn) ->
                  end,
              mf_tick = fun(C) when C =:= Ctrl -> ktls_filter_nif:send_tick(Conn) end,
              mf_getstat = fun(C) when C =:= Ctrl -> ktls_filter_nif:stats(Conn) end,
-             mf_setopts = fun(C, Opts) when C =:= Ctrl -> setopts(Conn, Opts) end,
-             mf_getopts = fun(C, Opts) when C =:= Ctrl -> getopts(Conn, Opts) end}.
+             mf_setopts = fun(C, Opts) when C =:= Ctrl -> conn_setopts(Conn, Opts) end,
+             mf_getopts = fun(C, Opts) when C =:= Ctrl -> conn_getopts(Conn, Opts) end}.
 
 ok_or_closed(ok) -> ok;
 ok_or_closed({error, _} = E) -> E.
@@ -419,19 +444,110 @@ remote_address(Conn, Node) ->
 %% Options on a live connection (net_kernel:setopts/getopts)
 %% ------------------------------------------------------------------
 
+%% Socket options a dist connection takes, as inet_tcp_dist's (Linux
+%% setsockopt levels and names); active, packet and deliver belong to the
+%% carrier, as in inet_tcp_dist.
+sockopt(nodelay) -> {6, 1, boolean};      % IPPROTO_TCP, TCP_NODELAY
+sockopt(priority) -> {1, 12, integer};    % SOL_SOCKET, SO_PRIORITY
+sockopt(tos) -> {0, 1, integer};          % IPPROTO_IP, IP_TOS
+sockopt(sndbuf) -> {1, 7, integer};       % SOL_SOCKET, SO_SNDBUF
+sockopt(recbuf) -> {1, 8, integer};       % SOL_SOCKET, SO_RCVBUF
+sockopt(keepalive) -> {1, 9, boolean};    % SOL_SOCKET, SO_KEEPALIVE
+sockopt(_) -> undefined.
+
+%% net_kernel:setopts(new, Opts) calls this with the listener: the options
+%% are checked here; net_kernel then stores them in inet_dist_listen_options
+%% and inet_dist_connect_options, which every later connection gets.
 -spec setopts(term(), list()) -> ok | {error, term()}.
-setopts(_Conn, Opts) ->
-    case [O || O <- Opts, not is_supported_opt(O)] of
+setopts(_Listener, Opts) ->
+    case bad_opts(Opts) of
         [] -> ok;
         Bad -> {error, {badopts, Bad}}
     end.
 
-is_supported_opt({nodelay, B}) when is_boolean(B) -> true;
-is_supported_opt(_) -> false.
-
 -spec getopts(term(), list()) -> {ok, list()} | {error, term()}.
-getopts(_Conn, Opts) ->
-    {ok, [{nodelay, ktls_filter_config:get(nodelay)} || nodelay <- Opts]}.
+getopts(_Listener, _Opts) ->
+    {error, enotsup}.
+
+bad_opts(Opts) ->
+    [O || O <- Opts, not valid_opt(O)].
+
+valid_opt({K, V}) ->
+    case sockopt(K) of
+        {_, _, boolean} -> is_boolean(V);
+        {_, _, integer} -> is_integer(V) andalso V >= 0;
+        undefined -> false
+    end;
+valid_opt(_) ->
+    false.
+
+%% net_kernel:setopts(Node, Opts) on a live connection.
+conn_setopts(Conn, Opts) ->
+    case bad_opts(Opts) of
+        [] -> set_all(Conn, Opts);
+        Bad -> {error, {badopts, Bad}}
+    end.
+
+set_all(_Conn, []) ->
+    ok;
+set_all(Conn, [{K, V} | T]) ->
+    {Level, Name, _} = sockopt(K),
+    Int = case V of true -> 1; false -> 0; I -> I end,
+    case ktls_filter_nif:setsockopt(Conn, Level, Name, Int) of
+        ok -> set_all(Conn, T);
+        {error, _} = E -> E
+    end.
+
+%% net_kernel:getopts(Node, Opts).
+conn_getopts(Conn, Opts) ->
+    try
+        {ok, [{K, get_one(Conn, K)} || K <- Opts]}
+    catch
+        throw:Error -> Error
+    end.
+
+get_one(Conn, K) ->
+    case sockopt(K) of
+        {Level, Name, Type} ->
+            case ktls_filter_nif:getsockopt(Conn, Level, Name) of
+                {ok, I} when Type =:= boolean -> I =/= 0;
+                {ok, I} -> I;
+                {error, _} = E -> throw(E)
+            end;
+        undefined ->
+            throw({error, {badopts, [K]}})
+    end.
+
+%% The kernel parameters inet_dist_listen_options / inet_dist_connect_options
+%% (and what net_kernel:setopts(new, ...) put there): the socket options are
+%% set on the connection; options that only make sense for a gen_tcp socket
+%% of inet_tcp_dist are skipped with a warning naming them.
+apply_env_options(Conn, Param) ->
+    Opts = case application:get_env(kernel, Param) of
+               {ok, L} when is_list(L) -> L;
+               _ -> []
+           end,
+    Sock = [O || O <- Opts, valid_opt(O)],
+    case [O || O <- Opts, not valid_opt(O), not handled_elsewhere(Param, O)] of
+        [] -> ok;
+        Skipped -> warn_once({Param, Skipped},
+                             "ktls_filter: kernel ~s: ~tp not supported by ktls_filter, skipped",
+                             [Param, Skipped])
+    end,
+    set_all(Conn, Sock).
+
+%% {ip, Ip} and backlog of inet_dist_listen_options are read by listen/2.
+handled_elsewhere(inet_dist_listen_options, {ip, _}) -> true;
+handled_elsewhere(inet_dist_listen_options, {backlog, _}) -> true;
+handled_elsewhere(_, _) -> false.
+
+warn_once(Key, Fmt, Args) ->
+    case persistent_term:get({?MODULE, warned, Key}, false) of
+        true -> ok;
+        false ->
+            persistent_term:put({?MODULE, warned, Key}, true),
+            error_logger:warning_msg(Fmt ++ "~n", Args)
+    end.
 
 %% ------------------------------------------------------------------
 %% Helpers for names and the epmd module

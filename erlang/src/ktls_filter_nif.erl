@@ -19,7 +19,8 @@
 -export([listen/3, accept/1, listener_address/1, close_listener/1]).
 -export([connect/3, controlling_process/2, recv_packet/1, send_packet/2,
          set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
-         send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2]).
+         send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
+         setsockopt/4, getsockopt/3]).
 -export([filter_configure/1, world_stats/0, channel_list/0, channel_inspect/1,
          filter_answer/4, filter_decode/1, learn_role/2, forget_roles/0]).
 -export([logger_open/1, logger_ack/2, logger_set_capacity/1, logger_list/0, logger_inspect/1]).
@@ -130,6 +131,13 @@ peername(_C) -> ?NIF.
 
 -spec sockname(conn()) -> {ok, {inet:ip_address(), inet:port_number()}} | {error, term()}.
 sockname(_C) -> ?NIF.
+
+%% @doc An integer socket option (level, name as in setsockopt(2)).
+-spec setsockopt(conn(), integer(), integer(), integer()) -> ok | {error, term()}.
+setsockopt(_C, _Level, _Name, _Value) -> ?NIF.
+
+-spec getsockopt(conn(), integer(), integer()) -> {ok, integer()} | {error, term()}.
+getsockopt(_C, _Level, _Name) -> ?NIF.
 
 %% @doc Closes; ktls_closed follows with Reason.
 -spec close(conn(), term()) -> ok.

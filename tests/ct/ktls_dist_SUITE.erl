@@ -11,7 +11,8 @@
          interop_inet_tcp_ktls_connects/1, interop_inet_tcp_peer_connects/1,
          epmdless/1, remsh_without_epmd/1, config_error_names_option/1,
          stats_and_getstat/1, pool_buffers_return_after_release/1,
-         rx_port_reads_and_pauses/1, rx_reader_ring/1]).
+         rx_port_reads_and_pauses/1, rx_reader_ring/1, setopts_getopts/1,
+         inet_dist_options/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -20,7 +21,7 @@ all() ->
      nodedown_on_kill, reconnect_after_restart, interop_inet_tcp_ktls_connects,
      interop_inet_tcp_peer_connects, epmdless, remsh_without_epmd, config_error_names_option,
      stats_and_getstat, pool_buffers_return_after_release, rx_port_reads_and_pauses,
-     rx_reader_ring].
+     rx_reader_ring, setopts_getopts, inet_dist_options].
 
 init_per_testcase(_TC, Config) ->
     Config.
@@ -376,3 +377,33 @@ free_port() ->
     {ok, Port} = inet:port(S),
     gen_tcp:close(S),
     Port.
+
+%% net_kernel:setopts/getopts as with inet_tcp_dist: `new' for later
+%% connections, a live connection's socket, bad options refused.
+setopts_getopts(_Config) ->
+    {A, _} = start("a", ktls),
+    {_B, NB} = start("b", ktls),
+    ok = call(A, net_kernel, setopts, [new, [{nodelay, false}]]),
+    {error, noconnection} = call(A, net_kernel, getopts, [NB, [nodelay]]),
+    pong = call(A, net_adm, ping, [NB]),
+    {ok, [{nodelay, false}]} = call(A, net_kernel, getopts, [NB, [nodelay]]),
+    ok = call(A, net_kernel, setopts, [NB, [{nodelay, true}]]),
+    {ok, [{nodelay, true}]} = call(A, net_kernel, getopts, [NB, [nodelay]]),
+    ok = call(A, net_kernel, setopts, [NB, [{priority, 3}, {sndbuf, 262144}]]),
+    {ok, [{priority, 3}]} = call(A, net_kernel, getopts, [NB, [priority]]),
+    {error, {badopts, [{packet, 4}]}} = call(A, net_kernel, setopts, [NB, [{packet, 4}]]),
+    {error, {badopts, [{active, true}]}} = call(A, net_kernel, setopts, [new, [{active, true}]]),
+    {error, noconnection} = call(A, net_kernel, getopts, ['pixie@fairyland', [nodelay]]),
+    ok.
+
+%% The kernel parameters inet_dist_connect_options and
+%% inet_dist_listen_options reach the sockets of both ends.
+inet_dist_options(_Config) ->
+    Opts = ["-kernel", "inet_dist_connect_options", "[{priority,2}]",
+            "-kernel", "inet_dist_listen_options", "[{priority,1}]"],
+    {C, NC} = start("c", ktls, Opts),
+    {D, ND} = start("d", ktls, Opts),
+    pong = call(C, net_adm, ping, [ND]),
+    {ok, [{priority, 2}]} = call(C, net_kernel, getopts, [ND, [priority]]),
+    {ok, [{priority, 1}]} = call(D, net_kernel, getopts, [NC, [priority]]),
+    ok.
