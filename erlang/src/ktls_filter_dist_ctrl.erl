@@ -93,20 +93,32 @@ setup_loop(Conn) ->
 
 %% One log line per failed connection, naming the peer and the reason.
 log_closed(Conn, Phase, Reason) ->
-    Peer = case ktls_filter_nif:peername(Conn) of
-               {ok, {Ip, Port}} -> inet:ntoa(Ip) ++ ":" ++ integer_to_list(Port);
-               _ -> "unknown peer"
-           end,
-    Level = case Phase of
-                handshake -> warning;
-                connected -> notice
-            end,
-    Node = case get(ktls_node) of
-               undefined -> "";
-               N -> io_lib:format(" (~p)", [N])
-           end,
-    logger:log(Level, "ktls_filter: connection with ~s~s closed during ~p: ~tp",
-               [Peer, Node, Phase, Reason], #{domain => [ktls_filter]}).
+    Peer = ktls_filter_nif:peername(Conn),
+    Node = get(ktls_node),
+    %% Logged by another process: formatting (and, in a young node, loading
+    %% the formatter's modules, ~10 ms) must not delay this process's exit,
+    %% which is what takes the node down in the VM: the peer's view of the
+    %% cluster follows a disconnect at once, as with inet_tcp.
+    _ = spawn(fun() ->
+                      PeerText = case Peer of
+                                     {ok, {Ip, Port}} ->
+                                         inet:ntoa(Ip) ++ ":" ++ integer_to_list(Port);
+                                     _ ->
+                                         "unknown peer"
+                                 end,
+                      NodeText = case Node of
+                                     undefined -> "";
+                                     N -> io_lib:format(" (~p)", [N])
+                                 end,
+                      Level = case Phase of
+                                  handshake -> warning;
+                                  connected -> notice
+                              end,
+                      logger:log(Level, "ktls_filter: connection with ~s~s closed during ~p: ~tp",
+                                 [PeerText, NodeText, Phase, Reason],
+                                 #{domain => [ktls_filter]})
+              end),
+    ok.
 
 %% ------------------------------------------------------------------
 %% Output: VM -> carrier
