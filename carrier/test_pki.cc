@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 namespace ktls::carrier {
@@ -52,7 +53,8 @@ const Pki& pki() {
   static Pki p = [] {
     const char* tmp = std::getenv("TEST_TMPDIR");
     Pki k{std::string(tmp ? tmp : "/tmp") + "/ktls_test_pki"};
-    std::system(("mkdir -p " + k.dir).c_str());
+    std::error_code ignored;  // an unusable directory fails at the first file
+    std::filesystem::create_directories(k.dir, ignored);
     EVP_PKEY* ca_key = new_key();
     X509* ca = make_cert("ktls test CA", ca_key, nullptr, nullptr, true);
     write_pem(k.path("ca.pem"), ca, nullptr);
