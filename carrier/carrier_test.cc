@@ -114,17 +114,6 @@ class CarrierTest : public ::testing::TestWithParam<bool> {
   std::shared_ptr<Listener> listener;
 };
 
-// For state that no callback announces (stats): polls until `pred` holds.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds t = 5s) {
-  auto end = std::chrono::steady_clock::now() + t;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 // Sends one packet; true if the connection took it.
 bool send_strings_raw(Connection& c, std::string m) {
   OutboundBatch b;
@@ -561,68 +550,6 @@ TEST_P(CarrierTest, ReceiveBufferIsReusedWhenPacketsAreReleased) {
   std::lock_guard l(counter->mu);
   EXPECT_EQ(counter->buffers.size(), 1u);  // without reuse: two, alternating
 }
-
-// RxMode::kCaller: a poller thread of the test's plays the VM's pollset. It
-// calls receive_now() when the duplicate descriptor is readable, stops at
-// kPaused until resume(), and ends at kClosed (closing its duplicate).
-class CallerPoller {
- public:
-  explicit CallerPoller(std::shared_ptr<Connection> c) : conn_(std::move(c)) {
-    auto fd = conn_->dup_poll_fd();
-    EXPECT_TRUE(fd.ok());
-    fd_ = fd.ok() ? fd.value() : -1;
-    thread_ = std::thread([this] { run(); });
-  }
-  ~CallerPoller() {
-    stop_ = true;
-    thread_.join();
-    if (fd_ >= 0) ::close(fd_);
-  }
-  void resume() { resume_ = true; }
-  std::thread::id id() const { return thread_.get_id(); }
-  std::atomic<int> paused{0}, closed{0}, calls{0}, retries{0};
-
- private:
-  void run() {
-    bool polling = true;
-    step(&polling);  // bytes that came with the handshake
-    while (!stop_ && closed == 0) {
-      if (!polling) {
-        if (!resume_.exchange(false)) {
-          std::this_thread::sleep_for(1ms);
-          continue;
-        }
-        polling = true;
-        step(&polling);
-        continue;
-      }
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 10) > 0) step(&polling);
-    }
-  }
-  void step(bool* polling) {
-    calls++;
-    switch (conn_->receive_now()) {
-      case RxStep::kAgain:
-        break;
-      case RxStep::kPaused:
-        paused++;
-        *polling = false;
-        break;
-      case RxStep::kRetry:
-        retries++;
-        std::this_thread::sleep_for(5ms);
-        break;
-      case RxStep::kClosed:
-        closed++;
-        break;
-    }
-  }
-  std::shared_ptr<Connection> conn_;
-  int fd_ = -1;
-  std::atomic<bool> stop_{false}, resume_{false};
-  std::thread thread_;
-};
 
 // Records the threads on_packets ran on.
 class ThreadRecorder : public Recorder {

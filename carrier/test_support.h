@@ -2,14 +2,22 @@
 #pragma once
 
 #include <dirent.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "carrier/carrier.h"
+#include "carrier/test_pki.h"
 
 namespace ktls::carrier {
 
@@ -66,5 +74,140 @@ inline size_t open_fds() {
   closedir(d);
   return n;
 }
+
+// For state that no callback announces (stats): polls until `pred` holds.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds t = std::chrono::seconds(5)) {
+  auto end = std::chrono::steady_clock::now() + t;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// RxMode::kCaller: a poller thread of the test's plays the VM's pollset. It
+// calls receive_now() when the duplicate descriptor is readable, stops at
+// kPaused until resume(), and ends at kClosed (closing its duplicate).
+class CallerPoller {
+ public:
+  explicit CallerPoller(std::shared_ptr<Connection> c) : conn_(std::move(c)) {
+    auto fd = conn_->dup_poll_fd();
+    EXPECT_TRUE(fd.ok());
+    fd_ = fd.ok() ? fd.value() : -1;
+    thread_ = std::thread([this] { run(); });
+  }
+  ~CallerPoller() {
+    stop_ = true;
+    thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void resume() { resume_ = true; }
+  std::thread::id id() const { return thread_.get_id(); }
+  std::atomic<int> paused{0}, closed{0}, calls{0}, retries{0};
+
+ private:
+  void run() {
+    bool polling = true;
+    step(&polling);  // bytes that came with the handshake
+    while (!stop_ && closed == 0) {
+      if (!polling) {
+        if (!resume_.exchange(false)) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          continue;
+        }
+        polling = true;
+        step(&polling);
+        continue;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 10) > 0) step(&polling);
+    }
+  }
+  void step(bool* polling) {
+    calls++;
+    switch (conn_->receive_now()) {
+      case RxStep::kAgain:
+        break;
+      case RxStep::kPaused:
+        paused++;
+        *polling = false;
+        break;
+      case RxStep::kRetry:
+        retries++;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        break;
+      case RxStep::kClosed:
+        closed++;
+        break;
+    }
+  }
+  std::shared_ptr<Connection> conn_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false}, resume_{false};
+  std::thread thread_;
+};
+
+// A peer that speaks TLS with OpenSSL on a plain socket (blocking, with
+// timeouts): what a stock node's record layer does. Owns `fd`.
+class OpenSslPeer {
+ public:
+  OpenSslPeer(int fd, std::unique_ptr<TlsSession> s) : fd_(fd), s_(std::move(s)) {}
+  OpenSslPeer(int fd, const TlsOptions& o, bool server = false)
+      : OpenSslPeer(fd, session(o, server)) {}
+  ~OpenSslPeer() { ::close(fd_); }
+  std::string handshake() {
+    for (int i = 0; i < 50; i++) {
+      auto r = s_->handshake();
+      flush();
+      if (!r.ok()) return r.error().what;
+      if (r.value()) return {};
+      if (!read_some()) return "no answer";
+    }
+    return "handshake did not finish";
+  }
+  void send_packet(const std::string& body) {
+    std::string framed(4, '\0');
+    for (int i = 0; i < 4; i++) framed[i] = static_cast<char>(body.size() >> (8 * (3 - i)));
+    framed += body;
+    ASSERT_TRUE(s_->encrypt({reinterpret_cast<const uint8_t*>(framed.data()), framed.size()}).ok());
+    flush();
+  }
+  // Plaintext until `n` bytes came (or an error).
+  std::string read_plain(size_t n) {
+    std::vector<uint8_t> plain;
+    while (plain.size() < n) {
+      auto r = s_->decrypt(plain);
+      if (!r.ok()) return "error: " + r.error().what;
+      if (plain.size() >= n || !read_some()) break;
+    }
+    return std::string(plain.begin(), plain.end());
+  }
+  void flush() {
+    std::vector<uint8_t> out;
+    s_->take_ciphertext(out);
+    size_t at = 0;
+    while (at < out.size()) {  // a large flight may not fit the socket at once
+      ssize_t w = ::write(fd_, out.data() + at, out.size() - at);
+      ASSERT_GT(w, 0) << "write to the carrier: " << std::strerror(errno);
+      at += static_cast<size_t>(w);
+    }
+  }
+  bool read_some() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0) return false;
+    uint8_t buf[65536];
+    ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n <= 0) return false;
+    s_->put_ciphertext({buf, static_cast<size_t>(n)});
+    return true;
+  }
+  TlsSession& session_() { return *s_; }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  std::unique_ptr<TlsSession> s_;
+};
 
 }  // namespace ktls::carrier

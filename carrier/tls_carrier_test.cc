@@ -42,63 +42,6 @@ std::shared_ptr<TlsContext> context(const TlsOptions& o, bool server) {
   return c.ok() ? c.take() : nullptr;
 }
 
-// A peer that speaks TLS with OpenSSL on a plain socket (blocking, with
-// timeouts): what a stock node's record layer does.
-class OpenSslPeer {
- public:
-  OpenSslPeer(int fd, const TlsOptions& o) : fd_(fd), s_(session(o, false)) {}
-  ~OpenSslPeer() { ::close(fd_); }
-  std::string handshake() {
-    for (int i = 0; i < 50; i++) {
-      auto r = s_->handshake();
-      flush();
-      if (!r.ok()) return r.error().what;
-      if (r.value()) return {};
-      if (!read_some()) return "no answer";
-    }
-    return "handshake did not finish";
-  }
-  void send_packet(const std::string& body) {
-    std::string framed(4, '\0');
-    for (int i = 0; i < 4; i++) framed[i] = static_cast<char>(body.size() >> (8 * (3 - i)));
-    framed += body;
-    ASSERT_TRUE(s_->encrypt({reinterpret_cast<const uint8_t*>(framed.data()), framed.size()}).ok());
-    flush();
-  }
-  // Plaintext until `n` bytes came (or an error).
-  std::string read_plain(size_t n) {
-    std::vector<uint8_t> plain;
-    while (plain.size() < n) {
-      auto r = s_->decrypt(plain);
-      if (!r.ok()) return "error: " + r.error().what;
-      if (plain.size() >= n || !read_some()) break;
-    }
-    return std::string(plain.begin(), plain.end());
-  }
-  void flush() {
-    std::vector<uint8_t> out;
-    s_->take_ciphertext(out);
-    if (!out.empty()) {
-      ASSERT_EQ(::write(fd_, out.data(), out.size()), ssize_t(out.size()));
-    }
-  }
-  bool read_some() {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 5000) <= 0) return false;
-    uint8_t buf[65536];
-    ssize_t n = ::read(fd_, buf, sizeof buf);
-    if (n <= 0) return false;
-    s_->put_ciphertext({buf, static_cast<size_t>(n)});
-    return true;
-  }
-  TlsSession& session_() { return *s_; }
-  int fd() const { return fd_; }
-
- private:
-  int fd_;
-  std::unique_ptr<TlsSession> s_;
-};
-
 // A carrier whose listener is a TLS server; its accepted connections are
 // given `events` and stream dist packets.
 class TlsCarrierTest : public ::testing::Test {
