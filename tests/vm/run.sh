@@ -48,7 +48,7 @@ kernel_version() {
     return
   fi
   local cached
-  cached=$(ls -1 "$cache/kernel" 2>/dev/null | sort -V | tail -1)
+  cached=$(find "$cache/kernel" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -1)
   if [ -n "$cached" ] && [ -f "$cache/kernel/$cached/vmlinuz" ]; then
     echo "$cached"
     return
@@ -68,9 +68,9 @@ kernel_version() {
 # initramfs needs no download). Not `apt-get install`: that would run the
 # kernel's postinst hooks and pull initramfs-tools into the host.
 unpack_kernel() { # dir kver
-  local dir=$1 kv=$2 deb
+  local dir=$1 kv=$2 deb="" d
   mkdir -p "$cache/debs"
-  deb=$(ls "$cache/debs/linux-image-${kv}_"*.deb 2>/dev/null | head -1 || true)
+  for d in "$cache/debs/linux-image-${kv}_"*.deb; do [ -f "$d" ] && deb=$d; done
   if [ -z "$deb" ]; then
     say "downloading linux-image-$kv (apt-get download)"
     local log=$cache/debs/download.log
@@ -79,7 +79,7 @@ unpack_kernel() { # dir kver
       (cd "$cache/debs" && apt-get download "linux-image-$kv") >"$log" 2>&1 ||
         cannot_start "no guest kernel: apt-get download linux-image-$kv failed: $(grep -E '^E:' "$log" | head -1)"
     fi
-    deb=$(ls "$cache/debs/linux-image-${kv}_"*.deb)
+    for d in "$cache/debs/linux-image-${kv}_"*.deb; do [ -f "$d" ] && deb=$d; done
   fi
   dpkg -x "$deb" "$dir"
 }
@@ -161,12 +161,15 @@ boot() {
   qrc=${PIPESTATUS[0]}
   set -e
   local secs=$((SECONDS - t0))
-  if ! grep -q '^vm: init' "$log"; then
-    [ "$qrc" -eq 124 ] && cannot_start "no output from the guest in ${vm_timeout} s"
-    cannot_start "qemu-system-x86_64 exited with status $qrc: $(tail -3 "$qerr" | tr '\n' ' ')"
+  local timed_out=false
+  [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ] && timed_out=true
+  # QEMU itself failed (bad option, no memory, no CPU model): nothing ran.
+  # A guest that boots and then hangs or panics is the guest's failure.
+  if [ ! -s "$log" ] && [ "$qrc" -ne 0 ] && ! $timed_out; then
+    cannot_start "qemu-system-x86_64 exited with status $qrc: $(tail -3 "$qerr" | tr '\n' ' ' | sed 's/ *$//')"
   fi
   echo "started" >"$cache/boot.status"
-  if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+  if $timed_out; then
     say "the guest timed out after ${vm_timeout} s (KTLS_VM_TIMEOUT); console: $log"
     return 124
   fi
