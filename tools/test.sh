@@ -3,7 +3,8 @@
 # Ends with one line "N passed, N failed"; exit 0 only when nothing failed.
 #
 # Stages: gtest (bazel test), gtest under ASan+UBSan (clang), libFuzzer
-# (bounded), EUnit, Common Test (multi-node suites), patched runtime (THP).
+# (bounded), EUnit, Common Test (multi-node suites), patched runtime (THP),
+# kTLS on a real kernel in a QEMU guest (vm).
 # KTLS_TEST_STAGES="gtest ct" runs a subset.
 set -uo pipefail
 : "${KTLS_ROOT:?run through ./ktls test}"
@@ -15,23 +16,30 @@ default_stages="gtest asan"
 [ -x "$KTLS_ROOT/tests/fuzz/run.sh" ] && default_stages+=" fuzz"
 default_stages+=" eunit ct"
 [ -x "$KTLS_ROOT/tests/runtime/run.sh" ] && default_stages+=" runtime"
+[ -x "$KTLS_ROOT/tests/vm/stage.sh" ] && default_stages+=" vm"
 STAGES=${KTLS_TEST_STAGES:-$default_stages}
 total_pass=0
 total_fail=0
+total_skip=0
 
-record() { # stage passed failed
-  printf 'stage %-8s %5d passed, %d failed\n' "$1" "$2" "$3"
+record() { # stage passed failed [skipped]
+  local skipped=${4:-0}
+  printf 'stage %-8s %5d passed, %d failed' "$1" "$2" "$3"
+  [ "$skipped" -gt 0 ] && printf ', %d skipped' "$skipped"
+  printf '\n'
   total_pass=$((total_pass + $2))
   total_fail=$((total_fail + $3))
+  total_skip=$((total_skip + skipped))
 }
 
-# Counts <testcase> and failures in the test.xml of each test target of
-# this workspace (runs_per_test leftovers in run_K_of_N/ are not counted).
+# Counts <testcase>, failures and skips (GTEST_SKIP: not a pass) in the
+# test.xml of each test target of this workspace (runs_per_test leftovers
+# in run_K_of_N/ are not counted).
 count_bazel_xml() { # testlogs-dir target...
   python3 - "$@" <<'PY'
 import sys, os, xml.etree.ElementTree as ET
 logs, targets = sys.argv[1], sys.argv[2:]
-passed = failed = 0
+passed = failed = skipped = 0
 for t in targets:
     pkg, name = t.lstrip("/").split(":")
     f = os.path.join(logs, pkg, name, "test.xml")
@@ -46,9 +54,11 @@ for t in targets:
     for c in cases:
         if c.find("failure") is not None or c.find("error") is not None:
             failed += 1
+        elif c.find("skipped") is not None or c.get("result") == "skipped":
+            skipped += 1
         else:
             passed += 1
-print(passed, failed)
+print(passed, failed, skipped)
 PY
 }
 
@@ -62,14 +72,14 @@ stage_bazel() { # name, extra bazel args...
   testlogs=$(bazel info "$@" bazel-testlogs 2>/dev/null)
   targets=$(bazel query 'tests(//...)' 2>/dev/null)
   # shellcheck disable=SC2086
-  read -r p f < <(count_bazel_xml "$testlogs" $targets)
+  read -r p f k < <(count_bazel_xml "$testlogs" $targets)
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     echo "bazel test $* failed (rc=$rc) without a failing case; see $out" >&2
     tail -30 "$out" >&2
     f=1
   fi
   [ "$f" -gt 0 ] && grep -E 'FAILED|TIMEOUT' "$out" | head -20 >&2
-  record "$name" "$p" "$f"
+  record "$name" "$p" "$f" "$k"
 }
 
 stage_script() { # name script
@@ -92,6 +102,8 @@ stage_script() { # name script
     echo "stage $name failed; last lines of $out:" >&2
     tail -40 "$out" >&2
   fi
+  # A stage that could not run at all says so on a line of its own.
+  grep -E '^SKIPPED: ' "$out"
   record "$name" "$p" "$f"
 }
 
@@ -103,9 +115,14 @@ for s in $STAGES; do
     eunit) stage_script eunit "$KTLS_ROOT/tests/run_eunit.sh" ;;
     ct) stage_script ct "$KTLS_ROOT/tests/run_ct.sh" ;;
     runtime) stage_script runtime "$KTLS_ROOT/tests/runtime/run.sh" ;;
+    vm) stage_script vm "$KTLS_ROOT/tests/vm/stage.sh" ;;
     *) echo "unknown stage $s" >&2; record "$s" 0 1 ;;
   esac
 done
 
-echo "${total_pass} passed, ${total_fail} failed"
+if [ "$total_skip" -gt 0 ]; then
+  echo "${total_pass} passed, ${total_fail} failed, ${total_skip} skipped"
+else
+  echo "${total_pass} passed, ${total_fail} failed"
+fi
 [ "$total_fail" -eq 0 ]
