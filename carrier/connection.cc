@@ -295,6 +295,10 @@ void ConnectionImpl::fail_from_caller(const std::string& why, int code) {
 
 std::string ConnectionImpl::recv_failure(int err) const {
   if (err == 0) return "peer " + peer_.to_string() + " closed the connection";
+  if (rx_layer_ == Layer::kKernel) {
+    std::string why = kernel_record_failure(err);
+    if (!why.empty()) return why;
+  }
   return "recv from " + peer_.to_string() + ": " + std::strerror(err);
 }
 
@@ -1145,5 +1149,18 @@ std::string ConnectionImpl::kernel_control_record() {
            "(Linux before 6.14): closing (see README, \"Kernel TLS\")";
   }
   return ending(o);
+}
+
+std::string ConnectionImpl::kernel_record_failure(int err) const {
+  // Linux's tls_sw: EBADMSG when a record fails authentication (or is too
+  // short or has no content type), EMSGSIZE when it is oversized.
+  if (err == EBADMSG) {
+    return "TLS from " + peer_.to_string() +
+           ": the kernel could not open a record (bad_record_mac: tampered or malformed)";
+  }
+  if (err == EMSGSIZE) {
+    return "TLS from " + peer_.to_string() + ": oversized TLS record (record_overflow)";
+  }
+  return {};
 }
 }  // namespace ktls::carrier::internal

@@ -245,6 +245,9 @@ class ConnectionImpl final : public Connection {
   // A non-data record on a kTLS socket (recv said EIO): read and handle it;
   // empty if reading may go on, else why the connection closes.
   std::string kernel_control_record();
+  // A record the kernel refused on a kTLS socket (recv's errno), named as
+  // the user-space record layer names it; empty for other errors.
+  std::string kernel_record_failure(int err) const;
   std::shared_ptr<ConnectionObserver> observer();
 
   CarrierImpl* carrier_;

@@ -477,6 +477,35 @@ TEST_P(KernelTls, CloseNotifyMidStreamClosesNamingIt) {
   }
 }
 
+// A record that fails authentication (one bit flipped on the wire): the
+// kernel refuses it (EBADMSG) and the close names bad_record_mac, as the
+// user-space record layer does, after the data before it.
+TEST_P(KernelTls, TamperedRecordClosesNamingBadRecordMac) {
+  for (RxMode mode : {RxMode::kRing, RxMode::kCaller}) {
+    SCOPED_TRACE(mode == RxMode::kRing ? "ring reader" : "receive port");
+    reset_events();
+    auto peer = openssl_peer(mode);
+    ASSERT_TRUE(server);
+    expect_kernel(*server);
+    peer->send_packet("before");
+    const std::string body = std::string("\0\0\0\7", 4) + "payload";
+    ASSERT_TRUE(peer->session_()
+                    .encrypt({reinterpret_cast<const uint8_t*>(body.data()), body.size()})
+                    .ok());
+    std::vector<uint8_t> rec;
+    peer->session_().take_ciphertext(rec);
+    rec[rec.size() - 2] ^= 0x40;
+    const uint64_t refused = tls_stat()["TlsDecryptError"];
+    ASSERT_EQ(::write(peer->fd(), rec.data(), rec.size()), ssize_t(rec.size()));
+    const std::string why = server_close_reason();
+    EXPECT_NE(why.find("bad_record_mac"), std::string::npos) << why;
+    EXPECT_GT(tls_stat()["TlsDecryptError"], refused);  // the kernel refused it
+    EXPECT_NE(why.find("127.0.0.1:"), std::string::npos) << why;
+    std::lock_guard l(events->mu);
+    EXPECT_EQ(events->packets, std::vector<std::string>{"before"});
+  }
+}
+
 // TLS 1.3 only: KeyUpdate and NewSessionTicket.
 class KernelTls13 : public KernelTls {};
 
