@@ -91,23 +91,6 @@ class CarrierTest : public ::testing::TestWithParam<bool> {
     }
     return p;
   }
-  // Owns the strings of a batch until the carrier has written them.
-  struct Strings : Keepalive {
-    std::vector<std::string> s;
-  };
-  static SendStatus send_strings(Connection& c, std::vector<std::string> msgs) {
-    auto keep = std::make_unique<Strings>();
-    keep->s = std::move(msgs);
-    OutboundBatch b;
-    for (auto& m : keep->s) {
-      iovec v{m.data(), m.size()};
-      b.add_packet({&v, 1});
-    }
-    b.set_keepalive(std::move(keep));
-    auto st = c.send(std::move(b));
-    EXPECT_TRUE(st.ok());
-    return st.ok() ? st.value() : SendStatus{};
-  }
   CarrierOptions options;
   std::unique_ptr<Carrier> carrier;
   std::shared_ptr<Acceptor> acceptor = std::make_shared<Acceptor>();

@@ -157,24 +157,6 @@ std::string framed(const std::vector<std::string>& ps) {
   return out;
 }
 
-// Owns the strings of a batch until the carrier has written them.
-struct Strings : Keepalive {
-  std::vector<std::string> s;
-};
-
-void send_packets(Connection& c, std::vector<std::string> ps) {
-  auto keep = std::make_unique<Strings>();
-  keep->s = std::move(ps);
-  OutboundBatch b;
-  for (auto& p : keep->s) {
-    iovec v{p.data(), p.size()};
-    b.add_packet({&v, 1});
-  }
-  b.set_keepalive(std::move(keep));
-  auto st = c.send(std::move(b));
-  EXPECT_TRUE(st.ok()) << st.error().what;
-}
-
 // -- fixture -----------------------------------------------------------------
 
 struct Suite {
@@ -185,16 +167,6 @@ struct Suite {
 std::string version_name(int v) { return v == TLS1_3_VERSION ? "TLSv1.3" : "TLSv1.2"; }
 
 void PrintTo(const Suite& s, std::ostream* os) { *os << version_name(s.version) << " " << s.name; }
-
-// A recorder that also takes the listener's connections.
-struct Events : Recorder, ListenerObserver {
-  void on_accept(Listener&, std::shared_ptr<Connection> c, const Error*) override {
-    std::lock_guard l(mu);
-    if (c) accepted.push_back(c);
-    cv.notify_all();
-  }
-  std::vector<std::shared_ptr<Connection>> accepted;
-};
 
 // Two carrier connections to each other, streaming dist packets.
 struct Pair {
@@ -210,7 +182,7 @@ struct Pair {
 
 // One carrier with a TLS listener and a TLS connector, both allowing only
 // the suite under test.
-class KernelTls : public ::testing::TestWithParam<Suite> {
+class KernelTls : public ::testing::TestWithParam<Suite>, public ListeningCarrier {
  protected:
   void SetUp() override {
     const std::string& why = kernel_tls_missing();
@@ -240,25 +212,7 @@ class KernelTls : public ::testing::TestWithParam<Suite> {
     ASSERT_TRUE(client.ok()) << client.error().what;
     o.tls.server = server.take();
     o.tls.client = client.take();
-    auto c = Carrier::start(o);
-    ASSERT_TRUE(c.ok()) << c.error().what;
-    carrier = c.take();
-    auto l = carrier->listen(SockAddr::parse("127.0.0.1", 0).value(), 128, events);
-    ASSERT_TRUE(l.ok()) << l.error().what;
-    listener = l.take();
-  }
-
-  // The next connection the listener accepted, observed by `events`, in
-  // dist framing, reading in `mode` (no poller yet).
-  std::shared_ptr<Connection> next_server(RxMode mode) {
-    EXPECT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
-    if (events->accepted.empty()) return nullptr;
-    auto c = events->accepted.front();
-    events->accepted.erase(events->accepted.begin());
-    c->set_observer(events);
-    c->set_framing(Framing::kDist);
-    c->start_streaming(mode);
-    return c;
+    start_listening(o);
   }
 
   // Two connections of this carrier, TLS done, both reading in `mode`.
@@ -280,15 +234,6 @@ class KernelTls : public ::testing::TestWithParam<Suite> {
       p->spoll = std::make_unique<CallerPoller>(p->server);
     }
     return p;
-  }
-
-  // A plain socket connected to the listener (which accepts it).
-  int raw_connect() {
-    listener->accept();
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    const auto& l = listener->local();
-    EXPECT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&l.storage), l.len), 0);
-    return fd;
   }
 
   // An OpenSSL client (user space) with its TLS handshake done against the
@@ -336,8 +281,8 @@ class KernelTls : public ::testing::TestWithParam<Suite> {
   // Packets both ways at once, compared byte for byte.
   void round_trip(Pair& p, size_t big) {
     const auto up = packets(big, 1), down = packets(big + 12345, 7);
-    send_packets(*p.client, up);
-    send_packets(*p.server, down);
+    send_strings(*p.client, up);
+    send_strings(*p.server, down);
     EXPECT_TRUE(p.srec->wait([&] { return p.srec->packets.size() >= up.size(); }, 120s))
         << p.srec->packets.size() << " of " << up.size() << "; " << p.srec->close_reason;
     EXPECT_TRUE(p.crec->wait([&] { return p.crec->packets.size() >= down.size(); }, 120s))
@@ -350,11 +295,26 @@ class KernelTls : public ::testing::TestWithParam<Suite> {
     EXPECT_EQ(p.crec->closed, 0) << p.crec->close_reason;
   }
 
-  // The reason the listener's connection closed with.
-  std::string server_close_reason() {
-    EXPECT_TRUE(events->wait([&] { return events->closed > 0; }, 30s));
-    std::lock_guard l(events->mu);
-    return events->close_reason;
+  // On each receive path in turn: an OpenSSL peer sends the packet
+  // "before" to a connection whose record layer is in the kernel, then
+  // `then` makes it misbehave; "before" is delivered and the connection
+  // closes with a reason that contains `reason` and names the peer.
+  template <class Then>
+  void closes_after(Then then, const std::string& reason) {
+    for (RxMode mode : {RxMode::kRing, RxMode::kCaller}) {
+      SCOPED_TRACE(mode == RxMode::kRing ? "ring reader" : "receive port");
+      reset_events();
+      auto peer = openssl_peer(mode);
+      ASSERT_TRUE(server);
+      expect_kernel(*server);
+      peer->send_packet("before");
+      then(*peer);
+      const std::string why = server_close_reason();
+      EXPECT_NE(why.find(reason), std::string::npos) << why;
+      EXPECT_NE(why.find("127.0.0.1:"), std::string::npos) << why;
+      std::lock_guard l(events->mu);
+      EXPECT_EQ(events->packets, std::vector<std::string>{"before"});
+    }
   }
 
   // Forgets what `events` recorded (a test with several peers in turn).
@@ -373,9 +333,6 @@ class KernelTls : public ::testing::TestWithParam<Suite> {
   }
 
   std::map<std::string, uint64_t> stat_before;
-  std::shared_ptr<Events> events = std::make_shared<Events>();
-  std::unique_ptr<Carrier> carrier;
-  std::shared_ptr<Listener> listener;
   std::shared_ptr<Connection> server;
   std::unique_ptr<CallerPoller> poller;
 };
@@ -423,7 +380,7 @@ TEST_P(KernelTls, OpenSslPeerOpensTheKernelsRecordsAndTheOtherWay) {
     std::lock_guard l(events->mu);
     EXPECT_TRUE(same_packets(events->packets, up));
   }
-  send_packets(*server, down);
+  send_strings(*server, down);
   const std::string want = framed(down);
   const std::string got = peer->read_plain(want.size());
   EXPECT_EQ(got.size(), want.size()) << got.substr(0, 200);
@@ -434,76 +391,51 @@ TEST_P(KernelTls, OpenSslPeerOpensTheKernelsRecordsAndTheOtherWay) {
 
 // A fatal alert from OpenSSL (a record it could not open: bad_record_mac)
 // after data: the data is delivered, then the connection closes naming the
-// alert. On both receive paths.
+// alert.
 TEST_P(KernelTls, AlertMidStreamClosesNamingIt) {
-  for (RxMode mode : {RxMode::kRing, RxMode::kCaller}) {
-    SCOPED_TRACE(mode == RxMode::kRing ? "ring reader" : "receive port");
-    reset_events();
-    auto peer = openssl_peer(mode);
-    ASSERT_TRUE(server);
-    expect_kernel(*server);
-    peer->send_packet("before");
-    const uint8_t bogus[] = {23, 3,  3,  0,  32, 1,  2,  3,  4,  5,  6,  7,  8,
-                             9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-                             22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
-    peer->session_().put_ciphertext(bogus);
-    std::vector<uint8_t> plain;
-    EXPECT_FALSE(peer->session_().decrypt(plain).ok());
-    std::vector<uint8_t> alert;
-    peer->session_().take_ciphertext(alert);
-    ASSERT_FALSE(alert.empty()) << "OpenSSL wrote no alert";
-    ASSERT_EQ(::write(peer->fd(), alert.data(), alert.size()), ssize_t(alert.size()));
-    const std::string why = server_close_reason();
-    EXPECT_NE(why.find("sent TLS alert bad_record_mac"), std::string::npos) << why;
-    std::lock_guard l(events->mu);
-    EXPECT_EQ(events->packets, std::vector<std::string>{"before"});
-  }
+  closes_after(
+      [](OpenSslPeer& peer) {
+        const uint8_t bogus[] = {23, 3,  3,  0,  32, 1,  2,  3,  4,  5,  6,  7,  8,
+                                 9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+        peer.session_().put_ciphertext(bogus);
+        std::vector<uint8_t> plain;
+        EXPECT_FALSE(peer.session_().decrypt(plain).ok());
+        std::vector<uint8_t> alert;
+        peer.session_().take_ciphertext(alert);
+        ASSERT_FALSE(alert.empty()) << "OpenSSL wrote no alert";
+        ASSERT_EQ(::write(peer.fd(), alert.data(), alert.size()), ssize_t(alert.size()));
+      },
+      "sent TLS alert bad_record_mac");
 }
 
 TEST_P(KernelTls, CloseNotifyMidStreamClosesNamingIt) {
-  for (RxMode mode : {RxMode::kRing, RxMode::kCaller}) {
-    SCOPED_TRACE(mode == RxMode::kRing ? "ring reader" : "receive port");
-    reset_events();
-    auto peer = openssl_peer(mode);
-    ASSERT_TRUE(server);
-    expect_kernel(*server);
-    peer->send_packet("last");
-    peer->session_().close_notify();
-    peer->flush();
-    const std::string why = server_close_reason();
-    EXPECT_NE(why.find("close_notify"), std::string::npos) << why;
-    std::lock_guard l(events->mu);
-    EXPECT_EQ(events->packets, std::vector<std::string>{"last"});
-  }
+  closes_after(
+      [](OpenSslPeer& peer) {
+        peer.session_().close_notify();
+        peer.flush();
+      },
+      "closed the TLS session (close_notify)");
 }
 
 // A record that fails authentication (one bit flipped on the wire): the
 // kernel refuses it (EBADMSG) and the close names bad_record_mac, as the
-// user-space record layer does, after the data before it.
+// user-space record layer does.
 TEST_P(KernelTls, TamperedRecordClosesNamingBadRecordMac) {
-  for (RxMode mode : {RxMode::kRing, RxMode::kCaller}) {
-    SCOPED_TRACE(mode == RxMode::kRing ? "ring reader" : "receive port");
-    reset_events();
-    auto peer = openssl_peer(mode);
-    ASSERT_TRUE(server);
-    expect_kernel(*server);
-    peer->send_packet("before");
-    const std::string body = std::string("\0\0\0\7", 4) + "payload";
-    ASSERT_TRUE(peer->session_()
-                    .encrypt({reinterpret_cast<const uint8_t*>(body.data()), body.size()})
-                    .ok());
-    std::vector<uint8_t> rec;
-    peer->session_().take_ciphertext(rec);
-    rec[rec.size() - 2] ^= 0x40;
-    const uint64_t refused = tls_stat()["TlsDecryptError"];
-    ASSERT_EQ(::write(peer->fd(), rec.data(), rec.size()), ssize_t(rec.size()));
-    const std::string why = server_close_reason();
-    EXPECT_NE(why.find("bad_record_mac"), std::string::npos) << why;
-    EXPECT_GT(tls_stat()["TlsDecryptError"], refused);  // the kernel refused it
-    EXPECT_NE(why.find("127.0.0.1:"), std::string::npos) << why;
-    std::lock_guard l(events->mu);
-    EXPECT_EQ(events->packets, std::vector<std::string>{"before"});
-  }
+  const uint64_t refused = tls_stat()["TlsDecryptError"];
+  closes_after(
+      [](OpenSslPeer& peer) {
+        const std::string body = std::string("\0\0\0\7", 4) + "payload";
+        ASSERT_TRUE(peer.session_()
+                        .encrypt({reinterpret_cast<const uint8_t*>(body.data()), body.size()})
+                        .ok());
+        std::vector<uint8_t> rec;
+        peer.session_().take_ciphertext(rec);
+        rec[rec.size() - 2] ^= 0x40;
+        ASSERT_EQ(::write(peer.fd(), rec.data(), rec.size()), ssize_t(rec.size()));
+      },
+      "bad_record_mac");
+  EXPECT_GE(tls_stat()["TlsDecryptError"], refused + 2);  // the kernel refused both
 }
 
 // TLS 1.3 only: KeyUpdate and NewSessionTicket.
@@ -512,24 +444,14 @@ class KernelTls13 : public KernelTls {};
 // Linux before 6.14 cannot give a kTLS socket new receive keys: the
 // carrier closes, saying so, after the data before the KeyUpdate.
 TEST_P(KernelTls13, KeyUpdateFromThePeerClosesWithTheDocumentedReason) {
-  for (RxMode mode : {RxMode::kRing, RxMode::kCaller}) {
-    SCOPED_TRACE(mode == RxMode::kRing ? "ring reader" : "receive port");
-    reset_events();
-    auto peer = openssl_peer(mode);
-    ASSERT_TRUE(server);
-    expect_kernel(*server);
-    peer->send_packet("before");
-    ASSERT_TRUE(peer->session_().key_update(false).ok());
-    peer->send_packet("after");  // under the new keys
-    const std::string why = server_close_reason();
-    EXPECT_NE(why.find("sent a TLS KeyUpdate, and this kernel cannot change kTLS receive keys "
-                       "(Linux before 6.14)"),
-              std::string::npos)
-        << why;
-    std::lock_guard l(events->mu);
-    EXPECT_EQ(events->packets, std::vector<std::string>{"before"});
-    EXPECT_EQ(server->tls_info().key_updates_in, 1u);
-  }
+  closes_after(
+      [](OpenSslPeer& peer) {
+        ASSERT_TRUE(peer.session_().key_update(false).ok());
+        peer.send_packet("after");  // under the new keys
+      },
+      "sent a TLS KeyUpdate, and this kernel cannot change kTLS receive keys "
+      "(Linux before 6.14)");
+  EXPECT_EQ(server->tls_info().key_updates_in, 1u);  // the receive port's connection
 }
 
 std::atomic<int> tickets_made{0};
@@ -576,7 +498,7 @@ TEST_P(KernelTls13, NewSessionTicketsAreSkipped) {
   peer.send_packet("after the tickets");
   ASSERT_TRUE(rec->wait([&] { return !rec->packets.empty() || rec->closed; }, 30s));
   EXPECT_EQ(rec->packets, std::vector<std::string>{"after the tickets"}) << rec->close_reason;
-  send_packets(*client, {"reply"});
+  send_strings(*client, {"reply"});
   EXPECT_EQ(peer.read_plain(9), std::string("\0\0\0\5reply", 9));
   EXPECT_EQ(rec->closed, 0) << rec->close_reason;
   expect_no_user_records(*client);

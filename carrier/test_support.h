@@ -66,6 +66,80 @@ class Recorder : public ConnectionObserver {
   bool auto_consume = true;
 };
 
+// Owns the strings of a batch until the carrier has written them.
+struct Strings : Keepalive {
+  std::vector<std::string> s;
+};
+
+// Sends `msgs` as one batch of packets (a test failure if refused).
+inline SendStatus send_strings(Connection& c, std::vector<std::string> msgs) {
+  auto keep = std::make_unique<Strings>();
+  keep->s = std::move(msgs);
+  OutboundBatch b;
+  for (auto& m : keep->s) {
+    iovec v{m.data(), m.size()};
+    b.add_packet({&v, 1});
+  }
+  b.set_keepalive(std::move(keep));
+  auto st = c.send(std::move(b));
+  EXPECT_TRUE(st.ok()) << st.error().what;
+  return st.ok() ? st.value() : SendStatus{};
+}
+
+// A recorder that also takes a listener's connections.
+struct Events : Recorder, ListenerObserver {
+  void on_accept(Listener&, std::shared_ptr<Connection> c, const Error*) override {
+    std::lock_guard l(mu);
+    if (c) accepted.push_back(c);
+    cv.notify_all();
+  }
+  std::vector<std::shared_ptr<Connection>> accepted;
+};
+
+// A carrier listening on 127.0.0.1 whose accepted connections `events`
+// observes: the carrier's side of tests against a raw or OpenSSL peer.
+struct ListeningCarrier {
+  // Starts the carrier with `o` and listens (port 0).
+  void start_listening(const CarrierOptions& o) {
+    auto c = Carrier::start(o);
+    ASSERT_TRUE(c.ok()) << c.error().what;
+    carrier = c.take();
+    auto l = carrier->listen(SockAddr::parse("127.0.0.1", 0).value(), 128, events);
+    ASSERT_TRUE(l.ok()) << l.error().what;
+    listener = l.take();
+  }
+  // The next accepted connection, observed by `events`, in dist framing,
+  // reading in `mode` (in RxMode::kCaller the test polls it).
+  std::shared_ptr<Connection> next_server(RxMode mode = RxMode::kRing) {
+    EXPECT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
+    if (events->accepted.empty()) return nullptr;
+    auto c = events->accepted.front();
+    events->accepted.erase(events->accepted.begin());
+    c->set_observer(events);
+    c->set_framing(Framing::kDist);
+    c->start_streaming(mode);
+    return c;
+  }
+  // A plain socket connected to the listener (which accepts it).
+  int raw_connect() {
+    listener->accept();
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    const auto& l = listener->local();
+    EXPECT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&l.storage), l.len), 0);
+    return fd;
+  }
+  // Why the (first) accepted connection closed.
+  std::string server_close_reason() {
+    EXPECT_TRUE(events->wait([&] { return events->closed > 0; }, std::chrono::seconds(30)));
+    std::lock_guard l(events->mu);
+    return events->close_reason;
+  }
+
+  std::shared_ptr<Events> events = std::make_shared<Events>();
+  std::unique_ptr<Carrier> carrier;
+  std::shared_ptr<Listener> listener;
+};
+
 // Descriptors this process has open now.
 inline size_t open_fds() {
   size_t n = 0;

@@ -26,16 +26,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A recorder that also takes the listener's connections.
-struct Events : Recorder, ListenerObserver {
-  void on_accept(Listener&, std::shared_ptr<Connection> c, const Error*) override {
-    std::lock_guard l(mu);
-    if (c) accepted.push_back(c);
-    cv.notify_all();
-  }
-  std::vector<std::shared_ptr<Connection>> accepted;
-};
-
 std::shared_ptr<TlsContext> context(const TlsOptions& o, bool server) {
   auto c = TlsContext::create(o, server);
   EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().what);
@@ -44,7 +34,7 @@ std::shared_ptr<TlsContext> context(const TlsOptions& o, bool server) {
 
 // A carrier whose listener is a TLS server; its accepted connections are
 // given `events` and stream dist packets.
-class TlsCarrierTest : public ::testing::Test {
+class TlsCarrierTest : public ::testing::Test, public ListeningCarrier {
  protected:
   void SetUp() override { start(options("client")); }
   void start(const TlsOptions& client, CarrierOptions o = {}) {
@@ -53,31 +43,7 @@ class TlsCarrierTest : public ::testing::Test {
     // The user-space record layer on any kernel (a kTLS socket cannot
     // follow a KeyUpdate: ktls_kernel_test covers the kernel's side).
     o.tls.kernel = false;
-    auto c = Carrier::start(o);
-    ASSERT_TRUE(c.ok());
-    carrier = c.take();
-    auto l = carrier->listen(SockAddr::parse("127.0.0.1", 0).value(), 128, events);
-    ASSERT_TRUE(l.ok());
-    listener = l.take();
-  }
-  // The next accepted connection, observed by `events`, streaming.
-  std::shared_ptr<Connection> next_server() {
-    EXPECT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
-    if (events->accepted.empty()) return nullptr;
-    auto c = events->accepted.front();
-    events->accepted.erase(events->accepted.begin());
-    c->set_observer(events);
-    c->set_framing(Framing::kDist);
-    c->start_streaming(RxMode::kRing);
-    return c;
-  }
-  // A plain socket connected to the listener (which accepts it).
-  int raw_connect() {
-    listener->accept();
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    const auto& l = listener->local();
-    EXPECT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&l.storage), l.len), 0);
-    return fd;
+    start_listening(o);
   }
   // An OpenSSL client with the first CA's client certificate, its TLS
   // handshake done; `server` is its connection here.
@@ -87,15 +53,7 @@ class TlsCarrierTest : public ::testing::Test {
     EXPECT_EQ(peer->handshake(), "");
     return peer;
   }
-  std::string server_close_reason() {
-    EXPECT_TRUE(events->wait([&] { return events->closed > 0; }));
-    std::lock_guard l(events->mu);
-    return events->close_reason;
-  }
 
-  std::shared_ptr<Events> events = std::make_shared<Events>();
-  std::unique_ptr<Carrier> carrier;
-  std::shared_ptr<Listener> listener;
   std::shared_ptr<Connection> server;
 };
 
