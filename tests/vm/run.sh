@@ -41,47 +41,57 @@ cannot_start() {
   exit 125
 }
 
+# The kernel ABI that linux-image-amd64 depends on in apt's lists.
+apt_kernel_version() {
+  apt-cache depends linux-image-amd64 2>/dev/null |
+    sed -n 's/^ *Depends: linux-image-\([0-9].*-amd64\)$/\1/p' | head -1
+}
+
 # The kernel ABI to boot: asked for, cached, or the one Debian ships now.
 kernel_version() {
   if [ -n "${KTLS_VM_KVER:-}" ]; then
     echo "$KTLS_VM_KVER"
     return
   fi
-  local cached
-  cached=$(find "$cache/kernel" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -1)
-  if [ -n "$cached" ] && [ -f "$cache/kernel/$cached/vmlinuz" ]; then
-    echo "$cached"
+  local v
+  v=$(find "$cache/kernel" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -1)
+  if [ -n "$v" ] && [ -f "$cache/kernel/$v/vmlinuz" ]; then
+    echo "$v"
     return
   fi
-  local v
-  v=$(apt-cache depends linux-image-amd64 2>/dev/null |
-    sed -n 's/^ *Depends: linux-image-\([0-9].*-amd64\)$/\1/p' | head -1)
+  v=$(apt_kernel_version)
   if [ -z "$v" ]; then
     apt-get update -qq >/dev/null 2>&1 || true
-    v=$(apt-cache depends linux-image-amd64 2>/dev/null |
-      sed -n 's/^ *Depends: linux-image-\([0-9].*-amd64\)$/\1/p' | head -1)
+    v=$(apt_kernel_version)
   fi
   echo "$v"
 }
 
-# The image package's files, unpacked into $1 (the .deb is kept, so a new
-# initramfs needs no download). Not `apt-get install`: that would run the
-# kernel's postinst hooks and pull initramfs-tools into the host.
-unpack_kernel() { # dir kver
-  local dir=$1 kv=$2 deb="" d
+# The image package of $kver in $cache/debs (kept, so a new initramfs
+# needs no download); sets $deb. Not `apt-get install`: that would run the
+# kernel's postinst hooks and pull initramfs-tools into the host. With
+# stale lists the version may be gone from the archive: then the lists are
+# updated and $kver is what they name now.
+fetch_kernel() {
+  local d log=$cache/debs/download.log
   mkdir -p "$cache/debs"
-  for d in "$cache/debs/linux-image-${kv}_"*.deb; do [ -f "$d" ] && deb=$d; done
-  if [ -z "$deb" ]; then
-    say "downloading linux-image-$kv (apt-get download)"
-    local log=$cache/debs/download.log
-    if ! (cd "$cache/debs" && apt-get download "linux-image-$kv") >"$log" 2>&1; then
-      apt-get update -qq >/dev/null 2>&1 || true
-      (cd "$cache/debs" && apt-get download "linux-image-$kv") >"$log" 2>&1 ||
-        cannot_start "no guest kernel: apt-get download linux-image-$kv failed: $(grep -E '^E:' "$log" | head -1)"
-    fi
-    for d in "$cache/debs/linux-image-${kv}_"*.deb; do [ -f "$d" ] && deb=$d; done
+  deb=""
+  for d in "$cache/debs/linux-image-${kver}_"*.deb; do [ -f "$d" ] && deb=$d; done
+  [ -n "$deb" ] && return
+  say "downloading linux-image-$kver (apt-get download)"
+  if ! (cd "$cache/debs" && apt-get download "linux-image-$kver") >"$log" 2>&1; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    [ -n "${KTLS_VM_KVER:-}" ] || kver=$(apt_kernel_version)
+    (cd "$cache/debs" && apt-get download "linux-image-$kver") >"$log" 2>&1 ||
+      cannot_start "no guest kernel: apt-get download linux-image-$kver failed: $(grep -E '^E:' "$log" | head -1)"
   fi
-  dpkg -x "$deb" "$dir"
+  for d in "$cache/debs/linux-image-${kver}_"*.deb; do [ -f "$d" ] && deb=$d; done
+  [ -n "$deb" ] || cannot_start "no guest kernel: apt-get download left no linux-image-${kver}_*.deb"
+}
+
+# What the initramfs of $kver is made of, in 16 hex digits.
+initrd_key() {
+  printf '%s\n' "$kver" "${modules[@]}" | cat - "$here/init.sh" /bin/busybox | sha256sum | cut -c1-16
 }
 
 # vmlinuz and an initramfs (busybox, the modules above, tests/vm/init.sh);
@@ -99,16 +109,16 @@ prepare() {
   kver=$(kernel_version)
   [ -n "$kver" ] || cannot_start "no guest kernel: apt-cache knows no linux-image-amd64"
   kdir=$cache/kernel/$kver
-  local key
-  key=$(printf '%s\n' "$kver" "${modules[@]}" | cat - "$here/init.sh" /bin/busybox | sha256sum | cut -c1-16)
-  if [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/initrd-$key.img" ]; then
-    initrd=$kdir/initrd-$key.img
+  if [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/initrd-$(initrd_key).img" ]; then
+    initrd=$kdir/initrd-$(initrd_key).img
     return
   fi
-  local t0=$SECONDS tmp
+  local t0=$SECONDS tmp deb
+  fetch_kernel
+  kdir=$cache/kernel/$kver
   tmp=$(mktemp -d "$cache/unpack.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  unpack_kernel "$tmp/deb" "$kver"
+  dpkg -x "$deb" "$tmp/deb"
   mkdir -p "$kdir"
   cp "$tmp/deb/boot/vmlinuz-$kver" "$kdir/vmlinuz"
   depmod -b "$tmp/deb" "$kver"
@@ -133,8 +143,8 @@ prepare() {
     done <"$tmp/deps"
   done
   rm -f "$kdir"/initrd-*.img
-  (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$kdir/initrd-$key.img"
-  initrd=$kdir/initrd-$key.img
+  initrd=$kdir/initrd-$(initrd_key).img
+  (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$initrd"
   say "kernel $kver, initramfs with $(wc -l <"$ird/modules.load") modules ($((SECONDS - t0)) s)"
   rm -rf "$tmp"
   trap - EXIT
