@@ -251,9 +251,11 @@ TEST_F(TlsCarrierTest, FinishedHandshakeCancelsItsTimer) {
 
 TEST_F(TlsCarrierTest, KernelRequiredRefusesAUserSpaceRecordLayer) {
   carrier.reset();
-  CarrierOptions o;
+  CarrierOptions o;  // the kernel if it can (unlike start())
+  o.tls.server = context(options("server"), true);
+  o.tls.client = context(options("client"), false);
   o.tls.kernel_required = true;
-  start(options("client"), o);
+  start_listening(o);
   listener->accept();
   auto client_events = std::make_shared<Events>();
   auto client = carrier->connect(listener->local(), 5000ms, client_events);
