@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Stage vm of ./ktls test: builds //carrier:ktls_kernel_test on the host
 # (bazel -c opt) and runs it in one boot of the kTLS guest (run.sh exec),
-# where a kernel without kTLS is a failure (KTLS_REQUIRE_KERNEL_TLS=1).
-# Counts the test cases of its gtest XML; a case that skipped in the guest
-# counts as failed. Last line: "SUMMARY passed=N failed=M".
+# where a kernel without kTLS is a failure (KTLS_REQUIRE_KERNEL_TLS=1);
+# in the same boot tests/vm/erl_ktls.escript runs real OTP nodes over kTLS
+# (two ktls_filter nodes; a stock inet_tls_dist node against one, TLS 1.2
+# and 1.3). Counts the test cases of the gtest XML and the escript's
+# ERL_CASE lines; a case that skipped in the guest counts as failed. Last
+# line: "SUMMARY passed=N failed=M".
 #
 # Only when QEMU cannot start at all (not installed, no kernel to boot,
 # qemu-system-x86_64 exits before the guest runs) the stage prints
@@ -35,8 +38,19 @@ bin="$(bazel info -c opt bazel-bin 2>/dev/null)/carrier/ktls_kernel_test"
 
 mkdir -p "$rw"
 rm -f "$xml"
+# Certificates for the Erlang cases, made on the host (openssl is faster here).
+pki=$rw/pki
+erl_out=$rw/erl_ktls.out
+rm -rf "$pki" "$erl_out"
+"$root/tools/certs.sh" "$pki" node@127.0.0.1 >/dev/null &&
+  KTLS_CERTS_VERSIONS="'tlsv1.3'" "$root/tools/certs.sh" "$pki" n13@127.0.0.1 >/dev/null || {
+  echo "tools/certs.sh failed" >&2
+  failed=1
+}
+ebin=$root/_build/lib/ktls_filter/ebin
 KTLS_VM_TIMEOUT=${KTLS_VM_TIMEOUT:-480} "$root/tests/vm/run.sh" exec -- \
-  env TEST_TMPDIR=/tmp KTLS_REQUIRE_KERNEL_TLS=1 "$bin" --gtest_output="xml:$xml"
+  "$root/tests/vm/guest_tests.sh" "$bin" "$xml" "$root/tests/vm/erl_ktls.escript" "$ebin" "$pki" \
+  "$erl_out"
 rc=$?
 if [ "$rc" -eq 125 ] && grep -q '^cannot-start: ' "$cache/boot.status" 2>/dev/null; then
   echo "SKIPPED: QEMU cannot start: $(sed 's/^cannot-start: //' "$cache/boot.status")"
@@ -63,6 +77,17 @@ for c in root.iter("testcase"):
 print(passed, failed)
 PY
 )
+# The Erlang cases: one ERL_CASE line each; fewer than expected is a failure.
+erl_passed=$(grep -c '^ERL_CASE [a-z0-9_]* passed' "$erl_out" 2>/dev/null)
+erl_failed=$(grep -c '^ERL_CASE [a-z0-9_]* failed' "$erl_out" 2>/dev/null)
+grep '^ERL_CASE [a-z0-9_]* failed' "$erl_out" 2>/dev/null | cut -c1-600 >&2
+erl_expected=3
+if [ "$((erl_passed + erl_failed))" -lt "$erl_expected" ]; then
+  echo "only $((erl_passed + erl_failed)) of $erl_expected Erlang kTLS cases reported" >&2
+  erl_failed=$((erl_expected - erl_passed))
+fi
+passed=$((passed + erl_passed))
+failed=$((failed + erl_failed))
 if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
   echo "no test results from the guest ($xml; guest status $rc)" >&2
   failed=1
