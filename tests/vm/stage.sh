@@ -42,11 +42,11 @@ rm -f "$xml"
 pki=$rw/pki
 erl_out=$rw/erl_ktls.out
 rm -rf "$pki" "$erl_out"
-"$root/tools/certs.sh" "$pki" node@127.0.0.1 >/dev/null &&
-  KTLS_CERTS_VERSIONS="'tlsv1.3'" "$root/tools/certs.sh" "$pki" n13@127.0.0.1 >/dev/null || {
+if ! "$root/tools/certs.sh" "$pki" node@127.0.0.1 >/dev/null ||
+  ! KTLS_CERTS_VERSIONS="'tlsv1.3'" "$root/tools/certs.sh" "$pki" n13@127.0.0.1 >/dev/null; then
   echo "tools/certs.sh failed" >&2
   failed=1
-}
+fi
 ebin=$root/_build/lib/ktls_filter/ebin
 KTLS_VM_TIMEOUT=${KTLS_VM_TIMEOUT:-480} "$root/tests/vm/run.sh" exec -- \
   "$root/tests/vm/guest_tests.sh" "$bin" "$xml" "$root/tests/vm/erl_ktls.escript" "$ebin" "$pki" \
