@@ -1,0 +1,167 @@
+%% The operator tools against real nodes: `./ktls epmd-register' after an
+%% epmd restart (an epmd this suite starts on its own port and kills), and
+%% `./ktls remsh' to stock inet_tcp and inet_tls nodes and to a ktls_filter
+%% node with TLS.
+-module(ktls_tools_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1, end_per_testcase/2]).
+-export([epmd_register_after_epmd_restart/1, remsh_stock_inet_tcp/1, remsh_stock_inet_tls/1,
+         remsh_ktls_tls/1]).
+
+suite() -> [{timetrap, {minutes, 3}}].
+
+all() ->
+    [epmd_register_after_epmd_restart, remsh_stock_inet_tcp, remsh_stock_inet_tls,
+     remsh_ktls_tls].
+
+init_per_suite(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "pki"),
+    Out = os:cmd(filename:join([ktls_ct_nodes:root(), "tools", "certs.sh"]) ++ " " ++ Dir ++
+                     " node@127.0.0.1 2>&1"),
+    ct:log("~ts", [Out]),
+    [{conf, filename:join(Dir, "node.conf")} | Config].
+
+end_per_suite(_Config) ->
+    ok.
+
+end_per_testcase(_TC, _Config) ->
+    ktls_ct_nodes:stop_tracked().
+
+ktls() -> filename:join(ktls_ct_nodes:root(), "ktls").
+
+%% ------------------------------------------------------------------
+%% epmd-register
+%% ------------------------------------------------------------------
+
+epmd_port() ->
+    %% A port of our own: the suite kills this epmd, never the shared one.
+    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, P} = inet:port(S),
+    gen_tcp:close(S),
+    P.
+
+start_epmd(P) ->
+    os:cmd(lists:flatten(io_lib:format("ERL_EPMD_ADDRESS=127.0.0.1 epmd -port ~w -daemon", [P]))),
+    ok = ktls_ct_nodes:wait_until(fun() -> names(P) =/= down end, 5000).
+
+kill_epmd(P) ->
+    os:cmd(lists:flatten(io_lib:format("pkill -f 'epmd -port ~w -daemon'", [P]))),
+    ok = ktls_ct_nodes:wait_until(fun() -> names(P) =:= down end, 5000).
+
+%% [{Name, Port}] that the epmd on port P knows, or down.
+names(P) ->
+    Out = os:cmd(lists:flatten(io_lib:format("epmd -port ~w -names 2>&1", [P]))),
+    case string:find(Out, "up and running") of
+        nomatch -> down;
+        _ -> [{N, list_to_integer(Port)} ||
+                     L <- string:split(Out, "\n", all),
+                     {match, [N, Port]} <- [re:run(L, "^name (\\S+) at port (\\d+)",
+                                                   [{capture, all_but_first, list}])]]
+    end.
+
+known(P, Name) -> lists:keyfind(Name, 1, case names(P) of down -> []; L -> L end).
+
+%% A stock node loses its registration when its epmd is restarted; with
+%% epmd-register it is found again (and again after a second restart).
+epmd_register_after_epmd_restart(_Config) ->
+    P = epmd_port(),
+    start_epmd(P),
+    Env = [{"ERL_EPMD_PORT", integer_to_list(P)}],
+    Name = ktls_ct_nodes:unique("lost"),
+    {ok, S, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
+                                 connection => standard_io, env => Env,
+                                 args => ["-setcookie", atom_to_list(ktls_ct_nodes:cookie()),
+                                          "-proto_dist", "inet_tcp"]}),
+    ktls_ct_nodes:track(S),
+    {Name, DistPort} = known(P, Name),
+    kill_epmd(P),
+    start_epmd(P),
+    false = known(P, Name),
+    Reg = open_port({spawn_executable, ktls()},
+                    [{args, ["epmd-register", Name, integer_to_list(DistPort),
+                             "--epmd-port", integer_to_list(P), "--duration", "120"]},
+                     {env, [{"KTLS_ROOT", ktls_ct_nodes:root()}]},
+                     stderr_to_stdout, exit_status, binary]),
+    try
+        ok = ktls_ct_nodes:wait_until(fun() -> known(P, Name) =:= {Name, DistPort} end, 10000),
+        %% An ordinary node that asks this epmd reaches it.
+        {ok, C, _} = peer:start(#{name => ktls_ct_nodes:unique("finder"), host => "127.0.0.1",
+                                  longnames => true, connection => standard_io, env => Env,
+                                  args => ["-setcookie", atom_to_list(ktls_ct_nodes:cookie()),
+                                           "-proto_dist", "inet_tcp"]}),
+        ktls_ct_nodes:track(C),
+        pong = peer:call(C, net_adm, ping, [Node]),
+        %% epmd restarted again: registered again by itself.
+        kill_epmd(P),
+        start_epmd(P),
+        ok = ktls_ct_nodes:wait_until(fun() -> known(P, Name) =:= {Name, DistPort} end, 10000),
+        ct:log("~ts", [drain(Reg)])
+    after
+        catch port_close(Reg),
+        kill_epmd(P)
+    end,
+    ok.
+
+drain(Port) ->
+    receive {Port, {data, D}} -> [D | drain(Port)]
+    after 0 -> []
+    end.
+
+%% ------------------------------------------------------------------
+%% remsh
+%% ------------------------------------------------------------------
+
+free_port() ->
+    {ok, S} = gen_tcp:listen(0, []),
+    {ok, P} = inet:port(S),
+    gen_tcp:close(S),
+    P.
+
+%% A node listening on a fixed port (no epmd needed by the shell).
+target(Name, Args) ->
+    Port = free_port(),
+    FullName = ktls_ct_nodes:unique(Name),
+    {ok, P, Node} = peer:start(#{name => FullName, host => "127.0.0.1", longnames => true,
+                                 connection => standard_io,
+                                 args => ["-setcookie", atom_to_list(ktls_ct_nodes:cookie()),
+                                          "-kernel", "inet_dist_listen_min",
+                                          integer_to_list(Port), "-kernel",
+                                          "inet_dist_listen_max", integer_to_list(Port)
+                                          | ["-pa", ktls_ct_nodes:ebin() | Args]]}),
+    ktls_ct_nodes:track(P),
+    ok = peer:call(P, persistent_term, put, [ktls_remsh_marker, remsh_marker_value]),
+    {Node, Port}.
+
+%% OTP 25 runs -remsh only on a terminal: script(1) gives it one.
+remsh(Node, Port, Extra) ->
+    Cmd = lists:flatten(io_lib:format(
+            "(sleep 5; printf 'io:format(\"MARK:~~p:~~p~~n\", "
+            "[node(), persistent_term:get(ktls_remsh_marker)]).\\r'; sleep 3; "
+            "printf '\\007'; sleep 1; printf 'q\\r'; sleep 2) | "
+            "KTLS_ROOT=~s timeout 30 script -qfc '~s remsh ~s --port ~w --cookie ~s ~s' "
+            "/dev/null 2>&1",
+            [ktls_ct_nodes:root(), ktls(), Node, Port, ktls_ct_nodes:cookie(), Extra])),
+    Out = os:cmd(Cmd),
+    ct:log("~ts~n~ts", [Cmd, Out]),
+    Expect = lists:flatten(io_lib:format("MARK:~p:remsh_marker_value", [Node])),
+    ?assertNotEqual(nomatch, string:find(Out, Expect)).
+
+remsh_stock_inet_tcp(_Config) ->
+    {Node, Port} = target("stock", ["-proto_dist", "inet_tcp"]),
+    remsh(Node, Port, "--carrier inet_tcp").
+
+remsh_stock_inet_tls(Config) ->
+    Conf = ?config(conf, Config),
+    {Node, Port} = target("stocktls", ["-proto_dist", "inet_tls", "-ssl_dist_optfile", Conf]),
+    remsh(Node, Port, "--carrier inet_tls --tls " ++ Conf).
+
+%% A ktls_filter node with TLS whose policy allows the shell.
+remsh_ktls_tls(Config) ->
+    Conf = ?config(conf, Config),
+    {Node, Port} = target("ktlstls", ["-proto_dist", "ktls_filter", "-ktls_filter_optfile", Conf |
+                                      ktls_ct_nodes:allow_mfa_args(
+                                        [{shell, start, '_'}, {edlin_expand, expand, '_'}])]),
+    remsh(Node, Port, "--tls " ++ Conf).
