@@ -1,0 +1,183 @@
+// Unit tests of the loadgen's pieces that need no target: the histogram,
+// the packets it sends and the decoding of what it gets back, options.
+#include <ei.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tools/loadgen/dist_codec.h"
+#include "tools/loadgen/histogram.h"
+#include "tools/loadgen/options.h"
+
+namespace ktls::loadgen {
+namespace {
+
+TEST(Histogram, QuantilesWithinBucketPrecision) {
+  Histogram h;
+  for (uint64_t v = 1; v <= 100000; ++v) h.record(v * 1000);  // 1 µs .. 100 ms
+  EXPECT_EQ(h.count(), 100000u);
+  auto near = [](uint64_t got, double want) {
+    EXPECT_NEAR(static_cast<double>(got), want, want * 0.02) << got;
+  };
+  near(h.quantile(0.5), 50e6);
+  near(h.quantile(0.99), 99e6);
+  near(h.quantile(0.999), 99.9e6);
+  EXPECT_EQ(h.quantile(1.0), h.max());
+  EXPECT_EQ(h.max(), 100000u * 1000);
+  EXPECT_EQ(h.min(), 1000u);
+}
+
+TEST(Histogram, SmallValuesAreExactAndEmptyIsZero) {
+  Histogram h;
+  EXPECT_EQ(h.quantile(0.5), 0u);
+  for (uint64_t v : {3, 3, 3, 7}) h.record(v);
+  EXPECT_EQ(h.quantile(0.5), 3u);
+  EXPECT_EQ(h.quantile(1.0), 7u);
+  h.record(~uint64_t{0});
+  EXPECT_EQ(h.max(), Histogram::max_value());
+}
+
+erlang_pid test_pid() {
+  erlang_pid p{};
+  std::strcpy(p.node, "lg1_0@127.0.0.1");
+  p.num = 5;
+  p.serial = 0;
+  p.creation = 1234;
+  return p;
+}
+
+// A packet's body without the 4-byte length, checked against it.
+std::string body_of(const std::string& framed) {
+  EXPECT_GE(framed.size(), 4u);
+  uint32_t len = (uint32_t{static_cast<uint8_t>(framed[0])} << 24) |
+                 (uint32_t{static_cast<uint8_t>(framed[1])} << 16) |
+                 (uint32_t{static_cast<uint8_t>(framed[2])} << 8) |
+                 uint32_t{static_cast<uint8_t>(framed[3])};
+  EXPECT_EQ(len + 4, framed.size());
+  return framed.substr(4);
+}
+
+TEST(DistCodec, EchoRequestIsARegSendOfTheAgreedTuple) {
+  auto pid = encode_pid(test_pid());
+  ASSERT_TRUE(pid.ok());
+  std::string out;
+  std::string payload(100, 'x');
+  append_echo_request(out, pid.value(), "ktls_loadgen_echo", 42, 123456789012345ull, payload);
+  std::string b = body_of(out);
+  b.append(64, '\0');
+  const char* buf = b.data();
+  ASSERT_EQ(buf[0], 'p');
+  int idx = 1, version = 0, arity = 0;
+  long op = 0;
+  char atom[MAXATOMLEN_UTF8];
+  erlang_pid from{};
+  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(arity, 4);
+  ASSERT_EQ(ei_decode_long(buf, &idx, &op), 0);
+  EXPECT_EQ(op, 6);  // REG_SEND
+  ASSERT_EQ(ei_decode_pid(buf, &idx, &from), 0);
+  EXPECT_STREQ(from.node, "lg1_0@127.0.0.1");
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "");
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "ktls_loadgen_echo");
+  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(arity, 5);
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "lg");
+  ASSERT_EQ(ei_decode_pid(buf, &idx, &from), 0);
+  EXPECT_EQ(from.num, 5u);
+  unsigned long long seq = 0, sent = 0;
+  ASSERT_EQ(ei_decode_ulonglong(buf, &idx, &seq), 0);
+  ASSERT_EQ(ei_decode_ulonglong(buf, &idx, &sent), 0);
+  EXPECT_EQ(seq, 42u);
+  EXPECT_EQ(sent, 123456789012345ull);
+  std::vector<char> bin(200);
+  long binlen = 0;
+  ASSERT_EQ(ei_decode_binary(buf, &idx, bin.data(), &binlen), 0);
+  EXPECT_EQ(binlen, 100);
+  EXPECT_EQ(static_cast<size_t>(idx), b.size() - 64);
+}
+
+// What the target sends back: SEND {2, '', ToPid} then the message.
+std::string send_packet(const std::function<void(ei_x_buff*)>& message) {
+  ei_x_buff x;
+  ei_x_new(&x);
+  char p = 'p';
+  ei_x_append_buf(&x, &p, 1);
+  ei_x_encode_version(&x);
+  ei_x_encode_tuple_header(&x, 3);
+  ei_x_encode_long(&x, 2);
+  ei_x_encode_atom(&x, "");
+  erlang_pid to = test_pid();
+  ei_x_encode_pid(&x, &to);
+  ei_x_encode_version(&x);
+  message(&x);
+  std::string out(x.buff, static_cast<size_t>(x.index));
+  ei_x_free(&x);
+  return out;
+}
+
+TEST(DistCodec, DecodesEchoesStatsAndOtherTraffic) {
+  std::string echo = send_packet([](ei_x_buff* x) {
+    ei_x_encode_tuple_header(x, 4);
+    ei_x_encode_atom(x, "lg_echo");
+    ei_x_encode_ulonglong(x, 7);
+    ei_x_encode_ulonglong(x, 1ull << 40);
+    ei_x_encode_binary(x, "abc", 3);
+  });
+  echo.append(64, '\0');
+  Inbound in = decode_packet(std::string_view(echo.data(), echo.size() - 64));
+  EXPECT_EQ(in.kind, Inbound::Kind::kEcho);
+  EXPECT_EQ(in.seq, 7u);
+  EXPECT_EQ(in.sent_ns, 1ull << 40);
+
+  std::string stats = send_packet([](ei_x_buff* x) {
+    ei_x_encode_tuple_header(x, 9);
+    ei_x_encode_atom(x, "lg_stats");
+    for (unsigned long long v : {1ull, 50000000ull, 2ull, 3ull, 4ull, 5ull, 6ull, 7ull}) {
+      ei_x_encode_ulonglong(x, v);
+    }
+  });
+  stats.append(64, '\0');
+  in = decode_packet(std::string_view(stats.data(), stats.size() - 64));
+  ASSERT_EQ(in.kind, Inbound::Kind::kStats);
+  EXPECT_EQ(in.stats.mem_total, 50000000u);
+  EXPECT_EQ(in.stats.rss_bytes, 7u);
+
+  std::string other = send_packet([](ei_x_buff* x) { ei_x_encode_atom(x, "hello"); });
+  other.append(64, '\0');
+  EXPECT_EQ(decode_packet(std::string_view(other.data(), other.size() - 64)).kind,
+            Inbound::Kind::kOtherMessage);
+
+  std::string garbage = "xyz";
+  garbage.append(64, '\0');
+  EXPECT_EQ(decode_packet(std::string_view(garbage.data(), 3)).kind, Inbound::Kind::kBad);
+}
+
+TEST(Options, RequiresPortAndCookieAndNamesBadValues) {
+  std::vector<std::string> args = {"ktls_loadgen", "storm", "--port", "4370", "--cookie", "c",
+                                   "--rate",       "500",   "--size", "32"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  auto o = parse_options(static_cast<int>(argv.size()), argv.data());
+  ASSERT_TRUE(o.ok()) << o.error().what;
+  EXPECT_EQ(o.value().scenario, Scenario::kStorm);
+  EXPECT_EQ(o.value().port, 4370);
+  EXPECT_EQ(o.value().rate, 500);
+  EXPECT_EQ(o.value().size, 32u);
+
+  std::vector<std::string> bad = {"ktls_loadgen", "idle", "--port", "70000", "--cookie", "c"};
+  argv.clear();
+  for (std::string& a : bad) argv.push_back(a.data());
+  auto e = parse_options(static_cast<int>(argv.size()), argv.data());
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().what.find("--port"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ktls::loadgen
