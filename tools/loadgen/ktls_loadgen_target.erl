@@ -8,7 +8,7 @@
 %% tools/loadgen/dist_codec.h.
 -module(ktls_loadgen_target).
 
--export([start/0, stop/0, echo_loop/0, stats_loop/1]).
+-export([start/0, stop/0, echo_loop/0, stats_loop/1, gc_all/0]).
 
 -define(ECHO, ktls_loadgen_echo).
 -define(STATS, ktls_loadgen_stats).
@@ -26,6 +26,13 @@ start() ->
 -spec stop() -> ok.
 stop() ->
     [exit(P, kill) || N <- [?ECHO, ?STATS], P <- [whereis(N)], is_pid(P)],
+    ok.
+
+%% @doc Garbage-collects every process, so that memory measured before and
+%% after a change compares like with like (scale.escript).
+-spec gc_all() -> ok.
+gc_all() ->
+    _ = [erlang:garbage_collect(P) || P <- processes()],
     ok.
 
 %% {lg, From, Seq, SentNs, Payload} -> From ! {lg_echo, Seq, SentNs, Payload}

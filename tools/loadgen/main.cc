@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <string_view>
 
 #include "tools/loadgen/options.h"
 #include "tools/loadgen/report.h"
@@ -34,6 +35,10 @@ bool raise_fd_limit(uint64_t want) {
 
 int main(int argc, char** argv) {
   using namespace ktls::loadgen;
+  if (argc >= 2 && (std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "help")) {
+    std::cout << usage();
+    return 0;
+  }
   auto opts = parse_options(argc, argv);
   if (!opts) {
     std::fprintf(stderr, "ktls_loadgen: %s\n\n%s", opts.error().what.c_str(), usage().c_str());
@@ -41,6 +46,9 @@ int main(int argc, char** argv) {
   }
   const Options& o = opts.value();
   signal(SIGPIPE, SIG_IGN);
+  // Ctrl-C or kill: end the run early but still report.
+  signal(SIGINT, [](int) { stop_swarm_early(); });
+  signal(SIGTERM, [](int) { stop_swarm_early(); });
   uint64_t want = uint64_t{o.conns} + o.handshake_threads * 2 + 256;
   if (!raise_fd_limit(want)) {
     rlimit rl{};

@@ -110,7 +110,12 @@ class Json {
   Json& num(const char* key, double v) {
     sep(key);
     char buf[64];
-    std::snprintf(buf, sizeof buf, "%.6g", v);
+    // Whole numbers (bytes, counts) in full; others with enough digits.
+    if (v == static_cast<double>(static_cast<int64_t>(v)) && v < 9e15 && v > -9e15) {
+      std::snprintf(buf, sizeof buf, "%" PRId64, static_cast<int64_t>(v));
+    } else {
+      std::snprintf(buf, sizeof buf, "%.4f", v);
+    }
     s_ += buf;
     return *this;
   }
@@ -265,7 +270,8 @@ std::string report_markdown(const RunResult& r) {
   m << "| all up after | " << (r.all_up_s >= 0 ? fmt("%.2f s", r.all_up_s) : std::string("never"))
     << " |\n";
   m << "| handshakes ok / failed | " << r.handshakes_ok << " / " << r.handshakes_failed << " |\n";
-  m << "| handshakes/s (run / ramp) | " << fmt("%.0f", per_s(r.handshakes_ok, r.elapsed_s)) << " / "
+  m << "| handshakes/s (whole run / until all up) | "
+    << fmt("%.0f", per_s(r.handshakes_ok, r.elapsed_s)) << " / "
     << (r.all_up_s > 0 ? fmt("%.0f", o.conns / r.all_up_s) : std::string("-")) << " |\n";
   m << "| handshake p50 / p99 | " << fmt("%.0f µs", us(r.handshake_ns.quantile(0.5))) << " / "
     << fmt("%.0f µs", us(r.handshake_ns.quantile(0.99))) << " |\n";
@@ -312,10 +318,16 @@ std::string report_markdown(const RunResult& r) {
 
 std::string timeline_tsv(const RunResult& r) {
   std::ostringstream s;
-  s << "# t\tup\thandshakes\tsent\techoed\terrors\n";
+  s << "# t\tup\thandshakes\tsent\techoed\terrors\tsent_per_s\techoed_per_s\n";
+  const TimelinePoint* prev = nullptr;
   for (const TimelinePoint& p : r.timeline) {
+    double dt = prev ? p.t - prev->t : 0;
+    double sent_rate = dt > 0 ? static_cast<double>(p.sent - prev->sent) / dt : 0;
+    double echo_rate = dt > 0 ? static_cast<double>(p.echoed - prev->echoed) / dt : 0;
     s << fmt("%.3f", p.t) << '\t' << p.up << '\t' << p.handshakes << '\t' << p.sent << '\t'
-      << p.echoed << '\t' << p.errors << '\n';
+      << p.echoed << '\t' << p.errors << '\t' << fmt("%.0f", sent_rate) << '\t'
+      << fmt("%.0f", echo_rate) << '\n';
+    prev = &p;
   }
   return s.str();
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -39,6 +40,7 @@ uint64_t now_ns() {
 }
 
 constexpr uint64_t kEventFdTag = ~uint64_t{0};
+std::atomic<bool> stop_early{false};
 constexpr size_t kReadChunk = 256 * 1024;
 constexpr size_t kDecodeSlack = 64;              // see decode_packet()
 constexpr size_t kMaxQueued = 4 * 1024 * 1024;   // per connection, then messages are dropped
@@ -154,7 +156,7 @@ Result<RunResult> Swarm::run() {
       progress(now, false);
       next_second += kSecond;
     }
-    if (sending_ && now >= end_ns) {
+    if (sending_ && (now >= end_ns || stop_early.load(std::memory_order_relaxed))) {
       // The duration is over: no new traffic; wait for echoes in flight.
       sending_ = false;
       r_.elapsed_s = static_cast<double>(since_start(now)) / 1e9;
@@ -534,6 +536,8 @@ void Swarm::progress(uint64_t now, bool last) {
 }
 
 }  // namespace
+
+void stop_swarm_early() { stop_early.store(true, std::memory_order_relaxed); }
 
 Result<RunResult> run_swarm(const Options& options) {
   Swarm s(options);

@@ -57,4 +57,9 @@ struct RunResult {
 // Runs the scenario of `options` to its end. ei_init() must have run.
 carrier::Result<RunResult> run_swarm(const Options& options);
 
+// Ends a run early, as if its duration were over (echoes in flight are still
+// waited for, the report is written). Async-signal-safe: main() calls it from
+// its SIGINT/SIGTERM handler.
+void stop_swarm_early();
+
 }  // namespace ktls::loadgen

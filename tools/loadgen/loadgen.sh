@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# ./ktls loadgen: the swarm of simulated Erlang nodes (tools/loadgen).
+#   ./ktls loadgen build                         build; lays out _build/loadgen/{bin,ebin}
+#   ./ktls loadgen idle|storm|churn ARGS...      one run (ktls_loadgen --help for ARGS);
+#                                                report + plots in _build/loadgen/runs/TIME
+#                                                unless --out DIR is given
+#   ./ktls loadgen target --carrier C --port P --cookie K [--seconds S] [--ticktime T]
+#                                                a target node with the echo/stats helpers,
+#                                                C = ktls_filter | inet_tcp; stops after S s
+#   ./ktls loadgen scale [--conns N] [--ticktime T] [--window S]
+#                                                idle connections against a ktls_filter and
+#                                                an inet_tcp target: memory per connection,
+#                                                tick CPU; report in _build/loadgen/scale/TIME
+set -euo pipefail
+: "${KTLS_ROOT:?run through ./ktls loadgen}"
+# shellcheck source=tools/ktls_lib.sh
+source "$KTLS_ROOT/tools/ktls_lib.sh"
+LG_DIR="$KTLS_BUILD/loadgen"
+LG_BIN="$LG_DIR/bin/ktls_loadgen"
+LG_EBIN="$LG_DIR/ebin"
+
+lg_build() {
+  ktls_log "building loadgen (bazel)"
+  mkdir -p "$LG_DIR/bin" "$LG_EBIN"
+  bazel build //tools/loadgen:ktls_loadgen //tools/loadgen:target_ebin >"$LG_DIR/build.log" 2>&1 || {
+    cat "$LG_DIR/build.log" >&2
+    ktls_log "loadgen build failed"
+    return 1
+  }
+  local bin
+  bin=$(bazel info bazel-bin 2>/dev/null)
+  cp -f "$bin/tools/loadgen/ktls_loadgen" "$LG_BIN"
+  cp -f "$bin"/tools/loadgen/ebin/*.beam "$LG_EBIN"/
+  chmod -R u+w "$LG_DIR"
+}
+
+# A target node in the foreground for --seconds (default 300), printing its
+# OS pid (for --target-pid).
+lg_target() {
+  local carrier=ktls_filter port="" cookie="" seconds=300 ticktime=60
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --carrier) carrier=${2:-}; shift 2 ;;
+      --port) port=${2:-}; shift 2 ;;
+      --cookie) cookie=${2:-}; shift 2 ;;
+      --seconds) seconds=${2:-}; shift 2 ;;
+      --ticktime) ticktime=${2:-}; shift 2 ;;
+      *) echo "loadgen target: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+  done
+  [[ "$port" =~ ^[0-9]+$ ]] || { echo "loadgen target: --port P is required" >&2; exit 2; }
+  [ -n "$cookie" ] || { echo "loadgen target: --cookie C is required" >&2; exit 2; }
+  local dist=()
+  case "$carrier" in
+    ktls_filter)
+      dist=(-pa "$KTLS_EBIN" -proto_dist ktls_filter -epmd_module ktls_filter_epmd
+            -start_epmd false -ktls_filter_port "$port") ;;
+    inet_tcp)
+      dist=(-pa "$KTLS_EBIN" -proto_dist inet_tcp -epmd_module ktls_filter_epmd
+            -start_epmd false -ktls_filter_port "$port") ;;
+    *) echo "loadgen target: --carrier ktls_filter|inet_tcp" >&2; exit 2 ;;
+  esac
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  exec erl -noshell -pa "$LG_EBIN" "${dist[@]}" -kernel net_ticktime "$ticktime" \
+    -name "lg_target_$port@127.0.0.1" -setcookie "$cookie" -connect_all false \
+    -eval "ktls_loadgen_target:start(),
+           io:format(\"target ~s (~s) on 127.0.0.1:~s, OS pid ~s, stops in ~ss~n\",
+                     [node(), \"$carrier\", \"$port\", os:getpid(), \"$seconds\"]),
+           timer:sleep($seconds * 1000), erlang:halt()."
+}
+
+lg_run() {
+  local out="" a
+  for a in "$@"; do
+    [ "${prev:-}" = "--out" ] && out=$a
+    prev=$a
+  done
+  local args=("$@")
+  if [ -z "$out" ]; then
+    out="$LG_DIR/runs/$(date +%Y%m%d-%H%M%S)-$1"
+    args+=(--out "$out")
+  fi
+  mkdir -p "$out"
+  "$LG_BIN" "${args[@]}"
+  if command -v gnuplot >/dev/null && [ -f "$out/timeline.tsv" ]; then
+    gnuplot -e "dir='$out'" "$KTLS_ROOT/tools/loadgen/plot.gp" 2>"$out/plot.log" ||
+      ktls_log "plots failed, see $out/plot.log"
+  fi
+}
+
+cmd=${1:-help}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  build) lg_build ;;
+  idle | storm | churn)
+    [ -x "$LG_BIN" ] || lg_build
+    lg_run "$cmd" "$@" ;;
+  target)
+    [ -f "$LG_EBIN/ktls_loadgen_target.beam" ] || lg_build
+    lg_target "$@" ;;
+  scale)
+    lg_build
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    out="$LG_DIR/scale/$(date +%Y%m%d-%H%M%S)"
+    mkdir -p "$out"
+    exec escript "$KTLS_ROOT/tools/loadgen/scale.escript" "$KTLS_ROOT" "$LG_BIN" "$LG_EBIN" "$out" "$@" ;;
+  help | -h | --help)
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    [ -x "$LG_BIN" ] && "$LG_BIN" --help | sed -n '2,$p' || true ;;
+  *)
+    echo "ktls loadgen: unknown command '$cmd' (./ktls loadgen help)" >&2
+    exit 2 ;;
+esac
