@@ -1,0 +1,271 @@
+%% The loadgen swarm (tools/loadgen) against a real ktls_filter node and a
+%% stock inet_tcp node: short idle, storm and churn runs, each judged by its
+%% JSON report and by the target itself (connections, processes and
+%% descriptors back to where they were).
+-module(ktls_loadgen_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, groups/0, suite/0, init_per_suite/1, end_per_suite/1,
+         init_per_group/2, end_per_group/2]).
+-export([idle_mesh/1, storm_echo/1, churn/1, report_files/1]).
+-export([json_decode/1]).
+
+-define(TICKTIME, 4).  % a tick every second, so a short idle run sees ticks
+
+suite() -> [{timetrap, {minutes, 3}}].
+
+all() -> [{group, ktls_filter}, {group, inet_tcp}].
+
+groups() ->
+    Cases = [idle_mesh, storm_echo, churn, report_files],
+    [{ktls_filter, [sequence], Cases}, {inet_tcp, [sequence], Cases}].
+
+init_per_suite(Config) ->
+    Root = ktls_ct_nodes:root(),
+    %% A cache hit after ./ktls test's build: lays out _build/loadgen.
+    Out = os:cmd("cd " ++ Root ++ " && ./tools/loadgen/loadgen.sh build 2>&1; echo rc=$?"),
+    Bin = filename:join([Root, "_build", "loadgen", "bin", "ktls_loadgen"]),
+    Ebin = filename:join([Root, "_build", "loadgen", "ebin"]),
+    case filelib:is_regular(Bin) andalso string:find(Out, "rc=0") =/= nomatch of
+        true -> [{loadgen, Bin}, {loadgen_ebin, Ebin} | Config];
+        false -> {fail, {loadgen_build, Out}}
+    end.
+
+end_per_suite(_Config) ->
+    ok.
+
+%% One target node per group, with the echo and stats helpers registered.
+init_per_group(Carrier, Config) ->
+    Port = free_port(),
+    Extra = ["-pa", ?config(loadgen_ebin, Config),
+             "-kernel", "net_ticktime", integer_to_list(?TICKTIME),
+             "-ktls_filter_port", integer_to_list(Port)],
+    %% Both listen on a fixed port found by ktls_filter_epmd, so the swarm
+    %% needs no epmd; ktls_filter keeps its default filter policy.
+    CarrierArgs = ["-epmd_module", "ktls_filter_epmd", "-start_epmd", "false"],
+    {Peer, Node} = ktls_ct_nodes:start(ktls_ct_nodes:unique("lg_" ++ atom_to_list(Carrier)),
+                                       carrier(Carrier), CarrierArgs ++ Extra),
+    ok = ktls_ct_nodes:call(Peer, ktls_loadgen_target, start, []),
+    [{carrier, Carrier}, {target, Peer}, {target_node, Node}, {port, Port},
+     {target_pid, ktls_ct_nodes:os_pid(Peer)} | Config].
+
+end_per_group(_Group, Config) ->
+    ktls_ct_nodes:stop(?config(target, Config)),
+    ok.
+
+carrier(ktls_filter) -> ktls;
+carrier(inet_tcp) -> inet_tcp.
+
+%% ------------------------------------------------------------------
+
+%% 200 simulated nodes connect, stay up, answer every tick; the target
+%% gets back to its process and descriptor counts once they are gone.
+idle_mesh(Config) ->
+    T = ?config(target, Config),
+    Before = census(T),
+    R = loadgen(Config, "idle", ["--conns", "200", "--duration", "4"]),
+    Conns = maps:get(<<"connections">>, R),
+    ?assertEqual(200, maps:get(<<"peak_up">>, Conns)),
+    ?assertEqual(200, maps:get(<<"up_at_end">>, Conns)),
+    ?assertEqual(0, maps:get(<<"handshakes_failed">>, Conns)),
+    ?assert(maps:get(<<"handshakes_per_s">>, Conns) > 0),
+    no_errors(R),
+    %% A tick a second each way: every connection answered a few.
+    Ticks = maps:get(<<"ticks_received">>, maps:get(<<"messages">>, R)),
+    ?assert(Ticks >= 2 * 200, {ticks, Ticks}),
+    Target = maps:get(<<"target">>, R),
+    ?assert(maps:get(<<"stats_replies">>, Target) >= 1),
+    ?assert(maps:get(<<"proc_samples">>, Target) >= 3),
+    %% The target saw the 200 processes' worth of connections.
+    #{<<"max">> := MaxProcs} = maps:get(<<"vm_process_count">>, Target),
+    ?assert(MaxProcs >= maps:get(procs, Before) + 200, {MaxProcs, Before}),
+    back_to(T, Before).
+
+%% Messages at a fixed rate to the registered echo process: all come back,
+%% latency is measured, and the filter (ktls_filter) refuses none of them.
+storm_echo(Config) ->
+    T = ?config(target, Config),
+    Before = census(T),
+    Dropped0 = dropped(Config),
+    R = loadgen(Config, "storm", ["--conns", "20", "--duration", "3", "--rate", "2000",
+                                  "--size", "256"]),
+    M = maps:get(<<"messages">>, R),
+    Sent = maps:get(<<"sent">>, M),
+    ?assert(Sent >= 4000, {sent, Sent}),
+    ?assertEqual(Sent, maps:get(<<"echoed">>, M)),
+    Lat = maps:get(<<"latency_us">>, M),
+    ?assertEqual(Sent, maps:get(<<"count">>, Lat)),
+    [P50, P99, P999] = [maps:get(K, Lat) || K <- [<<"p50">>, <<"p99">>, <<"p999">>]],
+    ?assert(0 < P50 andalso P50 =< P99 andalso P99 =< P999, Lat),
+    ?assert(P50 < 100000, Lat),  % 100 ms: loopback, loose on purpose (2 shared cores)
+    no_errors(R),
+    ?assertEqual(Dropped0, dropped(Config)),
+    back_to(T, Before).
+
+%% Connections closed and replaced at a rate: every replacement handshakes,
+%% and nothing is left behind on the target.
+churn(Config) ->
+    T = ?config(target, Config),
+    Before = census(T),
+    R = loadgen(Config, "churn", ["--conns", "50", "--duration", "4", "--churn-rate", "40"]),
+    Conns = maps:get(<<"connections">>, R),
+    Planned = maps:get(<<"planned_disconnects">>, Conns),
+    ?assert(Planned >= 100, {planned, Planned}),
+    %% Every closed connection was replaced (the last few may still be
+    %% connecting when the run ends).
+    Ok = maps:get(<<"handshakes_ok">>, Conns),
+    ?assert(Ok >= 50 + Planned - 16, {Ok, Planned}),
+    ?assertEqual(0, maps:get(<<"handshakes_failed">>, Conns)),
+    no_errors(R),
+    back_to(T, Before).
+
+%% The files a run leaves: JSON, markdown, timelines.
+report_files(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "report_files"),
+    _ = loadgen(Config, "storm", ["--conns", "5", "--duration", "2", "--rate", "100",
+                                  "--out", Dir]),
+    [?assert(filelib:is_regular(filename:join(Dir, F)), F)
+     || F <- ["report.json", "report.md", "timeline.tsv", "target_vm.tsv", "target_proc.tsv"]],
+    {ok, Md} = file:read_file(filename:join(Dir, "report.md")),
+    ?assertNotEqual(nomatch, binary:match(Md, <<"latency p50 / p99 / p999">>)),
+    {ok, Tl} = file:read_file(filename:join(Dir, "timeline.tsv")),
+    ?assert(length(binary:split(Tl, <<"\n">>, [global, trim])) >= 3).
+
+%% ------------------------------------------------------------------
+
+%% Runs the loadgen against this group's target (bounded: its own duration
+%% plus a margin), returns its report.json decoded.
+loadgen(Config, Scenario, Args) ->
+    Dir = case lists:member("--out", Args) of
+              true -> lists:nth(length(lists:takewhile(fun(A) -> A =/= "--out" end, Args)) + 2,
+                                Args);
+              false ->
+                  filename:join(?config(priv_dir, Config),
+                                Scenario ++ "_" ++ integer_to_list(erlang:unique_integer([positive])))
+          end,
+    Common = ["--port", integer_to_list(?config(port, Config)),
+              "--cookie", atom_to_list(ktls_ct_nodes:cookie()),
+              "--target-pid", ?config(target_pid, Config), "--no-progress"],
+    OutArgs = case lists:member("--out", Args) of
+                  true -> [];
+                  false -> ["--out", Dir]
+              end,
+    Port = open_port({spawn_executable, ?config(loadgen, Config)},
+                     [{args, [Scenario | Common ++ OutArgs ++ Args]}, exit_status,
+                      stderr_to_stdout, binary]),
+    {Status, Output} = collect(Port, 60000, []),
+    ct:log("ktls_loadgen ~s ~p: exit ~p~n~s", [Scenario, Args, Status, Output]),
+    ?assertEqual(0, Status),
+    {ok, Json} = file:read_file(filename:join(Dir, "report.json")),
+    json_decode(Json).
+
+collect(Port, Ms, Acc) ->
+    receive
+        {Port, {data, D}} -> collect(Port, Ms, [D | Acc]);
+        {Port, {exit_status, S}} -> {S, lists:reverse(Acc)}
+    after Ms ->
+            catch port_close(Port),
+            {timeout, lists:reverse(Acc)}
+    end.
+
+no_errors(R) ->
+    ?assertEqual({0, #{}}, {maps:get(<<"error_total">>, R), maps:get(<<"errors">>, R)}).
+
+%% What the target holds that a connection adds to.
+census(T) ->
+    #{conns => length(ktls_ct_nodes:call(T, erlang, nodes, [hidden])),
+      procs => ktls_ct_nodes:call(T, erlang, system_info, [process_count]),
+      fds => ktls_ct_nodes:fd_count(T)}.
+
+%% The loadgen's connections are gone and the target is back to Before
+%% (a little slack for processes the node starts on its own).
+back_to(T, Before) ->
+    Check = fun() ->
+                    C = census(T),
+                    maps:get(conns, C) =:= 0 andalso
+                        maps:get(procs, C) =< maps:get(procs, Before) + 2 andalso
+                        maps:get(fds, C) =< maps:get(fds, Before)
+            end,
+    case ktls_ct_nodes:wait_until(Check, 10000) of
+        ok -> ok;
+        timeout -> ct:fail({target_not_back, census(T), Before})
+    end.
+
+dropped(Config) ->
+    case ?config(carrier, Config) of
+        ktls_filter ->
+            maps:get(dropped, ktls_ct_nodes:call(?config(target, Config), ktls_filter,
+                                                 world_stats_get, []));
+        inet_tcp -> 0
+    end.
+
+free_port() ->
+    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, P} = inet:port(S),
+    ok = gen_tcp:close(S),
+    P.
+
+%% ------------------------------------------------------------------
+%% A small JSON decoder (OTP 25 has none): objects as maps with binary
+%% keys, arrays as lists, numbers, strings (\uXXXX escapes for ASCII), true,
+%% false, null.
+
+-spec json_decode(binary()) -> term().
+json_decode(Bin) ->
+    {V, Rest} = value(ws(Bin)),
+    <<>> = ws(Rest),
+    V.
+
+ws(<<C, R/binary>>) when C =:= $\s; C =:= $\n; C =:= $\t; C =:= $\r -> ws(R);
+ws(B) -> B.
+
+value(<<${, R/binary>>) -> object(ws(R), #{});
+value(<<$[, R/binary>>) -> array(ws(R), []);
+value(<<$", R/binary>>) -> string(R, <<>>);
+value(<<"true", R/binary>>) -> {true, R};
+value(<<"false", R/binary>>) -> {false, R};
+value(<<"null", R/binary>>) -> {null, R};
+value(B) -> number(B).
+
+object(<<$}, R/binary>>, M) -> {M, R};
+object(B, M) ->
+    {K, R1} = value(B),
+    <<$:, R2/binary>> = ws(R1),
+    {V, R3} = value(ws(R2)),
+    case ws(R3) of
+        <<$,, R4/binary>> -> object(ws(R4), M#{K => V});
+        <<$}, R4/binary>> -> {M#{K => V}, R4}
+    end.
+
+array(<<$], R/binary>>, Acc) -> {lists:reverse(Acc), R};
+array(B, Acc) ->
+    {V, R1} = value(B),
+    case ws(R1) of
+        <<$,, R2/binary>> -> array(ws(R2), [V | Acc]);
+        <<$], R2/binary>> -> {lists:reverse([V | Acc]), R2}
+    end.
+
+string(<<$", R/binary>>, Acc) -> {Acc, R};
+string(<<$\\, $u, H:4/binary, R/binary>>, Acc) ->
+    string(R, <<Acc/binary, (binary_to_integer(H, 16))/utf8>>);
+string(<<$\\, C, R/binary>>, Acc) ->
+    string(R, <<Acc/binary, (case C of $n -> $\n; $t -> $\t; _ -> C end)>>);
+string(<<C, R/binary>>, Acc) -> string(R, <<Acc/binary, C>>).
+
+number(B) ->
+    {match, [N]} = re:run(B, "^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?", [{capture, first, binary}]),
+    <<N:(byte_size(N))/binary, R/binary>> = B,
+    V = case binary:match(N, [<<".">>, <<"e">>, <<"E">>]) of
+            nomatch -> binary_to_integer(N);
+            _ -> binary_to_float(normalize_float(N))
+        end,
+    {V, R}.
+
+%% binary_to_float/1 wants a fraction: 1e5 -> 1.0e5.
+normalize_float(N) ->
+    case binary:match(N, <<".">>) of
+        nomatch -> re:replace(N, "([eE])", ".0\\1", [{return, binary}]);
+        _ -> N
+    end.
