@@ -83,7 +83,9 @@ lg_run() {
   mkdir -p "$out"
   "$LG_BIN" "${args[@]}"
   if command -v gnuplot >/dev/null && [ -f "$out/timeline.tsv" ]; then
-    gnuplot -e "dir='$out'" "$KTLS_ROOT/tools/loadgen/plot.gp" 2>"$out/plot.log" ||
+    local storm=0
+    [ "$1" = storm ] && storm=1
+    gnuplot -e "dir='$out'; storm=$storm" "$KTLS_ROOT/tools/loadgen/plot.gp" 2>"$out/plot.log" ||
       ktls_log "plots failed, see $out/plot.log"
   fi
 }

@@ -205,6 +205,7 @@ std::string report_json(const RunResult& r) {
       .num("bytes_sent", r.bytes_sent)
       .num("bytes_received", r.bytes_received)
       .num("ticks_received", r.ticks_received)
+      .num("storm_start_s", r.storm_start_s)
       .open("latency_us", '{')
       .num("count", r.latency_ns.count())
       .num("p50", us(r.latency_ns.quantile(0.5)))
@@ -250,6 +251,8 @@ std::string report_json(const RunResult& r) {
         .num("sent", p.sent)
         .num("echoed", p.echoed)
         .num("errors", p.errors)
+        .num("p50_us", us(p.p50_ns))
+        .num("p99_us", us(p.p99_ns))
         .close('}');
   }
   j.close(']');
@@ -283,6 +286,8 @@ std::string report_markdown(const RunResult& r) {
     m << "| msgs/s sent / echoed | " << fmt("%.0f", per_s(r.sent, r.elapsed_s)) << " / "
       << fmt("%.0f", per_s(r.echoed, r.elapsed_s)) << " |\n";
     m << "| payload | " << o.size << " bytes to `" << o.to << "` |\n";
+    m << "| sending from | "
+      << (r.storm_start_s >= 0 ? fmt("%.2f s", r.storm_start_s) : std::string("never")) << " |\n";
     m << "| latency p50 / p99 / p999 / max | " << fmt("%.0f", us(r.latency_ns.quantile(0.5)))
       << " / " << fmt("%.0f", us(r.latency_ns.quantile(0.99))) << " / "
       << fmt("%.0f", us(r.latency_ns.quantile(0.999))) << " / "
@@ -318,15 +323,24 @@ std::string report_markdown(const RunResult& r) {
 
 std::string timeline_tsv(const RunResult& r) {
   std::ostringstream s;
-  s << "# t\tup\thandshakes\tsent\techoed\terrors\tsent_per_s\techoed_per_s\n";
+  s << "# t\tup\thandshakes\tsent\techoed\terrors\tsent_per_s\techoed_per_s\tp50_us\tp99_us\n";
   const TimelinePoint* prev = nullptr;
   for (const TimelinePoint& p : r.timeline) {
+    // The last point comes right after the drain: a rate over a sliver of
+    // a second would be noise, so it has none ("-").
     double dt = prev ? p.t - prev->t : 0;
-    double sent_rate = dt > 0 ? static_cast<double>(p.sent - prev->sent) / dt : 0;
-    double echo_rate = dt > 0 ? static_cast<double>(p.echoed - prev->echoed) / dt : 0;
+    std::string sent_rate = "-", echo_rate = "-", p50 = "-", p99 = "-";
+    if (dt >= 0.5) {
+      sent_rate = fmt("%.0f", static_cast<double>(p.sent - prev->sent) / dt);
+      echo_rate = fmt("%.0f", static_cast<double>(p.echoed - prev->echoed) / dt);
+    }
+    if (p.p50_ns > 0) {
+      p50 = fmt("%.1f", us(p.p50_ns));
+      p99 = fmt("%.1f", us(p.p99_ns));
+    }
     s << fmt("%.3f", p.t) << '\t' << p.up << '\t' << p.handshakes << '\t' << p.sent << '\t'
-      << p.echoed << '\t' << p.errors << '\t' << fmt("%.0f", sent_rate) << '\t'
-      << fmt("%.0f", echo_rate) << '\n';
+      << p.echoed << '\t' << p.errors << '\t' << sent_rate << '\t' << echo_rate << '\t' << p50
+      << '\t' << p99 << '\n';
     prev = &p;
   }
   return s.str();

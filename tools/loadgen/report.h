@@ -11,8 +11,8 @@ namespace ktls::loadgen {
 
 std::string report_json(const RunResult& r);
 std::string report_markdown(const RunResult& r);
-// t up handshakes sent echoed errors (cumulative) sent_per_s echoed_per_s,
-// one line per second.
+// t up handshakes sent echoed errors (cumulative) sent_per_s echoed_per_s
+// p50_us p99_us (of that second's echoes), one line per second.
 std::string timeline_tsv(const RunResult& r);
 // The target as the stats helper saw it: t mem_total_mib processes ports cpu_pct.
 std::string target_vm_tsv(const RunResult& r);

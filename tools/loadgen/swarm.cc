@@ -103,6 +103,7 @@ class Swarm {
   std::string payload_;
   std::string scratch_;
   std::string decode_buf_;
+  Histogram second_latency_;  // echoes since the last timeline point
   std::unique_ptr<Handshaker> hs_;
   int epoll_ = -1;
   uint64_t start_ns_ = 0;
@@ -344,6 +345,7 @@ void Swarm::on_packet(uint32_t slot, std::string_view pkt, uint64_t now) {
     case Inbound::Kind::kEcho:
       ++r_.echoed;
       r_.latency_ns.record(now > in.sent_ns ? now - in.sent_ns : 0);
+      second_latency_.record(now > in.sent_ns ? now - in.sent_ns : 0);
       break;
     case Inbound::Kind::kStats: {
       ++r_.stats_replies;
@@ -424,6 +426,13 @@ void Swarm::close_conn(uint32_t slot, const char* why_error) {
 }
 
 void Swarm::send_messages(uint64_t now, double dt) {
+  // Latency under a steady load, not under the ramp's handshakes: sending
+  // starts once every connection is up, or at half time if they never are.
+  if (r_.storm_start_s < 0) {
+    double t = static_cast<double>(since_start(now)) / 1e9;
+    if (r_.all_up_s < 0 && t < o_.duration_s / 2) return;
+    r_.storm_start_s = t;
+  }
   send_tokens_ += dt * o_.rate;
   // Do not save up more than 100 ms of messages while nothing is up.
   send_tokens_ = std::min(send_tokens_, std::max(1.0, o_.rate / 10));
@@ -480,6 +489,9 @@ void Swarm::sample(uint64_t now) {
   p.sent = r_.sent;
   p.echoed = r_.echoed;
   p.errors = r_.error_total();
+  p.p50_ns = second_latency_.quantile(0.5);
+  p.p99_ns = second_latency_.quantile(0.99);
+  second_latency_ = Histogram();
   r_.timeline.push_back(p);
   if (o_.target_pid > 0) {
     TargetSample s;

@@ -23,6 +23,7 @@ struct TimelinePoint {
   double t = 0;  // seconds since start
   uint32_t up = 0;
   uint64_t handshakes = 0, sent = 0, echoed = 0, errors = 0;  // cumulative
+  uint64_t p50_ns = 0, p99_ns = 0;  // latency of the echoes of this second
 };
 
 // The target as sampled during the run: by the stats helper over one of our
@@ -36,8 +37,9 @@ struct TargetSample {
 // Everything the report needs.
 struct RunResult {
   Options options;
-  double elapsed_s = 0;  // start to the end of the duration
-  double all_up_s = -1;  // when all conns were first up (-1: never)
+  double elapsed_s = 0;       // start to the end of the duration
+  double all_up_s = -1;       // when all conns were first up (-1: never)
+  double storm_start_s = -1;  // storm: sending starts once all are up (or at half time)
   uint32_t peak_up = 0;
   uint32_t up_at_end = 0;
   uint64_t handshakes_ok = 0, handshakes_failed = 0;
