@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <string_view>
+#include <type_traits>
+#include <variant>
 
 namespace ktls::loadgen {
 
@@ -69,6 +71,54 @@ Result<double> to_number(std::string_view flag, const char* text, double min, do
   return v;
 }
 
+// One table for every option that takes a value: the field it sets and,
+// for numbers, the range.
+struct Flag {
+  const char* name;
+  std::variant<std::string Options::*, double Options::*, uint32_t Options::*, uint16_t Options::*,
+               int Options::*>
+      field;
+  double min = 0, max = 0;
+};
+
+const Flag kFlags[] = {
+    {"--host", &Options::host},
+    {"--port", &Options::port, 1, 65535},
+    {"--cookie", &Options::cookie},
+    {"--conns", &Options::conns, 0, 1000000},
+    {"--duration", &Options::duration_s, 0.1, 86400},
+    {"--ramp-rate", &Options::ramp_rate, 0, 1e7},
+    {"--handshake-threads", &Options::handshake_threads, 1, 256},
+    {"--connect-timeout", &Options::connect_timeout_ms, 1, 600000},
+    {"--name-prefix", &Options::name_prefix},
+    {"--node-host", &Options::node_host},
+    {"--rate", &Options::rate, 0, 1e8},
+    {"--size", &Options::size, 0, 64 << 20},
+    {"--to", &Options::to},
+    {"--senders", &Options::senders, 0, 1000000},
+    {"--churn-rate", &Options::churn_rate, 0, 1e6},
+    {"--out", &Options::out_dir},
+    {"--target-pid", &Options::target_pid, 1, 1 << 30},
+    {"--stats-name", &Options::stats_name},
+    {"--drain-ms", &Options::drain_ms, 0, 600000},
+};
+
+Result<void> set_flag(Options& o, const Flag& f, const char* val) {
+  return std::visit(
+      [&](auto field) -> Result<void> {
+        using T = std::remove_reference_t<decltype(o.*field)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          o.*field = val;
+        } else {
+          auto n = to_number(f.name, val, f.min, f.max);
+          if (!n) return n.error();
+          o.*field = static_cast<T>(n.value());
+        }
+        return {};
+      },
+      f.field);
+}
+
 }  // namespace
 
 Result<Options> parse_options(int argc, char** argv) {
@@ -76,78 +126,27 @@ Result<Options> parse_options(int argc, char** argv) {
   o.name_prefix = "lg" + std::to_string(getpid()) + "_";
   if (argc < 2) return Error::message("no scenario given");
   std::string_view sc = argv[1];
-  if (sc == "idle") {
-    o.scenario = Scenario::kIdle;
-  } else if (sc == "storm") {
-    o.scenario = Scenario::kStorm;
-  } else if (sc == "churn") {
-    o.scenario = Scenario::kChurn;
-  } else {
-    return Error::message("unknown scenario '" + std::string(sc) + "'");
+  bool known = false;
+  for (Scenario s : {Scenario::kIdle, Scenario::kStorm, Scenario::kChurn}) {
+    if (sc == scenario_name(s)) {
+      o.scenario = s;
+      known = true;
+    }
   }
+  if (!known) return Error::message("unknown scenario '" + std::string(sc) + "'");
   for (int i = 2; i < argc; ++i) {
     std::string_view flag = argv[i];
     if (flag == "--no-progress") {
       o.progress = false;
       continue;
     }
-    if (i + 1 >= argc) return Error::message(std::string(flag) + " needs a value");
-    const char* val = argv[++i];
-    auto num = [&](double min, double max) { return to_number(flag, val, min, max); };
-    Result<double> n = 0.0;
-    if (flag == "--host") {
-      o.host = val;
-    } else if (flag == "--port") {
-      if (!(n = num(1, 65535))) return n.error();
-      o.port = static_cast<uint16_t>(n.value());
-    } else if (flag == "--cookie") {
-      o.cookie = val;
-    } else if (flag == "--conns") {
-      if (!(n = num(0, 1000000))) return n.error();
-      o.conns = static_cast<uint32_t>(n.value());
-    } else if (flag == "--duration") {
-      if (!(n = num(0.1, 86400))) return n.error();
-      o.duration_s = n.value();
-    } else if (flag == "--ramp-rate") {
-      if (!(n = num(0, 1e7))) return n.error();
-      o.ramp_rate = n.value();
-    } else if (flag == "--handshake-threads") {
-      if (!(n = num(1, 256))) return n.error();
-      o.handshake_threads = static_cast<uint32_t>(n.value());
-    } else if (flag == "--connect-timeout") {
-      if (!(n = num(1, 600000))) return n.error();
-      o.connect_timeout_ms = static_cast<uint32_t>(n.value());
-    } else if (flag == "--name-prefix") {
-      o.name_prefix = val;
-    } else if (flag == "--node-host") {
-      o.node_host = val;
-    } else if (flag == "--rate") {
-      if (!(n = num(0, 1e8))) return n.error();
-      o.rate = n.value();
-    } else if (flag == "--size") {
-      if (!(n = num(0, 64 << 20))) return n.error();
-      o.size = static_cast<uint32_t>(n.value());
-    } else if (flag == "--to") {
-      o.to = val;
-    } else if (flag == "--senders") {
-      if (!(n = num(0, 1000000))) return n.error();
-      o.senders = static_cast<uint32_t>(n.value());
-    } else if (flag == "--churn-rate") {
-      if (!(n = num(0, 1e6))) return n.error();
-      o.churn_rate = n.value();
-    } else if (flag == "--out") {
-      o.out_dir = val;
-    } else if (flag == "--target-pid") {
-      if (!(n = num(1, 1 << 30))) return n.error();
-      o.target_pid = static_cast<int>(n.value());
-    } else if (flag == "--stats-name") {
-      o.stats_name = val;
-    } else if (flag == "--drain-ms") {
-      if (!(n = num(0, 600000))) return n.error();
-      o.drain_ms = static_cast<uint32_t>(n.value());
-    } else {
-      return Error::message("unknown option '" + std::string(flag) + "'");
+    const Flag* f = nullptr;
+    for (const Flag& candidate : kFlags) {
+      if (flag == candidate.name) f = &candidate;
     }
+    if (f == nullptr) return Error::message("unknown option '" + std::string(flag) + "'");
+    if (i + 1 >= argc) return Error::message(std::string(flag) + " needs a value");
+    if (auto r = set_flag(o, *f, argv[++i]); !r) return r.error();
   }
   if (o.port == 0) return Error::message("--port is required");
   if (o.cookie.empty()) return Error::message("--cookie is required");

@@ -41,6 +41,18 @@ struct TargetSummary {
   size_t vm_samples = 0, proc_samples = 0;
 };
 
+// The target's CPU time as each source counts it, in seconds.
+bool has_vm(const TargetSample& s) { return s.helper.has_value(); }
+bool has_proc(const TargetSample& s) { return s.proc.has_value(); }
+double vm_cpu_s(const TargetSample& s) { return static_cast<double>(s.helper->cpu_ms) / 1e3; }
+double proc_cpu_s(const TargetSample& s) { return static_cast<double>(s.proc->cpu_ns) / 1e9; }
+
+// CPU between two samples of one source, in % of one core (-1: no interval).
+double cpu_pct(const TargetSample* a, const TargetSample* b, double (*cpu_s)(const TargetSample&)) {
+  if (a == nullptr || b == nullptr || b->t <= a->t) return -1;
+  return (cpu_s(*b) - cpu_s(*a)) / (b->t - a->t) * 100;
+}
+
 TargetSummary summarize(const RunResult& r) {
   TargetSummary s;
   const TargetSample *vm0 = nullptr, *vm1 = nullptr, *p0 = nullptr, *p1 = nullptr;
@@ -61,14 +73,8 @@ TargetSummary summarize(const RunResult& r) {
       ++s.proc_samples;
     }
   }
-  if (vm0 && vm1 && vm1->t > vm0->t) {
-    s.vm_cpu_pct = static_cast<double>(vm1->helper->cpu_ms - vm0->helper->cpu_ms) / 1e3 /
-                   (vm1->t - vm0->t) * 100;
-  }
-  if (p0 && p1 && p1->t > p0->t) {
-    s.proc_cpu_pct =
-        static_cast<double>(p1->proc->cpu_ns - p0->proc->cpu_ns) / 1e9 / (p1->t - p0->t) * 100;
-  }
+  s.vm_cpu_pct = cpu_pct(vm0, vm1, vm_cpu_s);
+  s.proc_cpu_pct = cpu_pct(p0, p1, proc_cpu_s);
   return s;
 }
 
@@ -156,6 +162,23 @@ std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
+}
+
+// One line per sample of one source: t, its columns, CPU % since the
+// previous sample of that source.
+template <class Columns>
+std::string samples_tsv(const RunResult& r, const char* header, bool (*has)(const TargetSample&),
+                        double (*cpu_s)(const TargetSample&), Columns columns) {
+  std::ostringstream s;
+  s << "# t\t" << header << "\tcpu_pct\n";
+  const TargetSample* prev = nullptr;
+  for (const TargetSample& t : r.target) {
+    if (!has(t)) continue;
+    s << fmt("%.3f", t.t) << '\t' << columns(t) << '\t'
+      << fmt("%.1f", std::max(cpu_pct(prev, &t, cpu_s), 0.0)) << '\n';
+    prev = &t;
+  }
+  return s.str();
 }
 
 }  // namespace
@@ -347,39 +370,18 @@ std::string timeline_tsv(const RunResult& r) {
 }
 
 std::string target_vm_tsv(const RunResult& r) {
-  std::ostringstream s;
-  s << "# t\tmem_total_mib\tprocesses\tports\tcpu_pct\n";
-  const TargetSample* prev = nullptr;
-  for (const TargetSample& t : r.target) {
-    if (!t.helper) continue;
-    double cpu = 0;
-    if (prev && t.t > prev->t) {
-      cpu = static_cast<double>(t.helper->cpu_ms - prev->helper->cpu_ms) / 1e3 / (t.t - prev->t) *
-            100;
-    }
-    s << fmt("%.3f", t.t) << '\t' << fmt("%.2f", static_cast<double>(t.helper->mem_total) / kMiB)
-      << '\t' << t.helper->process_count << '\t' << t.helper->port_count << '\t' << fmt("%.1f", cpu)
-      << '\n';
-    prev = &t;
-  }
-  return s.str();
+  return samples_tsv(r, "mem_total_mib\tprocesses\tports", has_vm, vm_cpu_s,
+                     [](const TargetSample& t) {
+                       return fmt("%.2f", static_cast<double>(t.helper->mem_total) / kMiB) + '\t' +
+                              std::to_string(t.helper->process_count) + '\t' +
+                              std::to_string(t.helper->port_count);
+                     });
 }
 
 std::string target_proc_tsv(const RunResult& r) {
-  std::ostringstream s;
-  s << "# t\trss_mib\tcpu_pct\n";
-  const TargetSample* prev = nullptr;
-  for (const TargetSample& t : r.target) {
-    if (!t.proc) continue;
-    double cpu = 0;
-    if (prev && t.t > prev->t) {
-      cpu = static_cast<double>(t.proc->cpu_ns - prev->proc->cpu_ns) / 1e9 / (t.t - prev->t) * 100;
-    }
-    s << fmt("%.3f", t.t) << '\t' << fmt("%.2f", static_cast<double>(t.proc->rss_bytes) / kMiB)
-      << '\t' << fmt("%.1f", cpu) << '\n';
-    prev = &t;
-  }
-  return s.str();
+  return samples_tsv(r, "rss_mib", has_proc, proc_cpu_s, [](const TargetSample& t) {
+    return fmt("%.2f", static_cast<double>(t.proc->rss_bytes) / kMiB);
+  });
 }
 
 Result<void> write_report(const RunResult& r, const std::string& dir) {
