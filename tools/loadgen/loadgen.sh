@@ -107,7 +107,7 @@ case "$cmd" in
     mkdir -p "$out"
     exec escript "$KTLS_ROOT/tools/loadgen/scale.escript" "$KTLS_ROOT" "$LG_BIN" "$LG_EBIN" "$out" "$@" ;;
   help | -h | --help)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     [ -x "$LG_BIN" ] && "$LG_BIN" --help | sed -n '2,$p' || true ;;
   *)
     echo "ktls loadgen: unknown command '$cmd' (./ktls loadgen help)" >&2
