@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ./ktls loadgen: the swarm of simulated Erlang nodes (tools/loadgen).
 #   ./ktls loadgen build                         build; lays out _build/loadgen/{bin,ebin}
-#   ./ktls loadgen idle|storm|churn ARGS...      one run (ktls_loadgen --help for ARGS);
+#   ./ktls loadgen idle|storm|churn ARGS...      one run (options below);
 #                                                report + plots in _build/loadgen/runs/TIME
 #                                                unless --out DIR is given
 #   ./ktls loadgen target --carrier C --port P --cookie K [--seconds S] [--ticktime T]
