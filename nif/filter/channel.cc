@@ -173,8 +173,9 @@ const char* Channel::framing() const {
 std::vector<std::pair<uint16_t, std::string>> Channel::atom_cache() const {
   std::lock_guard lock(cache_mu_);
   std::vector<std::pair<uint16_t, std::string>> out;
+  if (!cache_) return out;
   for (size_t i = 0; i < kAtomCacheSize; i++) {
-    if (cache_set_[i]) out.emplace_back(static_cast<uint16_t>(i), cache_[i]);
+    if (cache_->set[i]) out.emplace_back(static_cast<uint16_t>(i), cache_->text[i]);
   }
   return out;
 }
@@ -234,17 +235,18 @@ bool Channel::parse_header(Bytes p, size_t& pos, Verdict& v) {
       }
       {
         std::lock_guard lock(cache_mu_);
-        cache_[slot].assign(text);
-        cache_set_[slot] = true;
+        if (!cache_) cache_ = std::make_unique<AtomCache>();
+        cache_->text[slot].assign(text);
+        cache_->set[slot] = true;
       }
-      cache_serial_[slot] = ++serial_;
+      cache_->serial[slot] = ++serial_;
       ref_new_ = true;
       count(&Stats::atom_cache_writes);
-    } else if (!cache_set_[slot]) {
+    } else if (!cache_ || !cache_->set[slot]) {
       return fail(v, "reference to an empty atom cache slot", pos - 1);
     }
     // Copied: a later reference of the same header may overwrite the slot.
-    ref_texts_[i].assign(cache_[slot]);
+    ref_texts_[i].assign(cache_->text[slot]);
     ref_slots_.push_back(static_cast<uint16_t>(slot));
     ref_written_.push_back((nib & 8) != 0);
   }
@@ -930,7 +932,9 @@ void Channel::finish(Sequence& s, Verdict& v) {
     // slot it references was written since; otherwise the terms are
     // written out with plain atoms under a header without references.
     bool unchanged = true;
-    for (uint16_t slot : s.slots) unchanged = unchanged && cache_serial_[slot] <= s.serial;
+    for (uint16_t slot : s.slots) {
+      unchanged = unchanged && (!cache_ || cache_->serial[slot] <= s.serial);
+    }
     std::vector<uint8_t>& out = v.bytes;
     if (unchanged) {
       v.whole = std::move(s.buf);  // the message views stay valid: same storage

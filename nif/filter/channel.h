@@ -250,10 +250,15 @@ class Channel final : private AtomSink {
   std::string peer_;
   enum class Framing : uint8_t { Unknown, Header, PassThrough } framing_ = Framing::Unknown;
 
-  mutable std::mutex cache_mu_;  // cache_ and cache_set_ against atom_cache()
-  std::array<std::string, kAtomCacheSize> cache_;
-  std::array<bool, kAtomCacheSize> cache_set_{};
-  std::array<uint64_t, kAtomCacheSize> cache_serial_{};  // write counter at last write
+  // The peer's atom cache, made at its first write: peers that never use
+  // one (erl_interface nodes, many idle connections) do not pay its ~80 KiB.
+  struct AtomCache {
+    std::array<std::string, kAtomCacheSize> text;
+    std::array<bool, kAtomCacheSize> set{};
+    std::array<uint64_t, kAtomCacheSize> serial{};  // write counter at last write
+  };
+  mutable std::mutex cache_mu_;  // cache_ (pointer and contents) against atom_cache()
+  std::unique_ptr<AtomCache> cache_;
   uint64_t serial_ = 0;
   // The current packet's references: texts and cache slots.
   std::vector<std::string> ref_texts_;
