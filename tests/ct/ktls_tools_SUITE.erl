@@ -9,13 +9,13 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1, end_per_testcase/2]).
 -export([epmd_register_after_epmd_restart/1, remsh_stock_inet_tcp/1, remsh_stock_inet_tls/1,
-         remsh_ktls_tls/1]).
+         remsh_ktls_tls/1, cluster_run_starts_and_stops_nodes/1, cluster_up_status_down/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
     [epmd_register_after_epmd_restart, remsh_stock_inet_tcp, remsh_stock_inet_tls,
-     remsh_ktls_tls].
+     remsh_ktls_tls, cluster_run_starts_and_stops_nodes, cluster_up_status_down].
 
 init_per_suite(Config) ->
     Dir = filename:join(?config(priv_dir, Config), "pki"),
@@ -165,3 +165,47 @@ remsh_ktls_tls(Config) ->
                                       ktls_ct_nodes:allow_mfa_args(
                                         [{shell, start, '_'}, {edlin_expand, expand, '_'}])]),
     remsh(Node, Port, "--tls " ++ Conf).
+
+%% ------------------------------------------------------------------
+%% cluster
+%% ------------------------------------------------------------------
+
+cluster(Config, Args) ->
+    Dir = filename:join(?config(priv_dir, Config), "cluster"),
+    Cmd = "KTLS_CLUSTER_DIR=" ++ Dir ++ " timeout 300 " ++ ktls() ++ " cluster " ++ Args ++
+        " 2>&1; echo EXIT=$?",
+    Out = os:cmd(Cmd),
+    ct:log("~ts~n~ts", [Cmd, Out]),
+    {Out, Dir}.
+
+beams_in(Dir) ->
+    string:trim(os:cmd("pgrep -f -- '-ktls_filter_optfile " ++ Dir ++ "' | wc -l")).
+
+%% `run' with no cluster up starts three TLS nodes, runs, and stops them.
+cluster_run_starts_and_stops_nodes(Config) ->
+    {Out, Dir} = cluster(Config, "run traffic 2"),
+    ?assertNotEqual(nomatch, string:find(Out, "full mesh: yes")),
+    ?assertNotEqual(nomatch, string:find(Out, "| node3@127.0.0.1 |")),
+    ?assertNotEqual(nomatch, string:find(Out, "tlsv1.3")),
+    ?assertNotEqual(nomatch, string:find(Out, "cluster: stopped 3 nodes")),
+    ?assertNotEqual(nomatch, string:find(Out, "EXIT=0")),
+    "0" = beams_in(Dir),
+    ok.
+
+cluster_up_status_down(Config) ->
+    {Up, Dir} = cluster(Config, "up 2 --plain"),
+    ?assertNotEqual(nomatch, string:find(Up, "cluster: 2 nodes (plain)")),
+    try
+        {Again, _} = cluster(Config, "up 2"),
+        ?assertNotEqual(nomatch, string:find(Again, "a cluster is up already")),
+        {Status, _} = cluster(Config, "status"),
+        ?assertNotEqual(nomatch, string:find(Status, "| node2@127.0.0.1 |")),
+        ?assertNotEqual(nomatch, string:find(Status, "plain")),
+        {Lat, _} = cluster(Config, "run latency 50"),
+        ?assertNotEqual(nomatch, string:find(Lat, "p50 us")),
+        ?assertNotEqual(nomatch, string:find(Lat, "EXIT=0"))
+    after
+        cluster(Config, "down")
+    end,
+    "0" = beams_in(Dir),
+    ok.
