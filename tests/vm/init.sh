@@ -32,9 +32,11 @@ mount_host() {
   mkdir -p /host/dev/pts /host/dev/shm
   mount -t devpts devpts /host/dev/pts
   mount -t tmpfs shm /host/dev/shm
-  mount -t tmpfs tmp /host/tmp
+  # /tmp stays the host's (under the overlay, so writes vanish at power-off):
+  # a checkout, or the read-write share, may live there.
   mount -t tmpfs run /host/run
   [ -n "$rw" ] || return 1
+  mkdir -p "/host$rw"
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none rw "/host$rw"
 }
 
