@@ -1,8 +1,9 @@
 #!/usr/bin/env escript
 %%! -noshell
-%% ./ktls bench [--quick]: ktls_filter against inet_tcp and inet_tls, two
-%% local nodes per carrier, identical VM flags, carriers alternating within
-%% each repetition, medians over the repetitions, ratios against inet_tcp.
+%% ./ktls bench [--quick]: ktls_filter (plain and TLS) against inet_tcp and
+%% inet_tls, two local nodes per carrier, identical VM flags, carriers
+%% alternating within each repetition, medians over the repetitions, ratios
+%% against inet_tcp and inet_tls, and the issue's targets with PASS/MISS.
 -mode(compile).
 
 %% Identical for every carrier. Default: schedulers do not busy-wait, so the
@@ -18,16 +19,33 @@ vm_flags() ->
     end.
 
 main(Args) ->
+    try bench(Args)
+    catch
+        throw:{tls_mismatch, Msg} ->
+            io:format(standard_error, "bench: ~s~n", [Msg]),
+            halt(1)
+    end.
+
+bench(Args) ->
     [Root, BenchEbin, OutDir | Rest] = Args,
     Quick = lists:member("--quick", Rest),
     KtlsEbin = filename:join([Root, "_build", "lib", "ktls_filter", "ebin"]),
-    TlsOpt = make_tls(OutDir),
+    TlsOpt = make_tls(Root, OutDir),
     %% The bench spawns its sinks with spawn/4 of ktls_bench: allowed on
     %% purpose, everything else keeps the default policy.
     Allow = ["-ktls_filter", "allow_mfa", "[{ktls_bench,'_','_'}]"],
+    %% {tls, Version}: every dist connection of the row must have negotiated
+    %% Version (checked after connecting and after the setup workload);
+    %% rows without it must have no TLS. Both TLS rows use the same option
+    %% file (tools/certs.sh, TLS 1.3 only).
     Carriers0 = [{inet_tcp, ["-proto_dist", "inet_tcp"]},
-                 {inet_tls, ["-proto_dist", "inet_tls", "-ssl_dist_optfile", TlsOpt]},
+                 {inet_tls, ["-proto_dist", "inet_tls", "-ssl_dist_optfile", TlsOpt,
+                             {tls, 'tlsv1.3'}]},
                  {ktls_filter, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter" | Allow]},
+                 %% TLS 1.3 between two ktls_filter nodes (without kTLS in the
+                 %% kernel: the carrier's user-space record layer)
+                 {ktls_filter_tls, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
+                                    "-ktls_filter_optfile", TlsOpt, {tls, 'tlsv1.3'} | Allow]},
                  %% break glass: the filter only tracks headers (cost of inspection)
                  {ktls_nofilter, ["-pa", KtlsEbin, "-proto_dist", "ktls_filter",
                                   "-ktls_filter", "deep_packet_inspection", "false" | Allow]}] ++
@@ -60,12 +78,16 @@ main(Args) ->
                         %% rotate the order each repetition
                         Order = rotate(Carriers, Rep),
                         lists:foldl(fun({Name, CArgs}, Acc1) ->
+                                            T0 = erlang:monotonic_time(millisecond),
                                             R = run_carrier(Name, CArgs, BenchEbin, Scale),
-                                            io:format("  rep ~p ~p: ~p~n", [Rep, Name, R]),
+                                            S = (erlang:monotonic_time(millisecond) - T0) / 1000,
+                                            io:format("  rep ~p ~p (~.1f s): ~p~n",
+                                                      [Rep, Name, S, R]),
                                             Acc1#{Name => [R | maps:get(Name, Acc1, [])]}
                                     end, Acc, Order)
                 end, #{}, lists:seq(1, Reps)),
-    Table = report(Results, [N || {N, _} <- Carriers]),
+    Table = [report(Results, [N || {N, _} <- Carriers]), negotiated(Results, Carriers),
+             targets(Results)],
     io:put_chars(Table),
     ok = file:write_file(filename:join(OutDir, "results.md"), Table),
     ok = file:write_file(filename:join(OutDir, "results.term"),
@@ -84,6 +106,7 @@ rotate(L, N) ->
 run_carrier(Name, CArgs0, BenchEbin, Scale) ->
     Cookie = "bench_" ++ integer_to_list(erlang:unique_integer([positive])),
     Exec = maps:from_list([{exec, E} || {exec, E} <- CArgs0]),
+    TlsWant = proplists:get_value(tls, [T || T <- CArgs0, is_tuple(T)], none),
     CArgs = [A || A <- CArgs0, not is_tuple(A)],
     Start = fun(Tag) ->
                     peer:start(Exec#{name => atom_to_list(Name) ++ "_" ++ Tag ++ "_" ++ os:getpid(),
@@ -100,6 +123,7 @@ run_carrier(Name, CArgs0, BenchEbin, Scale) ->
         put(bench_peers, [A, B]),
         Call = fun(F, As) -> peer:call(A, ktls_bench, F, As, 120000) end,
         pong = peer:call(A, net_adm, ping, [NB]),
+        Tls = check_tls(Name, TlsWant, Call(tls_info, [])),
         put(bench_os_pids, [Call(os_pid, []), peer:call(B, ktls_bench, os_pid, [])]),
         Bulk = fun(Size, Bytes) ->
                        Count = max(16, Bytes div Size),
@@ -120,12 +144,15 @@ run_carrier(Name, CArgs0, BenchEbin, Scale) ->
         {N8, T8} = Call(small, [NB, 8, 25000 * Scale]),
         Rtts = Call(pingpong, [NB, 2000 * Scale]),
         Setups = Call(setup_time, [NB, 10 * Scale]),
+        Tls = check_tls(Name, TlsWant, Call(tls_info, [])),  % the reconnected ones too
         #{bulk_64 => R64, bulk_1k => R1k, bulk_64k => R64k, bulk_1m => R1m,
           small_1 => N1 / T1 * 1.0e6, small_8 => N8 / T8 * 1.0e6,
           pp_p50 => pct(Rtts, 50), pp_p99 => pct(Rtts, 99),
           cpu_per_gib => (CpuTicks / 100) / (Moved64k / (1024 * MB)),
-          setup_ms => pct(Setups, 50) / 1000}
+          setup_ms => pct(Setups, 50) / 1000, tls => Tls}
     catch
+        throw:{tls_mismatch, _} = Mismatch:St ->
+            erlang:raise(throw, Mismatch, St);
         C:E:St ->
             io:format("  ~p FAILED: ~p:~P ~P~n", [Name, C, E, 20, St, 10]),
             #{}
@@ -134,6 +161,23 @@ run_carrier(Name, CArgs0, BenchEbin, Scale) ->
         %% a wedged node does not outlive its carrier's turn
         [os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null") || OsPid <- get_default(bench_os_pids)],
         erase(bench_os_pids)
+    end.
+
+%% The TLS of A's dist connections, which must be Want ('tlsv1.3'...) or
+%% none; a row that did not run what it claims stops the bench.
+check_tls(Name, Want, Infos) ->
+    Got = lists:usort(Infos),
+    Ok = case {Want, Got} of
+             {none, []} -> true;
+             {none, _} -> false;
+             {_, [_ | _]} -> lists:all(fun(#{protocol := P}) -> P =:= Want end, Got);
+             {_, []} -> false
+         end,
+    case Ok of
+        true -> Got;
+        false -> throw({tls_mismatch,
+                        io_lib:format("~p should run TLS ~p, its connections have ~p",
+                                      [Name, Want, Got])})
     end.
 
 get_default(K) ->
@@ -171,7 +215,7 @@ report(Results, Names) ->
     Med = maps:from_list([{N, medians(Results, N)} || N <- Names]),
     %% ratio columns: every carrier against inet_tcp, ktls_filter against inet_tls
     Pairs = [{N, inet_tcp} || N <- Names, N =/= inet_tcp, lists:member(inet_tcp, Names)] ++
-            [{N, inet_tls} || N <- Names, N =/= inet_tls, N =/= inet_tcp,
+            [{N, inet_tls} || N <- [ktls_filter, ktls_filter_tls], lists:member(N, Names),
                               lists:member(inet_tls, Names)] ++
             %% the cost of inspection: filter on against break glass
             [{ktls_filter, ktls_nofilter} || lists:member(ktls_filter, Names),
@@ -254,23 +298,71 @@ plot(Results, Names, OutDir) ->
 short(Label) ->
     hd(string:split(Label, " (")).
 
-make_tls(OutDir) ->
+%% One option file for both TLS rows, from ./ktls certs (tools/certs.sh):
+%% throwaway CA, a certificate for 127.0.0.1, mutual authentication, TLS 1.3
+%% only. Every bench node uses it (their names differ, the host does not).
+make_tls(Root, OutDir) ->
     D = filename:join(OutDir, "tls"),
-    ok = filelib:ensure_dir(filename:join(D, "x")),
-    Cmds = [
-      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
-      "-subj /CN=ktls-bench-ca -keyout ca.key -out ca.pem",
-      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-      "-subj /CN=127.0.0.1 -keyout node.key -out node.csr",
-      "printf 'subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth,clientAuth\\n' > ext.cnf",
-      "openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-      "-extfile ext.cnf -out node.pem"],
-    [os:cmd("cd " ++ D ++ " && " ++ C ++ " 2>&1") || C <- Cmds],
-    F = fun(N) -> filename:join(D, N) end,
-    Common = [{certfile, F("node.pem")}, {keyfile, F("node.key")}, {cacertfile, F("ca.pem")},
-              {verify, verify_peer}, {versions, ['tlsv1.3']}],
-    Opts = [{server, [{fail_if_no_peer_cert, true} | Common]},
-            {client, Common}],
-    File = F("ssl_dist.conf"),
-    ok = file:write_file(File, io_lib:format("~p.~n", [Opts])),
-    File.
+    Cmd = "KTLS_CERTS_VERSIONS=\"'tlsv1.3'\" " ++ filename:join([Root, "tools", "certs.sh"]) ++
+        " " ++ D ++ " bench@127.0.0.1 2>&1",
+    File = filename:join(D, "bench.conf"),
+    case string:trim(os:cmd(Cmd)) of
+        File -> File;
+        Out -> error({certs_failed, Out})
+    end.
+
+%% What each TLS row negotiated (the same in every repetition, or listed).
+negotiated(Results, Carriers) ->
+    Lines = [io_lib:format("- ~p: ~s~n", [N, describe_tls(lists:usort(lists:append(
+                                                            [maps:get(tls, R) || R <- Runs])))])
+             || {N, _} <- Carriers,
+                Runs <- [[R || R <- maps:get(N, Results, []), is_map_key(tls, R)]],
+                Runs =/= []],
+    ["\nNegotiated (checked on every run):\n", Lines].
+
+describe_tls([]) -> "plain TCP";
+describe_tls(Infos) ->
+    lists:join("; ", [io_lib:format("~s ~s, record layer ~s", [P, C, L])
+                      || #{protocol := P, cipher := C, record_layer := L} <- Infos]).
+
+%% The targets of the TLS issue: ktls_filter_tls against inet_tcp / inet_tls.
+%% {Metric, Baseline, Op, Limit}: ratio = ktls_filter_tls / Baseline of the
+%% medians, PASS when Op holds against Limit.
+target_list() ->
+    [{bulk_64k, inet_tcp, '>=', 0.8},
+     {cpu_per_gib, inet_tcp, '=<', 2.0},
+     {small_8, inet_tls, '>=', 1.5},
+     {pp_p50, inet_tcp, '=<', 1.2},
+     {setup_ms, inet_tls, '=<', 0.5}].
+
+targets(Results) ->
+    Subject = ktls_filter_tls,
+    Label = fun(K) -> hd([L || {M, L, _} <- metrics(), M =:= K]) end,
+    Rows = [begin
+                V = maps:get(K, medians(Results, Subject)),
+                B = maps:get(K, medians(Results, Base)),
+                {RatioS, Verdict} =
+                    case {V, B} of
+                        {undefined, _} -> {"n/a", "MISS (no data)"};
+                        {_, undefined} -> {"n/a", "MISS (no data)"};
+                        _ when B == 0 -> {"n/a", "MISS (no data)"};
+                        _ ->
+                            R = V / B,
+                            Pass = case Op of
+                                       '>=' -> R >= Limit;
+                                       '=<' -> R =< Limit
+                                   end,
+                            {io_lib:format("~.2fx", [R]),
+                             case Pass of true -> "PASS"; false -> "MISS" end}
+                    end,
+                OpS = case Op of '>=' -> "&ge;"; '=<' -> "&le;" end,
+                ["| ", Label(K), " | ", fmt(V), " | ", atom_to_list(Base), " ", fmt(B), " | ",
+                 RatioS, " | ", OpS, " ", io_lib:format("~.1fx", [Limit]), " | ", Verdict, " |\n"]
+            end || {K, Base, Op, Limit} <- target_list(),
+                   maps:is_key(Subject, Results), maps:is_key(Base, Results)],
+    case Rows of
+        [] -> [];
+        _ -> ["\nTargets (", atom_to_list(Subject), " / baseline, medians of this run):\n\n",
+              "| workload | ktls_filter_tls | baseline | ratio | target | result |\n",
+              "|---|---:|---:|---:|---|---|\n", Rows]
+    end.

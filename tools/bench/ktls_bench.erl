@@ -2,7 +2,8 @@
 %% carrier under test. Every loop is bounded in count and time.
 -module(ktls_bench).
 
--export([bulk/3, small/3, pingpong/2, setup_time/2, os_pid/0, cpu_ticks/0, sink/0, echo/0]).
+-export([bulk/3, small/3, pingpong/2, setup_time/2, tls_info/0, os_pid/0, cpu_ticks/0, sink/0,
+         echo/0]).
 
 -define(TIMEOUT, 60000).
 
@@ -83,22 +84,81 @@ echo() ->
     receive {From, ping} -> From ! pong end,
     echo().
 
-%% @doc Connection setup: disconnect, then time a ping that reconnects (us, sorted).
+%% @doc Connection setup: disconnect, wait for nodedown, then the time from
+%% net_kernel:connect_node/1 to the nodeup message, N times (us, sorted).
 -spec setup_time(node(), pos_integer()) -> [non_neg_integer()].
 setup_time(Node, N) ->
-    lists:sort([begin
-                    erlang:disconnect_node(Node),
-                    wait_disconnected(Node, 100),
-                    T0 = erlang:monotonic_time(microsecond),
-                    pong = net_adm:ping(Node),
-                    erlang:monotonic_time(microsecond) - T0
-                end || _ <- lists:seq(1, N)]).
+    ok = net_kernel:monitor_nodes(true),
+    try
+        lists:sort([setup_once(Node) || _ <- lists:seq(1, N)])
+    after
+        ok = net_kernel:monitor_nodes(false),
+        flush_node_events()
+    end.
 
-wait_disconnected(_Node, 0) -> ok;
-wait_disconnected(Node, K) ->
+setup_once(Node) ->
     case lists:member(Node, nodes()) of
-        true -> timer:sleep(10), wait_disconnected(Node, K - 1);
-        false -> ok
+        true ->
+            true = erlang:disconnect_node(Node),
+            receive {nodedown, Node} -> ok after ?TIMEOUT -> exit(bench_timeout) end;
+        false ->
+            ok
+    end,
+    %% let the peer finish its side of the teardown, so that the next
+    %% handshake does not meet the old connection
+    timer:sleep(50),
+    T0 = erlang:monotonic_time(microsecond),
+    true = net_kernel:connect_node(Node),
+    receive
+        {nodeup, Node} -> erlang:monotonic_time(microsecond) - T0
+    after ?TIMEOUT -> exit(bench_timeout)
+    end.
+
+flush_node_events() ->
+    receive
+        {nodeup, _} -> flush_node_events();
+        {nodedown, _} -> flush_node_events()
+    after 0 -> ok
+    end.
+
+%% @doc TLS of this node's open dist connections, one map per connection
+%% (#{protocol, cipher, record_layer}); [] for plain carriers. ktls_filter
+%% says it in connections/0; for inet_tls_dist the receiver process of each
+%% connection is asked (OTP 25: a sibling of the dist controller, the
+%% tls_sender, under the connection's supervisor).
+-spec tls_info() -> [map()].
+tls_info() ->
+    case code:ensure_loaded(ktls_filter) of
+        {module, ktls_filter} ->
+            [ktls_tls(Tls) || #{open := true, tls := Tls} <- ktls_filter:connections(),
+                              is_map(Tls)];
+        {error, _} ->
+            lists:append([inet_tls_info(Ctrl) || {_Node, Ctrl} <- erlang:system_info(dist_ctrl),
+                                                  is_pid(Ctrl)])
+    end.
+
+ktls_tls(#{protocol := P, cipher := C, kernel_tx := KTx, kernel_rx := KRx} = Tls) ->
+    Layer = case {KTx, KRx} of
+                {true, true} -> kernel;
+                {false, false} -> user_space;
+                _ -> mixed
+            end,
+    #{protocol => P, cipher => C, record_layer => Layer,
+      kernel_fallback => maps:get(kernel_fallback, Tls, undefined)}.
+
+inet_tls_info(Ctrl) ->
+    {dictionary, D} = erlang:process_info(Ctrl, dictionary),
+    case proplists:get_value('$ancestors', D) of
+        [Sup | _] when is_pid(Sup) ->
+            [begin
+                 {ok, I} = ssl_gen_statem:connection_information(R, false),
+                 #{protocol => proplists:get_value(protocol, I),
+                   cipher => list_to_binary(ssl:suite_to_openssl_str(
+                                              proplists:get_value(selected_cipher_suite, I))),
+                   record_layer => otp_ssl}
+             end || {receiver, R, _, _} <- supervisor:which_children(Sup)];
+        _ ->
+            []  % inet_tcp_dist: the controller is a port
     end.
 
 -spec os_pid() -> string().
