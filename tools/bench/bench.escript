@@ -69,6 +69,7 @@ bench(Args) ->
                    Sel -> [C || {N, _} = C <- Carriers0,
                                 lists:member(atom_to_list(N), string:split(Sel, ",", all))]
                end,
+    Load0 = loadavg(),
     Reps = case Quick of true -> 3; false -> 5 end,
     Scale = case Quick of true -> 1; false -> 4 end,
     io:format("bench: ~p carriers, ~p repetitions, VM flags ~s~n",
@@ -87,7 +88,11 @@ bench(Args) ->
                                     end, Acc, Order)
                 end, #{}, lists:seq(1, Reps)),
     Table = [report(Results, [N || {N, _} <- Carriers]), negotiated(Results, Carriers),
-             targets(Results)],
+             targets(Results),
+             %% other work on the machine skews every row: say how busy it was
+             io_lib:format("~nMachine: ~p cores; load average (1 min) ~s at the start, ~s at the "
+                           "end (the bench's own two nodes count in it).~n",
+                           [erlang:system_info(logical_processors_available), Load0, loadavg()])],
     io:put_chars(Table),
     ok = file:write_file(filename:join(OutDir, "results.md"), Table),
     ok = file:write_file(filename:join(OutDir, "results.term"),
@@ -95,6 +100,12 @@ bench(Args) ->
     plot(Results, [N || {N, _} <- Carriers], OutDir),
     io:format("results in ~s~n", [OutDir]),
     halt(0).
+
+loadavg() ->
+    case file:read_file("/proc/loadavg") of
+        {ok, B} -> hd(string:lexemes(binary_to_list(B), " "));
+        _ -> "?"
+    end.
 
 rotate(L, N) ->
     K = N rem length(L),
