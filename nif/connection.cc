@@ -1,9 +1,11 @@
 #include "nif/connection.h"
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "nif/filter_glue.h"
 #include "nif/nif_terms.h"
@@ -210,6 +212,27 @@ ERL_NIF_TERM log_event(ErlNifEnv* env, ERL_NIF_TERM node, const filter::Message&
                           make_message_term(env, m.payload));
 }
 
+// Atoms of the items filter_batch() writes, made once (an atom is the same
+// term in every environment).
+struct ItemAtoms {
+  ERL_NIF_TERM ktls_resolve, ktls_ask, none, learn, reuse;
+  std::array<ERL_NIF_TERM, filter::kConcreteRoles.size()> roles;
+};
+
+const ItemAtoms& item_atoms() {
+  static const ItemAtoms a = [] {
+    ErlNifEnv* env = enif_alloc_env();
+    ItemAtoms r{make_atom(env, "ktls_resolve"), make_atom(env, "ktls_ask"), make_atom(env, "none"),
+                make_atom(env, "learn"),        make_atom(env, "reuse"),    {}};
+    for (size_t i = 0; i < r.roles.size(); i++) {
+      r.roles[i] = make_atom(env, filter::role_name(filter::kConcreteRoles[i]));
+    }
+    enif_free_env(env);
+    return r;
+  }();
+  return a;
+}
+
 }  // namespace
 
 // The filter decides about every packet of the batch (see nif/filter); what
@@ -251,6 +274,9 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
     pieces_.push_back(Piece{&p, 0, p.size});
     return static_cast<int>(pieces_.size() - 1);
   };
+  // The receiver of the last Resolve as a term of rx_env_ (this batch).
+  std::optional<std::pair<filter::PidId, ERL_NIF_TERM>> last_pid;
+  const ItemAtoms& a = item_atoms();
   for (const carrier::Packet& p : packets) {
     filter::Verdict& v = verdict_;
     ch.inspect(filter::Bytes(p.data, p.size), v);
@@ -281,23 +307,29 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
         if (v.action == filter::Action::Resolve) {
           auto roles = [&](uint16_t mask) {
             ERL_NIF_TERM l = enif_make_list(rx_env_, 0);
-            for (filter::Role r : filter::kConcreteRoles) {
-              if (mask & filter::role_bit(r)) {
-                l = enif_make_list_cell(rx_env_, make_atom(rx_env_, filter::role_name(r)), l);
+            for (size_t i = 0; i < filter::kConcreteRoles.size(); i++) {
+              if (mask & filter::role_bit(filter::kConcreteRoles[i])) {
+                l = enif_make_list_cell(rx_env_, a.roles[i], l);
               }
             }
             return l;
           };
+          // A burst to one process asks about the same pid again and again.
+          if (!last_pid || !(last_pid->first == v.resolve)) {
+            last_pid.emplace(v.resolve, make_local_pid(rx_env_, res_->local_node, v.resolve));
+          }
+          ERL_NIF_TERM memo = enif_make_tuple2(rx_env_, v.resolve_reuse ? a.reuse : a.learn,
+                                               enif_make_uint(rx_env_, v.resolve_slot));
           it.resolve =
-              enif_make_tuple4(rx_env_, make_local_pid(rx_env_, res_->local_node, v.resolve),
+              enif_make_tuple5(rx_env_, last_pid->second,
                                enif_make_int(rx_env_, static_cast<int>(v.message.info->op)),
-                               roles(v.safe_roles), roles(v.drop_roles));
+                               roles(v.safe_roles), roles(v.drop_roles), memo);
         }
         // The question first: the message views point into v.whole, which
         // whole_piece() may shrink. A Resolve needs it only for a handler.
         it.ask =
             it.resolve && !ch.policy().handler
-                ? make_atom(rx_env_, "none")
+                ? a.none
                 : enif_make_tuple4(rx_env_, make_atom(rx_env_, filter::hint_name(v.hint)),
                                    enif_make_int(rx_env_, static_cast<int>(v.message.info->op)),
                                    make_message_term(rx_env_, v.message.control),
@@ -366,10 +398,9 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
     const Item& it = items_[i];
     ERL_NIF_TERM t = bins[it.keep];
     if (it.ask) {
-      ERL_NIF_TERM drop = it.drop < 0 ? make_atom(rx_env_, "none") : bins[it.drop];
-      t = it.resolve ? enif_make_tuple5(rx_env_, make_atom(rx_env_, "ktls_resolve"), it.resolve,
-                                        it.ask, t, drop)
-                     : enif_make_tuple4(rx_env_, make_atom(rx_env_, "ktls_ask"), it.ask, t, drop);
+      ERL_NIF_TERM drop = it.drop < 0 ? a.none : bins[it.drop];
+      t = it.resolve ? enif_make_tuple5(rx_env_, a.ktls_resolve, it.resolve, it.ask, t, drop)
+                     : enif_make_tuple4(rx_env_, a.ktls_ask, it.ask, t, drop);
     }
     list = enif_make_list_cell(rx_env_, t, list);
   }

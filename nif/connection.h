@@ -102,7 +102,7 @@ class ConnObserver final : public carrier::ConnectionObserver {
   struct Item {
     int keep = -1, drop = -1;  // piece indexes; drop -1 = nothing
     ERL_NIF_TERM ask = 0;      // 0: plain piece `keep`
-    ERL_NIF_TERM resolve = 0;  // with ask: a Resolve, {Pid, Op, Safe, Drop}
+    ERL_NIF_TERM resolve = 0;  // with ask: a Resolve, {Pid, Op, Safe, Drop, Memo}
   };
   std::vector<Piece> pieces_;
   std::vector<Item> items_;

@@ -17,6 +17,8 @@ namespace {
 // wrong; a collision only evicts, and the next message asks again.
 constexpr size_t kSlots = 1u << 16;
 std::array<std::atomic<uint64_t>, kSlots> role_cache{};
+// Bumped by forget_all(): answers from before it serve no later message.
+std::atomic<uint64_t> role_generation{0};
 
 size_t slot_of(const filter::PidId& p) {
   uint64_t h = (uint64_t{p.id} << 24 | p.serial) * 0x9E3779B97F4A7C15ull;
@@ -105,7 +107,12 @@ void ProcessDirectory::learn(const filter::PidId& pid, filter::Role role) {
 }
 
 void ProcessDirectory::forget_all() {
+  role_generation.fetch_add(1, std::memory_order_acq_rel);
   for (auto& w : role_cache) w.store(0, std::memory_order_relaxed);
+}
+
+uint64_t ProcessDirectory::generation() const {
+  return role_generation.load(std::memory_order_acquire);
 }
 
 bool local_pid_id(ErlNifEnv* env, ERL_NIF_TERM pid, filter::PidId* out) {

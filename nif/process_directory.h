@@ -20,11 +20,13 @@ class ProcessDirectory final : public filter::Directory {
   filter::Role role_of(const filter::PidId& pid) const override;
   std::optional<filter::PidId> whereis(std::string_view name) const override;
   bool atom_exists(std::string_view text, bool latin1) const override;
+  uint64_t generation() const override;
 
   // Records a looked-up role (Gone and Unknown are not kept: a pid that had
   // no process may still get one). Any thread.
   static void learn(const filter::PidId& pid, filter::Role role);
-  // Forgets every role (the configuration of system applications changed).
+  // Forgets every role (the configuration of system applications changed)
+  // and starts a new generation().
   static void forget_all();
 
  private:

@@ -246,11 +246,10 @@ rx_reader() ->
 put_data(DHandle, [P | Ps]) when is_binary(P) ->
     erlang:dist_ctrl_put_data(DHandle, P),
     put_data(DHandle, Ps);
-put_data(DHandle, [{ktls_resolve, {Pid, Op, Safe, Refused}, Question, Keep, Drop} | Ps]) ->
+put_data(DHandle, [{ktls_resolve, {Pid, Op, Safe, Refused, Memo}, Question, Keep, Drop} | Ps]) ->
     %% The receiver is a process of this node the filter has not seen: its
     %% role decides, in order with the traffic (later packets wait).
-    Role = ktls_filter_roles:role(Pid),
-    ok = ktls_filter_nif:learn_role(Pid, Role),
+    Role = ktls_filter_roles:resolve(Pid, Memo),
     Answer = case lists:member(Role, Safe) of
                  true ->
                      ok = ktls_filter_nif:filter_answer(get(ktls_conn), Op, true, false),

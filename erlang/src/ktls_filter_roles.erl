@@ -4,7 +4,8 @@
 %% The filter protects a system process whoever addresses it, by name, by
 %% pid or through an alias (see DESIGN.md, "System processes"). When a
 %% message goes to a process the filter has not seen, the connection's input
-%% process calls role/1 (in order with the traffic) and the answer is kept in
+%% process calls resolve/2 (in order with the traffic), which looks it up
+%% with role/1 once per process and connection, and the answer is kept in
 %% the filter's node-wide cache (ktls_filter_nif:learn_role/2): a pid names
 %% one process for the life of the node, so an answer stays right.
 %%
@@ -18,10 +19,11 @@
 %% `unprotected_applications' option, plus the `system_applications' option.
 -module(ktls_filter_roles).
 
--export([role/1, system_applications/0, otp_applications/0]).
+-export([role/1, resolve/2, system_applications/0, otp_applications/0]).
 
 -type role() :: gone | user | system | io | net_kernel | global | pg | rex | logger_proxy.
--export_type([role/0]).
+-type memo() :: {learn | reuse, Slot :: non_neg_integer()}.
+-export_type([role/0, memo/0]).
 
 %% @doc The role of a process of this node; `gone' when it does not exist.
 -spec role(pid()) -> role().
@@ -40,6 +42,33 @@ role(Pid) when is_pid(Pid), node(Pid) =:= node() ->
     end;
 role(_) ->
     user.
+
+%% @doc The role of a receiver the filter asked about, for the input process
+%% of a connection (in the order of its traffic). `{learn, Slot}': looks
+%% Pid up (role/1), tells the filter's node-wide cache and keeps the answer
+%% in Slot. `{reuse, Slot}': the filter asked about the same process earlier
+%% on this connection (a burst sent before the first answer reached the
+%% cache) and that answer, applied already, is in Slot: it decides without
+%% a look-up. Slots live in the caller's process dictionary, at most 16 (the
+%% filter's kResolveSlots). A process found gone is not kept: a pid can name
+%% a process that is spawned later, so each message to it looks again.
+-spec resolve(pid(), memo()) -> role().
+resolve(Pid, {reuse, Slot}) ->
+    case get({ktls_filter_role, Slot}) of
+        {Pid, Role} -> Role;
+        _ -> look_up(Pid, Slot)
+    end;
+resolve(Pid, {learn, Slot}) ->
+    look_up(Pid, Slot).
+
+look_up(Pid, Slot) ->
+    Role = role(Pid),
+    ok = ktls_filter_nif:learn_role(Pid, Role),
+    _ = case Role of
+            gone -> erase({ktls_filter_role, Slot});
+            _ -> put({ktls_filter_role, Slot}, {Pid, Role})
+        end,
+    Role.
 
 %% Boot processes have init as group leader; application masters are their
 %% own group leaders (every master is a system process); the processes of

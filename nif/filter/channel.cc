@@ -393,6 +393,8 @@ void Channel::inspect_packet(Bytes p, Verdict& v) {
   v.decoded = false;
   v.error.clear();
   v.safe_roles = v.drop_roles = 0;
+  v.resolve_slot = 0;
+  v.resolve_reuse = false;
   atoms_refused_ = false;
   if (last_done_) {
     recycle(std::move(last_done_->buf));
@@ -469,6 +471,22 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
   judge(m, header, ref_new_, v);
 }
 
+uint8_t Channel::lookup_slot(const PidId& pid, bool& reuse) {
+  const uint64_t gen = dir_->generation();
+  for (size_t i = 0; i < lookups_.size(); i++) {
+    const Lookup& l = lookups_[i];
+    if (l.used && l.pid == pid && l.generation == gen) {
+      reuse = true;
+      return static_cast<uint8_t>(i);
+    }
+  }
+  reuse = false;
+  const uint8_t slot = next_lookup_;
+  next_lookup_ = static_cast<uint8_t>((next_lookup_ + 1) % lookups_.size());
+  lookups_[slot] = Lookup{pid, gen, true};
+  return slot;
+}
+
 Role Channel::role_for(const Destination& d, std::optional<PidId>& pid) const {
   switch (d.kind) {
     case Destination::Kind::None:
@@ -530,7 +548,8 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
     if (!answer_refusal(header, c.refusal, v.drop_bytes) && header_writes) {
       carrier_for(header, v.drop_bytes);
     }
-    count(&Stats::resolved);
+    v.resolve_slot = lookup_slot(v.resolve, v.resolve_reuse);
+    if (!v.resolve_reuse) count(&Stats::resolved);
     Stats::add(stats_.control[m.info->index].seen);
     v.action = Action::Resolve;
     return;

@@ -25,6 +25,8 @@
 namespace ktls::filter {
 
 inline constexpr size_t kAtomCacheSize = 2048;  // ERTS_ATOM_CACHE_SIZE in OTP 25
+// Processes per channel whose look-up an answer can serve (Verdict::resolve_slot).
+inline constexpr size_t kResolveSlots = 16;
 
 struct ControlCounters {
   std::atomic<uint64_t> seen{0}, kept{0}, dropped{0};
@@ -40,7 +42,7 @@ struct Stats {
   std::atomic<uint64_t> rewritten{0};      // refused spawn requests answered
   std::atomic<uint64_t> redirected{0};     // spawn requests sent to the handler's init
   std::atomic<uint64_t> asked{0};          // unsafe messages handed to the handler
-  std::atomic<uint64_t> resolved{0};       // receivers looked up by the input process
+  std::atomic<uint64_t> resolved{0};       // look-ups of receivers by the input process
   std::atomic<uint64_t> new_atoms{0};      // atoms the node did not have yet
   std::atomic<uint64_t> atoms_refused{0};  // messages dropped for the atom budget
   std::atomic<uint64_t> would_drop{0};     // monitor mode: kept, policy said drop
@@ -127,6 +129,7 @@ enum class Action : uint8_t {
   // The receiver (`resolve`, a process of this node) must be looked up: its
   // role decides, as Ask does between keep and `drop_bytes` (`safe_roles`:
   // kept; `drop_roles`: dropped; other roles: unsafe, the handler's say).
+  // `resolve_slot` says where the caller keeps the answer (see Verdict).
   Resolve,
   Close,  // malformed: close the connection, `error` says why and where
 };
@@ -143,6 +146,14 @@ struct Verdict {
   std::vector<uint8_t> drop_bytes;
   PidId resolve;
   uint16_t safe_roles = 0, drop_roles = 0;
+  // With Resolve: the caller keeps the answer for `resolve` in slot
+  // `resolve_slot` (< kResolveSlots). `resolve_reuse`: an earlier Resolve of
+  // this channel asked about the same process in that slot, and its answer
+  // (unless the process was gone) decides this message too, without a
+  // look-up of its own. Answers are applied in the channel's order, so the
+  // earlier one is known by then.
+  uint8_t resolve_slot = 0;
+  bool resolve_reuse = false;
   Hint hint = Hint::Safe;
   const char* reason = "";
   // The message (views valid until the next inspect), for handler and loggers.
@@ -277,6 +288,18 @@ class Channel final : private AtomSink {
   MessageBuffer take_buffer();
   void recycle(MessageBuffer&& b);
   uint64_t held_bytes_ = 0;
+  // Processes this channel asked to look up, by answer slot: a burst to a
+  // process spawned a moment ago reuses the first answer (Verdict). Replaced
+  // round robin; `generation` is the directory's when asked.
+  struct Lookup {
+    PidId pid;
+    uint64_t generation = 0;
+    bool used = false;
+  };
+  std::array<Lookup, kResolveSlots> lookups_{};
+  uint8_t next_lookup_ = 0;
+  // The answer slot for a look-up of `pid`: an earlier one (`reuse`) or a new one.
+  uint8_t lookup_slot(const PidId& pid, bool& reuse);
   Stats stats_;
 };
 

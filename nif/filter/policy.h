@@ -79,6 +79,10 @@ class Directory {
   // Role of the process registered as `name` now (`pid` set to it); Gone
   // when none is.
   Role role_of_name(std::string_view name, std::optional<PidId>& pid) const;
+  // Changes whenever the roles looked up so far are forgotten (the set of
+  // system applications changed): an answer given before must not serve a
+  // message judged after. Any thread.
+  virtual uint64_t generation() const { return 0; }
 };
 
 // A directory without a VM: registered names of OTP's own processes map to

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,8 +46,10 @@ class TestDirectory : public Directory {
   bool atom_exists(std::string_view text, bool) const override {
     return text.substr(0, 4) != "new_";
   }
+  uint64_t generation() const override { return gen; }
   std::map<uint32_t, Role> roles;
   std::map<std::string, uint32_t> names;
+  uint64_t gen = 0;
 };
 
 void local_pid(Packet& p, uint32_t id, uint32_t creation = kLocal.creation) {
@@ -231,6 +234,76 @@ Build signal(int op, uint32_t to, const Build& extra = nullptr) {
     local_pid(p, to);
     if (extra) extra(p);
   };
+}
+
+// A process that gets a burst right after it was spawned: every message
+// in flight before the first answer reaches the cache is a Resolve, but
+// only the first asks for a look-up; the rest reuse its answer (its slot),
+// each still judged for every role on its own.
+TEST(Receivers, ABurstToAnUnseenProcessIsLookedUpOnce) {
+  Fixture f;
+  const Build state = gen_call(atom_term("state"));
+  ASSERT_EQ(f.inspect(message(send_to(kUnknownPid), state)).action, Action::Resolve);
+  EXPECT_FALSE(f.v.resolve_reuse);
+  const uint8_t slot = f.v.resolve_slot;
+  for (int i = 0; i < 100; i++) {
+    ASSERT_EQ(f.inspect(message(send_to(kUnknownPid), state)).action, Action::Resolve);
+    EXPECT_TRUE(f.v.resolve_reuse);
+    EXPECT_EQ(f.v.resolve_slot, slot);
+    EXPECT_FALSE(f.v.drop_bytes.empty());  // a refusal is still answered
+  }
+  // Another message to the same process: its own outcomes, the same answer.
+  ASSERT_EQ(f.inspect(message(signal(8, kUnknownPid, atom_term("kill")))).action, Action::Resolve);
+  EXPECT_TRUE(f.v.resolve_reuse);
+  EXPECT_EQ(f.v.resolve_slot, slot);
+  EXPECT_TRUE(f.v.drop_roles & role_bit(Role::System));
+  // Another unseen process, and the name of one: looked up on its own.
+  ASSERT_EQ(f.inspect(message(send_to(kUnknownPid + 1), state)).action, Action::Resolve);
+  EXPECT_FALSE(f.v.resolve_reuse);
+  EXPECT_NE(f.v.resolve_slot, slot);
+  ASSERT_EQ(f.inspect(message(reg_send_to("unseen"), state)).action, Action::Resolve);
+  EXPECT_TRUE(f.v.resolve_reuse);  // "unseen" is kUnknownPid
+  EXPECT_EQ(f.v.resolve_slot, slot);
+  EXPECT_EQ(f.ch.stats().resolved.load(), 2u);
+  EXPECT_EQ(f.ch.stats().control[control_info(static_cast<int>(Op::SEND))->index].seen.load(),
+            102u);
+}
+
+// Roles forgotten (system applications changed): an answer from before
+// serves no message judged after.
+TEST(Receivers, ForgottenRolesAreLookedUpAgain) {
+  Fixture f;
+  const Build state = gen_call(atom_term("state"));
+  f.inspect(message(send_to(kUnknownPid), state));
+  f.inspect(message(send_to(kUnknownPid), state));
+  ASSERT_TRUE(f.v.resolve_reuse);
+  f.dir.gen++;
+  ASSERT_EQ(f.inspect(message(send_to(kUnknownPid), state)).action, Action::Resolve);
+  EXPECT_FALSE(f.v.resolve_reuse);
+  f.inspect(message(send_to(kUnknownPid), state));
+  EXPECT_TRUE(f.v.resolve_reuse);
+  EXPECT_EQ(f.ch.stats().resolved.load(), 2u);
+}
+
+// kResolveSlots processes at a time; the oldest is replaced and is then
+// looked up again.
+TEST(Receivers, LookUpSlotsAreReplacedInTurn) {
+  Fixture f;
+  const Build state = gen_call(atom_term("state"));
+  std::set<uint8_t> slots;
+  for (uint32_t i = 0; i < kResolveSlots; i++) {
+    f.inspect(message(send_to(100 + i), state));
+    EXPECT_FALSE(f.v.resolve_reuse);
+    slots.insert(f.v.resolve_slot);
+  }
+  EXPECT_EQ(slots.size(), kResolveSlots);
+  f.inspect(message(send_to(100 + kResolveSlots), state));  // replaces 100
+  EXPECT_FALSE(f.v.resolve_reuse);
+  f.inspect(message(send_to(101), state));
+  EXPECT_TRUE(f.v.resolve_reuse);
+  f.inspect(message(send_to(100), state));
+  EXPECT_FALSE(f.v.resolve_reuse);
+  EXPECT_LT(f.v.resolve_slot, kResolveSlots);
 }
 
 TEST(Receivers, ExitLinkAndGroupLeaderSignalsToSystemProcessesAreDropped) {

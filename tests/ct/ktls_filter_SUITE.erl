@@ -10,17 +10,21 @@
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
 -export([exit_signal_to_protected_process_is_dropped/1,
-         protected_process_started_later_is_protected/1, handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
+         protected_process_started_later_is_protected/1,
+         burst_to_a_new_process_is_looked_up_once/1, handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
          monitor_mode_keeps_and_counts/1, channel_inspect_reports_state/1,
          atom_cache_survives_dropped_message/1, max_message_size_drops_large_messages/1]).
 %% run on the nodes
 -export([start_echo/0, try_erpc/4, try_spawn_request/4, echo/2, start_collector/0, collected/0, start_logger/0,
          send_many/3]).
+-export([input_of/1, hold/1, release/0, start_counter/0, start_counter_link/0,
+         start_system_counter/0, counted/1, burst/2, role_look_ups/0]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
     [exit_signal_to_protected_process_is_dropped, protected_process_started_later_is_protected,
+     burst_to_a_new_process_is_looked_up_once,
      handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
      break_glass_switch, monitor_mode_keeps_and_counts, channel_inspect_reports_state,
      atom_cache_survives_dropped_message, max_message_size_drops_large_messages].
@@ -104,6 +108,48 @@ protected_later(Extra) ->
     true = ktls_ct_nodes:call(A, erlang, exit, [Late, kill]),
     ok = ktls_ct_nodes:wait_until(
            fun() -> not ktls_ct_nodes:call(T, erlang, is_process_alive, [Late]) end, 5000).
+
+%% A process that gets a burst right after it was spawned is looked up once
+%% (ktls_filter_roles:role/1 called once), not once per message in flight
+%% before the answer reached the filter's cache; every message still waits
+%% for that answer. The connection's input process is held while the burst
+%% arrives, so every message of it is filtered before the first answer is
+%% known. A burst to a system process started a moment ago (a new child of
+%% kernel_safe_sup) is refused, every message of it. Both readers.
+burst_to_a_new_process_is_looked_up_once(_Config) ->
+    [burst_looked_up_once(Extra) || Extra <- readers()],
+    ok.
+
+burst_looked_up_once(Extra) ->
+    {T, NT, A, NA} = start_pair(Extra),
+    ok = call(A, echo, [NT, connected]),
+    Input = call(T, input_of, [NA]),
+    N = 1000,
+    Burst = fun(To) ->
+                    W0 = world(T),
+                    L0 = call(T, role_look_ups, []),
+                    ok = call(T, hold, [Input]),
+                    ok = call(A, burst, [To, N]),
+                    %% every message filtered (judged), none answered yet
+                    ok = ktls_ct_nodes:wait_until(
+                           fun() -> maps:get(messages_seen, world(T)) >= maps:get(messages_seen, W0) + N end,
+                           10000),
+                    ok = call(T, release, []),
+                    ok = call(A, echo, [NT, after_burst]),
+                    W1 = world(T),
+                    {call(T, role_look_ups, []) - L0,
+                     maps:get(receivers_looked_up, W1) - maps:get(receivers_looked_up, W0),
+                     maps:get(messages_dropped, W1) - maps:get(messages_dropped, W0)}
+            end,
+    %% an application process: every message delivered, in order
+    User = call(T, start_counter, []),
+    ?assertEqual({1, 1, 0}, Burst(User)),
+    ?assertEqual({N, in_order}, call(T, counted, [User])),
+    %% a system process: every message refused
+    System = call(T, start_system_counter, []),
+    ?assertEqual({1, 1, N}, Burst(System)),
+    ?assertEqual({0, in_order}, call(T, counted, [System])),
+    ?assertEqual(system, ktls_ct_nodes:call(T, ktls_filter_roles, role, [System])).
 
 %% init's pid on node P: a process of the attacker to name as group leader.
 init_of(P) -> ktls_ct_nodes:call(P, erlang, whereis, [init]).
@@ -283,6 +329,71 @@ echo(Node, Msg) ->
 send_many(Node, N, Msg) ->
     [{echo, Node} ! {self(), Msg} || _ <- lists:seq(1, N)],
     [receive {echo, Msg} -> ok after 5000 -> error(timeout) end || _ <- lists:seq(1, N)],
+    ok.
+
+%% The input process of the connection with Node.
+input_of(Node) ->
+    {Node, Ctrl} = lists:keyfind(Node, 1, erlang:system_info(dist_ctrl)),
+    {links, Links} = process_info(Ctrl, links),
+    [Input] = [P || P <- Links, is_pid(P), node(P) =:= node(),
+                    process_info(P, initial_call) =:=
+                        {initial_call, {ktls_filter_dist_ctrl, input_init, 3}}],
+    Input.
+
+%% Suspends Pid until release/0 (a suspension lasts as long as the process
+%% that made it).
+hold(Pid) ->
+    Self = self(),
+    H = spawn(fun() ->
+                      true = erlang:suspend_process(Pid),
+                      Self ! {held, self()},
+                      receive {release, From} -> From ! released end
+              end),
+    register(ktls_ct_holder, H),
+    receive {held, H} -> ok end.
+
+release() ->
+    ktls_ct_holder ! {release, self()},
+    receive released -> ok end.
+
+%% Calls of ktls_filter_roles:role/1 so far (counted from the first call of
+%% this function on).
+role_look_ups() ->
+    case erlang:trace_info({ktls_filter_roles, role, 1}, call_count) of
+        {call_count, C} when is_integer(C) ->
+            C;
+        _ ->
+            _ = erlang:trace_pattern({ktls_filter_roles, role, 1}, true, [call_count]),
+            0
+    end.
+
+%% A process that counts {burst, I} messages and checks their order.
+start_counter() ->
+    spawn(fun() -> counter(0, in_order) end).
+
+start_counter_link() ->
+    {ok, spawn_link(fun() -> counter(0, in_order) end)}.
+
+%% A new child of kernel_safe_sup: a process of kernel, a system process.
+start_system_counter() ->
+    {ok, Pid} = supervisor:start_child(
+                  kernel_safe_sup, #{id => {ktls_ct_counter, erlang:unique_integer()},
+                                     start => {?MODULE, start_counter_link, []}}),
+    Pid.
+
+counter(N, Order) ->
+    receive
+        {burst, I} when I =:= N + 1 -> counter(I, Order);
+        {burst, I} -> counter(I, {out_of_order, N, I});
+        {counted, From} -> From ! {counted, self(), N, Order}, counter(N, Order)
+    end.
+
+counted(Pid) ->
+    Pid ! {counted, self()},
+    receive {counted, Pid, N, Order} -> {N, Order} after 5000 -> timeout end.
+
+burst(To, N) ->
+    [To ! {burst, I} || I <- lists:seq(1, N)],
     ok.
 
 start_collector() ->
