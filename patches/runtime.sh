@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ./ktls runtime build | erl ARGS... | path
+# ./ktls runtime build | erl ARGS... | path | source
 # Builds Debian's OTP 25.2.3 emulator with the patch series of patches/ and
 # installs it under _build/runtime/ next to the installed OTP libraries (the
 # system's OTP is not touched). See patches/README.md.
@@ -33,6 +33,7 @@ ensure_packages() {
 fetch_source() {
   local clean="$SRC_CACHE/debian-src"
   [ -f "$clean/OTP_VERSION" ] && return 0
+  command -v dpkg-source >/dev/null || ensure_packages
   mkdir -p "$SRC_CACHE"
   if ! ls "$SRC_CACHE"/erlang_"$UPSTREAM"-*.dsc >/dev/null 2>&1; then
     if ! grep -rqs 'deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -134,5 +135,7 @@ case "$cmd" in
   build) build ;;
   erl) build; exec "$OUT/bin/erl" "$@" ;;
   path) echo "$OUT/bin/erl" ;;
-  *) echo "usage: ./ktls runtime build | erl ARGS... | path" >&2; exit 2 ;;
+  # The unpacked source tree (tests/otp takes OTP's own test suites from it).
+  source) fetch_source; echo "$SRC_CACHE/debian-src" ;;
+  *) echo "usage: ./ktls runtime build | erl ARGS... | path | source" >&2; exit 2 ;;
 esac

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# OTP 25's own distribution test suites with every node on ktls_filter:
+# erts' distribution_SUITE and kernel's erl_distribution_SUITE, taken from
+# Debian's erlang source package that matches the installed OTP
+# (patches/runtime.sh source: apt-get source, cached in _build/runtime-src;
+# OTP's code is not in this tree).
+#
+#   tests/otp/run.sh              every node on -proto_dist ktls_filter,
+#                                 -ktls_filter filter_mode monitor
+#   tests/otp/run.sh inet_tcp     the same suites on OTP's own carrier (baseline)
+#
+# Every node: the test node gets the flags on its command line; the nodes
+# the suites start (peer, slave, open_port of an `erl` command line) run
+# tests/otp/bin/erl, first in PATH, which adds -proto_dist ktls_filter
+# unless the suite asks for another carrier itself (the gen_tcp_dist and
+# erl_uds_dist configurations of erl_distribution_SUITE). ERL_FLAGS, which
+# every node inherits, carries the rest (-pa, filter_mode monitor, the
+# probe). ktls_otp_probe records each node's carrier and its `would_drop'
+# count; the run fails if a node that should have run ktls_filter did not.
+#
+# Prints a case table (_build/otp/<carrier>/results.tsv), the would_drop
+# totals, and "SUMMARY passed=N failed=M skipped=K" last.
+# KTLS_OTP_SUITES="distribution_SUITE" for a subset; KTLS_OTP_CASES="a b"
+# (with one suite) for some cases.
+set -uo pipefail
+: "${KTLS_ROOT:?run through ./ktls test}"
+cd "$KTLS_ROOT"
+carrier=${1:-ktls_filter}
+case "$carrier" in ktls_filter | inet_tcp) ;; *) echo "usage: $0 [ktls_filter|inet_tcp]" >&2; exit 2 ;; esac
+suites=${KTLS_OTP_SUITES:-distribution_SUITE erl_distribution_SUITE}
+
+# Cases that cannot apply to a process-based carrier, with the reason. Each
+# is counted as skipped. Format: suite case-or-group reason.
+skips=()
+
+src=$("$KTLS_ROOT/patches/runtime.sh" source) || {
+  echo "SKIPPED: OTP's test suites: Debian's erlang source package is not available"
+  echo "SUMMARY passed=0 failed=1"
+  exit 1
+}
+work="$KTLS_ROOT/_build/otp/$carrier"
+dir="$work/suites"
+rm -rf "$work"
+mkdir -p "$dir" "$work/logs" "$work/probe"
+
+# The suites, their data, and the modules they need from OTP's test tree.
+cp "$src/erts/emulator/test/distribution_SUITE.erl" \
+  "$src/erts/emulator/test/erts_test_utils.erl" \
+  "$src/lib/kernel/test/erl_distribution_SUITE.erl" \
+  "$src/lib/kernel/examples/gen_tcp_dist/src/gen_tcp_dist.erl" \
+  "$src/lib/kernel/examples/erl_uds_dist/src/erl_uds_dist.erl" \
+  "$src/lib/common_test/test_server/ts_install_cth.erl" \
+  "$src/lib/common_test/test_server/ts_lib.erl" \
+  "$src/lib/common_test/test_server/ts.hrl" \
+  "$KTLS_ROOT/tests/otp/ktls_otp_probe.erl" "$dir/"
+cp -r "$src/erts/emulator/test/distribution_SUITE_data" "$dir/"
+(cd "$dir" && erlc +nowarn_export_all +nowarn_deprecated_function *.erl &&
+  erlc -o distribution_SUITE_data distribution_SUITE_data/run.erl) >"$work/erlc.log" 2>&1 || {
+  cat "$work/erlc.log"
+  echo "SUMMARY passed=0 failed=1"
+  exit 1
+}
+
+spec="$work/run.spec"
+{
+  printf '{logdir, "%s"}.\n' "$work/logs"
+  if [ -n "${KTLS_OTP_CASES:-}" ]; then
+    printf '{cases, "%s", %s, [%s]}.\n' "$dir" "$suites" "$(sed 's/ \+/, /g' <<<"$KTLS_OTP_CASES")"
+  else
+    printf '{suites, "%s", [%s]}.\n' "$dir" "$(sed 's/ \+/, /g' <<<"$suites")"
+  fi
+  if [ "$carrier" = ktls_filter ]; then
+    for s in "${skips[@]}"; do
+      read -r suite name reason <<<"$s"
+      if grep -qE "^\s*\{$name, \[" "$dir/$suite.erl"; then kind=skip_groups; else kind=skip_cases; fi
+      printf '{%s, "%s", %s, [%s], "%s"}.\n' "$kind" "$dir" "$suite" "$name" "$reason"
+    done
+  fi
+} >"$spec"
+
+start=$(date +%s)
+if [ "$carrier" = ktls_filter ]; then
+  # ct_run itself names its progname `erl`; started as ct_run starts it.
+  eval "$(erl -noshell -eval 'io:format("KTLS_OTP_ROOTDIR=~s KTLS_OTP_BINDIR=~s/erts-~s/bin~n",
+    [code:root_dir(), code:root_dir(), erlang:system_info(version)]), halt().')"
+  export KTLS_OTP_ROOTDIR KTLS_OTP_BINDIR KTLS_OTP_PROBE_DIR="$work/probe"
+  export ERL_FLAGS="-pa $KTLS_ROOT/_build/lib/ktls_filter/ebin $dir -ktls_filter filter_mode monitor"
+  # Before the test node's `-s ct_run', which returns only at the end.
+  export ERL_AFLAGS="-s ktls_otp_probe"
+  timeout -s KILL "${KTLS_OTP_TIMEOUT:-2400}" "$KTLS_ROOT/tests/otp/bin/erl" -sname "otp_$$" \
+    -noshell -pa "$dir" -s ct_run script_start -s erlang halt -spec "$spec" \
+    >"$work/ct.out" 2>&1 </dev/null
+else
+  timeout -s KILL "${KTLS_OTP_TIMEOUT:-2400}" ct_run -noshell -spec "$spec" -sname "otp_$$" \
+    -erl_args -pa "$dir" >"$work/ct.out" 2>&1 </dev/null
+fi
+rc=$?
+echo "ct_run: rc=$rc after $(($(date +%s) - start)) s (output: $work/ct.out)"
+grep -E 'TEST COMPLETE|^Testing' "$work/ct.out"
+
+# One row per case from CT's suite.log files: suite, case, result, detail.
+results="$work/results.tsv"
+find "$work/logs" -name suite.log | sort | while read -r log; do
+  awk -v OFS='\t' '
+    /^=case / { c = $2 }
+    /^=result / {
+      r = $0; sub(/^=result +/, "", r)
+      if (c !~ /(init|end)_per_(suite|group|testcase)$/ || r !~ /^ok/) {
+        split(c, sc, ":")
+        s = sc[1]; n = sc[2]
+        res = r; sub(/:.*/, "", res); det = r; sub(/^[^:]*:? */, "", det)
+        gsub(/\t|\n/, " ", det)
+        print s, n, res, substr(det, 1, 160)
+      }
+    }' "$log"
+done >"$results"
+column -t -s $'\t' "$results" | cut -c1-200
+
+passed=$(awk -F'\t' '$3 == "ok"' "$results" | wc -l)
+failed=$(awk -F'\t' '$3 == "FAILED" || $3 == "failed"' "$results" | wc -l)
+skipped=$(awk -F'\t' '$3 ~ /skipped/' "$results" | wc -l)
+nsuites=$(wc -w <<<"$suites")
+completed=$(grep -c 'TEST COMPLETE' "$work/ct.out")
+if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  echo "ct_run failed (rc=$rc) without a failing case" >&2
+  failed=1
+fi
+[ "$completed" -lt 1 ] && failed=$((failed + nsuites))
+
+if [ "$carrier" = ktls_filter ]; then
+  (cd "$dir" && env -u ERL_FLAGS -u ERL_AFLAGS erl -noshell -run ktls_otp_probe summary "$work/probe") | tee "$work/would_drop.txt"
+  if grep -qE '^WOULD_DROP .* ktls_nodes=0 ' "$work/would_drop.txt"; then
+    echo "no node ran ktls_filter" >&2
+    failed=$((failed + 1))
+  fi
+fi
+echo "SUMMARY passed=$passed failed=$failed skipped=$skipped"
