@@ -4,7 +4,8 @@
 #
 # Stages: gtest (bazel test), gtest under ASan+UBSan (clang), libFuzzer
 # (bounded), EUnit, Common Test (multi-node suites), patched runtime (THP),
-# kTLS on a real kernel in a QEMU guest (vm).
+# kTLS on a real kernel in a QEMU guest (vm), and opt-in: OTP's own
+# distribution suites with every node on ktls_filter (otp, tests/otp/run.sh).
 # KTLS_TEST_STAGES="gtest ct" runs a subset.
 set -uo pipefail
 : "${KTLS_ROOT:?run through ./ktls test}"
@@ -91,11 +92,13 @@ stage_script() { # name script
   fi
   "$script" >"$out" 2>&1
   local rc=$?
-  local line p=0 f=1
+  local line p=0 f=1 k=0
   line=$(grep -E '^SUMMARY passed=[0-9]+ failed=[0-9]+' "$out" | tail -1)
   if [ -n "$line" ]; then
     p=$(sed -E 's/.*passed=([0-9]+).*/\1/' <<<"$line")
     f=$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$line")
+    # Optional: cases skipped with a reason written in the runner.
+    grep -qE 'skipped=[0-9]+' <<<"$line" && k=$(sed -E 's/.*skipped=([0-9]+).*/\1/' <<<"$line")
   fi
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   if [ "$f" -gt 0 ]; then
@@ -104,7 +107,9 @@ stage_script() { # name script
   fi
   # A stage that could not run at all says so on a line of its own.
   grep -E '^SKIPPED: ' "$out"
-  record "$name" "$p" "$f"
+  # The otp stage's would_drop totals (monitor mode on OTP's own traffic).
+  grep -E '^WOULD_DROP ' "$out"
+  record "$name" "$p" "$f" "$k"
 }
 
 for s in $STAGES; do
@@ -116,6 +121,7 @@ for s in $STAGES; do
     ct) stage_script ct "$KTLS_ROOT/tests/run_ct.sh" ;;
     runtime) stage_script runtime "$KTLS_ROOT/tests/runtime/run.sh" ;;
     vm) stage_script vm "$KTLS_ROOT/tests/vm/stage.sh" ;;
+    otp) stage_script otp "$KTLS_ROOT/tests/otp/run.sh" ;;
     *) echo "unknown stage $s" >&2; record "$s" 0 1 ;;
   esac
 done

@@ -128,6 +128,9 @@ output_loop(Conn, DHandle) ->
     receive
         dist_data ->
             send_data(Conn, DHandle);
+        {send, From, Ref, Data} ->
+            From ! {Ref, raw_send(Conn, Data)},
+            output_loop(Conn, DHandle);
         Other ->
             ok = connection_down(Conn, Other),
             output_loop(Conn, DHandle)
@@ -171,6 +174,24 @@ send_data(Conn, DHandle) ->
                             exit(connection_closed)
                     end
             end
+    end.
+
+%% `{send, From, Ref, Data}' of OTP's gen_tcp_dist example: Data goes out
+%% as one dist packet, beside the VM's traffic, in order after what the
+%% controller has already taken from the VM. OTP's distribution_SUITE
+%% injects raw (and malformed) dist messages this way. Only processes of
+%% this node can send to the controller, as with gen_tcp_dist.
+%% Like gen_tcp:send/2 there, the reply waits while the carrier is busy.
+raw_send(Conn, Data) ->
+    case ktls_filter_nif:send_dist(Conn, [iolist_to_binary(Data)]) of
+        busy ->
+            receive
+                {ktls_writable, Conn} -> ok;
+                {ktls_closed, Conn, _} = Closed -> connection_down(Conn, Closed);
+                {'EXIT', _, _} = Exit -> connection_down(Conn, Exit)
+            end;
+        Result ->
+            Result
     end.
 
 %% Up to N packets / Bytes from the VM; More says whether the VM may have more.
