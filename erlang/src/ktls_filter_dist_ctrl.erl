@@ -142,12 +142,23 @@ connection_down(Conn, {ktls_closed, Conn, Reason}) ->
     %% OTP's nodedown reason is the atom (code matches on it); the detail
     %% (peer, why) is in the log line.
     log_closed(Conn, connected, Reason),
-    exit(connection_closed);
+    exit(nodedown_reason(Reason));
 connection_down(Conn, {'EXIT', _From, Reason}) ->
     ktls_filter_nif:close(Conn, <<"dist channel shut down">>),
     exit(Reason);
 connection_down(_Conn, _Other) ->
     ok.
+
+%% The filter closes a connection whose input does not decode where the VM
+%% kills the controller of a connection whose input does not decode
+%% (dist.c, kill_connection): the nodedown reason is `killed' in both.
+nodedown_reason(Reason) when is_binary(Reason) ->
+    case binary:match(Reason, <<"dist filter: ">>) of
+        nomatch -> connection_closed;
+        _ -> killed
+    end;
+nodedown_reason(_) ->
+    connection_closed.
 
 send_data(Conn, DHandle) ->
     case collect(DHandle, ?BATCH_PACKETS, ?BATCH_BYTES, []) of
@@ -246,8 +257,8 @@ input_loop(Conn, DHandle, RxPort) ->
                 resume -> ktls_filter_rx_port:resume(RxPort)
             end,
             input_loop(Conn, DHandle, RxPort);
-        {ktls_closed, Conn, _Reason} ->
-            exit(connection_closed);  % the output side logs the reason
+        {ktls_closed, Conn, Reason} ->
+            exit(nodedown_reason(Reason));  % the output side logs the reason
         _Other ->
             input_loop(Conn, DHandle, RxPort)
     end.
