@@ -413,9 +413,9 @@ std::string ConnectionImpl::cut() {
       break;
     }
     const uint8_t* base = rx_->data() + rx_start_;
-    if (rx_end_ - rx_start_ >= 3 && base[0] == 0x16 && base[1] == 0x03 && base[2] <= 4 && !tls() &&
-        parser_.framing() == Framing::kHandshake &&
-        packets_in_.load(std::memory_order_relaxed) == 0) {
+    if (parser_.framing() == Framing::kHandshake && !tls() &&
+        packets_in_.load(std::memory_order_relaxed) == 0 && rx_end_ - rx_start_ >= 3 &&
+        base[0] == 0x16 && base[1] == 0x03 && base[2] <= 4) {
       // A TLS ClientHello (16 03 0x) where the first 2-byte handshake
       // length should be: it would wait for 5,6xx bytes that never come.
       return "the peer " + peer_.to_string() +

@@ -91,12 +91,7 @@ TEST_F(TlsCarrierTest, PlainPeerOnTheTlsPortIsNamed) {
 
 TEST_F(TlsCarrierTest, TlsPeerOnAPlainPortIsNamed) {
   carrier.reset();
-  auto c = Carrier::start(CarrierOptions{});  // no TLS
-  ASSERT_TRUE(c.ok());
-  carrier = c.take();
-  auto l = carrier->listen(SockAddr::parse("127.0.0.1", 0).value(), 128, events);
-  ASSERT_TRUE(l.ok());
-  listener = l.take();
+  start_listening(CarrierOptions{});  // no TLS
   OpenSslPeer peer(raw_connect(), options("client"));
   ASSERT_TRUE(events->wait([&] { return !events->accepted.empty(); }));
   server = events->accepted.front();

@@ -378,10 +378,7 @@ checked_name(_Conn, Other) ->
     Other.
 
 refuse_name(Conn, Why) ->
-    Peer = case ktls_filter_nif:peername(Conn) of
-               {ok, {Ip, Port}} -> inet:ntoa(Ip) ++ ":" ++ integer_to_list(Port);
-               _ -> "unknown peer"
-           end,
+    Peer = ktls_filter_dist_ctrl:peer_text(ktls_filter_nif:peername(Conn)),
     logger:warning("ktls_filter: refused ~s: ~ts", [Peer, Why], #{domain => [ktls_filter]}),
     ktls_filter_tls:count_refusal(),
     ktls_filter_nif:close(Conn, unicode:characters_to_binary(Why)).

@@ -12,6 +12,7 @@
 
 -export([start/1, supervisor/2, handshake_complete/3]).
 -export([init/1, input_init/3]).
+-export([peer_text/1]).
 
 %% Packets pulled from the VM per carrier call, and bytes per call.
 -define(BATCH_PACKETS, 256).
@@ -100,12 +101,7 @@ log_closed(Conn, Phase, Reason) ->
     %% which is what takes the node down in the VM: the peer's view of the
     %% cluster follows a disconnect at once, as with inet_tcp.
     _ = spawn(fun() ->
-                      PeerText = case Peer of
-                                     {ok, {Ip, Port}} ->
-                                         inet:ntoa(Ip) ++ ":" ++ integer_to_list(Port);
-                                     _ ->
-                                         "unknown peer"
-                                 end,
+                      PeerText = peer_text(Peer),
                       NodeText = case Node of
                                      undefined -> "";
                                      N -> io_lib:format(" (~p)", [N])
@@ -119,6 +115,11 @@ log_closed(Conn, Phase, Reason) ->
                                  #{domain => [ktls_filter]})
               end),
     ok.
+
+%% @doc "Ip:Port" of what ktls_filter_nif:peername/1 answered, for log lines.
+-spec peer_text({ok, {inet:ip_address(), inet:port_number()}} | {error, term()}) -> string().
+peer_text({ok, {Ip, Port}}) -> inet:ntoa(Ip) ++ ":" ++ integer_to_list(Port);
+peer_text(_) -> "unknown peer".
 
 %% ------------------------------------------------------------------
 %% Output: VM -> carrier

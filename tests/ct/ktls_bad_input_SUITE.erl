@@ -21,7 +21,7 @@ all() ->
      too_many_fragment_sequences].
 
 init_per_suite(Config) ->
-    Port = free_port(),
+    Port = ktls_ct_nodes:free_port(),
     Log = filename:join(?config(priv_dir, Config), "a.log"),
     {A, NA} = ktls_ct_nodes:start(ktls_ct_nodes:unique("a"), ktls,
                                   ["-kernel", "inet_dist_listen_min", integer_to_list(Port),
@@ -245,8 +245,3 @@ logged(Config, What) ->
                    end
            end, 5000).
 
-free_port() ->
-    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
-    {ok, Port} = inet:port(S),
-    gen_tcp:close(S),
-    Port.

@@ -5,7 +5,7 @@
 
 -export([ebin/0, root/0, start/3, start/2, call/4, call/5, stop/1, track/1, stop_tracked/0,
          os_pid/1, fd_count/1,
-         unique/1, cookie/0, wait_until/2, allow_mfa_args/1]).
+         unique/1, cookie/0, wait_until/2, allow_mfa_args/1, free_port/0, remsh/3]).
 
 -define(COOKIE, "ktls_ct_cookie").
 
@@ -117,3 +117,26 @@ wait_until(Fun, Ms) ->
             timer:sleep(50),
             wait_until(Fun, Ms - 50)
     end.
+
+%% A TCP port on 127.0.0.1 that was free a moment ago.
+-spec free_port() -> inet:port_number().
+free_port() ->
+    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(S),
+    ok = gen_tcp:close(S),
+    Port.
+
+%% Runs `./ktls remsh Node --port Port --cookie C Extra' on a terminal
+%% (OTP 25 runs -remsh only on one: script(1) gives it one), prints the
+%% target's node name and persistent_term ktls_remsh_marker, and leaves the
+%% shell with ^G q (q() would stop the target node). Returns the output.
+-spec remsh(node(), inet:port_number(), string()) -> string().
+remsh(Node, Port, Extra) ->
+    Cmd = lists:flatten(io_lib:format(
+            "(sleep 5; printf 'io:format(\"MARK:~~p:~~p~~n\", "
+            "[node(), persistent_term:get(ktls_remsh_marker)]).\\r'; sleep 3; "
+            "printf '\\007'; sleep 1; printf 'q\\r'; sleep 2) | "
+            "KTLS_ROOT=~s timeout 30 script -qfc '~s remsh ~s --port ~w --cookie ~s ~s' "
+            "/dev/null 2>&1",
+            [root(), filename:join(root(), "ktls"), Node, Port, cookie(), Extra])),
+    os:cmd(Cmd).

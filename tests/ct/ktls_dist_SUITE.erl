@@ -191,7 +191,7 @@ interop_inet_tcp_peer_connects(_Config) ->
     ok.
 
 epmdless(_Config) ->
-    Port = free_port(),
+    Port = ktls_ct_nodes:free_port(),
     DName = ktls_ct_nodes:unique("d"),
     DNode = list_to_atom(DName ++ "@127.0.0.1"),
     {_D, DNode} = start_named(DName, epmdless, ["-ktls_filter_port", integer_to_list(Port)]),
@@ -202,21 +202,12 @@ epmdless(_Config) ->
     ok.
 
 remsh_without_epmd(_Config) ->
-    Port = free_port(),
+    Port = ktls_ct_nodes:free_port(),
     DName = ktls_ct_nodes:unique("d"),
     DNode = list_to_atom(DName ++ "@127.0.0.1"),
     {D, DNode} = start_named(DName, epmdless, ["-ktls_filter_port", integer_to_list(Port)]),
     ok = call(D, persistent_term, put, [ktls_remsh_marker, remsh_marker_value]),
-    Ktls = filename:join(ktls_ct_nodes:root(), "ktls"),
-    %% OTP 25 runs -remsh only on a terminal: script(1) gives it one. The
-    %% shell is left with ^G q (q() would stop the target node).
-    Cmd = lists:flatten(io_lib:format(
-            "(sleep 5; printf 'io:format(\"MARK:~~p:~~p~~n\", "
-            "[node(), persistent_term:get(ktls_remsh_marker)]).\\r'; sleep 3; "
-            "printf '\\007'; sleep 1; printf 'q\\r'; sleep 2) | "
-            "KTLS_ROOT=~s timeout 30 script -qfc '~s remsh ~s --port ~w --cookie ~s' /dev/null 2>&1",
-            [ktls_ct_nodes:root(), Ktls, DNode, Port, ktls_ct_nodes:cookie()])),
-    Out = os:cmd(Cmd),
+    Out = ktls_ct_nodes:remsh(DNode, Port, ""),
     ct:pal("remsh output:~n~ts", [Out]),
     Expect = io_lib:format("MARK:~p:remsh_marker_value", [DNode]),
     ?assertNotEqual(nomatch, string:find(Out, lists:flatten(Expect))),
@@ -372,11 +363,6 @@ start_named(Name, Carrier, Extra) ->
     ktls_ct_nodes:track(P),
     {P, N}.
 
-free_port() ->
-    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
-    {ok, Port} = inet:port(S),
-    gen_tcp:close(S),
-    Port.
 
 %% net_kernel:setopts/getopts as with inet_tcp_dist: `new' for later
 %% connections, a live connection's socket, bad options refused.

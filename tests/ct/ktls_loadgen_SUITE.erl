@@ -40,7 +40,7 @@ end_per_suite(_Config) ->
 
 %% One target node per group, with the echo and stats helpers registered.
 init_per_group(Carrier, Config) ->
-    Port = free_port(),
+    Port = ktls_ct_nodes:free_port(),
     Extra = ["-pa", ?config(loadgen_ebin, Config),
              "-kernel", "net_ticktime", integer_to_list(?TICKTIME),
              "-ktls_filter_port", integer_to_list(Port)],
@@ -212,11 +212,6 @@ dropped(Config) ->
         inet_tcp -> 0
     end.
 
-free_port() ->
-    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
-    {ok, P} = inet:port(S),
-    ok = gen_tcp:close(S),
-    P.
 
 %% ------------------------------------------------------------------
 %% A small JSON decoder (OTP 25 has none): objects as maps with binary

@@ -36,13 +36,6 @@ ktls() -> filename:join(ktls_ct_nodes:root(), "ktls").
 %% epmd-register
 %% ------------------------------------------------------------------
 
-epmd_port() ->
-    %% A port of our own: the suite kills this epmd, never the shared one.
-    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
-    {ok, P} = inet:port(S),
-    gen_tcp:close(S),
-    P.
-
 start_epmd(P) ->
     os:cmd(lists:flatten(io_lib:format("ERL_EPMD_ADDRESS=127.0.0.1 epmd -port ~w -daemon", [P]))),
     ok = ktls_ct_nodes:wait_until(fun() -> names(P) =/= down end, 5000).
@@ -67,7 +60,7 @@ known(P, Name) -> lists:keyfind(Name, 1, case names(P) of down -> []; L -> L end
 %% A stock node loses its registration when its epmd is restarted; with
 %% epmd-register it is found again (and again after a second restart).
 epmd_register_after_epmd_restart(_Config) ->
-    P = epmd_port(),
+    P = ktls_ct_nodes:free_port(),  % our own epmd: killed here, never the shared one
     start_epmd(P),
     Env = [{"ERL_EPMD_PORT", integer_to_list(P)}],
     Name = ktls_ct_nodes:unique("lost"),
@@ -114,15 +107,10 @@ drain(Port) ->
 %% remsh
 %% ------------------------------------------------------------------
 
-free_port() ->
-    {ok, S} = gen_tcp:listen(0, []),
-    {ok, P} = inet:port(S),
-    gen_tcp:close(S),
-    P.
 
 %% A node listening on a fixed port (no epmd needed by the shell).
 target(Name, Args) ->
-    Port = free_port(),
+    Port = ktls_ct_nodes:free_port(),
     FullName = ktls_ct_nodes:unique(Name),
     {ok, P, Node} = peer:start(#{name => FullName, host => "127.0.0.1", longnames => true,
                                  connection => standard_io,
@@ -135,17 +123,9 @@ target(Name, Args) ->
     ok = peer:call(P, persistent_term, put, [ktls_remsh_marker, remsh_marker_value]),
     {Node, Port}.
 
-%% OTP 25 runs -remsh only on a terminal: script(1) gives it one.
 remsh(Node, Port, Extra) ->
-    Cmd = lists:flatten(io_lib:format(
-            "(sleep 5; printf 'io:format(\"MARK:~~p:~~p~~n\", "
-            "[node(), persistent_term:get(ktls_remsh_marker)]).\\r'; sleep 3; "
-            "printf '\\007'; sleep 1; printf 'q\\r'; sleep 2) | "
-            "KTLS_ROOT=~s timeout 30 script -qfc '~s remsh ~s --port ~w --cookie ~s ~s' "
-            "/dev/null 2>&1",
-            [ktls_ct_nodes:root(), ktls(), Node, Port, ktls_ct_nodes:cookie(), Extra])),
-    Out = os:cmd(Cmd),
-    ct:log("~ts~n~ts", [Cmd, Out]),
+    Out = ktls_ct_nodes:remsh(Node, Port, Extra),
+    ct:log("~ts", [Out]),
     Expect = lists:flatten(io_lib:format("MARK:~p:remsh_marker_value", [Node])),
     ?assertNotEqual(nomatch, string:find(Out, Expect)).
 
