@@ -82,11 +82,12 @@ Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
     tx_busy_ = true;
     uint64_t left = wire - written;
     if (sealed) {
-      // Sealed but not all written: the rest of the records goes out as it is.
-      InBatch rest{OutboundBatch(), h, 0, {}, batch.packets()};
-      rest.rest.assign(fast_sealed_.begin() + static_cast<ptrdiff_t>(written), fast_sealed_.end());
-      left = rest.rest.size();
-      in_batches_.push_back(std::move(rest));
+      // Sealed but not all written: the rest of the records goes out as it
+      // is (the buffer moves to the queue; the written head is skipped).
+      left = fast_sealed_.size() - written;
+      in_batches_.push_back(InBatch{OutboundBatch(), h, written, std::move(fast_sealed_),
+                                    batch.packets()});
+      fast_sealed_ = SealedBytes();
     } else {
       in_batches_.push_back(InBatch{std::move(batch), h, written, {}, 0});
     }
@@ -134,6 +135,8 @@ void ConnectionImpl::take_requests() {
       if (!in.rest.empty()) {
         t.set_raw(std::move(in.rest));
         t.raw_packets = in.packets;
+        t.prewritten = in.written;
+        if (t.prewritten && tx_.empty()) tx_offset_ = t.prewritten;
         in_batches_.pop_front();
         tx_.push_back(std::move(t));
         continue;
@@ -651,6 +654,10 @@ void ConnectionImpl::on_send(int res) {
       packets_out_.fetch_add(t.batch.packets(), std::memory_order_relaxed);
     }
     queued_.fetch_sub(t.wire_bytes - t.prewritten, std::memory_order_acq_rel);
+    if (t.is_raw && spare_records_.size() < 2) {
+      t.raw.clear();
+      spare_records_.push_back(std::move(t.raw));
+    }
     tx_.pop_front();  // frees the keepalive: the kernel has the bytes
   }
   service();
@@ -1064,7 +1071,7 @@ bool ConnectionImpl::open_pending(std::string* why) {
   return o.consumed > 0;
 }
 
-void ConnectionImpl::seal_key_update(bool requested, std::vector<uint8_t>& out) {
+void ConnectionImpl::seal_key_update(bool requested, SealedBytes& out) {
   const uint8_t msg[5] = {24, 0, 0, 1, static_cast<uint8_t>(requested ? 1 : 0)};
   sealer_->seal_record(22, msg, out);
   auto ok = sealer_->rekey();
@@ -1077,7 +1084,7 @@ void ConnectionImpl::seal_key_update(bool requested, std::vector<uint8_t>& out) 
   key_updates_out_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void ConnectionImpl::seal_into(std::span<const iovec> parts, std::vector<uint8_t>& out) {
+void ConnectionImpl::seal_into(std::span<const iovec> parts, SealedBytes& out) {
   sealer_->seal(parts, out);
   if (sealer_->key_update_due()) seal_key_update(false, out);
   records_out_.store(sealer_->records(), std::memory_order_relaxed);
@@ -1088,7 +1095,11 @@ void ConnectionImpl::seal_pending() {
   while (first < tx_.size() && tx_[first].is_raw) first++;
   if (first == tx_.size()) return;
   TxBatch out;
-  std::vector<uint8_t> records;
+  SealedBytes records;
+  if (!spare_records_.empty()) {
+    records = std::move(spare_records_.back());
+    spare_records_.pop_back();
+  }
   std::vector<iovec> parts;
   uint64_t plain = 0;
   size_t end = first;

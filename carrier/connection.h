@@ -34,11 +34,11 @@ struct TxBatch {
   bool tick = false;  // a zero-length packet from send_tick()
   // Bytes ready for the socket as they are (TLS records, handshake bytes):
   // `wire` points into them. `packets` and `ticks` they carry, for stats.
-  std::vector<uint8_t> raw;
+  SealedBytes raw;
   bool is_raw = false;
   bool key_update = false;  // seal a KeyUpdate here, then change keys
   uint64_t raw_packets = 0, raw_ticks = 0;
-  void set_raw(std::vector<uint8_t> bytes) {
+  void set_raw(SealedBytes bytes) {
     is_raw = true;
     raw = std::move(bytes);
     wire.assign(1, iovec{raw.data(), raw.size()});
@@ -213,8 +213,8 @@ class ConnectionImpl final : public Connection {
   size_t write_now(const OutboundBatch& batch, uint8_t header_size, bool* sealed);
   // Seals `parts` as application data with sealer_ (and a KeyUpdate when
   // the keys have protected enough bytes).
-  void seal_into(std::span<const iovec> parts, std::vector<uint8_t>& out);
-  void seal_key_update(bool requested, std::vector<uint8_t>& out);
+  void seal_into(std::span<const iovec> parts, SealedBytes& out);
+  void seal_key_update(bool requested, SealedBytes& out);
   void check_writable();
   bool make_room();
   void deliver(std::span<const Packet> packets);
@@ -263,9 +263,9 @@ class ConnectionImpl final : public Connection {
     OutboundBatch batch;
     uint8_t header_size;
     size_t written;  // bytes already written by the fast path
-    // TLS: what the fast path sealed but could not write (then `batch` is
-    // empty and `written` 0).
-    std::vector<uint8_t> rest;
+    // TLS: the records the fast path sealed but could not write all of
+    // (then `batch` is empty and `written` counts bytes of `rest`).
+    SealedBytes rest;
     uint64_t packets = 0;
   };
   std::deque<InBatch> in_batches_;
@@ -330,7 +330,11 @@ class ConnectionImpl final : public Connection {
   bool hs_seen_ = false;            // the peer sent handshake bytes
   __kernel_timespec hs_timeout_{};  // read by the kernel at submit
   std::unique_ptr<RecordCipher> sealer_, opener_;
-  std::vector<uint8_t> fast_sealed_;  // the fast path's records (under mu_)
+  SealedBytes fast_sealed_;  // the fast path's records (under mu_)
+  // Record buffers whose bytes the kernel has taken, kept for the next
+  // seal_pending() (ring thread): a fresh ~512 KiB buffer per round would
+  // be mapped and faulted in every time.
+  std::vector<SealedBytes> spare_records_;
   BufferRef cin_;                     // received ciphertext not yet opened
   size_t cin_start_ = 0, cin_end_ = 0;
   TlsInfo tls_info_;  // under mu_

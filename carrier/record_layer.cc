@@ -161,7 +161,7 @@ size_t RecordCipher::sealed_size(size_t plain) {
 }
 
 void RecordCipher::seal_one(uint8_t type, std::span<const iovec> parts, size_t* part, size_t* off,
-                            size_t n, std::vector<uint8_t>& out) {
+                            size_t n, SealedBytes& out) {
   const size_t body = tls13_ ? n + 1 + kTag : n + kTag + (gcm_ ? kExplicitNonce : 0);
   const size_t at = out.size();
   out.resize(at + kRecordHeader + body);
@@ -205,7 +205,7 @@ void RecordCipher::seal_one(uint8_t type, std::span<const iovec> parts, size_t* 
   records_++;
 }
 
-void RecordCipher::seal(std::span<const iovec> parts, std::vector<uint8_t>& out) {
+void RecordCipher::seal(std::span<const iovec> parts, SealedBytes& out) {
   size_t total = 0;
   for (const iovec& v : parts) total += v.iov_len;
   sealed_bytes_ += total;
@@ -224,7 +224,7 @@ void RecordCipher::seal(std::span<const iovec> parts, std::vector<uint8_t>& out)
 }
 
 void RecordCipher::seal_record(uint8_t type, std::span<const uint8_t> plain,
-                               std::vector<uint8_t>& out) {
+                               SealedBytes& out) {
   iovec v{const_cast<uint8_t*>(plain.data()), plain.size()};
   size_t part = 0, off = 0;
   seal_one(type, std::span<const iovec>(&v, 1), &part, &off, plain.size(), out);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "carrier/result.h"
@@ -28,6 +29,30 @@ inline constexpr size_t kMaxRecordPlain = 16384;
 inline constexpr size_t kRecordHeader = 5;
 inline constexpr size_t kMaxRecordOverhead = 256;  // header, nonce, type, tag (with room)
 
+// An allocator whose resize() leaves new bytes uninitialised: sealing
+// writes every byte it grows by, so zero-filling them first (std::vector's
+// value-initialisation) would only cost a pass over the memory.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+// Sealed TLS records on their way to the socket.
+using SealedBytes = std::vector<uint8_t, UninitAllocator<uint8_t>>;
+
 // One direction's record protection.
 class RecordCipher {
  public:
@@ -41,9 +66,9 @@ class RecordCipher {
   // Seals `bytes` bytes gathered from `parts` as application data records
   // of up to kMaxRecordPlain each, appended to `out`. Small packets given
   // together share records.
-  void seal(std::span<const iovec> parts, std::vector<uint8_t>& out);
+  void seal(std::span<const iovec> parts, SealedBytes& out);
   // One record of content `type` (alert 21, handshake 22) appended to `out`.
-  void seal_record(uint8_t type, std::span<const uint8_t> plain, std::vector<uint8_t>& out);
+  void seal_record(uint8_t type, std::span<const uint8_t> plain, SealedBytes& out);
   // Upper bound of the bytes seal() appends for `plain` bytes.
   static size_t sealed_size(size_t plain);
 
@@ -93,7 +118,7 @@ class RecordCipher {
   void add_aad(const uint8_t* rec, uint8_t type, size_t plain);
   // Seals one record from the gathered parts starting at (*part, *off).
   void seal_one(uint8_t type, std::span<const iovec> parts, size_t* part, size_t* off, size_t n,
-                std::vector<uint8_t>& out);
+                SealedBytes& out);
   static Opened fail(Opened o, std::string why);
 
   TrafficKeys keys_;

@@ -67,11 +67,11 @@ class RecordLayerTest : public ::testing::TestWithParam<Suite> {
   std::string to_openssl(const std::vector<std::string>& parts) {
     std::vector<iovec> iov;
     for (const std::string& p : parts) iov.push_back({const_cast<char*>(p.data()), p.size()});
-    std::vector<uint8_t> wire;
+    SealedBytes wire;
     sealer->seal(iov, wire);
     return openssl_reads(wire);
   }
-  std::string openssl_reads(const std::vector<uint8_t>& wire) {
+  std::string openssl_reads(std::span<const uint8_t> wire) {
     ossl->put_ciphertext(wire);
     std::vector<uint8_t> plain;
     auto r = ossl->decrypt(plain);
@@ -97,7 +97,7 @@ TEST_P(RecordLayerTest, OpenSslOpensWhatWeSeal) {
   big[12345] = 'z';
   EXPECT_EQ(to_openssl({"<", big, ">"}), "<" + big + ">");
   EXPECT_EQ(sealer->records(), 1u + (big.size() + 2 + kMaxRecordPlain - 1) / kMaxRecordPlain);
-  std::vector<uint8_t> wire;
+  SealedBytes wire;
   sealer->seal({}, wire);  // nothing: no record
   EXPECT_TRUE(wire.empty());
 }
@@ -157,7 +157,7 @@ TEST_P(RecordLayerTest, KeyUpdateBothWays) {
   EXPECT_EQ(from_openssl("after update", &e), "after update");
   EXPECT_EQ(opener->keys().seq, 1u);  // the new keys opened one record
   // Ours: a KeyUpdate record, then data under the next keys.
-  std::vector<uint8_t> wire;
+  SealedBytes wire;
   const uint8_t msg[5] = {24, 0, 0, 1, 0};
   sealer->seal_record(22, msg, wire);
   ASSERT_TRUE(sealer->rekey().ok());
