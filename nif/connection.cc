@@ -190,6 +190,20 @@ ERL_NIF_TERM ConnObserver::make_binaries(std::span<const carrier::Packet> packet
   return list;
 }
 
+bool refusal_log_slot(ConnRes* res, uint64_t* held) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  int64_t last = res->refusal_logged_ms.load(std::memory_order_relaxed);
+  if (now - last >= 1000 &&
+      res->refusal_logged_ms.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+    *held = res->refusals_held.exchange(0, std::memory_order_relaxed);
+    return true;
+  }
+  res->refusals_held.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
 namespace {
 
 // Wall-clock microseconds, as erlang:system_time(microsecond). Not
@@ -202,14 +216,61 @@ uint64_t now_us() {
                                    .count());
 }
 
-ERL_NIF_TERM log_event(ErlNifEnv* env, ERL_NIF_TERM node, const filter::Message& m) {
+// A logger event: {control, Time, Node, Control, Verdict} or {payload,
+// Time, Node, Control, Payload, Verdict} (see ktls_filter_logger).
+ERL_NIF_TERM log_event(ErlNifEnv* env, ERL_NIF_TERM node, const filter::Message& m,
+                       ERL_NIF_TERM verdict) {
   ERL_NIF_TERM time = enif_make_uint64(env, now_us());
   ERL_NIF_TERM control = make_message_term(env, m.control);
   if (!m.payload.valid()) {
-    return enif_make_tuple4(env, make_atom(env, "control"), time, node, control);
+    ERL_NIF_TERM e[] = {make_atom(env, "control"), time, node, control, verdict};
+    return enif_make_tuple_from_array(env, e, 5);
   }
-  return enif_make_tuple5(env, make_atom(env, "payload"), time, node, control,
-                          make_message_term(env, m.payload));
+  ERL_NIF_TERM e[] = {make_atom(env, "payload"),         time,   node, control,
+                      make_message_term(env, m.payload), verdict};
+  return enif_make_tuple_from_array(env, e, 6);
+}
+
+// What a logger event says was done with the message.
+ERL_NIF_TERM verdict_atom(ErlNifEnv* env, const filter::Verdict& v, filter::Mode mode) {
+  switch (v.action) {
+    case filter::Action::Keep:
+      return make_atom(env, v.hint != filter::Hint::Safe && mode == filter::Mode::Monitor
+                                ? "would_drop"
+                                : "keep");
+    case filter::Action::Drop:
+      return make_atom(env, "drop");
+    case filter::Action::Ask:
+      return make_atom(env, "ask");  // the handler decides
+    case filter::Action::Resolve:
+      return make_atom(env, "resolve");  // decided by the receiver's role
+    default:
+      return make_atom(env, "none");
+  }
+}
+
+// Payloads larger than this are logged as {size, Bytes} in refusal warnings.
+constexpr size_t kRefusalPayloadMax = 64 << 10;
+
+// {ktls_refused, Reason, Op, Control, Payload, Held}: a refusal for the
+// input process to log (ktls_filter_refusal).
+ERL_NIF_TERM refusal_term(ErlNifEnv* env, const filter::Verdict& v, uint64_t held) {
+  const filter::Message& m = v.message;
+  const bool decoded = v.decoded && m.info;
+  ERL_NIF_TERM payload = atoms.undefined;
+  if (decoded && m.payload.valid()) {
+    const size_t size = m.payload.end() - m.payload.offset();
+    payload = size > kRefusalPayloadMax
+                  ? enif_make_tuple2(env, make_atom(env, "size"), enif_make_uint64(env, size))
+                  : make_message_term(env, m.payload);
+  }
+  ERL_NIF_TERM e[] = {make_atom(env, "ktls_refused"),
+                      make_string_binary(env, v.reason ? v.reason : ""),
+                      decoded ? enif_make_int(env, static_cast<int>(m.info->op)) : atoms.undefined,
+                      decoded ? make_message_term(env, m.control) : atoms.undefined,
+                      payload,
+                      enif_make_uint64(env, held)};
+  return enif_make_tuple_from_array(env, e, 6);
 }
 
 // Atoms of the items filter_batch() writes, made once (an atom is the same
@@ -243,13 +304,12 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
   filter::Channel& ch = *res_->channel;
   const uint64_t gen = policy_generation();
   if (gen != res_->policy_gen) {
-    ch.set_policy(current_policy());
+    ch.set_policy(policy_for(!res_->trusted_by.empty()));
     res_->policy_gen = gen;
   }
   const bool log = loggers_active();
-  ERL_NIF_TERM events = log ? enif_make_list(log_env_, 0) : 0;
   ERL_NIF_TERM log_node = log ? make_atom(log_env_, res_->peer_node.c_str()) : 0;
-  uint64_t n_events = 0;
+  log_events_.clear();
   pieces_.clear();
   items_.clear();
   scratch_.clear();
@@ -286,8 +346,8 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
     }
     if (!v.prefix.empty()) items_.push_back(Item{scratch_piece(v.prefix)});
     if (log && v.decoded) {
-      events = enif_make_list_cell(log_env_, log_event(log_env_, log_node, v.message), events);
-      n_events++;
+      log_events_.push_back(
+          log_event(log_env_, log_node, v.message, verdict_atom(log_env_, v, ch.policy().mode)));
     }
     switch (v.action) {
       case filter::Action::Keep:
@@ -295,9 +355,16 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
                               : v.whole.empty() ? scratch_piece(v.bytes)
                                                 : whole_piece(std::move(v.whole))});
         break;
-      case filter::Action::Drop:
+      case filter::Action::Drop: {
         if (!v.bytes.empty()) items_.push_back(Item{scratch_piece(v.bytes)});
+        uint64_t held = 0;
+        if (refusal_log_slot(res_, &held)) {
+          Item it;
+          it.refused = refusal_term(rx_env_, v, held);
+          items_.push_back(it);
+        }
         break;
+      }
       case filter::Action::Hold:
       case filter::Action::Close:
         break;
@@ -343,7 +410,12 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
       }
     }
   }
-  if (log && n_events > 0) loggers_dispatch(log_env_, events, n_events);
+  if (log && !log_events_.empty()) {
+    // In arrival order.
+    loggers_dispatch(enif_make_list_from_array(log_env_, log_events_.data(),
+                                               static_cast<unsigned>(log_events_.size())),
+                     log_events_.size());
+  }
   enif_clear_env(log_env_);
   ch.end_batch();
 
@@ -396,6 +468,10 @@ ERL_NIF_TERM ConnObserver::filter_batch(std::span<const carrier::Packet> packets
   ERL_NIF_TERM list = enif_make_list(rx_env_, 0);
   for (size_t i = items_.size(); i-- > 0;) {
     const Item& it = items_[i];
+    if (it.refused) {
+      list = enif_make_list_cell(rx_env_, it.refused, list);
+      continue;
+    }
     ERL_NIF_TERM t = bins[it.keep];
     if (it.ask) {
       ERL_NIF_TERM drop = it.drop < 0 ? a.none : bins[it.drop];

@@ -6,10 +6,12 @@
 
 #include <erl_nif.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <string>
 
 #include "carrier/carrier.h"
 #include "nif/filter/channel.h"
@@ -52,11 +54,22 @@ struct ConnRes {
   std::string peer_node;
   std::string local_node;   // this node's name, for pids the NIF writes
   uint64_t policy_gen = 0;  // ring thread
+  // Set by start_input when trusted_peers trusts the peer: the rule that
+  // did (the channel then runs policy_for(true)). Not changed afterwards.
+  std::string trusted_by;
+  // Refusal warnings of this connection: at most one per second
+  // (refusal_log_slot); the ones held back are counted into the next.
+  std::atomic<int64_t> refusal_logged_ms{-1000000};
+  std::atomic<uint64_t> refusals_held{0};
 
   static ErlNifResourceType* type;
   // A new resource with its observer; the caller holds one reference.
   static ConnRes* create();
 };
+
+// Whether a refusal on `res` may be logged now (true: `held` gets the count
+// of refusals not logged since the last one); false counts it as held.
+bool refusal_log_slot(ConnRes* res, uint64_t* held);
 
 struct ListenRes {
   std::shared_ptr<carrier::Listener> listener;
@@ -103,10 +116,12 @@ class ConnObserver final : public carrier::ConnectionObserver {
     int keep = -1, drop = -1;  // piece indexes; drop -1 = nothing
     ERL_NIF_TERM ask = 0;      // 0: plain piece `keep`
     ERL_NIF_TERM resolve = 0;  // with ask: a Resolve, {Pid, Op, Safe, Drop, Memo}
+    ERL_NIF_TERM refused = 0;  // a refusal to log ({ktls_refused, ...}); no piece
   };
   std::vector<Piece> pieces_;
   std::vector<Item> items_;
   std::vector<uint8_t> scratch_;
+  std::vector<ERL_NIF_TERM> log_events_;  // of log_env_, this batch
   filter::Verdict verdict_;
 
   ConnRes* res_;    // kept (enif_keep_resource) until on_closed

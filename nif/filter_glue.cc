@@ -13,6 +13,7 @@ namespace {
 struct PolicyState {
   std::mutex mu;
   std::shared_ptr<const filter::Policy> policy = std::make_shared<filter::Policy>();
+  std::shared_ptr<const filter::Policy> trusted;  // policy_for(true), made on demand
   std::atomic<uint64_t> generation{1};
   std::atomic<uint64_t> inspect_switches{0};
   std::atomic<uint64_t> mode_switches{0};
@@ -94,6 +95,20 @@ std::shared_ptr<const filter::Policy> current_policy() {
 }
 
 uint64_t policy_generation() { return policy_state().generation.load(std::memory_order_acquire); }
+
+std::shared_ptr<const filter::Policy> policy_for(bool trusted) {
+  if (!trusted) return current_policy();
+  PolicyState& s = policy_state();
+  std::lock_guard lock(s.mu);
+  if (!s.trusted) {
+    auto p = std::make_shared<filter::Policy>(*s.policy);
+    if (p->mode == filter::Mode::Enforce) p->mode = filter::Mode::Monitor;
+    p->handler = false;
+    p->handler_spawn_init = false;
+    s.trusted = std::move(p);
+  }
+  return s.trusted;
+}
 
 bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad) {
   PolicyState& s = policy_state();
@@ -193,6 +208,7 @@ bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad) {
   if (p->inspect != s.policy->inspect) s.inspect_switches++;
   if (p->mode != s.policy->mode) s.mode_switches++;
   s.policy = std::move(p);
+  s.trusted.reset();
   s.generation.fetch_add(1, std::memory_order_acq_rel);
   return true;
 }
@@ -266,7 +282,7 @@ ERL_NIF_TERM make_message_term(ErlNifEnv* env, const filter::Term& t) {
 
 bool loggers_active() { return loggers().count.load(std::memory_order_relaxed) > 0; }
 
-void loggers_dispatch(ErlNifEnv* env, ERL_NIF_TERM events, uint64_t n) {
+void loggers_dispatch(ERL_NIF_TERM events, uint64_t n) {
   LoggerRegistry& r = loggers();
   std::vector<LoggerRes*> targets;
   {
@@ -296,7 +312,6 @@ void loggers_dispatch(ErlNifEnv* env, ERL_NIF_TERM events, uint64_t n) {
     enif_release_resource(l);
   }
   enif_free_env(msg_env);
-  (void)env;
 }
 
 bool filter_glue_load(ErlNifEnv* env) {
@@ -349,6 +364,8 @@ ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[])
         env, enif_make_tuple2(env, enif_make_uint(env, entries[i].first), text), cache);
   }
   return m.put("node", make_atom(env, res->peer_node.c_str()))
+      .put("trusted",
+           res->trusted_by.empty() ? atoms.false_ : make_string_binary(env, res->trusted_by))
       .put("flags", MapBuilder(env)
                         .put("framing", make_atom(env, ch.framing()))
                         .count("open_fragment_sequences", ch.open_sequences())
@@ -432,6 +449,16 @@ ERL_NIF_TERM nif_filter_answer(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                                 enif_is_identical(argv[3], atoms.true_));
   }
   return atoms.ok;
+}
+
+// refusal_log_slot(Conn) -> {ok, Held} | held: whether a refusal decided in
+// Erlang may be logged now (one warning per connection and second).
+ERL_NIF_TERM nif_refusal_log_slot(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  void* p;
+  if (!enif_get_resource(env, argv[0], ConnRes::type, &p)) return enif_make_badarg(env);
+  uint64_t held = 0;
+  if (!refusal_log_slot(static_cast<ConnRes*>(p), &held)) return make_atom(env, "held");
+  return enif_make_tuple2(env, atoms.ok, enif_make_uint64(env, held));
 }
 
 ERL_NIF_TERM nif_logger_open(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {

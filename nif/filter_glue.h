@@ -18,6 +18,10 @@ namespace ktls::nif {
 // channel refreshes its copy with one atomic load per batch.
 std::shared_ptr<const filter::Policy> current_policy();
 uint64_t policy_generation();
+// The policy of a connection: the one in force, or for a trusted peer
+// (trusted_peers) the same with enforce turned into monitor (nothing is
+// dropped; what would have been is counted as would_drop) and no handler.
+std::shared_ptr<const filter::Policy> policy_for(bool trusted);
 
 // Applies the filter keys of a configuration map. False with `bad` naming
 // the first ill-typed key.
@@ -43,9 +47,9 @@ struct LoggerRes {
 
 // True when at least one logger is open (one atomic load).
 bool loggers_active();
-// Sends `events` (a list in `env`) to every open logger with room for `n`
-// more events; counts the rest as dropped. `env` is left untouched.
-void loggers_dispatch(ErlNifEnv* env, ERL_NIF_TERM events, uint64_t n);
+// Sends `events` (a list, copied into each message) to every open logger
+// with room for `n` more events; counts the rest as dropped.
+void loggers_dispatch(ERL_NIF_TERM events, uint64_t n);
 
 // Opens the logger resource type; false on failure.
 bool filter_glue_load(ErlNifEnv* env);
@@ -56,6 +60,7 @@ ERL_NIF_TERM nif_world_stats(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]
 ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_filter_decode(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_filter_answer(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_refusal_log_slot(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_logger_open(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_logger_ack(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_logger_set_capacity(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]);

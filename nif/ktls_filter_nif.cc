@@ -321,11 +321,22 @@ ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       !enif_get_uint64(env, creation, &cr)) {
     return enif_make_badarg(env);
   }
+  // trusted => Rule (a binary: the trusted_peers rule that trusts the peer)
+  // or false.
+  ERL_NIF_TERM trusted;
+  ErlNifBinary rule{};
+  if (enif_get_map_value(env, argv[2], make_atom(env, "trusted"), &trusted) &&
+      !enif_is_identical(trusted, atoms.false_) && !enif_inspect_binary(env, trusted, &rule)) {
+    return enif_make_badarg(env);
+  }
   {
     std::lock_guard lock(res->mu);
     if (!res->channel) {
+      if (rule.size > 0)
+        res->trusted_by.assign(reinterpret_cast<const char*>(rule.data), rule.size);
       res->channel = std::make_unique<filter::Channel>(
-          current_policy(), filter::LocalNode{local_name, static_cast<uint32_t>(cr)});
+          policy_for(!res->trusted_by.empty()),
+          filter::LocalNode{local_name, static_cast<uint32_t>(cr)});
       res->channel->set_peer(name);
       res->channel->set_directory(&res->obs->directory());
       res->local_node = local_name;
@@ -500,6 +511,7 @@ ErlNifFunc funcs[] = {
     {"channel_list", 0, nif_channel_list, 0},
     {"channel_inspect", 1, nif_channel_inspect, 0},
     {"filter_answer", 4, nif_filter_answer, 0},
+    {"refusal_log_slot", 1, nif_refusal_log_slot, 0},
     {"learn_role", 2, nif_learn_role, 0},
     {"forget_roles", 0, nif_forget_roles, 0},
     {"filter_decode", 1, nif_filter_decode, ERL_NIF_DIRTY_JOB_CPU_BOUND},

@@ -50,10 +50,11 @@ options() ->
 
 %% @doc Node-wide filter counters: messages seen, kept and dropped (total and
 %% per control message), fragments, refused spawn requests, errors, and how
-%% often inspection and mode were switched.
+%% often inspection and mode were switched, and connections trusted by
+%% trusted_peers (`trusted_connections', `untrusted_connections').
 -spec world_stats_get() -> map().
 world_stats_get() ->
-    ktls_filter_nif:world_stats().
+    maps:merge(ktls_filter_nif:world_stats(), ktls_filter_trust:counts()).
 
 %% @doc Open dist channels of this carrier as {Node, Conn}; Node is
 %% `undefined' while the handshake runs.

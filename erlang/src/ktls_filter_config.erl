@@ -97,6 +97,11 @@ options() ->
      {verify_node_name, boolean, false,
       "TLS: the peer's certificate must name the host part of its node name (DNS or IP "
       "subjectAltName, else CN), checked before the dist handshake goes on"},
+     {trusted_peers, trust_rules, [],
+      "peers that may do what the default policy refuses (remote shells, observer, rpc): "
+      "[{cert_issuer, PemFile} | {cert_subject, Glob} | {node, Glob} | {all, [Rule]}]; "
+      "decided per connection after the handshake (see ktls_filter_trust); without TLS "
+      "the cookie is the only secret, so {node, Glob} is a convenience only"},
      {handler, module_or_undefined, undefined,
       "ktls_filter_handler module consulted for unsafe messages"},
      {logger_capacity, non_neg_integer, 1000,
@@ -363,6 +368,7 @@ check(atom_list, V) when is_list(V) ->
         false -> error
     end;
 check(module_or_undefined, V) when is_atom(V) -> {ok, V};
+check(trust_rules, V) -> ktls_filter_trust:check_rules(V);
 check(_, _) -> error.
 
 check_int_string(S, Min) ->
@@ -382,7 +388,10 @@ type_name({oneof, As}) -> io_lib:format("one of ~p", [As]);
 type_name(peers) -> "a map #{'name@host' => {Host, Port}}";
 type_name(mfa_list) -> "a list of {Module, Function, Arity | '_'}";
 type_name(atom_list) -> "a list of atoms";
-type_name(module_or_undefined) -> "a module name or undefined".
+type_name(module_or_undefined) -> "a module name or undefined";
+type_name(trust_rules) ->
+    "a list of {cert_issuer, PemFile} (a readable file with CA certificates), "
+    "{cert_subject, Glob}, {node, Glob} or {all, [Rule]}".
 
 %% @doc What the carrier (ktls_filter_nif:start/1) gets: the configuration
 %% with `tls' in the carrier's form (undefined: plain TCP).

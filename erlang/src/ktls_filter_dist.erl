@@ -93,6 +93,7 @@ start_carrier() ->
     case ktls_filter_config:load() of
         {ok, Config} ->
             ok = ktls_filter_tls:init(),
+            ok = ktls_filter_trust:init(),
             case ktls_filter_nif:start(ktls_filter_config:carrier_options(Config)) of
                 ok ->
                     _ = maps:get(rx_reader, Config) =:= port andalso

@@ -11,7 +11,7 @@
 -module(ktls_filter_dist_ctrl).
 
 -export([start/1, supervisor/2, handshake_complete/3]).
--export([init/1, input_init/3]).
+-export([init/1, input_init/4]).
 -export([peer_text/1]).
 
 %% Packets pulled from the VM per carrier call, and bytes per call.
@@ -65,13 +65,14 @@ setup_loop(Conn) ->
             setup_loop(Conn);
         {Ref, From, {handshake_complete, Node, DHandle}} ->
             put(ktls_node, Node),
-            Input = spawn_opt(?MODULE, input_init, [Conn, DHandle, Node],
+            Trusted = ktls_filter_trust:decide(Conn, Node),
+            Input = spawn_opt(?MODULE, input_init, [Conn, DHandle, Node, Trusted =/= false],
                               [link | ?SPAWN_OPTS]),
             ok = erlang:dist_ctrl_input_handler(DHandle, Input),
             Rx = case ktls_filter_nif:start_input(
                         Conn, Input, #{node => Node, local_node => node(),
                                        creation => erlang:system_info(creation),
-                                       rx => rx_reader()}) of
+                                       rx => rx_reader(), trusted => Trusted}) of
                      ok -> ring;
                      {port, _Token} = P -> P
                  end,
@@ -231,10 +232,11 @@ wait_writable(Conn, DHandle) ->
 %% Input: carrier -> VM
 %% ------------------------------------------------------------------
 
--spec input_init(ktls_filter_nif:conn(), term(), node()) -> no_return().
-input_init(Conn, DHandle, Node) ->
+-spec input_init(ktls_filter_nif:conn(), term(), node(), boolean()) -> no_return().
+input_init(Conn, DHandle, Node, Trusted) ->
     put(ktls_conn, Conn),
     put(ktls_node, Node),
+    put(ktls_trusted, Trusted),
     receive
         {DHandle, go, ring} ->
             input_loop(Conn, DHandle, undefined);
@@ -288,12 +290,19 @@ put_data(DHandle, [{ktls_resolve, {Pid, Op, Safe, Refused, Memo}, Question, Keep
                      ok = ktls_filter_nif:filter_answer(get(ktls_conn), Op, true, false),
                      keep;
                  false ->
-                     resolved_refusal(Role, Refused, Question, Op)
+                     resolved_refusal(Pid, Role, Refused, Question, Op)
              end,
     put_answer(DHandle, Answer, Keep, Drop, Ps);
 put_data(DHandle, [{ktls_ask, Question, Keep, Drop} | Ps]) ->
     %% The handler decides in order with the traffic: later packets wait.
     put_answer(DHandle, ask_handler(Question), Keep, Drop, Ps);
+put_data(DHandle, [{ktls_refused, Reason, _Op, Control, Payload, Held} | Ps]) ->
+    %% The filter engine dropped a message (the slot of this second's
+    %% warning was free): log it, then go on.
+    ktls_filter_refusal:log(get(ktls_conn), get(ktls_node),
+                            #{reason => Reason, control => Control, payload => Payload,
+                              held => Held}),
+    put_data(DHandle, Ps);
 put_data(_DHandle, []) ->
     ok.
 
@@ -318,14 +327,35 @@ ask_handler({Hint, Op, Control, Payload}) ->
                  Handler -> ktls_filter_handler:classify(Handler, Hint, Node, Control, Payload)
              end,
     ok = ktls_filter_nif:filter_answer(Conn, Op, Answer =:= keep, false),
+    Answer =:= drop andalso
+        ktls_filter_refusal:log_if_slot(Conn, Node, #{reason => "refused by the handler ("
+                                                                 "hint " ++ atom_to_list(Hint) ++ ")",
+                                                      control => Control, payload => Payload}),
     Answer.
 
 %% A looked-up receiver whose role does not make the message safe: monitor
 %% mode keeps it (counted as would_drop), a role that only makes it unsafe
 %% asks the handler, anything else drops.
-resolved_refusal(Role, Refused, Question, Op) ->
+resolved_refusal(Pid, Role, Refused, Question, Op) ->
     Conn = get(ktls_conn),
-    case ktls_filter_config:get(filter_mode) of
+    Log = fun() ->
+                  Info = case Question of
+                             {_, _, Control, Payload} ->
+                                 #{control => Control, payload => Payload};
+                             _ ->
+                                 #{kind => proplists:get_value(Op, ktls_filter_control:kinds(),
+                                                               unknown)}
+                         end,
+                  ktls_filter_refusal:log_if_slot(
+                    Conn, get(ktls_node),
+                    Info#{to => Pid, role => Role, reason => "message to a " ++ atom_to_list(Role) ++
+                                                   " process that this message may not reach"})
+          end,
+    Mode = case get(ktls_trusted) of
+               true -> monitor;  % a trusted peer (trusted_peers): nothing is dropped
+               false -> ktls_filter_config:get(filter_mode)
+           end,
+    case Mode of
         monitor ->
             ok = ktls_filter_nif:filter_answer(Conn, Op, true, true),
             keep;
@@ -333,11 +363,13 @@ resolved_refusal(Role, Refused, Question, Op) ->
             case lists:member(Role, Refused) of
                 true ->
                     ok = ktls_filter_nif:filter_answer(Conn, Op, false, false),
+                    Log(),
                     drop;
                 false ->
                     ask_handler(Question)
             end;
         _ ->
             ok = ktls_filter_nif:filter_answer(Conn, Op, false, false),
+            Log(),
             drop
     end.

@@ -4,16 +4,25 @@
 %% events of a received batch unless the logger already has `capacity'
 %% events waiting (ktls_filter:logger_set_capacity/1, 0 = unbounded); events
 %% that do not fit are counted as dropped and reported in the next batch.
-%% Loggers do not delay traffic and see no ordering guarantee against it.
+%% Loggers do not delay traffic and see no ordering guarantee against it;
+%% the events of one connection arrive in the order the messages did.
+%%
+%% Each event carries the filter's verdict: `keep', `drop', `would_drop'
+%% (kept in monitor mode or from a trusted peer; the policy would have
+%% dropped it), `ask' (the handler decides) or `resolve' (the receiver's
+%% role decides; the outcome shows in the counters). Implement
+%% handle_control_event/5 and handle_payload_event/6 to get it, or the
+%% older handle_control_event/4 and handle_payload_event/5 without it.
 %%
 %% Start a worker under your supervisor with child_spec/3.
 -module(ktls_filter_logger).
 
 -export([start_link/3, child_spec/3, child_name/2, init_worker/4]).
 
--type event() :: {control, integer(), node(), tuple()}
-               | {payload, integer(), node(), tuple(), term()}.
--export_type([event/0]).
+-type verdict() :: keep | drop | would_drop | ask | resolve.
+-type event() :: {control, integer(), node(), tuple(), verdict()}
+               | {payload, integer(), node(), tuple(), term(), verdict()}.
+-export_type([event/0, verdict/0]).
 
 -callback init(Options :: term(), WorkerNumber :: pos_integer()) -> {ok, State :: term()}.
 %% @doc A batch arrived: Size events, Drop events lost since the last batch.
@@ -21,6 +30,12 @@
 -callback handle_batch(Size :: non_neg_integer(), Drop :: non_neg_integer(),
                        Events :: [event()], State :: term()) ->
     {handle_events, [event()], State :: term()}.
+-callback handle_control_event(Time :: integer(), node(), Control :: tuple(), verdict(),
+                               State :: term()) ->
+    {cont, State :: term()}.
+-callback handle_payload_event(Time :: integer(), node(), Control :: tuple(), Payload :: term(),
+                               verdict(), State :: term()) ->
+    {cont, State :: term()}.
 -callback handle_control_event(Time :: integer(), node(), Control :: tuple(), State :: term()) ->
     {cont, State :: term()}.
 -callback handle_payload_event(Time :: integer(), node(), Control :: tuple(), Payload :: term(),
@@ -28,7 +43,8 @@
     {cont, State :: term()}.
 %% @doc Any other message to the worker.
 -callback handle_info(Info :: term(), State :: term()) -> {cont, State :: term()}.
--optional_callbacks([handle_info/2]).
+-optional_callbacks([handle_info/2, handle_control_event/5, handle_payload_event/6,
+                     handle_control_event/4, handle_payload_event/5]).
 
 %% @doc Registered name of worker N of Module.
 -spec child_name(module(), pos_integer()) -> atom().
@@ -72,9 +88,15 @@ loop(Logger, Module, State0) ->
             loop(Logger, Module, State)
     end.
 
-handle_event(Module, {control, Time, Node, Control}, State) ->
-    {cont, S} = Module:handle_control_event(Time, Node, Control, State),
+handle_event(Module, {control, Time, Node, Control, Verdict}, State) ->
+    {cont, S} = case erlang:function_exported(Module, handle_control_event, 5) of
+                    true -> Module:handle_control_event(Time, Node, Control, Verdict, State);
+                    false -> Module:handle_control_event(Time, Node, Control, State)
+                end,
     S;
-handle_event(Module, {payload, Time, Node, Control, Payload}, State) ->
-    {cont, S} = Module:handle_payload_event(Time, Node, Control, Payload, State),
+handle_event(Module, {payload, Time, Node, Control, Payload, Verdict}, State) ->
+    {cont, S} = case erlang:function_exported(Module, handle_payload_event, 6) of
+                    true -> Module:handle_payload_event(Time, Node, Control, Payload, Verdict, State);
+                    false -> Module:handle_payload_event(Time, Node, Control, Payload, State)
+                end,
     S.

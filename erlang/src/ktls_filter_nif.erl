@@ -22,7 +22,7 @@
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
          setsockopt/4, getsockopt/3]).
 -export([filter_configure/1, world_stats/0, channel_list/0, channel_inspect/1,
-         filter_answer/4, filter_decode/1, learn_role/2, forget_roles/0]).
+         filter_answer/4, refusal_log_slot/1, filter_decode/1, learn_role/2, forget_roles/0]).
 -export([logger_open/1, logger_ack/2, logger_set_capacity/1, logger_list/0, logger_inspect/1]).
 
 -on_load(load/0).
@@ -159,6 +159,12 @@ filter_decode(_Packets) -> ?NIF.
 %% a message of control op Op.
 -spec filter_answer(conn(), non_neg_integer(), boolean(), boolean()) -> ok.
 filter_answer(_C, _Op, _Kept, _WouldDrop) -> ?NIF.
+
+%% @doc Whether a refusal on Conn may be logged now: at most one warning per
+%% connection and second; `{ok, Held}' counts the refusals held back since
+%% the last one.
+-spec refusal_log_slot(conn()) -> {ok, non_neg_integer()} | held.
+refusal_log_slot(_C) -> ?NIF.
 
 %% @doc Records the role of a local process (ktls_filter_roles:role/1) in
 %% the filter's node-wide cache; `gone' and `unknown' are not recorded.

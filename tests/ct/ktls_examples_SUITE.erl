@@ -79,14 +79,27 @@ logger_counts_per_node_and_kind(Config) ->
                                  end, []]),
     pong = call(A, net_adm, ping, [NK]),
     [call(A, erlang, send, [{sink, NK}, {hello, I}]) || I <- lists:seq(1, 25)],
+    %% One refused request (an erpc of a function not allowed: dropped),
+    %% then a message: the logger sees them in that order.
+    ok = call(A, erlang, apply,
+              [fun() ->
+                       {'EXIT', {exception, unauthorized}} = (catch erpc:call(NK, os, getpid, [])),
+                       {sink, NK} ! after_drop,
+                       ok
+               end, []]),
     ok = ktls_ct_nodes:wait_until(
            fun() ->
                    C = call(K, ktls_example_logger, counts, [1]),
-                   is_map(C) andalso maps:get({NA, reg_send}, C, 0) >= 25
+                   is_map(C) andalso maps:get({NA, reg_send}, C, 0) >= 27
            end, 10000),
     Counts = call(K, ktls_example_logger, counts, [1]),
     ct:log("~p", [Counts]),
-    #{dropped := 0} = Counts,
+    #{dropped := 0, {verdict, drop} := 1, {verdict, keep} := Kept, last := Last} = Counts,
+    true = Kept >= 26,
+    %% Arrival order: the refused request, then the message sent after it.
+    [{spawn_request, drop} | After] = lists:dropwhile(fun(E) -> E =/= {spawn_request, drop} end,
+                                                      Last),
+    true = lists:member({reg_send, keep}, After),
     ok.
 
 %% The supervisor callback module the node loads (a user's own).

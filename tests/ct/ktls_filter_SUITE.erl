@@ -337,7 +337,7 @@ input_of(Node) ->
     {links, Links} = process_info(Ctrl, links),
     [Input] = [P || P <- Links, is_pid(P), node(P) =:= node(),
                     process_info(P, initial_call) =:=
-                        {initial_call, {ktls_filter_dist_ctrl, input_init, 3}}],
+                        {initial_call, {ktls_filter_dist_ctrl, input_init, 4}}],
     Input.
 
 %% Suspends Pid until release/0 (a suspension lasts as long as the process

@@ -1,0 +1,162 @@
+%% @doc One logger warning per refused message, at most one per connection
+%% and second (the refusals held back in between are counted into the next
+%% warning). Called by a connection's input process (ktls_filter_dist_ctrl)
+%% for what the filter engine dropped and for what was refused in Erlang
+%% (a looked-up receiver, a handler's answer).
+%%
+%% The warning names the peer node and address, the control message kind,
+%% the destination (registered name or pid, and what the pid is), the
+%% request (M:F/A or the shape of the message), the rule that refused it and
+%% the option that would allow it. The event's metadata carries the same
+%% fields (`ktls_refusal => #{...}') for handlers that want them structured.
+-module(ktls_filter_refusal).
+
+-export([log/3, log_if_slot/3, allow_hint/1, describe/2]).
+
+-type info() :: #{reason := binary() | string(),
+                  control => tuple() | undefined,
+                  payload => term(),
+                  to => pid() | atom() | reference() | undefined,
+                  kind => ktls_filter_control:kind(),
+                  role => atom(),
+                  held => non_neg_integer()}.
+-export_type([info/0]).
+
+%% @doc Logs a refusal on Conn whose rate-limit slot is already taken
+%% (the NIF took it for the filter engine's drops).
+-spec log(ktls_filter_nif:conn(), node(), info()) -> ok.
+log(Conn, Node, Info) ->
+    Peer = ktls_filter_dist_ctrl:peer_text(ktls_filter_nif:peername(Conn)),
+    {Text, Fields} = describe(Node, Info),
+    logger:warning("ktls_filter: refused from ~ts (~s) ~ts", [atom_to_list(Node), Peer, Text],
+                   #{domain => [ktls_filter], ktls_refusal => Fields#{peer => Peer}}).
+
+%% @doc Logs a refusal decided in Erlang when the connection's slot allows.
+-spec log_if_slot(ktls_filter_nif:conn(), node(), info()) -> ok.
+log_if_slot(Conn, Node, Info) ->
+    case ktls_filter_nif:refusal_log_slot(Conn) of
+        {ok, Held} -> log(Conn, Node, Info#{held => Held});
+        held -> ok
+    end.
+
+%% @doc The text of the warning (after the peer) and its fields.
+-spec describe(node(), info()) -> {string(), map()}.
+describe(Node, Info) ->
+    Reason = text(maps:get(reason, Info)),
+    Control = maps:get(control, Info, undefined),
+    Payload = maps:get(payload, Info, undefined),
+    Map = case Control of
+              undefined -> #{kind => maps:get(kind, Info, unknown)};
+              _ -> ktls_filter_control:to_map(Control)
+          end,
+    Kind = maps:get(kind, Map),
+    To = case maps:get(to, Info, undefined) of
+             undefined -> maps:get(to, Map, undefined);
+             T -> T
+         end,
+    Request = request(Kind, Map, Payload),
+    Hint = allow_hint(Reason),
+    Held = maps:get(held, Info, 0),
+    Text = lists:flatten(
+             [atom_to_list(Kind),
+              case To of
+                  undefined -> "";
+                  _ -> [" to ", destination(To, maps:get(role, Info, undefined))]
+              end,
+              case Request of
+                  "" -> "";
+                  _ -> [": ", Request]
+              end,
+              "; rule: ", Reason,
+              "; to allow: ", Hint,
+              case Held of
+                  0 -> "";
+                  _ -> io_lib:format(" (~w more refusals on this connection since the last "
+                                     "warning)", [Held])
+              end]),
+    {Text, #{node => Node, kind => Kind, to => To, request => Request, rule => Reason,
+             allow => Hint, held => Held}}.
+
+text(B) when is_binary(B) -> unicode:characters_to_list(B);
+text(S) when is_list(S) -> S.
+
+%% A registered name, or a pid with what it is on this node.
+destination(Name, _) when is_atom(Name) ->
+    atom_to_list(Name);
+destination(Pid, Role0) when is_pid(Pid), node(Pid) =:= node() ->
+    Name = case erlang:process_info(Pid, registered_name) of
+               {registered_name, N} -> io_lib:format(" ~p", [N]);
+               _ -> ""
+           end,
+    Role = case Role0 of
+               undefined -> ktls_filter_roles:role(Pid);
+               _ -> Role0
+           end,
+    io_lib:format("~p~s (~p process)", [Pid, Name, Role]);
+destination(Other, _) ->
+    io_lib:format("~p", [Other]).
+
+%% What was asked, as far as the message shows it.
+request(Kind, #{mfa := MFA}, Args) when Kind =:= spawn_request; Kind =:= spawn_request_tt ->
+    spawn_shape(MFA, Args);
+request(_, _, undefined) -> "";
+request(_, _, {size, N}) when is_integer(N) -> io_lib:format("a message of ~w bytes", [N]);
+request(_, _, Payload) -> shape(Payload).
+
+%% erpc (and rpc, which uses it) spawns erpc:execute_call/4 or
+%% execute_cast/3 with the requested M:F/A among the arguments.
+spawn_shape({erpc, execute_call, 4}, [_Ref, M, F, A]) when is_atom(M), is_atom(F), is_list(A) ->
+    io_lib:format("erpc call of ~p:~p/~w", [M, F, length(A)]);
+spawn_shape({erpc, execute_cast, 3}, [M, F, A]) when is_atom(M), is_atom(F), is_list(A) ->
+    io_lib:format("erpc cast of ~p:~p/~w", [M, F, length(A)]);
+spawn_shape({erlang, apply, 2}, [Fun, _]) when is_function(Fun) ->
+    "spawn of a fun (erlang:apply/2)";
+spawn_shape({M, F, A}, _) ->
+    io_lib:format("spawn of ~p:~p/~p", [M, F, A]).
+
+shape({'$gen_call', _From, Req}) -> ["gen call ", tag(Req)];
+shape({'$gen_cast', Req}) -> ["gen cast ", tag(Req)];
+shape({call, M, F, A, _Gl}) when is_atom(M), is_atom(F), is_list(A) ->
+    io_lib:format("rpc call ~p:~p/~w", [M, F, length(A)]);
+shape({cast, M, F, A, _Gl}) when is_atom(M), is_atom(F), is_list(A) ->
+    io_lib:format("rpc cast ~p:~p/~w", [M, F, length(A)]);
+shape({system, _From, Req}) -> ["sys request ", tag(Req)];
+shape({io_request, _From, _Ref, Req}) -> ["io request ", tag(Req)];
+shape({'EXIT', _, _}) -> "a message shaped like an 'EXIT' signal";
+shape(Other) -> ["message ", tag(Other)].
+
+tag(T) when is_tuple(T), tuple_size(T) > 0, is_atom(element(1, T)) ->
+    io_lib:format("{~p, ...}", [element(1, T)]);
+tag(A) when is_atom(A) -> atom_to_list(A);
+tag(T) when is_tuple(T) -> io_lib:format("tuple of ~w", [tuple_size(T)]);
+tag(L) when is_list(L) -> "list";
+tag(_) -> "term".
+
+%% @doc The option that would let such a message through.
+-spec allow_hint(string() | binary()) -> string().
+allow_hint(Reason) ->
+    R = text(Reason),
+    Has = fun(S) -> string:find(R, S) =/= nomatch end,
+    Trusted = "trusted_peers (for operators' peers)",
+    Checks =
+        [{R =:= "no such process", "nothing: the receiver does not exist"},
+         {lists:member(R, ["reg_send to something that is not an atom", "unknown kind",
+                           "bad fun", "spawn_request without {M, F, A}",
+                           "spawn_request with a bad M:F/A"]),
+          "nothing: the message is malformed"},
+         {Has("max_"), option_in(R) ++ ", or " ++ Trusted},
+         {Has("mfa not allowed") orelse Has("spawn of") orelse Has("apply"),
+          "allow_mfa [{M, F, Arity}] (only what you would expose), or " ++ Trusted},
+         {Has("may not reach") orelse R =:= "receiver looked up",
+          Trusted ++ ", or unprotected_applications / system_applications for the "
+          "receiver's application"},
+         {Has("handler"), "the handler's classify/3,4, or " ++ Trusted},
+         {true, Trusted ++ ", allow_reg_names or unprotected_applications"}],
+    {true, Hint} = lists:keyfind(true, 1, Checks),
+    Hint.
+
+option_in(R) ->
+    case re:run(R, "max_[a-z_]+", [{capture, first, list}]) of
+        {match, [O]} -> O;
+        nomatch -> "a larger limit"
+    end.

@@ -1,0 +1,173 @@
+%% @doc Trusted peers (option `trusted_peers'): peers that get more than the
+%% default policy, for remote shells, observer and release scripts, while
+%% every other peer keeps it.
+%%
+%% A trusted connection's messages are decoded and counted as on any
+%% connection, but nothing is dropped: what the policy would have refused
+%% is kept and counted as `would_drop' (the policy of filter_mode monitor;
+%% no handler is asked). The decision is made once per connection, when the
+%% dist handshake is done, from the rules in force then; `channel_inspect/1'
+%% shows it (`trusted' is the rule that trusted the peer, or false) and
+%% `ktls_filter:world_stats_get/0' counts trusted connections.
+%%
+%% Rules (a peer is trusted when any rule of the list holds):
+%% <ul>
+%% <li>`{cert_issuer, PemFile}': TLS only. The peer's certificate is signed by
+%%     a CA certificate in PemFile (an operator CA; the node's cacertfile must
+%%     accept it too, or the TLS handshake refuses the peer first).</li>
+%% <li>`{cert_subject, Glob}': TLS only. The peer certificate's subject in
+%%     OpenSSL's one-line form (`"/O=Example/CN=ops"') matches Glob, where
+%%     `*' stands for any characters.</li>
+%% <li>`{node, Glob}': the peer's node name matches Glob. Without TLS the
+%%     cookie is the only secret, and any peer with it may choose its name:
+%%     trust by name is then a convenience, not a security boundary.</li>
+%% <li>`{all, [Rule]}': every rule of the list holds (e.g. a node name and a
+%%     certificate issuer).</li>
+%% </ul>
+-module(ktls_filter_trust).
+
+-include_lib("public_key/include/public_key.hrl").
+
+-export([check_rules/1, decide/2, init/0, counts/0]).
+
+-define(COUNTERS, {?MODULE, counters}).
+
+-type rule() :: {node, string()} | {cert_subject, string()} | {cert_issuer, string()}
+              | {all, [rule()]}.
+-export_type([rule/0]).
+
+%% @doc Validates and normalises a list of rules (globs as strings).
+-spec check_rules(term()) -> {ok, [rule()]} | error.
+check_rules(Rules) when is_list(Rules) ->
+    try
+        {ok, [rule(R) || R <- Rules]}
+    catch
+        throw:bad -> error
+    end;
+check_rules(_) ->
+    error.
+
+rule({node, G}) -> {node, glob(G)};
+rule({cert_subject, G}) -> {cert_subject, glob(G)};
+rule({cert_issuer, File}) ->
+    Name = glob(File),
+    case issuer_certs(Name) of
+        [_ | _] -> {cert_issuer, Name};
+        _ -> throw(bad)
+    end;
+rule({all, Rs}) when is_list(Rs), Rs =/= [] -> {all, [rule(R) || R <- Rs]};
+rule(_) -> throw(bad).
+
+glob(A) when is_atom(A) -> atom_to_list(A);
+glob(B) when is_binary(B) -> glob(unicode:characters_to_list(B));
+glob(S) when is_list(S), S =/= [] ->
+    case io_lib:printable_unicode_list(S) of
+        true -> S;
+        false -> throw(bad)
+    end;
+glob(_) -> throw(bad).
+
+%% The CA certificates (DER) of a PEM file; read with prim_file, which works
+%% before kernel's file server runs (distribution starts first at boot).
+issuer_certs(File) ->
+    case prim_file:read_file(File) of
+        {ok, Pem} ->
+            try
+                [Der || {'Certificate', Der, not_encrypted} <- public_key:pem_decode(Pem)]
+            catch
+                _:_ -> []
+            end;
+        {error, _} ->
+            []
+    end.
+
+%% @doc Whether the peer of Conn, now known as Node, is trusted: the rule
+%% that trusts it (as text, for channel_inspect and the log), or false.
+%% Counted, and logged at notice level when trusted.
+-spec decide(ktls_filter_nif:conn(), node()) -> false | binary().
+decide(Conn, Node) ->
+    case ktls_filter_config:get(trusted_peers) of
+        [] ->
+            false;
+        Rules ->
+            Tls = maps:get(tls, ktls_filter_nif:info(Conn), undefined),
+            Peer = #{node => atom_to_list(Node), tls => Tls},
+            case lists:search(fun(R) -> holds(R, Peer) end, Rules) of
+                {value, R} ->
+                    Text = unicode:characters_to_binary(io_lib:format("~tp", [R])),
+                    count(1),
+                    logger:notice("ktls_filter: trusting ~tp (~s) by trusted_peers rule ~ts",
+                                  [Node, ktls_filter_dist_ctrl:peer_text(
+                                           ktls_filter_nif:peername(Conn)), Text],
+                                  #{domain => [ktls_filter]}),
+                    Text;
+                false ->
+                    count(2),
+                    false
+            end
+    end.
+
+holds({node, G}, #{node := N}) -> matches(G, N);
+holds({cert_subject, G}, #{tls := #{peer_subject := S}}) when S =/= <<>> ->
+    matches(G, unicode:characters_to_list(S));
+holds({cert_issuer, File}, #{tls := #{peer_certificate := Der}}) when is_binary(Der) ->
+    issued_by_any(Der, issuer_certs(File));
+holds({all, Rs}, Peer) -> lists:all(fun(R) -> holds(R, Peer) end, Rs);
+holds(_, _) -> false.
+
+issued_by_any(Der, Cas) ->
+    try public_key:pkix_decode_cert(Der, otp) of
+        Cert -> lists:any(fun(Ca) -> issued_by(Der, Cert, Ca) end, Cas)
+    catch
+        _:_ -> false
+    end.
+
+issued_by(Der, Cert, CaDer) ->
+    try
+        Ca = public_key:pkix_decode_cert(CaDer, otp),
+        public_key:pkix_is_issuer(Cert, Ca) andalso public_key:pkix_verify(Der, public_key(Ca))
+    catch
+        _:_ -> false
+    end.
+
+public_key(#'OTPCertificate'{tbsCertificate = Tbs}) ->
+    #'OTPSubjectPublicKeyInfo'{algorithm = #'PublicKeyAlgorithm'{parameters = Params},
+                               subjectPublicKey = Key} = Tbs#'OTPTBSCertificate'.subjectPublicKeyInfo,
+    case Key of
+        #'ECPoint'{} -> {Key, Params};
+        _ -> Key
+    end.
+
+%% `*' matches any run of characters, everything else itself.
+matches([], []) -> true;
+matches([$* | G], S) -> matches_star(G, S);
+matches([C | G], [C | S]) -> matches(G, S);
+matches(_, _) -> false.
+
+matches_star(G, S) ->
+    matches(G, S) orelse (S =/= [] andalso matches_star(G, tl(S))).
+
+%% @doc Makes the counters (once, when the carrier starts).
+-spec init() -> ok.
+init() ->
+    case persistent_term:get(?COUNTERS, undefined) of
+        undefined -> persistent_term:put(?COUNTERS, counters:new(2, [write_concurrency]));
+        _ -> ok
+    end.
+
+count(I) ->
+    case persistent_term:get(?COUNTERS, undefined) of
+        undefined -> ok;
+        C -> counters:add(C, I, 1)
+    end.
+
+%% @doc Connections trusted by trusted_peers, and connections the rules
+%% were checked for and did not trust (none while there are no rules).
+-spec counts() -> #{trusted_connections := non_neg_integer(),
+                    untrusted_connections := non_neg_integer()}.
+counts() ->
+    case persistent_term:get(?COUNTERS, undefined) of
+        undefined -> #{trusted_connections => 0, untrusted_connections => 0};
+        C -> #{trusted_connections => counters:get(C, 1),
+               untrusted_connections => counters:get(C, 2)}
+    end.
