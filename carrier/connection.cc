@@ -85,8 +85,8 @@ Result<SendStatus> ConnectionImpl::send(OutboundBatch&& batch) {
       // Sealed but not all written: the rest of the records goes out as it
       // is (the buffer moves to the queue; the written head is skipped).
       left = fast_sealed_.size() - written;
-      in_batches_.push_back(InBatch{OutboundBatch(), h, written, std::move(fast_sealed_),
-                                    batch.packets()});
+      in_batches_.push_back(
+          InBatch{OutboundBatch(), h, written, std::move(fast_sealed_), batch.packets()});
       fast_sealed_ = SealedBytes();
     } else {
       in_batches_.push_back(InBatch{std::move(batch), h, written, {}, 0});

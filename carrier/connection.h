@@ -335,7 +335,7 @@ class ConnectionImpl final : public Connection {
   // seal_pending() (ring thread): a fresh ~512 KiB buffer per round would
   // be mapped and faulted in every time.
   std::vector<SealedBytes> spare_records_;
-  BufferRef cin_;                     // received ciphertext not yet opened
+  BufferRef cin_;  // received ciphertext not yet opened
   size_t cin_start_ = 0, cin_end_ = 0;
   TlsInfo tls_info_;  // under mu_
   std::atomic<uint64_t> key_updates_in_{0}, key_updates_out_{0};

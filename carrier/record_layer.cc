@@ -223,8 +223,7 @@ void RecordCipher::seal(std::span<const iovec> parts, SealedBytes& out) {
   }
 }
 
-void RecordCipher::seal_record(uint8_t type, std::span<const uint8_t> plain,
-                               SealedBytes& out) {
+void RecordCipher::seal_record(uint8_t type, std::span<const uint8_t> plain, SealedBytes& out) {
   iovec v{const_cast<uint8_t*>(plain.data()), plain.size()};
   size_t part = 0, off = 0;
   seal_one(type, std::span<const iovec>(&v, 1), &part, &off, plain.size(), out);
