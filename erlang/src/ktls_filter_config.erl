@@ -15,7 +15,7 @@
 %% kernel's file server.
 -module(ktls_filter_config).
 
--export([load/0, get/0, get/1, set/2, options/0, validate/1, describe/0, filter_options/1,
+-export([load/0, get/0, get/1, set/2, runtime_options/0, options/0, validate/1, describe/0, filter_options/1,
          carrier_options/1, consult/1]).
 
 -type key() :: atom().
@@ -240,6 +240,30 @@ line(L) -> L.
 -spec set({atom(), term()}, fun((config()) -> ok | {error, term()})) ->
           {ok, Old :: term(), New :: term()} | {error, term()}.
 set({Key, Value}, Apply) ->
+    case lists:keymember(Key, 1, options()) andalso not lists:member(Key, runtime_options()) of
+        true ->
+            {error, lists:flatten(
+                      io_lib:format("ktls_filter option ~p applies at start only: set it in "
+                                    "-ktls_filter_optfile or the application environment "
+                                    "and restart the node (options that change at run time: "
+                                    "~s)", [Key, lists:join(", ", [atom_to_list(K) ||
+                                                                      K <- runtime_options()])]))};
+        false ->
+            set_runtime({Key, Value}, Apply)
+    end.
+
+%% @doc The options config_set/2 may change at run time: the filter's
+%% (applied to every connection's next message) and those read per new
+%% connection. The rest configure the carrier when it starts.
+-spec runtime_options() -> [key()].
+runtime_options() ->
+    [deep_packet_inspection, filter_mode, max_message_size, max_reassembly_bytes,
+     max_open_fragments, allow_mfa, allow_reg_names, system_applications,
+     unprotected_applications, max_new_atoms_per_connection, max_new_atoms,
+     max_global_message_size, handler, logger_capacity, trusted_peers, verify_node_name,
+     connect_timeout, peers].
+
+set_runtime({Key, Value}, Apply) ->
     Old = ?MODULE:get(),
     Fixed = maps:with([tls, tls_source], Old),  % start-up only
     case validate(maps:to_list(maps:without([tls, tls_source], Old)) ++ [{Key, Value}]) of

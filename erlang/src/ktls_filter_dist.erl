@@ -10,7 +10,7 @@
 -module(ktls_filter_dist).
 
 -export([listen/1, listen/2, accept/1, accept_connection/5, setup/5, close/1,
-         select/1, address/0, is_node_name/1, setopts/2, getopts/2]).
+         select/1, address/0, is_node_name/1, setopts/2, getopts/2, childspecs/0]).
 
 %% internal
 -export([accept_loop/2, do_accept/6, do_setup/6]).
@@ -26,6 +26,12 @@
 %% ------------------------------------------------------------------
 %% Selection and addresses
 %% ------------------------------------------------------------------
+
+%% @doc Called by net_kernel when distribution starts: ktls_filter_sup goes
+%% under kernel's net_sup, before net_kernel, and starts the carrier once.
+-spec childspecs() -> {ok, [supervisor:child_spec()]}.
+childspecs() ->
+    {ok, [ktls_filter_sup:child_spec()]}.
 
 -spec select(node()) -> boolean().
 select(Node) ->
@@ -90,36 +96,7 @@ listen(Name, Host) ->
     end.
 
 start_carrier() ->
-    case ktls_filter_config:load() of
-        {ok, Config} ->
-            ok = ktls_filter_tls:init(),
-            ok = ktls_filter_trust:init(),
-            case ktls_filter_nif:start(ktls_filter_config:carrier_options(Config)) of
-                ok ->
-                    _ = maps:get(rx_reader, Config) =:= port andalso
-                        ktls_filter_rx_port:ensure_loaded(),
-                    case ktls_filter_nif:filter_configure(
-                           ktls_filter_config:filter_options(Config)) of
-                        ok ->
-                            ok;
-                        {error, Bad} ->
-                            error_logger:error_msg("ktls_filter: filter configuration "
-                                                   "refused: ~tp~n", [Bad]),
-                            {error, Bad}
-                    end;
-                {error, {tls, Why}} ->
-                    error_logger:error_msg("ktls_filter: TLS options (~ts) refused: ~ts~n",
-                                           [maps:get(tls_source, Config), Why]),
-                    {error, {tls, Why}};
-                {error, Reason} ->
-                    error_logger:error_msg("ktls_filter: carrier failed to start: ~tp~n",
-                                           [Reason]),
-                    {error, Reason}
-            end;
-        {error, Msg} ->
-            error_logger:error_msg("ktls_filter: ~ts~n", [Msg]),
-            {error, {ktls_filter_config, Msg}}
-    end.
+    ktls_filter_carrier:ensure_started().
 
 port_range(Name, Host, Config) ->
     case maps:get(listen_port, Config) of

@@ -11,7 +11,7 @@
 %% with the other, and the connection with them.
 -module(ktls_filter_rx_port).
 
--export([ensure_loaded/0, available/0, open/1, resume/1]).
+-export([start_link/0, ensure_loaded/0, available/0, open/1, resume/1]).
 -export([keeper_init/1]).
 
 -define(DRIVER, "ktls_filter_nif").
@@ -19,6 +19,18 @@
 -define(LOADED, {?MODULE, driver_loaded}).
 -define(ATTACH, 1).
 -define(RESUME, 2).
+
+%% @doc The keeper as a child of ktls_filter_sup (a keeper that
+%% ensure_loaded/0 started before is linked to the supervisor instead).
+-spec start_link() -> {ok, pid()} | {error, term()}.
+start_link() ->
+    case whereis(?KEEPER) of
+        undefined ->
+            proc_lib:start_link(?MODULE, keeper_init, [{supervised, self()}]);
+        Pid ->
+            true = link(Pid),
+            {ok, Pid}
+    end.
 
 %% @doc Loads the driver once per node. A driver stays loaded as long as the
 %% process that loaded it lives, so a registered keeper process loads it and
@@ -62,7 +74,7 @@ status(Keeper, Tries) ->
 available() ->
     persistent_term:get(?LOADED, false).
 
--spec keeper_init(pid()) -> no_return().
+-spec keeper_init(pid() | {supervised, pid()}) -> no_return().
 keeper_init(Starter) ->
     try register(?KEEPER, self()) of
         true ->
@@ -77,12 +89,18 @@ keeper_init(Starter) ->
                              Error
                      end,
             persistent_term:put(?LOADED, Status =:= ok),
-            Starter ! {?KEEPER, true},
+            case Starter of
+                {supervised, Parent} -> proc_lib:init_ack(Parent, {ok, self()});
+                _ -> Starter ! {?KEEPER, true}
+            end,
             keeper_loop(Status)
     catch
         error:badarg ->
             %% Another keeper won the race.
-            Starter ! {?KEEPER, false}
+            case Starter of
+                {supervised, Parent} -> proc_lib:init_ack(Parent, {error, already_started});
+                _ -> Starter ! {?KEEPER, false}
+            end
     end.
 
 keeper_loop(Status) ->

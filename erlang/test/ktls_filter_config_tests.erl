@@ -53,5 +53,18 @@ set_validates_applies_and_stores_test() ->
     {ok, enforce, monitor} = ktls_filter_config:set({filter_mode, monitor}, fun(_) -> ok end),
     ?assertEqual(monitor, ktls_filter_config:get(filter_mode)),
     {error, _} = ktls_filter_config:set({filter_mode, loud}, fun(_) -> ok end),
-    {error, nif_says_no} = ktls_filter_config:set({backlog, 3}, fun(_) -> {error, nif_says_no} end),
-    ?assertEqual(128, ktls_filter_config:get(backlog)).
+    {error, nif_says_no} = ktls_filter_config:set({max_open_fragments, 3},
+                                                  fun(_) -> {error, nif_says_no} end),
+    ?assertEqual(64, ktls_filter_config:get(max_open_fragments)).
+
+%% Options that configure the carrier when it starts are refused at run
+%% time, with an error that says so; every option is one or the other.
+start_only_options_are_refused_at_run_time_test() ->
+    persistent_term:put({ktls_filter_config, config}, element(2, ktls_filter_config:validate([]))),
+    {error, Msg} = ktls_filter_config:set({listen_port, 4370}, fun(_) -> ok end),
+    ?assertNotEqual(nomatch, string:find(Msg, "applies at start only")),
+    ?assertEqual(0, ktls_filter_config:get(listen_port)),
+    {error, _} = ktls_filter_config:set({ktls, off}, fun(_) -> ok end),
+    {ok, _, _} = ktls_filter_config:set({trusted_peers, [{node, "ops@*"}]}, fun(_) -> ok end),
+    Keys = [K || {K, _, _, _} <- ktls_filter_config:options()],
+    ?assertEqual([], ktls_filter_config:runtime_options() -- Keys).

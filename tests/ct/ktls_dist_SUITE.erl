@@ -12,7 +12,7 @@
          epmdless/1, remsh_without_epmd/1, config_error_names_option/1,
          stats_and_getstat/1, pool_buffers_return_after_release/1,
          rx_port_reads_and_pauses/1, rx_reader_ring/1, setopts_getopts/1,
-         inet_dist_options/1]).
+         inet_dist_options/1, one_lifecycle/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -21,7 +21,7 @@ all() ->
      nodedown_on_kill, reconnect_after_restart, interop_inet_tcp_ktls_connects,
      interop_inet_tcp_peer_connects, epmdless, remsh_without_epmd, config_error_names_option,
      stats_and_getstat, pool_buffers_return_after_release, rx_port_reads_and_pauses,
-     rx_reader_ring, setopts_getopts, inet_dist_options].
+     rx_reader_ring, setopts_getopts, inet_dist_options, one_lifecycle].
 
 init_per_testcase(_TC, Config) ->
     Config.
@@ -392,4 +392,28 @@ inet_dist_options(_Config) ->
     pong = call(C, net_adm, ping, [ND]),
     {ok, [{priority, 2}]} = call(C, net_kernel, getopts, [ND, [priority]]),
     {ok, [{priority, 1}]} = call(D, net_kernel, getopts, [NC, [priority]]),
+    ok.
+
+%% The carrier starts once, under kernel's net_sup (ktls_filter_sup, from
+%% childspecs/0): a run-time change (filter_mode monitor) survives the
+%% node's next outbound connection, which once re-read the options and set
+%% enforce again; options that apply at start only are refused.
+one_lifecycle(_Config) ->
+    {A, NA} = ktls_ct_nodes:start(ktls_ct_nodes:unique("a"), ktls),
+    ktls_ct_nodes:track(A),
+    Children = ktls_ct_nodes:call(A, supervisor, which_children, [net_sup]),
+    ?assertMatch({ktls_filter_sup, _, supervisor, _}, lists:keyfind(ktls_filter_sup, 1, Children)),
+    ?assert(is_pid(ktls_ct_nodes:call(A, erlang, whereis, [ktls_filter_carrier]))),
+    {error, Msg} = ktls_ct_nodes:call(A, ktls_filter, config_set, [listen_port, 1]),
+    ?assertNotEqual(nomatch, string:find(Msg, "applies at start only")),
+    ok = ktls_ct_nodes:call(A, ktls_filter, config_set, [filter_mode, monitor]),
+    %% An outbound connection from A.
+    {C, NC} = ktls_ct_nodes:start(ktls_ct_nodes:unique("c"), ktls),
+    ktls_ct_nodes:track(C),
+    pong = ktls_ct_nodes:call(A, net_adm, ping, [NC]),
+    ?assertEqual(monitor, ktls_ct_nodes:call(A, ktls_filter_config, get, [filter_mode])),
+    %% ... and the filter still runs in monitor mode: an erpc the default
+    %% policy refuses reaches A.
+    Pid = ktls_ct_nodes:call(C, erpc, call, [NA, os, getpid, []]),
+    ?assertEqual(ktls_ct_nodes:call(A, os, getpid, []), Pid),
     ok.
