@@ -103,7 +103,6 @@ class CarrierImpl final : public Carrier {
   void poke(std::shared_ptr<ConnectionImpl> c);
   void poke(std::shared_ptr<ListenerImpl> l);
   std::shared_ptr<ConnectionImpl> adopt(int fd, const SockAddr& peer);  // accepted socket
-  const ConnectionOptions& conn_options() const { return options_.connection; }
   void connection_finished(ConnectionImpl* c);
   // The pool had no buffer for `c`: service it again after kRetryDelay.
   void retry_later(ConnectionImpl* c);

@@ -7,12 +7,19 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "carrier/carrier.h"
-#include "nif/connection.h"
-#include "nif/filter_glue.h"
+#include "nif/filter/channel.h"
+#include "nif/filter_nifs.h"
+#include "nif/loggers.h"
+#include "nif/message_storage.h"
 #include "nif/nif_terms.h"
+#include "nif/observers.h"
+#include "nif/policy_config.h"
+#include "nif/process_directory.h"
+#include "nif/resources.h"
 
 namespace ktls::nif {
 namespace {
@@ -26,32 +33,6 @@ Global* global = nullptr;
 carrier::Carrier* the_carrier() {
   std::lock_guard lock(global->mu);
   return global->carrier.get();
-}
-
-// ------------------------------------------------------------------
-// Resource callbacks
-// ------------------------------------------------------------------
-
-void conn_dtor(ErlNifEnv*, void* obj) { static_cast<ConnRes*>(obj)->~ConnRes(); }
-
-void conn_down(ErlNifEnv*, void* obj, ErlNifPid*, ErlNifMonitor*) {
-  auto* res = static_cast<ConnRes*>(obj);
-  {
-    std::lock_guard lock(res->mu);
-    res->monitoring = false;
-  }
-  if (res->conn) res->conn->close("owner process exited");
-}
-
-void buffer_dtor(ErlNifEnv*, void* obj) {
-  auto* res = static_cast<BufferRes*>(obj);
-  if (res->buffer) res->buffer->unref();  // back to the pool with the last one
-}
-
-void listen_dtor(ErlNifEnv*, void* obj) {
-  auto* res = static_cast<ListenRes*>(obj);
-  if (res->listener) res->listener->close();
-  res->~ListenRes();
 }
 
 bool get_conn(ErlNifEnv* env, ERL_NIF_TERM t, ConnRes** out) {
@@ -329,6 +310,7 @@ ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       !enif_is_identical(trusted, atoms.false_) && !enif_inspect_binary(env, trusted, &rule)) {
     return enif_make_badarg(env);
   }
+  filter::Channel* channel;  // set once, lives as long as the resource
   {
     std::lock_guard lock(res->mu);
     if (!res->channel) {
@@ -343,11 +325,12 @@ ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       res->policy_gen = policy_generation();
       res->peer_node = name;
     }
+    channel = res->channel.get();
   }
   ERL_NIF_TERM rx;
   const bool port = enif_get_map_value(env, argv[2], make_atom(env, "rx"), &rx) &&
                     enif_is_identical(rx, make_atom(env, "port"));
-  if (!res->obs->set_input(pid)) return make_error(env, atoms.closed);
+  if (!res->obs->set_input(pid, *channel)) return make_error(env, atoms.closed);
   if (!port) {
     res->conn->start_streaming(carrier::RxMode::kRing);
     return atoms.ok;
@@ -446,31 +429,13 @@ ERL_NIF_TERM nif_close(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 }
 
 // ------------------------------------------------------------------
-// Filter (wired to nif/filter by the filter engine)
-// ------------------------------------------------------------------
-
-ERL_NIF_TERM nif_channel_list(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
-  return registry.list(env);
-}
-
-// ------------------------------------------------------------------
 // Loading
 // ------------------------------------------------------------------
 
 int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
   atoms.init(env);
-  const auto flags = static_cast<ErlNifResourceFlags>(ERL_NIF_RT_CREATE);
-  ErlNifResourceTypeInit conn_init{};
-  conn_init.dtor = conn_dtor;
-  conn_init.down = conn_down;
-  conn_init.members = 3;
-  ConnRes::type = enif_open_resource_type_x(env, "ktls_conn", &conn_init, flags, nullptr);
-  ListenRes::type =
-      enif_open_resource_type(env, nullptr, "ktls_listener", listen_dtor, flags, nullptr);
-  BufferRes::type =
-      enif_open_resource_type(env, nullptr, "ktls_buffer", buffer_dtor, flags, nullptr);
-  if (!ConnRes::type || !ListenRes::type || !BufferRes::type) return 1;
-  if (!filter_glue_load(env)) return 1;
+  if (!resources_load(env)) return 1;
+  if (!loggers_load(env)) return 1;
   use_erts_message_storage();
   // patches/0002 exports this from the runtime.
   const auto* patched =

@@ -4,10 +4,12 @@
 #include <erl_nif.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
-#include "nif/connection.h"
+#include "nif/resources.h"
 
 namespace ktls::nif {
 namespace {
