@@ -84,8 +84,9 @@ HandshakeResult Handshaker::connect_one(const HandshakeJob& job) {
   // ei_cnode is large (node names, cookie); one per handshake on this stack.
   ei_cnode ec;
   if (ei_connect_xinit_ussi(&ec, config_.node_host.c_str(), job.alive.c_str(), node.c_str(),
-                            nullptr, config_.cookie.c_str(), job.creation, plain_tcp_callbacks(),
-                            sizeof(ei_socket_callbacks), nullptr) < 0) {
+                            nullptr, config_.cookie.c_str(), job.creation,
+                            config_.tls != nullptr ? tls_callbacks() : plain_tcp_callbacks(),
+                            sizeof(ei_socket_callbacks), config_.tls) < 0) {
     r.error_kind = "ei_init";
     r.error_text = "ei_connect_xinit_ussi failed for " + node;
     return r;
@@ -99,8 +100,10 @@ HandshakeResult Handshaker::connect_one(const HandshakeJob& job) {
     int err = erl_errno;
     r.error_kind = handshake_error_kind(err);
     r.error_text = node + ": " + std::strerror(err);
+    if (config_.tls != nullptr && err == EPROTO) r.error_text = node + ": " + last_tls_error();
     return r;
   }
+  if (config_.tls != nullptr) r.ssl = tls_session_of(fd);
   auto pid = encode_pid(*ei_self(&ec));
   if (!pid) {
     ei_close_connection(fd);
@@ -124,6 +127,8 @@ std::string handshake_error_kind(int err) {
       return "handshake_reset";
     case EIO:
       return "handshake_failed";  // refused by the target (cookie, name, status)
+    case EPROTO:
+      return "tls_handshake_failed";  // certificate, version, ... (error_text says which)
     case EMFILE:
     case ENFILE:
       return "out_of_descriptors";

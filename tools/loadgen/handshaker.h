@@ -5,6 +5,7 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 
 #include <condition_variable>
 #include <cstdint>
@@ -27,6 +28,7 @@ struct HandshakeResult {
   uint32_t slot = 0;
   uint32_t generation = 0;
   int fd = -1;             // >= 0: connected, registered with ei (close with ei_close_connection)
+  SSL* ssl = nullptr;      // with TLS: the session, owned by ei's socket context (closed with fd)
   std::string pid_ext;     // our pid in the external term format (when connected)
   std::string error_kind;  // when not connected: connect_refused, handshake_timeout, ...
   std::string error_text;
@@ -42,6 +44,7 @@ class Handshaker {
     std::string node_host;  // host part of our node names
     uint32_t timeout_ms = 5000;
     uint32_t threads = 8;
+    SSL_CTX* tls = nullptr;  // TLS client context (caller's, outlives us); null: plain TCP
   };
 
   // Starts the worker threads. ei_init() must have run.

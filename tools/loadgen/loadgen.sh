@@ -5,8 +5,11 @@
 #                                                report + plots in _build/loadgen/runs/TIME
 #                                                unless --out DIR is given
 #   ./ktls loadgen target --carrier C --port P --cookie K [--seconds S] [--ticktime T]
-#                                                a target node with the echo/stats helpers,
-#                                                C = ktls_filter | inet_tcp; stops after S s
+#                         [--tls OPTFILE]        a target node with the echo/stats helpers,
+#                                                C = ktls_filter | inet_tcp | inet_tls; stops
+#                                                after S s; --tls: TLS with OPTFILE (ktls_filter:
+#                                                -ktls_filter_optfile, inet_tls: -ssl_dist_optfile;
+#                                                ./ktls certs makes one)
 #   ./ktls loadgen scale [--conns N] [--ticktime T] [--window S]
 #                                                idle connections against a ktls_filter and
 #                                                an inet_tcp target: memory per connection,
@@ -37,7 +40,7 @@ lg_build() {
 # A target node in the foreground for --seconds (default 300), printing its
 # OS pid (for --target-pid).
 lg_target() {
-  local carrier=ktls_filter port="" cookie="" seconds=300 ticktime=60
+  local carrier=ktls_filter port="" cookie="" seconds=300 ticktime=60 tls=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --carrier) carrier=${2:-}; shift 2 ;;
@@ -45,27 +48,35 @@ lg_target() {
       --cookie) cookie=${2:-}; shift 2 ;;
       --seconds) seconds=${2:-}; shift 2 ;;
       --ticktime) ticktime=${2:-}; shift 2 ;;
+      --tls) tls=${2:-}; shift 2 ;;
       *) echo "loadgen target: unknown argument '$1'" >&2; exit 2 ;;
     esac
   done
   [[ "$port" =~ ^[0-9]+$ ]] || { echo "loadgen target: --port P is required" >&2; exit 2; }
   [ -n "$cookie" ] || { echo "loadgen target: --cookie C is required" >&2; exit 2; }
-  local dist=()
+  if [ -n "$tls" ] && [ ! -r "$tls" ]; then
+    echo "loadgen target: --tls $tls: no such readable file" >&2
+    exit 2
+  fi
+  # Every carrier listens on the fixed port that ktls_filter_epmd gives it.
+  local dist=(-pa "$KTLS_EBIN" -proto_dist "$carrier" -epmd_module ktls_filter_epmd
+              -start_epmd false -ktls_filter_port "$port")
   case "$carrier" in
-    ktls_filter)
-      dist=(-pa "$KTLS_EBIN" -proto_dist ktls_filter -epmd_module ktls_filter_epmd
-            -start_epmd false -ktls_filter_port "$port") ;;
+    ktls_filter) [ -z "$tls" ] || dist+=(-ktls_filter_optfile "$tls") ;;
     inet_tcp)
-      dist=(-pa "$KTLS_EBIN" -proto_dist inet_tcp -epmd_module ktls_filter_epmd
-            -start_epmd false -ktls_filter_port "$port") ;;
-    *) echo "loadgen target: --carrier ktls_filter|inet_tcp" >&2; exit 2 ;;
+      [ -z "$tls" ] || { echo "loadgen target: --tls with --carrier inet_tcp (use inet_tls)" >&2; exit 2; } ;;
+    inet_tls)
+      [ -n "$tls" ] || { echo "loadgen target: --carrier inet_tls needs --tls OPTFILE" >&2; exit 2; }
+      dist+=(-ssl_dist_optfile "$tls") ;;
+    *) echo "loadgen target: --carrier ktls_filter|inet_tcp|inet_tls" >&2; exit 2 ;;
   esac
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   exec erl -noshell -pa "$LG_EBIN" "${dist[@]}" -kernel net_ticktime "$ticktime" \
     -name "lg_target_$port@127.0.0.1" -setcookie "$cookie" -connect_all false \
     -eval "ktls_loadgen_target:start(),
-           io:format(\"target ~s (~s) on 127.0.0.1:~s, OS pid ~s, stops in ~ss~n\",
-                     [node(), \"$carrier\", \"$port\", os:getpid(), \"$seconds\"]),
+           io:format(\"target ~s (~s~s) on 127.0.0.1:~s, OS pid ~s, stops in ~ss~n\",
+                     [node(), \"$carrier\", \"${tls:+, TLS}\", \"$port\", os:getpid(),
+                      \"$seconds\"]),
            timer:sleep($seconds * 1000), erlang:halt()."
 }
 

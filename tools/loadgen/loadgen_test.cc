@@ -10,6 +10,7 @@
 #include "tools/loadgen/dist_codec.h"
 #include "tools/loadgen/histogram.h"
 #include "tools/loadgen/options.h"
+#include "tools/loadgen/tls_optfile.h"
 
 namespace ktls::loadgen {
 namespace {
@@ -177,6 +178,50 @@ TEST(Options, RequiresPortAndCookieAndNamesBadValues) {
   auto e = parse_options(static_cast<int>(argv.size()), argv.data());
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.error().what.find("--port"), std::string::npos);
+}
+
+TEST(TlsOptfile, ReadsTheClientSideOfAnSslDistOptfile) {
+  // As ./ktls certs writes it, plus versions, a binary and an option the
+  // swarm does not apply.
+  const char* text = R"(%% comment
+[{server, [{certfile, "/s.pem"}, {fail_if_no_peer_cert, true}]},
+ {client, [{certfile, "/c.pem"}, {keyfile, <<"/c.key">>},
+           {cacertfile, "/ca.pem"}, % trailing comment
+           {verify, verify_peer}, {versions, ['tlsv1.3', 'tlsv1.2']},
+           {depth, 3}]}].
+)";
+  auto o = parse_client_tls_options(text, "f.conf");
+  ASSERT_TRUE(o.ok()) << o.error().what;
+  const carrier::TlsOptions& t = o.value().tls;
+  EXPECT_EQ(t.certfile, "/c.pem");
+  EXPECT_EQ(t.keyfile, "/c.key");
+  EXPECT_EQ(t.cacertfile, "/ca.pem");
+  EXPECT_TRUE(t.verify_peer);
+  EXPECT_EQ(t.min_version, TLS1_2_VERSION);
+  EXPECT_EQ(t.max_version, TLS1_3_VERSION);
+  EXPECT_EQ(o.value().ignored, std::vector<std::string>{"depth"});
+
+  auto only13 = parse_client_tls_options(
+      "[{client, [{certfile, \"/c.pem\"}, {versions, ['tlsv1.3']}]}].", "g.conf");
+  ASSERT_TRUE(only13.ok()) << only13.error().what;
+  EXPECT_EQ(only13.value().tls.min_version, TLS1_3_VERSION);
+  EXPECT_FALSE(only13.value().tls.verify_peer);  // OTP 25's client default
+}
+
+TEST(TlsOptfile, NamesWhatIsWrong) {
+  auto err = [](const char* text) {
+    auto o = parse_client_tls_options(text, "f.conf");
+    EXPECT_FALSE(o.ok()) << text;
+    return o.ok() ? std::string() : o.error().what;
+  };
+  EXPECT_NE(err("[{server, []}].").find("no {client"), std::string::npos);
+  EXPECT_NE(err("[{client, [{certfile, \"/c\"}]}]").find("expected '.'"), std::string::npos);
+  EXPECT_NE(err("[{client, [{certfile, \"/c\"},\n {verify, maybe}]}].").find("verify"),
+            std::string::npos);
+  EXPECT_NE(err("[{client, [{certfile, \"/c\"}, {versions, ['tlsv1.1']}]}].").find("tlsv1.1"),
+            std::string::npos);
+  EXPECT_NE(err("[{client, [{keyfile, \"/k\"}]}].").find("no certfile"), std::string::npos);
+  EXPECT_NE(err("[{client, [{certfile, \"/c\"}]}, {").find("line 1"), std::string::npos);
 }
 
 }  // namespace

@@ -41,6 +41,9 @@ target node and reports handshakes/s, messages/s, latency and errors.
   --connect-timeout MS   per handshake step (default 5000)
   --name-prefix P        simulated node names P<i>@HOST (default lg<pid>_)
   --node-host H          host part of simulated node names (default 127.0.0.1)
+  --tls FILE             TLS (inet_tls_dist's wire format) with the {client, Opts}
+                         of FILE, an -ssl_dist_optfile file (./ktls certs makes one):
+                         certfile, keyfile, cacertfile, verify, versions
 storm:
   --rate R               messages per second over all senders (default 1000)
   --size S               payload bytes per message (default 64)
@@ -92,6 +95,7 @@ const Flag kFlags[] = {
     {"--connect-timeout", &Options::connect_timeout_ms, 1, 600000},
     {"--name-prefix", &Options::name_prefix},
     {"--node-host", &Options::node_host},
+    {"--tls", &Options::tls_optfile},
     {"--rate", &Options::rate, 0, 1e8},
     {"--size", &Options::size, 0, 64 << 20},
     {"--to", &Options::to},

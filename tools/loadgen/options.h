@@ -30,6 +30,7 @@ struct Options {
   uint32_t connect_timeout_ms = 5000;
   std::string name_prefix;  // simulated nodes are PREFIX<i>@node_host
   std::string node_host = "127.0.0.1";
+  std::string tls_optfile;  // TLS to the target with the client options of this file; "" = plain
   // storm
   double rate = 1000;  // messages per second over all senders
   uint32_t size = 64;  // payload bytes per message

@@ -204,7 +204,9 @@ std::string report_json(const RunResult& r) {
       .num("senders", uint64_t{o.senders})
       .num("churn_rate", o.churn_rate)
       .str("name_prefix", o.name_prefix)
+      .str("tls_optfile", o.tls_optfile)
       .close('}');
+  j.str("transport", r.tls.empty() ? std::string("tcp") : r.tls);
   j.num("elapsed_s", r.elapsed_s);
   j.open("connections", '{')
       .num("target", uint64_t{o.conns})
@@ -293,6 +295,7 @@ std::string report_markdown(const RunResult& r) {
     << "\n\n";
   m << "| | |\n|---|---|\n";
   m << "| duration | " << fmt("%.1f s", r.elapsed_s) << " |\n";
+  m << "| transport | " << (r.tls.empty() ? std::string("TCP") : r.tls) << " |\n";
   m << "| connections (target / peak / at end) | " << o.conns << " / " << r.peak_up << " / "
     << r.up_at_end << " |\n";
   m << "| all up after | " << (r.all_up_s >= 0 ? fmt("%.2f s", r.all_up_s) : std::string("never"))

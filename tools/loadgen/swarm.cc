@@ -16,7 +16,10 @@
 #include <deque>
 #include <random>
 
+#include "carrier/tls_session.h"
 #include "tools/loadgen/handshaker.h"
+#include "tools/loadgen/stream_io.h"
+#include "tools/loadgen/tls_optfile.h"
 
 namespace ktls::loadgen {
 
@@ -53,7 +56,9 @@ struct Conn {
   State state = State::kDown;
   uint32_t generation = 0;  // bumped at every new incarnation (new name, new creation)
   int fd = -1;
-  bool want_out = false;  // EPOLLOUT registered
+  SSL* ssl = nullptr;             // with TLS (owned by ei's socket context, freed at close)
+  bool want_out = false;          // EPOLLOUT registered
+  bool write_wants_read = false;  // a TLS write waits for the socket to be readable
   std::string pid_ext;
   std::string rx;  // bytes of a packet not complete yet (empty when idle)
   std::string tx;  // bytes the socket did not take yet, from tx_off
@@ -86,7 +91,7 @@ class Swarm {
   void on_event(const epoll_event& ev, uint64_t now);
   void on_readable(uint32_t slot, uint64_t now);
   void on_packet(uint32_t slot, std::string_view pkt, uint64_t now);
-  void queue(uint32_t slot);
+  void queue(uint32_t slot);  // writes c.tx now unless the socket is known full
   void flush(uint32_t slot);
   void set_out(uint32_t slot, bool on);
   void close_conn(uint32_t slot, const char* why_error);
@@ -103,7 +108,8 @@ class Swarm {
   std::string payload_;
   std::string scratch_;
   std::string decode_buf_;
-  Histogram second_latency_;  // echoes since the last timeline point
+  Histogram second_latency_;                  // echoes since the last timeline point
+  std::shared_ptr<carrier::TlsContext> tls_;  // outlives hs_ and every connection
   std::unique_ptr<Handshaker> hs_;
   int epoll_ = -1;
   uint64_t start_ns_ = 0;
@@ -134,6 +140,18 @@ Result<RunResult> Swarm::run() {
   hc.node_host = o_.node_host;
   hc.timeout_ms = o_.connect_timeout_ms;
   hc.threads = o_.handshake_threads;
+  if (!o_.tls_optfile.empty()) {
+    auto topts = read_client_tls_optfile(o_.tls_optfile);
+    if (!topts) return topts.error();
+    for (const std::string& k : topts.value().ignored) {
+      std::fprintf(stderr, "loadgen: %s: client option %s not used by the swarm\n",
+                   o_.tls_optfile.c_str(), k.c_str());
+    }
+    auto ctx = carrier::TlsContext::create(topts.value().tls, /*server=*/false);
+    if (!ctx) return Error::message("--tls " + o_.tls_optfile + ": " + ctx.error().what);
+    tls_ = ctx.take();
+    hc.tls = tls_->get();
+  }
   hs_ = std::make_unique<Handshaker>(hc);
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -245,6 +263,10 @@ void Swarm::on_handshakes(uint64_t now) {
     int flags = fcntl(res.fd, F_GETFL);
     fcntl(res.fd, F_SETFL, flags | O_NONBLOCK);
     c.fd = res.fd;
+    c.ssl = res.ssl;
+    if (c.ssl != nullptr && r_.tls.empty()) {
+      r_.tls = std::string(SSL_get_version(c.ssl)) + " " + SSL_get_cipher_name(c.ssl);
+    }
     c.pid_ext = std::move(res.pid_ext);
     c.state = Conn::State::kUp;
     epoll_event ev{};
@@ -261,6 +283,9 @@ void Swarm::on_handshakes(uint64_t now) {
     r_.peak_up = std::max(r_.peak_up, up_);
     if (r_.all_up_s < 0 && up_ == o_.conns)
       r_.all_up_s = static_cast<double>(since_start(now)) / 1e9;
+    // The handshake may have left records in the session that epoll will
+    // not report.
+    if (c.ssl != nullptr) on_readable(res.slot, now);
   }
 }
 
@@ -280,24 +305,40 @@ void Swarm::on_event(const epoll_event& ev, uint64_t now) {
       (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) {
     on_readable(slot, now);
   }
+  // TLS: a write that waited for the peer's records may go on now.
+  if (conns_[slot].state == Conn::State::kUp && conns_[slot].write_wants_read) flush(slot);
 }
 
 void Swarm::on_readable(uint32_t slot, uint64_t now) {
-  // A few reads per wake-up, so that one busy connection does not starve the rest.
-  for (int round = 0; round < 4; ++round) {
+  // A few reads per wake-up, so that one busy connection does not starve the
+  // rest (TLS: a read returns one record, so more of them).
+  const int rounds = conns_[slot].ssl != nullptr ? 64 : 4;
+  for (int round = 0; round < rounds; ++round) {
     Conn& c = conns_[slot];
-    ssize_t n = recv(c.fd, scratch_.data(), kReadChunk, 0);
-    if (n == 0) {
-      close_conn(slot, sending_ ? "closed_by_target" : nullptr);
-      return;
+    IoStatus st = stream_read(c.fd, c.ssl, scratch_.data(), kReadChunk);
+    switch (st.kind) {
+      case IoStatus::Kind::kDone:
+        break;
+      case IoStatus::Kind::kWantRead:
+        return;
+      case IoStatus::Kind::kWantWrite:  // TLS: a read that must write first
+        set_out(slot, true);
+        return;
+      case IoStatus::Kind::kClosed:
+        close_conn(slot, sending_ ? "closed_by_target" : nullptr);
+        return;
+      case IoStatus::Kind::kError:
+        if (st.err == 0 && r_.errors["tls_error"] < 3) {
+          std::fprintf(stderr, "loadgen: %s\n", st.what.c_str());
+        }
+        close_conn(slot, st.err == ECONNRESET ? "reset_by_target"
+                         : st.err == 0        ? "tls_error"
+                                              : "recv_error");
+        return;
     }
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) return;
-      close_conn(slot, errno == ECONNRESET ? "reset_by_target" : "recv_error");
-      return;
-    }
-    r_.bytes_received += static_cast<uint64_t>(n);
-    std::string_view data(scratch_.data(), static_cast<size_t>(n));
+    const size_t n = st.n;
+    r_.bytes_received += n;
+    std::string_view data(scratch_.data(), n);
     bool buffered = !c.rx.empty();
     if (buffered) {
       c.rx.append(data);  // deliberate copy: a packet split across reads
@@ -328,7 +369,7 @@ void Swarm::on_readable(uint32_t slot, uint64_t now) {
     } else if (off < data.size()) {
       c.rx.assign(data.substr(off));
     }
-    if (static_cast<size_t>(n) < kReadChunk) return;
+    if (c.ssl == nullptr && n < kReadChunk) return;
   }
 }
 
@@ -371,25 +412,32 @@ void Swarm::on_packet(uint32_t slot, std::string_view pkt, uint64_t now) {
 // New bytes are in c.tx: write what the socket takes now.
 void Swarm::queue(uint32_t slot) {
   Conn& c = conns_[slot];
-  if (!c.want_out) flush(slot);
+  if (!c.want_out && !c.write_wants_read) flush(slot);
 }
 
 void Swarm::flush(uint32_t slot) {
   Conn& c = conns_[slot];
+  c.write_wants_read = false;
   while (c.tx_off < c.tx.size()) {
-    ssize_t n =
-        send(c.fd, c.tx.data() + c.tx_off, c.tx.size() - c.tx_off, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        set_out(slot, true);
-        return;
-      }
-      close_conn(slot, errno == EPIPE || errno == ECONNRESET ? "reset_by_target" : "send_error");
+    IoStatus st = stream_write(c.fd, c.ssl, c.tx.data() + c.tx_off, c.tx.size() - c.tx_off);
+    if (st.kind == IoStatus::Kind::kWantWrite) {
+      set_out(slot, true);
       return;
     }
-    r_.bytes_sent += static_cast<uint64_t>(n);
-    c.tx_off += static_cast<size_t>(n);
+    if (st.kind == IoStatus::Kind::kWantRead) {  // TLS: waits for the peer's records
+      c.write_wants_read = true;
+      set_out(slot, false);
+      return;
+    }
+    if (st.kind != IoStatus::Kind::kDone) {
+      close_conn(slot, st.err == EPIPE || st.err == ECONNRESET || st.kind == IoStatus::Kind::kClosed
+                           ? "reset_by_target"
+                       : st.err == 0 ? "tls_error"
+                                     : "send_error");
+      return;
+    }
+    r_.bytes_sent += st.n;
+    c.tx_off += st.n;
   }
   c.tx.clear();
   c.tx_off = 0;
@@ -413,8 +461,10 @@ void Swarm::close_conn(uint32_t slot, const char* why_error) {
   epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
   ei_close_connection(c.fd);
   c.fd = -1;
+  c.ssl = nullptr;
   c.state = Conn::State::kDown;
   c.want_out = false;
+  c.write_wants_read = false;
   std::string().swap(c.rx);
   std::string().swap(c.tx);
   c.tx_off = 0;

@@ -42,6 +42,7 @@ struct RunResult {
   double storm_start_s = -1;  // storm: sending starts once all are up (or at half time)
   uint32_t peak_up = 0;
   uint32_t up_at_end = 0;
+  std::string tls;  // with --tls: version and cipher of the first session, e.g. "TLSv1.3 ..."
   uint64_t handshakes_ok = 0, handshakes_failed = 0;
   uint64_t planned_disconnects = 0;  // churn
   Histogram handshake_ns;
