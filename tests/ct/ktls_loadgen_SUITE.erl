@@ -10,7 +10,7 @@
 
 -export([all/0, groups/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_group/2, end_per_group/2]).
--export([idle_mesh/1, storm_echo/1, churn/1, report_files/1]).
+-export([idle_mesh/1, storm_echo/1, churn/1, report_files/1, attack_mix/1]).
 -export([json_decode/1]).
 
 -define(TICKTIME, 4).  % a tick every second, so a short idle run sees ticks
@@ -20,8 +20,8 @@ suite() -> [{timetrap, {minutes, 3}}].
 all() -> [{group, ktls_filter}, {group, inet_tcp}, {group, ktls_filter_tls}, {group, inet_tls}].
 
 groups() ->
-    Cases = [idle_mesh, storm_echo, churn, report_files],
-    Tls = [idle_mesh, storm_echo],
+    Cases = [idle_mesh, storm_echo, churn, report_files, attack_mix],
+    Tls = [idle_mesh, storm_echo, attack_mix],
     [{ktls_filter, [sequence], Cases}, {inet_tcp, [sequence], Cases},
      {ktls_filter_tls, [sequence], Tls}, {inet_tls, [sequence], Tls}].
 
@@ -164,11 +164,85 @@ report_files(Config) ->
     {ok, Tl} = file:read_file(filename:join(Dir, "timeline.tsv")),
     ?assert(length(binary:split(Tl, <<"\n">>, [global, trim])) >= 3).
 
+%% The attack mix among a storm. A ktls_filter target refuses every attack
+%% (spawn request and rex call of os:cmd/1 that would create a marker file,
+%% {stop, stop} to init): its counters show each one dropped, the rex calls
+%% are answered unauthorized, the marker does not exist, the node still
+%% runs and every legitimate message is echoed, with a latency close to the
+%% first half of the run, which had no attacks. A stock target would run
+%% them: the swarm refuses to send it anything but os:cmd("true"), which
+%% does run there (the rex calls come back with its result).
+attack_mix(Config) ->
+    T = ?config(target, Config),
+    Before = census(T),
+    Marker = filename:join(?config(priv_dir, Config),
+                           "attack_ran_" ++ integer_to_list(erlang:unique_integer([positive]))),
+    Harmful = ["--attacks", "spawn,rex,init_stop", "--attack-cmd", "touch " ++ Marker],
+    Storm = ["--conns", "20", "--duration", "6", "--rate", "1000", "--attack-rate", "20"],
+    case carrier(?config(carrier, Config)) of
+        ktls ->
+            W0 = world(T),
+            R = loadgen(Config, "storm", Storm ++ Harmful),
+            A = maps:get(<<"attacks">>, R),
+            W1 = world(T),
+            ct:log("attacks ~p~nworld before ~p~nafter ~p", [A, W0, W1]),
+            #{<<"spawn">> := Spawns, <<"rex">> := Rex, <<"init_stop">> := Stops} =
+                maps:get(<<"sent">>, A),
+            Sent = maps:get(<<"sent_total">>, A),
+            ?assert(Sent >= 30 andalso Spawns > 0 andalso Rex > 0 andalso Stops > 0, A),
+            ?assertEqual(<<>>, maps:get(<<"blocked">>, A)),
+            %% Each attack dropped, nothing else; each spawn request refused.
+            Delta = fun(K) -> maps:get(K, W1) - maps:get(K, W0) end,
+            ?assertEqual(Sent, Delta(messages_dropped)),
+            ?assertEqual(Spawns, Delta(spawn_requests_refused)),
+            %% The report read the same counters through the stats helper.
+            Target = maps:get(<<"target">>, R),
+            ?assertEqual(<<"ktls_filter">>, maps:get(<<"carrier">>, Target)),
+            ?assertEqual(Sent, maps:get(<<"filter_messages_dropped">>, Target)),
+            %% The rex calls were answered unauthorized (a last one may be in flight).
+            Refused = maps:get(<<"answered_refused">>, A),
+            ?assert(Refused =< Rex andalso Refused >= Rex - 3, {Refused, Rex}),
+            ?assertEqual(0, maps:get(<<"answered_ran">>, A)),
+            ?assertNot(filelib:is_file(Marker)),
+            ?assertEqual(?config(target_node, Config), ktls_ct_nodes:call(T, erlang, node, [])),
+            %% Legitimate traffic: all echoed, latency close to the quiet half.
+            M = maps:get(<<"messages">>, R),
+            ?assertEqual(maps:get(<<"sent">>, M), maps:get(<<"echoed">>, M)),
+            no_errors(R),
+            #{<<"p50">> := P50Before} = maps:get(<<"latency_before_us">>, A),
+            #{<<"p50">> := P50During, <<"count">> := During} = maps:get(<<"latency_during_us">>, A),
+            ?assert(During > 1000, A),
+            %% (loose: two shared cores)
+            ?assert(P50During =< 3 * P50Before + 2000, {P50Before, P50During});
+        _ ->
+            %% Not sent: the run stops at the attacks' start (exit 3).
+            R = loadgen(Config, "storm", Storm ++ Harmful, 3),
+            A = maps:get(<<"attacks">>, R),
+            ?assertEqual(0, maps:get(<<"sent_total">>, A)),
+            ?assertNotEqual(<<>>, maps:get(<<"blocked">>, A)),
+            ?assertNot(filelib:is_file(Marker)),
+            %% os:cmd("true") only: sent, and it runs.
+            R2 = loadgen(Config, "storm", Storm),
+            A2 = maps:get(<<"attacks">>, R2),
+            ?assert(maps:get(<<"sent_total">>, A2) >= 30, A2),
+            ?assert(maps:get(<<"answered_ran">>, A2) > 0, A2),
+            ?assertEqual(0, maps:get(<<"answered_refused">>, A2)),
+            ?assertEqual(?config(target_node, Config), ktls_ct_nodes:call(T, erlang, node, []))
+    end,
+    back_to(T, Before).
+
+world(T) ->
+    ktls_ct_nodes:call(T, ktls_filter, world_stats_get, []).
+
 %% ------------------------------------------------------------------
 
 %% Runs the loadgen against this group's target (bounded: its own duration
-%% plus a margin), returns its report.json decoded.
+%% plus a margin), checks its exit status (0 unless given), returns its
+%% report.json decoded.
 loadgen(Config, Scenario, Args) ->
+    loadgen(Config, Scenario, Args, 0).
+
+loadgen(Config, Scenario, Args, ExitStatus) ->
     Dir = case lists:member("--out", Args) of
               true -> lists:nth(length(lists:takewhile(fun(A) -> A =/= "--out" end, Args)) + 2,
                                 Args);
@@ -192,7 +266,7 @@ loadgen(Config, Scenario, Args) ->
                       stderr_to_stdout, binary]),
     {Status, Output} = collect(Port, 60000, []),
     ct:log("ktls_loadgen ~s ~p: exit ~p~n~s", [Scenario, Args, Status, Output]),
-    ?assertEqual(0, Status),
+    ?assertEqual(ExitStatus, Status),
     {ok, Json} = file:read_file(filename:join(Dir, "report.json")),
     json_decode(Json).
 
@@ -246,7 +320,7 @@ back_to(T, Before) ->
 dropped(Config) ->
     case carrier(?config(carrier, Config)) of
         ktls ->
-            W = ktls_ct_nodes:call(?config(target, Config), ktls_filter, world_stats_get, []),
+            W = world(?config(target, Config)),
             lists:sum([maps:get(dropped, C) || C <- maps:values(maps:get(control, W))]);
         _ -> 0
     end.

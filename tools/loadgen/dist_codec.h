@@ -8,7 +8,12 @@
 //   echoed back:          {lg_echo, Seq, SentNs, Payload}
 //   to the stats helper:  {lg_stats_req, FromPid, Seq}
 //   its answer:           {lg_stats, Seq, MemTotal, MemProcesses, MemBinary,
-//                          ProcessCount, PortCount, CpuMs, RssBytes}
+//                          ProcessCount, PortCount, CpuMs, RssBytes,
+//                          Carrier, Filtering, MessagesDropped, SpawnRequestsRefused}
+//                         (an older helper stops after RssBytes)
+//
+// And the attacks of the attack mix (append_attack), requests that
+// ktls_filter's default policy refuses.
 #pragma once
 
 #include <ei.h>
@@ -38,23 +43,47 @@ void append_echo_request(std::string& out, std::string_view from_pid, std::strin
 void append_stats_request(std::string& out, std::string_view from_pid, std::string_view to,
                           uint64_t seq);
 
+// The attacks of the attack mix. Each carries a command for os:cmd/1 (kept
+// harmless unless the target is known to refuse them: swarm.cc).
+enum class AttackKind : uint8_t {
+  kSpawn,     // SPAWN_REQUEST (29) of {os, cmd, 1} with [Cmd], erpc-style, monitored
+  kRex,       // REG_SEND to rex: {'$gen_call', {From, Ref}, {call, os, cmd, [Cmd], From}}
+  kInitStop,  // REG_SEND to init: {stop, stop} (stops a node that does not refuse it)
+};
+inline constexpr AttackKind kAttackKinds[] = {AttackKind::kSpawn, AttackKind::kRex,
+                                              AttackKind::kInitStop};
+const char* attack_name(AttackKind kind);  // spawn, rex, init_stop
+
+// Appends one attack from `from` (its pid; from_ext as encode_pid() wrote
+// it) with `ref`, a reference of from's node new for this attack. `cmd` must
+// be at most 1024 bytes.
+void append_attack(std::string& out, AttackKind kind, const erlang_pid& from,
+                   std::string_view from_ext, const erlang_ref& ref, std::string_view cmd);
+
 // One sample of the stats helper.
 struct TargetStats {
   uint64_t seq = 0;
   uint64_t mem_total = 0, mem_processes = 0, mem_binary = 0;
   uint64_t process_count = 0, port_count = 0;
-  uint64_t cpu_ms = 0;     // erlang:statistics(runtime): CPU of all the VM's threads
-  uint64_t rss_bytes = 0;  // from /proc/self/statm on the target (0 if unavailable)
+  uint64_t cpu_ms = 0;             // erlang:statistics(runtime): CPU of all the VM's threads
+  uint64_t rss_bytes = 0;          // from /proc/self/statm on the target (0 if unavailable)
+  bool has_filter_fields = false;  // the helper sent the four below
+  std::string carrier;             // -proto_dist: ktls_filter, inet_tcp, inet_tls, ...
+  bool filtering = false;          // ktls_filter with deep packet inspection, enforcing
+  uint64_t messages_dropped = 0;   // ktls_filter:world_stats_get(): messages_dropped
+  uint64_t spawn_refused = 0;      // ... spawn_requests_refused
 };
 
 // What one inbound packet (framing removed, not a tick) was.
 struct Inbound {
   enum class Kind : uint8_t {
-    kEcho,          // an echoed message: seq, sent_ns
-    kStats,         // a stats sample
-    kOtherMessage,  // a message of another shape (counted, ignored)
-    kOtherControl,  // a control message that is not a send (op set)
-    kBad,           // not decodable (why set)
+    kEcho,           // an echoed message: seq, sent_ns
+    kStats,          // a stats sample
+    kOtherMessage,   // a message of another shape (counted, ignored)
+    kOtherControl,   // a control message that is not a send (op set)
+    kAttackRefused,  // the answer to an attack: refused (unauthorized)
+    kAttackRan,      // the answer to an attack: it ran (a rex reply, a normal exit)
+    kBad,            // not decodable (why set)
   };
   Kind kind = Kind::kBad;
   uint64_t seq = 0;

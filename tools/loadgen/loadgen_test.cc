@@ -160,6 +160,178 @@ TEST(DistCodec, DecodesEchoesStatsAndOtherTraffic) {
   EXPECT_EQ(decode_packet(std::string_view(garbage.data(), 3)).kind, Inbound::Kind::kBad);
 }
 
+erlang_ref test_ref() {
+  erlang_ref r{};
+  std::strcpy(r.node, "lg1_0@127.0.0.1");
+  r.len = 3;
+  r.n[0] = 1;
+  r.n[1] = 2;
+  r.n[2] = 3;
+  r.creation = 1234;
+  return r;
+}
+
+// The attacks decode as the dist protocol says: a SPAWN_REQUEST of
+// {os, cmd, 1} with [Cmd], a REG_SEND of a '$gen_call' to rex, {stop, stop}
+// to init.
+TEST(DistCodec, AttacksAreWhatTheFilterMustRefuse) {
+  auto pid = encode_pid(test_pid());
+  ASSERT_TRUE(pid.ok());
+  char atom[MAXATOMLEN_UTF8];
+  int idx = 0, version = 0, arity = 0;
+  long op = 0;
+  char text[64];
+  erlang_ref ref{};
+  erlang_pid from{};
+
+  std::string out;
+  append_attack(out, AttackKind::kSpawn, test_pid(), pid.value(), test_ref(), "true");
+  std::string b = body_of(out);
+  b.append(64, '\0');
+  const char* buf = b.data();
+  idx = 1;
+  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(arity, 6);
+  ASSERT_EQ(ei_decode_long(buf, &idx, &op), 0);
+  EXPECT_EQ(op, 29);  // SPAWN_REQUEST
+  ASSERT_EQ(ei_decode_ref(buf, &idx, &ref), 0);
+  EXPECT_EQ(ref.n[2], 3u);
+  ASSERT_EQ(ei_decode_pid(buf, &idx, &from), 0);
+  ASSERT_EQ(ei_decode_pid(buf, &idx, &from), 0);  // group leader
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "os");
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "cmd");
+  ASSERT_EQ(ei_decode_long(buf, &idx, &op), 0);
+  EXPECT_EQ(op, 1);
+  ASSERT_EQ(ei_skip_term(buf, &idx), 0);  // [monitor]
+  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  ASSERT_EQ(ei_decode_list_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(arity, 1);
+  ASSERT_EQ(ei_decode_string(buf, &idx, text), 0);
+  EXPECT_STREQ(text, "true");
+  ASSERT_EQ(ei_decode_list_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(arity, 0);
+  EXPECT_EQ(static_cast<size_t>(idx), b.size() - 64);
+
+  out.clear();
+  append_attack(out, AttackKind::kRex, test_pid(), pid.value(), test_ref(), "touch /x");
+  b = body_of(out);
+  b.append(64, '\0');
+  buf = b.data();
+  idx = 1;
+  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  ASSERT_EQ(ei_decode_long(buf, &idx, &op), 0);
+  EXPECT_EQ(op, 6);  // REG_SEND
+  ASSERT_EQ(ei_skip_term(buf, &idx), 0);
+  ASSERT_EQ(ei_skip_term(buf, &idx), 0);
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "rex");
+  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(arity, 3);
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "$gen_call");
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  ASSERT_EQ(ei_decode_pid(buf, &idx, &from), 0);
+  ASSERT_EQ(ei_decode_ref(buf, &idx, &ref), 0);
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(arity, 5);
+  for (const char* want : {"call", "os", "cmd"}) {
+    ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+    EXPECT_STREQ(atom, want);
+  }
+  ASSERT_EQ(ei_decode_list_header(buf, &idx, &arity), 0);
+  ASSERT_EQ(ei_decode_string(buf, &idx, text), 0);
+  EXPECT_STREQ(text, "touch /x");
+
+  out.clear();
+  append_attack(out, AttackKind::kInitStop, test_pid(), pid.value(), test_ref(), "true");
+  b = body_of(out);
+  b.append(64, '\0');
+  buf = b.data();
+  idx = 1;
+  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(ei_skip_term(buf, &idx), 0);
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "init");
+  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(arity, 2);
+  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+  EXPECT_STREQ(atom, "stop");
+}
+
+// The answers to attacks, and the stats helper's carrier and filter fields.
+TEST(DistCodec, DecodesAttackAnswersAndFilterCounters) {
+  auto reply = [](bool refused) {
+    std::string p = send_packet([refused](ei_x_buff* x) {
+      ei_x_encode_tuple_header(x, 2);
+      erlang_ref r = test_ref();
+      ei_x_encode_ref(x, &r);
+      if (refused) {
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "badrpc");
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "EXIT");
+        ei_x_encode_atom(x, "unauthorized");
+      } else {
+        ei_x_encode_string(x, "");
+      }
+    });
+    p.append(64, '\0');
+    return decode_packet(std::string_view(p.data(), p.size() - 64)).kind;
+  };
+  EXPECT_EQ(reply(true), Inbound::Kind::kAttackRefused);
+  EXPECT_EQ(reply(false), Inbound::Kind::kAttackRan);
+
+  std::string stats = send_packet([](ei_x_buff* x) {
+    ei_x_encode_tuple_header(x, 13);
+    ei_x_encode_atom(x, "lg_stats");
+    for (unsigned long long v : {1ull, 2ull, 3ull, 4ull, 5ull, 6ull, 7ull, 8ull}) {
+      ei_x_encode_ulonglong(x, v);
+    }
+    ei_x_encode_atom(x, "ktls_filter");
+    ei_x_encode_atom(x, "true");
+    ei_x_encode_ulonglong(x, 79);
+    ei_x_encode_ulonglong(x, 26);
+  });
+  stats.append(64, '\0');
+  Inbound in = decode_packet(std::string_view(stats.data(), stats.size() - 64));
+  ASSERT_EQ(in.kind, Inbound::Kind::kStats);
+  EXPECT_TRUE(in.stats.has_filter_fields);
+  EXPECT_EQ(in.stats.carrier, "ktls_filter");
+  EXPECT_TRUE(in.stats.filtering);
+  EXPECT_EQ(in.stats.messages_dropped, 79u);
+  EXPECT_EQ(in.stats.spawn_refused, 26u);
+}
+
+TEST(Options, AttackMixIsHarmlessUnlessAskedOtherwise) {
+  auto parse = [](std::vector<std::string> args) {
+    args.insert(args.begin(), {"ktls_loadgen", "storm", "--port", "1", "--cookie", "c"});
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    return parse_options(static_cast<int>(argv.size()), argv.data());
+  };
+  auto o = parse({"--attack-rate", "5"});
+  ASSERT_TRUE(o.ok()) << o.error().what;
+  EXPECT_EQ(o.value().attack_kinds.size(), 2u);
+  EXPECT_TRUE(attacks_harmless(o.value()));
+  o = parse({"--attack-rate", "5", "--attacks", "rex,init_stop"});
+  ASSERT_TRUE(o.ok()) << o.error().what;
+  EXPECT_FALSE(attacks_harmless(o.value()));
+  o = parse({"--attack-rate", "5", "--attack-cmd", "touch /tmp/x"});
+  ASSERT_TRUE(o.ok()) << o.error().what;
+  EXPECT_FALSE(attacks_harmless(o.value()));
+  EXPECT_FALSE(parse({"--attacks", "spawn,halt"}).ok());
+  // Harmful attacks need the stats helper to vouch for the target.
+  EXPECT_FALSE(parse({"--attack-rate", "5", "--attacks", "init_stop", "--stats-name", ""}).ok());
+}
+
 TEST(Options, RequiresPortAndCookieAndNamesBadValues) {
   std::vector<std::string> args = {"ktls_loadgen", "storm", "--port", "4370", "--cookie", "c",
                                    "--rate",       "500",   "--size", "32"};

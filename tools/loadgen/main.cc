@@ -77,5 +77,10 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "ktls_loadgen: report in %s/report.{json,md}\n", o.out_dir.c_str());
   }
+  if (!result.value().attacks.blocked.empty()) {
+    std::fprintf(stderr, "ktls_loadgen: attack mix refused: %s\n",
+                 result.value().attacks.blocked.c_str());
+    return 3;
+  }
   return 0;
 }

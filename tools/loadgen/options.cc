@@ -49,6 +49,14 @@ storm:
   --size S               payload bytes per message (default 64)
   --to NAME              registered name on the target (default ktls_loadgen_echo)
   --senders K            connections that send (default all)
+  --attack-rate R        attack mix: R attacks per second among the storm, from its
+                         second half on (the first half is the baseline); default 0
+  --attacks K,...        kinds, in turn: spawn (spawn_request of os:cmd/1), rex
+                         (rpc call of os:cmd/1), init_stop ({stop, stop} to init);
+                         default spawn,rex
+  --attack-cmd CMD       what the attacks ask os:cmd/1 to run (default true). Other
+                         commands and init_stop are sent only to a target whose stats
+                         helper says it is ktls_filter and enforcing its policy
 churn:
   --churn-rate C         connections closed and replaced per second (default 10)
 report:
@@ -100,6 +108,9 @@ const Flag kFlags[] = {
     {"--size", &Options::size, 0, 64 << 20},
     {"--to", &Options::to},
     {"--senders", &Options::senders, 0, 1000000},
+    {"--attacks", &Options::attacks},
+    {"--attack-rate", &Options::attack_rate, 0, 1e6},
+    {"--attack-cmd", &Options::attack_cmd},
     {"--churn-rate", &Options::churn_rate, 0, 1e6},
     {"--out", &Options::out_dir},
     {"--target-pid", &Options::target_pid, 1, 1 << 30},
@@ -123,7 +134,36 @@ Result<void> set_flag(Options& o, const Flag& f, const char* val) {
       f.field);
 }
 
+Result<std::vector<AttackKind>> parse_attack_kinds(std::string_view list) {
+  std::vector<AttackKind> kinds;
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view name = list.substr(0, comma);
+    bool known = false;
+    for (AttackKind k : kAttackKinds) {
+      if (name == attack_name(k)) {
+        kinds.push_back(k);
+        known = true;
+      }
+    }
+    if (!known) {
+      return Error::message("--attacks: unknown kind '" + std::string(name) +
+                            "' (spawn, rex, init_stop)");
+    }
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+  }
+  if (kinds.empty()) return Error::message("--attacks: no kind given");
+  return kinds;
+}
+
 }  // namespace
+
+bool attacks_harmless(const Options& o) {
+  for (AttackKind k : o.attack_kinds) {
+    if (k == AttackKind::kInitStop) return false;
+  }
+  return o.attack_cmd == "true";
+}
 
 Result<Options> parse_options(int argc, char** argv) {
   Options o;
@@ -156,6 +196,20 @@ Result<Options> parse_options(int argc, char** argv) {
   if (o.cookie.empty()) return Error::message("--cookie is required");
   if (o.name_prefix.empty() || o.name_prefix.size() > 200) {
     return Error::message("--name-prefix must be 1..200 characters");
+  }
+  auto kinds = parse_attack_kinds(o.attacks);
+  if (!kinds) return kinds.error();
+  o.attack_kinds = kinds.take();
+  if (o.attack_rate > 0) {
+    if (o.scenario != Scenario::kStorm) return Error::message("--attack-rate is for storm runs");
+    if (o.attack_cmd.empty() || o.attack_cmd.size() > 1024) {
+      return Error::message("--attack-cmd must be 1..1024 bytes");
+    }
+    if (!attacks_harmless(o) && o.stats_name.empty()) {
+      return Error::message(
+          "--attacks with init_stop or an --attack-cmd other than true needs the stats "
+          "helper (--stats-name) to confirm that the target refuses them");
+    }
   }
   return o;
 }

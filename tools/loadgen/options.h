@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "carrier/result.h"
+#include "tools/loadgen/dist_codec.h"
 
 namespace ktls::loadgen {
 
@@ -35,7 +36,11 @@ struct Options {
   double rate = 1000;  // messages per second over all senders
   uint32_t size = 64;  // payload bytes per message
   std::string to = "ktls_loadgen_echo";
-  uint32_t senders = 0;  // connections that send; 0 = all
+  uint32_t senders = 0;                  // connections that send; 0 = all
+  std::string attacks = "spawn,rex";     // attack mix: kinds (dist_codec.h: attack_name)
+  std::vector<AttackKind> attack_kinds;  // the same, parsed
+  double attack_rate = 0;                // attacks per second among the storm; 0 = none
+  std::string attack_cmd = "true";       // the command the attacks ask os:cmd/1 to run
   // churn
   double churn_rate = 10;  // connections closed and replaced per second
   // reporting
@@ -45,6 +50,11 @@ struct Options {
   uint32_t drain_ms = 2000;  // after the duration, wait this long for echoes in flight
   bool progress = true;
 };
+
+// Whether the attack mix may go to a target not known to refuse it (a stock
+// node runs what it is sent): only os:cmd("true") by spawn request and rex,
+// never init_stop or another command.
+bool attacks_harmless(const Options& o);
 
 // Parses argv (argv[0] is the program). Error text names the bad argument.
 carrier::Result<Options> parse_options(int argc, char** argv);

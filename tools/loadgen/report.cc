@@ -39,6 +39,9 @@ struct TargetSummary {
   Series proc_rss;
   double proc_cpu_pct = -1;
   size_t vm_samples = 0, proc_samples = 0;
+  // The carrier and filter counters (first and last sample that has them).
+  const TargetStats* filter_first = nullptr;
+  const TargetStats* filter_last = nullptr;
 };
 
 // The target's CPU time as each source counts it, in seconds.
@@ -65,6 +68,10 @@ TargetSummary summarize(const RunResult& r) {
       if (!vm0) vm0 = &t;
       vm1 = &t;
       ++s.vm_samples;
+      if (t.helper->has_filter_fields) {
+        if (!s.filter_first) s.filter_first = &*t.helper;
+        s.filter_last = &*t.helper;
+      }
     }
     if (t.proc) {
       s.proc_rss.add(static_cast<double>(t.proc->rss_bytes));
@@ -142,6 +149,11 @@ class Json {
     s_ += "null";
     return *this;
   }
+  Json& boolean(const char* key, bool v) {
+    sep(key);
+    s_ += v ? "true" : "false";
+    return *this;
+  }
   Json& series(const char* key, const Series& v) {
     if (!v.any) return null(key);
     return open(key, '{').num("first", v.first).num("last", v.last).num("max", v.max).close('}');
@@ -181,6 +193,13 @@ std::string samples_tsv(const RunResult& r, const char* header, bool (*has)(cons
     prev = &t;
   }
   return s.str();
+}
+
+// Growth of a filter counter from the first to the last sample.
+uint64_t filter_delta(const TargetSummary& t, uint64_t TargetStats::*field) {
+  if (!t.filter_first) return 0;
+  uint64_t a = t.filter_first->*field, b = t.filter_last->*field;
+  return b > a ? b - a : 0;
 }
 
 }  // namespace
@@ -268,7 +287,37 @@ std::string report_json(const RunResult& r) {
   } else {
     j.null("proc_cpu_pct");
   }
+  if (t.filter_first) {
+    j.str("carrier", t.filter_last->carrier)
+        .boolean("filtering", t.filter_last->filtering)
+        .num("filter_messages_dropped", filter_delta(t, &TargetStats::messages_dropped))
+        .num("filter_spawn_requests_refused", filter_delta(t, &TargetStats::spawn_refused));
+  }
   j.close('}');
+  if (o.attack_rate > 0) {
+    const AttackResult& a = r.attacks;
+    j.open("attacks", '{')
+        .num("rate", o.attack_rate)
+        .str("kinds", o.attacks)
+        .str("cmd", o.attack_cmd)
+        .num("start_s", a.start_s)
+        .num("sent_total", a.sent_total);
+    j.open("sent", '{');
+    for (const auto& [kind, n] : a.sent) j.num(kind.c_str(), n);
+    j.close('}')
+        .num("answered_refused", a.answered_refused)
+        .num("answered_ran", a.answered_ran)
+        .str("blocked", a.blocked);
+    for (auto [name, h] : {std::pair{"latency_before_us", &a.latency_before_ns},
+                           std::pair{"latency_during_us", &a.latency_during_ns}}) {
+      j.open(name, '{')
+          .num("count", h->count())
+          .num("p50", us(h->quantile(0.5)))
+          .num("p99", us(h->quantile(0.99)))
+          .close('}');
+    }
+    j.close('}');
+  }
   j.open("timeline", '[');
   for (const TimelinePoint& p : r.timeline) {
     j.open(nullptr, '{')
@@ -337,6 +386,32 @@ std::string report_markdown(const RunResult& r) {
       << fmt("%.1f MiB", t.proc_rss.max / kMiB) << " |\n";
     if (t.proc_cpu_pct >= 0)
       m << "| target CPU (/proc) | " << fmt("%.1f %%", t.proc_cpu_pct) << " |\n";
+  }
+  if (t.filter_first) {
+    m << "| target carrier | " << t.filter_last->carrier
+      << (t.filter_last->filtering ? " (filter enforcing)" : "") << " |\n";
+    m << "| target filter: messages dropped / spawn requests refused (this run) | "
+      << filter_delta(t, &TargetStats::messages_dropped) << " / "
+      << filter_delta(t, &TargetStats::spawn_refused) << " |\n";
+  }
+  if (o.attack_rate > 0) {
+    const AttackResult& a = r.attacks;
+    m << "\n## Attack mix\n\n| | |\n|---|---|\n";
+    m << "| asked | " << fmt("%.1f/s", o.attack_rate) << " of " << o.attacks << ", os:cmd(\""
+      << o.attack_cmd << "\") |\n";
+    m << "| started at | " << (a.start_s >= 0 ? fmt("%.2f s", a.start_s) : std::string("never"))
+      << " |\n";
+    m << "| sent |";
+    for (const auto& [kind, n] : a.sent) m << " " << kind << " " << n << ";";
+    m << " total " << a.sent_total << " |\n";
+    m << "| answers: refused / ran | " << a.answered_refused << " / " << a.answered_ran << " |\n";
+    if (!a.blocked.empty()) m << "| blocked | " << a.blocked << " |\n";
+    auto lat = [](const Histogram& h) {
+      return fmt("%.0f", us(h.quantile(0.5))) + " / " + fmt("%.0f µs", us(h.quantile(0.99))) +
+             " (" + std::to_string(h.count()) + " echoes)";
+    };
+    m << "| legitimate latency p50 / p99 before attacks | " << lat(a.latency_before_ns) << " |\n";
+    m << "| legitimate latency p50 / p99 during attacks | " << lat(a.latency_during_ns) << " |\n";
   }
   if (!r.errors.empty()) {
     m << "\n## Errors by kind\n\n| kind | count |\n|---|---|\n";

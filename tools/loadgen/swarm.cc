@@ -96,8 +96,12 @@ class Swarm {
   void set_out(uint32_t slot, bool on);
   void close_conn(uint32_t slot, const char* why_error);
   void send_messages(uint64_t now, double dt);
+  void send_attacks(uint64_t now, double dt);
+  bool target_refuses_attacks(std::string* why) const;
+  void block_attacks(const std::string& why);
   void churn(double dt);
   void sample(uint64_t now);
+  uint64_t request_stats();  // over the first connection up; its seq, 0 if none is up
   void progress(uint64_t now, bool last);
   uint32_t up() const { return up_; }
 
@@ -120,6 +124,13 @@ class Swarm {
   uint32_t next_sender_ = 0;
   uint64_t seq_ = 0;
   uint64_t stats_seq_ = 0;
+  uint64_t last_stats_seq_ = 0;   // of the latest reply
+  uint64_t final_stats_seq_ = 0;  // the request sent when the duration is over
+  std::optional<TargetStats> last_stats_;
+  uint64_t attack_start_ns_ = 0;  // 0: not started
+  double attack_tokens_ = 0;
+  uint32_t next_attacker_ = 0;
+  uint64_t attack_seq_ = 0;
   bool sending_ = true;
   bool progress_tty_ = false;
   size_t progress_len_ = 0;
@@ -180,14 +191,20 @@ Result<RunResult> Swarm::run() {
       sending_ = false;
       r_.elapsed_s = static_cast<double>(since_start(now)) / 1e9;
       drain_end = now + uint64_t{o_.drain_ms} * 1'000'000;
+      // The attack mix: the target's counters once every attack arrived.
+      if (r_.attacks.sent_total > 0) final_stats_seq_ = request_stats();
     }
-    if (!sending_ && (now >= drain_end || r_.echoed >= r_.sent)) break;
+    if (!sending_ &&
+        (now >= drain_end || (r_.echoed >= r_.sent && last_stats_seq_ >= final_stats_seq_))) {
+      break;
+    }
     double dt = static_cast<double>(now - last_ns) / 1e9;
     last_ns = now;
     if (sending_) {
       dispatch_handshakes(now);
       ramp_tokens_ += dt * o_.ramp_rate;
       if (storm()) send_messages(now, dt);
+      if (o_.attack_rate > 0) send_attacks(now, dt);
       if (o_.scenario == Scenario::kChurn) churn(dt);
     }
     // Pacing of messages and churn needs a fine tick; otherwise wake at least
@@ -383,13 +400,33 @@ void Swarm::on_packet(uint32_t slot, std::string_view pkt, uint64_t now) {
   }
   Inbound in = decode_packet(pkt);
   switch (in.kind) {
-    case Inbound::Kind::kEcho:
+    case Inbound::Kind::kEcho: {
       ++r_.echoed;
-      r_.latency_ns.record(now > in.sent_ns ? now - in.sent_ns : 0);
-      second_latency_.record(now > in.sent_ns ? now - in.sent_ns : 0);
+      const uint64_t lat = now > in.sent_ns ? now - in.sent_ns : 0;
+      r_.latency_ns.record(lat);
+      second_latency_.record(lat);
+      if (o_.attack_rate > 0) {
+        bool during = attack_start_ns_ != 0 && in.sent_ns >= attack_start_ns_;
+        (during ? r_.attacks.latency_during_ns : r_.attacks.latency_before_ns).record(lat);
+      }
+      break;
+    }
+    case Inbound::Kind::kAttackRefused:
+      ++r_.attacks.answered_refused;
+      break;
+    case Inbound::Kind::kAttackRan:
+      if (r_.attacks.answered_ran++ == 0) {
+        std::fprintf(stderr, "loadgen: an attack ran on the target (it answered as if it had)\n");
+      }
       break;
     case Inbound::Kind::kStats: {
       ++r_.stats_replies;
+      last_stats_seq_ = std::max(last_stats_seq_, in.stats.seq);
+      last_stats_ = in.stats;
+      std::string why;
+      if (attack_start_ns_ != 0 && !attacks_harmless(o_) && !target_refuses_attacks(&why)) {
+        block_attacks(why);
+      }
       TargetSample s;
       s.t = static_cast<double>(since_start(now)) / 1e9;
       s.helper = in.stats;
@@ -549,15 +586,94 @@ void Swarm::sample(uint64_t now) {
     s.proc = read_proc(o_.target_pid);
     if (s.proc) r_.target.push_back(s);
   }
-  // The stats helper answers over the first connection that is up.
-  if (!o_.stats_name.empty() && sending_) {
-    for (uint32_t i = 0; i < conns_.size(); ++i) {
-      if (conns_[i].state != Conn::State::kUp) continue;
-      append_stats_request(conns_[i].tx, conns_[i].pid_ext, o_.stats_name, ++stats_seq_);
-      ++r_.stats_requests;
-      queue(i);
-      break;
+  if (sending_) request_stats();
+}
+
+// The stats helper answers over the first connection that is up.
+uint64_t Swarm::request_stats() {
+  if (o_.stats_name.empty()) return 0;
+  for (uint32_t i = 0; i < conns_.size(); ++i) {
+    if (conns_[i].state != Conn::State::kUp) continue;
+    append_stats_request(conns_[i].tx, conns_[i].pid_ext, o_.stats_name, ++stats_seq_);
+    ++r_.stats_requests;
+    queue(i);
+    return stats_seq_;
+  }
+  return 0;
+}
+
+// Whether the latest stats sample says the target is ktls_filter enforcing
+// its policy, i.e. will refuse every attack the mix sends.
+bool Swarm::target_refuses_attacks(std::string* why) const {
+  if (!last_stats_ || !last_stats_->has_filter_fields) {
+    *why = "the target's stats helper has not said which carrier it runs";
+    return false;
+  }
+  if (last_stats_->carrier != "ktls_filter" || !last_stats_->filtering) {
+    *why = "the target runs " + last_stats_->carrier +
+           (last_stats_->carrier == "ktls_filter" ? " without enforcing its filter" : "") +
+           ": only harmless attacks (--attacks spawn,rex --attack-cmd true) go to it";
+    return false;
+  }
+  return true;
+}
+
+void Swarm::block_attacks(const std::string& why) {
+  if (!r_.attacks.blocked.empty()) return;
+  r_.attacks.blocked = why;
+  std::fprintf(stderr, "loadgen: attack mix stopped: %s\n", why.c_str());
+  stop_early.store(true, std::memory_order_relaxed);
+}
+
+// The attack mix: from the second half of the storm on (the first is the
+// baseline), at --attack-rate, round robin over connections and kinds.
+void Swarm::send_attacks(uint64_t now, double dt) {
+  if (!r_.attacks.blocked.empty() || r_.storm_start_s < 0) return;
+  if (attack_start_ns_ == 0) {
+    double t = static_cast<double>(since_start(now)) / 1e9;
+    if (t < r_.storm_start_s + (o_.duration_s - r_.storm_start_s) / 2) return;
+    std::string why;
+    if (!attacks_harmless(o_) && !target_refuses_attacks(&why)) {
+      // Not known yet: wait for a sample until the run is nearly over.
+      if ((last_stats_ && last_stats_->has_filter_fields) || t > o_.duration_s - 1) {
+        block_attacks(why);
+      }
+      return;
     }
+    attack_start_ns_ = now;
+    r_.attacks.start_s = t;
+  }
+  attack_tokens_ = std::min(attack_tokens_ + dt * o_.attack_rate, std::max(1.0, o_.attack_rate));
+  while (attack_tokens_ >= 1) {
+    uint32_t tried = 0;
+    while (tried < o_.conns && conns_[next_attacker_ % o_.conns].state != Conn::State::kUp) {
+      ++next_attacker_;
+      ++tried;
+    }
+    if (tried == o_.conns) return;
+    uint32_t slot = next_attacker_++ % o_.conns;
+    attack_tokens_ -= 1;
+    Conn& c = conns_[slot];
+    erlang_pid from;
+    int idx = 0;
+    if (ei_decode_pid(c.pid_ext.data(), &idx, &from) != 0) {
+      error("attack_encode");
+      continue;
+    }
+    // A reference of the sender's node, new for this attack.
+    erlang_ref ref{};
+    std::snprintf(ref.node, sizeof ref.node, "%s", from.node);
+    ref.len = 3;
+    ++attack_seq_;
+    ref.n[0] = static_cast<unsigned>(attack_seq_ & 0x3ffff);
+    ref.n[1] = static_cast<unsigned>(attack_seq_ >> 18);
+    ref.n[2] = static_cast<unsigned>(rng_());
+    ref.creation = from.creation;
+    AttackKind kind = o_.attack_kinds[attack_seq_ % o_.attack_kinds.size()];
+    append_attack(c.tx, kind, from, c.pid_ext, ref, o_.attack_cmd);
+    ++r_.attacks.sent[attack_name(kind)];
+    ++r_.attacks.sent_total;
+    queue(slot);
   }
 }
 

@@ -34,6 +34,20 @@ struct TargetSample {
   std::optional<ProcSample> proc;
 };
 
+// The attack mix (--attack-rate): what was sent, what came back, and the
+// legitimate traffic's latency before and while it ran. The target's own
+// refusal counters are in the stats helper's samples (RunResult::target).
+struct AttackResult {
+  double start_s = -1;                   // when attacks started (-1: never)
+  std::map<std::string, uint64_t> sent;  // by kind
+  uint64_t sent_total = 0;
+  uint64_t answered_refused = 0;  // answers saying unauthorized (spawn monitor, rex reply)
+  uint64_t answered_ran = 0;      // answers saying the attack ran (normal exit, rex reply)
+  std::string blocked;            // why attacks were not (or no longer) sent; "" if they were
+  Histogram latency_before_ns;    // echoes of messages sent before start_s
+  Histogram latency_during_ns;    // ... sent from start_s on
+};
+
 // Everything the report needs.
 struct RunResult {
   Options options;
@@ -54,6 +68,7 @@ struct RunResult {
   std::map<std::string, uint64_t> notes;   // counted, not errors (other control messages...)
   std::vector<TimelinePoint> timeline;
   std::vector<TargetSample> target;
+  AttackResult attacks;
   uint64_t error_total() const;
 };
 
