@@ -37,6 +37,16 @@ lg_build() {
   chmod -R u+w "$LG_DIR"
 }
 
+# Builds unless the binary and the helpers are newer than their sources
+# (a checkout moved on since the last build).
+lg_ensure_built() {
+  if [ -x "$LG_BIN" ] && [ -f "$LG_EBIN/ktls_loadgen_target.beam" ] &&
+    [ -z "$(find "$KTLS_ROOT/tools/loadgen" "$KTLS_ROOT/carrier" -newer "$LG_BIN" -print -quit)" ]; then
+    return 0
+  fi
+  lg_build
+}
+
 # A target node in the foreground for --seconds (default 300), printing its
 # OS pid (for --target-pid).
 lg_target() {
@@ -106,10 +116,10 @@ cmd=${1:-help}
 case "$cmd" in
   build) lg_build ;;
   idle | storm | churn)
-    [ -x "$LG_BIN" ] || lg_build
+    lg_ensure_built
     lg_run "$cmd" "$@" ;;
   target)
-    [ -f "$LG_EBIN/ktls_loadgen_target.beam" ] || lg_build
+    lg_ensure_built
     lg_target "$@" ;;
   scale)
     lg_build
