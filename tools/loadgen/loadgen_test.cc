@@ -177,24 +177,41 @@ erlang_ref test_ref() {
 TEST(DistCodec, AttacksAreWhatTheFilterMustRefuse) {
   auto pid = encode_pid(test_pid());
   ASSERT_TRUE(pid.ok());
+  // The attack's packet without its length, with the decoders' slack.
+  auto body = [&pid](AttackKind kind, const char* cmd) {
+    std::string out;
+    append_attack(out, kind, test_pid(), pid.value(), test_ref(), cmd);
+    std::string b = body_of(out);
+    b.append(64, '\0');
+    return b;
+  };
   char atom[MAXATOMLEN_UTF8];
-  int idx = 0, version = 0, arity = 0;
+  int idx = 1, version = 0, arity = 0;
   long op = 0;
   char text[64];
   erlang_ref ref{};
   erlang_pid from{};
+  // Decodes 'p', the control tuple's header and its operation.
+  auto control = [&](const char* buf) {
+    idx = 1;
+    EXPECT_EQ(ei_decode_version(buf, &idx, &version), 0);
+    EXPECT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+    EXPECT_EQ(ei_decode_long(buf, &idx, &op), 0);
+    return op;
+  };
+  // After a REG_SEND's operation: From, '', To, the message's version.
+  auto reg_send_to = [&](const char* buf) {
+    EXPECT_EQ(ei_skip_term(buf, &idx), 0);
+    EXPECT_EQ(ei_skip_term(buf, &idx), 0);
+    EXPECT_EQ(ei_decode_atom(buf, &idx, atom), 0);
+    EXPECT_EQ(ei_decode_version(buf, &idx, &version), 0);
+    return std::string(atom);
+  };
 
-  std::string out;
-  append_attack(out, AttackKind::kSpawn, test_pid(), pid.value(), test_ref(), "true");
-  std::string b = body_of(out);
-  b.append(64, '\0');
+  std::string b = body(AttackKind::kSpawn, "true");
   const char* buf = b.data();
-  idx = 1;
-  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
-  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
+  EXPECT_EQ(control(buf), 29);  // SPAWN_REQUEST
   EXPECT_EQ(arity, 6);
-  ASSERT_EQ(ei_decode_long(buf, &idx, &op), 0);
-  EXPECT_EQ(op, 29);  // SPAWN_REQUEST
   ASSERT_EQ(ei_decode_ref(buf, &idx, &ref), 0);
   EXPECT_EQ(ref.n[2], 3u);
   ASSERT_EQ(ei_decode_pid(buf, &idx, &from), 0);
@@ -216,21 +233,10 @@ TEST(DistCodec, AttacksAreWhatTheFilterMustRefuse) {
   EXPECT_EQ(arity, 0);
   EXPECT_EQ(static_cast<size_t>(idx), b.size() - 64);
 
-  out.clear();
-  append_attack(out, AttackKind::kRex, test_pid(), pid.value(), test_ref(), "touch /x");
-  b = body_of(out);
-  b.append(64, '\0');
+  b = body(AttackKind::kRex, "touch /x");
   buf = b.data();
-  idx = 1;
-  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
-  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
-  ASSERT_EQ(ei_decode_long(buf, &idx, &op), 0);
-  EXPECT_EQ(op, 6);  // REG_SEND
-  ASSERT_EQ(ei_skip_term(buf, &idx), 0);
-  ASSERT_EQ(ei_skip_term(buf, &idx), 0);
-  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
-  EXPECT_STREQ(atom, "rex");
-  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  EXPECT_EQ(control(buf), 6);  // REG_SEND
+  EXPECT_EQ(reg_send_to(buf), "rex");
   ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
   EXPECT_EQ(arity, 3);
   ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
@@ -248,18 +254,10 @@ TEST(DistCodec, AttacksAreWhatTheFilterMustRefuse) {
   ASSERT_EQ(ei_decode_string(buf, &idx, text), 0);
   EXPECT_STREQ(text, "touch /x");
 
-  out.clear();
-  append_attack(out, AttackKind::kInitStop, test_pid(), pid.value(), test_ref(), "true");
-  b = body_of(out);
-  b.append(64, '\0');
+  b = body(AttackKind::kInitStop, "true");
   buf = b.data();
-  idx = 1;
-  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
-  ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(ei_skip_term(buf, &idx), 0);
-  ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
-  EXPECT_STREQ(atom, "init");
-  ASSERT_EQ(ei_decode_version(buf, &idx, &version), 0);
+  EXPECT_EQ(control(buf), 6);
+  EXPECT_EQ(reg_send_to(buf), "init");
   ASSERT_EQ(ei_decode_tuple_header(buf, &idx, &arity), 0);
   EXPECT_EQ(arity, 2);
   ASSERT_EQ(ei_decode_atom(buf, &idx, atom), 0);
