@@ -52,10 +52,15 @@ sample() ->
         end,
     {node(), Carrier, WouldDrop, Seen}.
 
+%% prim_file, not file: a node started by the slave module (-master) uses
+%% its master's file server over dist, and a write every 100 ms is traffic
+%% that keeps that connection alive: erl_distribution_SUITE:tick_change
+%% waits for a node that stopped ticking to be dropped for lack of input.
 write(File, Sample) ->
     Tmp = File ++ ".tmp",
-    ok = file:write_file(Tmp, io_lib:format("~p.~n", [Sample])),
-    ok = file:rename(Tmp, File).
+    ok = prim_file:write_file(Tmp, unicode:characters_to_binary(
+                                     io_lib:format("~p.~n", [Sample]))),
+    ok = prim_file:rename(Tmp, File).
 
 %% @doc Prints what the probes of Dir recorded: per node with traffic, its
 %% carrier, would_drop and messages seen; then the totals, and the nodes
