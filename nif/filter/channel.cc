@@ -127,6 +127,8 @@ struct Channel::Sequence {
   std::vector<std::string_view> refs;
   MessageBuffer buf;  // 131 'D' + the header's refs, then the body
   size_t header_len = 0;
+  uint64_t overhead = 0;       // header and ref texts, charged to held_bytes_
+  uint64_t reserved = 0;       // charged to reserved_bytes_
   bool atoms_refused = false;  // its header brought atoms over the budget
 };
 
@@ -768,11 +770,9 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     fail(v, "fragment id 0", 10);
     return;
   }
-  for (const auto& s : seqs_) {
-    if (s->id == seq) {
-      fail(v, "fragment sequence already open", 2);
-      return;
-    }
+  if (seqs_.count(seq) != 0) {
+    fail(v, "fragment sequence already open", 2);
+    return;
   }
   if (seqs_.size() >= policy_->max_open_fragments) {
     fail(v, "too many open fragment sequences", 2);
@@ -800,16 +800,17 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     // first fragment is still read, to answer a waiting caller.
     const bool claims_too_much = body > 0 && frag - 1 >= pol.max_message_size / body + 1;
     // Otherwise the claim (which then cannot overflow) is reserved up to
-    // 8 MiB and what the reassembly limit still allows; a larger message
-    // grows with what really arrives (which the limits count). Reserving the
+    // 8 MiB and what the reassembly limit still allows after what is held
+    // and what the other open sequences reserved; a larger message grows
+    // with what really arrives (which the limits count). Reserving the
     // whole claim let 64 sequences reserve 128 MiB each (std::bad_alloc
     // under an address-space limit); reserving too little makes every
     // message of a few MiB grow and copy (a 17-fragment 1 MiB message cost
     // 5x its throughput that way).
     constexpr uint64_t kMaxReserve = 8u << 20;
     const uint64_t header = pos - kFragPrefix + 2;
-    const uint64_t room =
-        pol.max_reassembly_bytes > held_bytes_ ? pol.max_reassembly_bytes - held_bytes_ : 0;
+    const uint64_t used = held_bytes_ + reserved_bytes_;
+    const uint64_t room = pol.max_reassembly_bytes > used ? pol.max_reassembly_bytes - used : 0;
     // A fragment over the limit is not kept; one that claims too much is
     // kept alone.
     const uint64_t reserve = body > pol.max_message_size ? header
@@ -817,7 +818,20 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
                                  ? header + body
                                  : std::min<uint64_t>({frag * body + header, kMaxReserve,
                                                        room + 4096, pol.max_message_size + 4096});
+    // An open sequence keeps its header and the texts of its references
+    // (up to 255 atoms of 1020 bytes): charged like its body, so many
+    // sequences cannot hold more than the reassembly limit in headers.
+    uint64_t overhead = header;
+    for (const std::string& t : s->texts) overhead += t.size();
+    if (held_bytes_ + overhead > pol.max_reassembly_bytes) {
+      fail(v, "fragment headers over the reassembly memory limit", 2);
+      return;
+    }
     s->buf.reserve(reserve);
+    s->reserved = reserve;
+    reserved_bytes_ += reserve;
+    s->overhead = overhead;
+    held_bytes_ += overhead;
     s->atoms_refused = atoms_refused_;
     if (header_rewritten_) {
       append(s->buf, Bytes(header_copy_.data(), header_copy_.size()));
@@ -851,13 +865,15 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     if (ref_new_) carrier_for(Bytes(s->buf.data(), s->header_len), v.prefix);
   }
   Sequence& ref = *s;
-  seqs_.push_back(std::move(s));
+  seqs_.emplace(seq, std::move(s));
   if (frag == 1) finish(ref, v);
 }
 
 void Channel::release(Sequence& s) {
   const size_t body = s.buf.size() > s.header_len ? s.buf.size() - s.header_len : 0;
   held_bytes_ -= body;
+  reserved_bytes_ -= s.reserved;
+  s.reserved = 0;
   s.buf.resize(s.header_len);
   s.buf.shrink_to_fit();
 }
@@ -870,12 +886,12 @@ void Channel::continuation(Bytes p, Verdict& v) {
   const uint64_t seq = be64(&p[2]);
   const uint64_t frag = be64(&p[10]);
   count(&Stats::fragments);
-  auto it = std::find_if(seqs_.begin(), seqs_.end(), [&](const auto& s) { return s->id == seq; });
+  auto it = seqs_.find(seq);
   if (it == seqs_.end()) {
     fail(v, "fragment for an unknown sequence", 2);
     return;
   }
-  Sequence& s = **it;
+  Sequence& s = *it->second;
   if (frag != s.next || frag == 0) {
     fail(v, "fragment out of order", 10);
     return;
@@ -916,9 +932,12 @@ void Channel::continuation(Bytes p, Verdict& v) {
 
 // The last fragment arrived: decide about the whole message.
 void Channel::finish(Sequence& s, Verdict& v) {
-  auto it = std::find_if(seqs_.begin(), seqs_.end(), [&](const auto& x) { return x.get() == &s; });
-  last_done_ = std::move(*it);
+  auto it = seqs_.find(s.id);
+  last_done_ = std::move(it->second);
   seqs_.erase(it);
+  held_bytes_ -= s.overhead;
+  reserved_bytes_ -= s.reserved;
+  s.overhead = s.reserved = 0;
   count(&Stats::messages);
   count(&Stats::fragmented);
   if (s.pass) {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -213,6 +214,7 @@ class Channel final : private AtomSink {
   std::vector<std::pair<uint16_t, std::string>> atom_cache() const;
   size_t open_sequences() const { return seqs_.size(); }
   uint64_t reassembly_bytes() const { return held_bytes_; }
+  uint64_t reserved_bytes() const { return reserved_bytes_; }
   // "header" (atom cache / fragments negotiated), "pass_through" or
   // "unknown" until the first message.
   const char* framing() const;
@@ -280,14 +282,18 @@ class Channel final : private AtomSink {
   bool header_rewritten_ = false;     // a refused atom was replaced in the header
   std::vector<uint8_t> header_copy_;  // encode_header() of such a header
 
-  std::vector<std::unique_ptr<Sequence>> seqs_;
-  std::unique_ptr<Sequence> last_done_;  // keeps Verdict::message valid
+  std::unordered_map<uint64_t, std::unique_ptr<Sequence>> seqs_;  // by sequence id
+  std::unique_ptr<Sequence> last_done_;                           // keeps Verdict::message valid
   // Reassembly buffers kept for reuse: a fresh large allocation per
   // fragmented message costs page faults (glibc maps and unmaps them).
   std::vector<MessageBuffer> spare_;
   MessageBuffer take_buffer();
   void recycle(MessageBuffer&& b);
+  // Reassembly memory: bodies received and the headers of open sequences
+  // (held), and what their buffers reserved up front (reserved); both are
+  // bounded by max_reassembly_bytes, whatever the number of sequences.
   uint64_t held_bytes_ = 0;
+  uint64_t reserved_bytes_ = 0;
   // Processes this channel asked to look up, by answer slot: a burst to a
   // process spawned a moment ago reuses the first answer (Verdict). Replaced
   // round robin; `generation` is the directory's when asked.

@@ -976,18 +976,98 @@ TEST(Limits, ClaimedFragmentCountReservesLittle) {
 #endif
 }
 
-// A SEND of a 1 MiB binary in one unfragmented dist packet.
-Packet one_mib_send() {
+// A SEND of an n-byte binary in one unfragmented dist packet.
+Packet binary_send(size_t n) {
   Packet d = {131, 'D', 0};
   enc::small_tuple(d, 3);
   enc::integer(d, 2);  // SEND
   enc::atom(d, "");
   enc::pid(d, "ktls_filter_test@127.0.0.1", 5, 0, 1);
-  const size_t n = 1u << 20;
   d.insert(d.end(), {tag::kBinary, static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
                      static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)});
   d.resize(d.size() + n, 7);
   return d;
+}
+
+Packet one_mib_send() { return binary_send(1u << 20); }
+
+// OTP 25 has no limit on the fragmented messages in flight on a
+// connection: every process of the peer that is sending one over 64 KiB
+// has a sequence open (distribution_SUITE:exit_dist_fragments suspends a
+// hundred senders in the middle). At the old limit of 64 the connection
+// was closed.
+TEST(Fragments, ThousandSequencesOpenAtOnce) {
+  const Packet d = binary_send(100000);
+  Channel ch(default_policy(), kLocal);
+  Verdict v;
+  std::vector<std::vector<Packet>> msgs;
+  for (uint64_t seq = 1; seq <= 1000; seq++) msgs.push_back(fragment(d, 3, seq, 2));
+  for (const auto& m : msgs) {
+    ch.inspect(Bytes(m[0].data(), m[0].size()), v);
+    ASSERT_EQ(v.action, Action::Hold) << v.error;
+  }
+  EXPECT_EQ(ch.open_sequences(), 1000u);
+  for (const auto& m : msgs) {
+    ch.inspect(Bytes(m[1].data(), m[1].size()), v);
+    ASSERT_EQ(v.action, Action::Keep) << v.error;
+    ASSERT_EQ(v.replacement().size(), d.size());
+  }
+  EXPECT_EQ(ch.open_sequences(), 0u);
+  EXPECT_EQ(ch.reassembly_bytes(), 0u);
+  EXPECT_EQ(ch.reserved_bytes(), 0u);
+}
+
+// What open sequences reserve up front comes out of the reassembly limit
+// too: a hundred 1 MiB messages in flight under a 16 MiB limit reserved
+// 100 MiB.
+int64_t g_live_bytes = 0, g_peak_bytes = 0;
+TEST(Limits, OpenSequencesReserveWithinTheReassemblyLimit) {
+  const uint64_t limit = 16u << 20;
+  auto policy = policy_with([&](Policy& p) { p.max_reassembly_bytes = limit; });
+  const Packet d = one_mib_send();
+  const MessageStorage saved = message_storage();
+  set_message_storage({[](size_t b) {
+                         g_live_bytes += static_cast<int64_t>(b);
+                         g_peak_bytes = std::max(g_peak_bytes, g_live_bytes);
+                         return std::malloc(b);
+                       },
+                       [](void* p, size_t b) {
+                         g_live_bytes -= static_cast<int64_t>(b);
+                         std::free(p);
+                       }});
+  g_live_bytes = g_peak_bytes = 0;
+  {
+    Channel ch(policy, kLocal);
+    Verdict v;
+    for (uint64_t seq = 1; seq <= 100; seq++) {
+      std::vector<Packet> frags = fragment(d, 3, seq, 17);
+      ch.inspect(Bytes(frags[0].data(), frags[0].size()), v);
+      ASSERT_EQ(v.action, Action::Hold) << v.error;
+    }
+    EXPECT_LE(ch.reserved_bytes(), limit + 100 * 4096);
+  }
+  set_message_storage(saved);
+  EXPECT_LT(g_peak_bytes, static_cast<int64_t>(3 * limit));
+}
+
+// The header of an open sequence (and the texts of its atom cache
+// references) is held as long as the sequence is open, so it counts as
+// reassembly memory: a peer cannot hold ~260 KiB of atom texts per
+// sequence outside the limit.
+TEST(Limits, FragmentHeadersCountTowardsTheReassemblyLimit) {
+  auto policy = policy_with([](Policy& p) { p.max_reassembly_bytes = 4096; });
+  Channel ch(policy, kLocal);
+  std::vector<Ref> refs;
+  for (uint16_t slot = 0; slot < 20; slot++) {
+    refs.push_back({slot, true, std::string(250, static_cast<char>('a' + slot))});
+  }
+  Packet first = dist_header('E', refs);
+  first.push_back(104);  // the start of a body
+  Verdict v;
+  ch.inspect(Bytes(first.data(), first.size()), v);
+  ASSERT_EQ(v.action, Action::Close);
+  EXPECT_EQ(v.error, "fragment headers over the reassembly memory limit at byte 2");
+  EXPECT_EQ(ch.reassembly_bytes(), 0u);
 }
 
 // A message of a few MiB (OTP cuts a 1 MiB binary into 17 fragments) is
@@ -1088,12 +1168,13 @@ TEST(Limits, SequenceClaimingTooMuchIsGivenUpAtOnce) {
   first.resize(first.size() + (64u << 10), 106);
   ch.inspect(Bytes(first.data(), first.size()), v);
   EXPECT_EQ(v.action, Action::Hold);
-  EXPECT_EQ(ch.reassembly_bytes(), 0u);
+  // Only its header (131 'D' 0) is held, never the body.
+  EXPECT_EQ(ch.reassembly_bytes(), 3u);
   for (uint64_t id = 17; id > 0; id--) {
     Packet f = frag_header('F', 9, id);
     f.resize(f.size() + (64u << 10), 106);
     ch.inspect(Bytes(f.data(), f.size()), v);
-    EXPECT_EQ(ch.reassembly_bytes(), 0u);
+    EXPECT_EQ(ch.reassembly_bytes(), id > 1 ? 3u : 0u);
   }
   EXPECT_EQ(v.action, Action::Drop);
   EXPECT_STREQ(v.reason, "message larger than max_message_size");

@@ -8,7 +8,8 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1]).
--export([malformed_dist_messages/1, too_many_fragment_sequences/1]).
+-export([malformed_dist_messages/1, too_many_fragment_sequences/1,
+         hundreds_of_open_fragment_sequences/1]).
 -export([random_bytes/1, truncated_handshake/1, oversized_handshake_packet/1,
          oversized_dist_frame/1, silent_peer/1, peer_stops_reading/1,
          thousand_bad_connections/1]).
@@ -18,7 +19,7 @@ suite() -> [{timetrap, {minutes, 4}}].
 all() ->
     [random_bytes, truncated_handshake, oversized_handshake_packet, oversized_dist_frame,
      silent_peer, peer_stops_reading, thousand_bad_connections, malformed_dist_messages,
-     too_many_fragment_sequences].
+     too_many_fragment_sequences, hundreds_of_open_fragment_sequences].
 
 init_per_suite(Config) ->
     Port = ktls_ct_nodes:free_port(),
@@ -114,14 +115,59 @@ malformed_dist_messages(Config) ->
     ?assert(maps:get(<<"term count exceeds remaining bytes">>, ByReason) >= 2).
 
 %% A peer that opens fragment sequences and never finishes them is cut off
-%% at max_open_fragments (64) instead of making the node hold them all.
+%% at max_open_fragments (4096) instead of making the node hold them all.
 too_many_fragment_sequences(Config) ->
     Fake = list_to_atom(ktls_ct_nodes:unique("fake") ++ "@127.0.0.1"),
     {ok, S} = ktls_fake_node:handshake(?config(port, Config), Fake, ktls_ct_nodes:cookie()),
-    [ok = gen_tcp:send(S, <<131, $E, Seq:64, 2:64, 0, 104, 3, 97, 2>>) || Seq <- lists:seq(1, 65)],
+    [ok = gen_tcp:send(S, <<131, $E, Seq:64, 2:64, 0, 104, 3, 97, 2>>)
+     || Seq <- lists:seq(1, 4097)],
     closed_within(S, 5000),
     logged(Config, "dist filter: too many open fragment sequences"),
     still_healthy(Config).
+
+%% OTP 25 sets no limit on the fragmented messages in flight on one
+%% connection: each process of the peer in the middle of sending a message
+%% over 64 KiB has its sequence open (distribution_SUITE:exit_dist_fragments
+%% suspends a hundred such senders). 300 sequences open at once all reach
+%% their receiver and the connection stays (it was closed at 64).
+hundreds_of_open_fragment_sequences(Config) ->
+    A = ?config(a, Config),
+    Sink = ktls_ct_nodes:call(A, erlang, spawn, [fun() -> count_messages(0) end]),
+    Fake = list_to_atom(ktls_ct_nodes:unique("fake") ++ "@127.0.0.1"),
+    {ok, S} = ktls_fake_node:handshake(?config(port, Config), Fake, ktls_ct_nodes:cookie()),
+    <<131, Ctl/binary>> = term_to_binary({2, '', Sink}),  % SEND
+    Seqs = lists:seq(1, 300),
+    Bodies = [begin
+                  <<131, Msg/binary>> = term_to_binary({fragmented, Seq, binary:copy(<<Seq>>, 100000)}),
+                  Body = <<Ctl/binary, Msg/binary>>,
+                  split_binary(Body, byte_size(Body) div 2)
+              end || Seq <- Seqs],
+    [ok = gen_tcp:send(S, <<131, $E, Seq:64, 2:64, 0, First/binary>>)
+     || {Seq, {First, _}} <- lists:zip(Seqs, Bodies)],
+    [ok = gen_tcp:send(S, <<131, $F, Seq:64, 1:64, Last/binary>>)
+     || {Seq, {_, Last}} <- lists:zip(Seqs, Bodies)],
+    ok = ktls_ct_nodes:wait_until(
+           fun() ->
+                   300 =:= ktls_ct_nodes:call(A, erlang, apply,
+                                              [fun() ->
+                                                       Sink ! {count, self()},
+                                                       receive {count, N} -> N end
+                                               end, []])
+           end, 5000),
+    %% not closed (a tick from A may be waiting)
+    ?assertNotMatch({error, closed}, gen_tcp:recv(S, 0, 100)),
+    gen_tcp:close(S),
+    still_healthy(Config).
+
+count_messages(N) ->
+    receive
+        {fragmented, Seq, Bin} when byte_size(Bin) =:= 100000 ->
+            true = binary:copy(<<Seq>>, 100000) =:= Bin,
+            count_messages(N + 1);
+        {count, From} ->
+            From ! {count, N},
+            count_messages(N)
+    end.
 
 silent_peer(Config) ->
     S = connect(Config),
