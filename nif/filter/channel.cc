@@ -819,19 +819,14 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
                                  : std::min<uint64_t>({frag * body + header, kMaxReserve,
                                                        room + 4096, pol.max_message_size + 4096});
     // An open sequence keeps its header and the texts of its references
-    // (up to 255 atoms of 1020 bytes): charged like its body, so many
-    // sequences cannot hold more than the reassembly limit in headers.
+    // (up to 255 atoms of 1020 bytes) with its body, and they are charged
+    // with it: many sequences cannot hold more than the limit in headers.
+    // A discarded sequence keeps neither (release()).
     uint64_t overhead = header;
     for (const std::string& t : s->texts) overhead += t.size();
-    if (held_bytes_ + overhead > pol.max_reassembly_bytes) {
-      fail(v, "fragment headers over the reassembly memory limit", 2);
-      return;
-    }
     s->buf.reserve(reserve);
     s->reserved = reserve;
     reserved_bytes_ += reserve;
-    s->overhead = overhead;
-    held_bytes_ += overhead;
     s->atoms_refused = atoms_refused_;
     if (header_rewritten_) {
       append(s->buf, Bytes(header_copy_.data(), header_copy_.size()));
@@ -844,38 +839,44 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     if (body > pol.max_message_size) {
       s->discard = true;
       s->discard_reason = "message larger than max_message_size";
-    } else if (held_bytes_ + body > pol.max_reassembly_bytes) {
+    } else if (held_bytes_ + overhead + body > pol.max_reassembly_bytes) {
       s->discard = true;
       s->discard_reason = "fragment reassembly memory limit";
     } else {
       append(s->buf, p.subspan(pos));
-      held_bytes_ += body;
+      s->overhead = overhead;
+      held_bytes_ += overhead + body;
       if (claims_too_much) {
         s->discard = true;
         s->discard_reason = "message larger than max_message_size";
       }
     }
-    if (s->discard) {
-      answer_discarded(*s);
-      release(*s);
-    }
     v.action = Action::Hold;
     // The VM must see this header's cache writes now, before any later
     // message that uses them.
     if (ref_new_) carrier_for(Bytes(s->buf.data(), s->header_len), v.prefix);
+    if (s->discard) {
+      answer_discarded(*s);
+      release(*s);
+    }
   }
   Sequence& ref = *s;
   seqs_.emplace(seq, std::move(s));
   if (frag == 1) finish(ref, v);
 }
 
+// A discarded sequence keeps nothing but its id and what answers its
+// sender: its fragments are only counted until the last.
 void Channel::release(Sequence& s) {
   const size_t body = s.buf.size() > s.header_len ? s.buf.size() - s.header_len : 0;
-  held_bytes_ -= body;
+  held_bytes_ -= body + s.overhead;
   reserved_bytes_ -= s.reserved;
-  s.reserved = 0;
-  s.buf.resize(s.header_len);
+  s.overhead = s.reserved = 0;
+  s.buf.clear();
   s.buf.shrink_to_fit();
+  s.header_len = 0;
+  s.slots = {};
+  s.texts = {};
 }
 
 void Channel::continuation(Bytes p, Verdict& v) {
@@ -963,16 +964,16 @@ void Channel::finish(Sequence& s, Verdict& v) {
   atoms_refused_ = s.atoms_refused;
   Message m;
   if (!decode(s.buf, s.header_len, s.refs, false, m, v)) return;
+  // The whole message goes on as one packet. Its header can be reused when
+  // no slot it references was written since; otherwise the terms are
+  // written out with plain atoms under a header without references.
+  bool unchanged = true;
+  for (uint16_t slot : s.slots) {
+    unchanged = unchanged && (!cache_ || cache_->serial[slot] <= s.serial);
+  }
   static const uint8_t kNoRefs[] = {tag::kVersion, kDistHeader, 0};
   judge(m, Bytes(kNoRefs, sizeof kNoRefs), false, v);
   if (v.action == Action::Keep || v.action == Action::Ask || v.action == Action::Resolve) {
-    // The whole message as one packet. Its header can be reused when no
-    // slot it references was written since; otherwise the terms are
-    // written out with plain atoms under a header without references.
-    bool unchanged = true;
-    for (uint16_t slot : s.slots) {
-      unchanged = unchanged && (!cache_ || cache_->serial[slot] <= s.serial);
-    }
     std::vector<uint8_t>& out = v.bytes;
     if (unchanged) {
       v.whole = std::move(s.buf);  // the message views stay valid: same storage
