@@ -69,7 +69,7 @@ options() ->
       "largest inbound dist message (after fragment reassembly), bytes"},
      {max_reassembly_bytes, pos_integer, 256 * 1024 * 1024,
       "fragment reassembly memory per connection, bytes"},
-     {max_open_fragments, pos_integer, 4096,
+     {max_open_fragments, pos_integer, 65536,
       "fragmented sequences open at once per connection (one per peer process in the "
       "middle of sending a message over 64 KiB; their memory counts in max_reassembly_bytes)"},
      {allow_mfa, mfa_list, [],

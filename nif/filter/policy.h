@@ -106,7 +106,7 @@ struct Policy {
   bool inspect = true;
   uint64_t max_message_size = 128ull << 20;
   uint64_t max_reassembly_bytes = 256ull << 20;
-  uint32_t max_open_fragments = 4096;
+  uint32_t max_open_fragments = 65536;
   // Extra MFAs allowed through spawn_request / erpc / rpc, on top of the
   // built-in list.
   std::vector<Mfa> allow_mfa;

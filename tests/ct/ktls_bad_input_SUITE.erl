@@ -115,12 +115,12 @@ malformed_dist_messages(Config) ->
     ?assert(maps:get(<<"term count exceeds remaining bytes">>, ByReason) >= 2).
 
 %% A peer that opens fragment sequences and never finishes them is cut off
-%% at max_open_fragments (4096) instead of making the node hold them all.
+%% at max_open_fragments (65536) instead of making the node hold them all.
 too_many_fragment_sequences(Config) ->
     Fake = list_to_atom(ktls_ct_nodes:unique("fake") ++ "@127.0.0.1"),
     {ok, S} = ktls_fake_node:handshake(?config(port, Config), Fake, ktls_ct_nodes:cookie()),
     [ok = gen_tcp:send(S, <<131, $E, Seq:64, 2:64, 0, 104, 3, 97, 2>>)
-     || Seq <- lists:seq(1, 4097)],
+     || Seq <- lists:seq(1, 65537)],
     closed_within(S, 5000),
     logged(Config, "dist filter: too many open fragment sequences"),
     still_healthy(Config).
