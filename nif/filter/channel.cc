@@ -306,6 +306,7 @@ void Channel::inline_atom(std::string_view text, bool latin1) {
 bool Channel::decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Message& m,
                      Verdict& v) {
   TermError err;
+  payload_error_ = TermError{};
   if (versioned) {
     if (pos >= body.size() || body[pos] != tag::kVersion) {
       return fail(v, "control message without version byte", pos);
@@ -334,11 +335,31 @@ bool Channel::decode(Bytes body, size_t pos, AtomRefs refs, bool versioned, Mess
     }
     const size_t payload_pos = pos;
     if (pos >= body.size()) return fail(v, "missing payload", pos, info);
-    if (!walk_term(body, pos, refs, nullptr, err, this)) return fail(v, err.what, err.offset, info);
+    if (!walk_term(body, pos, refs, nullptr, err, this)) {
+      // Monitor mode: the VM is to see what it would see without the
+      // filter (see keep_undecodable); the header and the control message
+      // were read, so the channel's state is whole.
+      if (policy_->mode != Mode::Monitor) return fail(v, err.what, err.offset, info);
+      payload_error_ = err;
+      return true;
+    }
     m.payload = Term(body, payload_pos, refs);
   }
   if (pos != body.size()) return fail(v, "trailing bytes after the message", pos, info);
   return true;
+}
+
+// Monitor mode, a message whose payload does not decode: kept as it came,
+// counted as would_drop. OTP decodes the payload of a message only when its
+// receiver reads it (or a process_info reads the queue) and then takes the
+// connection down; until then the connection and later messages go on
+// (distribution_SUITE:bad_dist_ext_*). Enforce mode closes at once.
+void Channel::keep_undecodable(const Message& m, Verdict& v) {
+  count(&Stats::would_drop);
+  count_control(m.info, true);
+  v.hint = Hint::Drop;
+  v.reason = payload_error_.what;
+  v.action = Action::Keep;
 }
 
 MessageBuffer Channel::take_buffer() {
@@ -470,6 +491,10 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
   }
   Message m;
   if (!decode(p, body_pos, refs_, versioned, m, v)) return;
+  if (payload_error_.what) {
+    keep_undecodable(m, v);
+    return;
+  }
   judge(m, header, ref_new_, v);
 }
 
@@ -970,6 +995,17 @@ void Channel::finish(Sequence& s, Verdict& v) {
   bool unchanged = true;
   for (uint16_t slot : s.slots) {
     unchanged = unchanged && (!cache_ || cache_->serial[slot] <= s.serial);
+  }
+  if (payload_error_.what) {
+    // A payload that does not decode cannot be written out again.
+    if (!unchanged) {
+      fail(v, payload_error_.what, payload_error_.offset, m.info);
+      return;
+    }
+    keep_undecodable(m, v);
+    v.whole = std::move(s.buf);
+    v.replaced = true;
+    return;
   }
   static const uint8_t kNoRefs[] = {tag::kVersion, kDistHeader, 0};
   judge(m, Bytes(kNoRefs, sizeof kNoRefs), false, v);

@@ -283,6 +283,9 @@ class Channel final : private AtomSink {
   std::vector<uint8_t> header_copy_;  // encode_header() of such a header
 
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> seqs_;  // by sequence id
+  // Set by decode(): in monitor mode, why the payload did not decode.
+  TermError payload_error_;
+  void keep_undecodable(const Message& m, Verdict& v);
   std::unique_ptr<Sequence> last_done_;  // keeps Verdict::message valid
   // Reassembly buffers kept for reuse: a fresh large allocation per
   // fragmented message costs page faults (glibc maps and unmaps them).

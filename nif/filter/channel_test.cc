@@ -1075,6 +1075,52 @@ TEST(Limits, FragmentHeadersCountTowardsTheReassemblyLimit) {
   EXPECT_STREQ(v.reason, "fragment reassembly memory limit");
 }
 
+// A SEND whose payload is an atom cache reference the header does not
+// have (distribution_SUITE's dmsg_bad_atom_cache_ref).
+Packet send_with_bad_payload() {
+  Packet d = {131, 'D', 0};
+  enc::small_tuple(d, 3);
+  enc::integer(d, 2);  // SEND
+  enc::atom(d, "");
+  enc::pid(d, "ktls_filter_test@127.0.0.1", 5, 0, 1);
+  d.insert(d.end(), {tag::kAtomCacheRef, 137});
+  return d;
+}
+
+// OTP decodes a message's payload when its receiver reads it, and only
+// then takes the connection down: in monitor mode the VM gets such a
+// message as it came (would_drop), and the channel goes on; enforce mode
+// closes at once. Whole and fragmented.
+TEST(Malformed, UndecodablePayloadIsKeptInMonitorMode) {
+  const Packet bad = send_with_bad_payload();
+  const Packet good = binary_send(10);
+  auto monitor = policy_with([](Policy& p) { p.mode = Mode::Monitor; });
+  {
+    Channel ch(monitor, kLocal);
+    std::vector<Seen> seen = run(ch, {bad, good, bad});
+    for (const Seen& s : seen) ASSERT_EQ(s.action, Action::Keep) << s.error;
+    EXPECT_FALSE(seen[0].replaced);  // the packet as it came
+    EXPECT_EQ(seen[0].hint, Hint::Drop);
+    EXPECT_EQ(ch.stats().would_drop.load(), 2u);
+    EXPECT_EQ(ch.stats().errors.load(), 0u);
+  }
+  {
+    Channel ch(monitor, kLocal);
+    Packet big = send_with_bad_payload();
+    big.resize(big.size() + 100, 0);  // trailing bytes: still undecodable
+    std::vector<Packet> frags = fragment(big, 3, 12, 3);
+    std::vector<Seen> seen = run(ch, frags);
+    ASSERT_EQ(seen.back().action, Action::Keep) << seen.back().error;
+    EXPECT_EQ(seen.back().bytes, big);
+    EXPECT_EQ(ch.open_sequences(), 0u);
+    EXPECT_EQ(run(ch, {good}).back().action, Action::Keep);
+  }
+  Channel ch(default_policy(), kLocal);
+  std::vector<Seen> seen = run(ch, {bad});
+  ASSERT_EQ(seen[0].action, Action::Close);
+  EXPECT_NE(seen[0].error.find("send: "), std::string::npos) << seen[0].error;
+}
+
 // A message of a few MiB (OTP cuts a 1 MiB binary into 17 fragments) is
 // reassembled in one allocation: growing the buffer as fragments arrive
 // copied it again and cost bulk 1 MiB messages 5x their throughput.

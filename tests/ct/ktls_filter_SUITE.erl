@@ -12,11 +12,12 @@
 -export([exit_signal_to_protected_process_is_dropped/1,
          protected_process_started_later_is_protected/1,
          burst_to_a_new_process_is_looked_up_once/1, handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
-         monitor_mode_keeps_and_counts/1, channel_inspect_reports_state/1,
+         monitor_mode_keeps_and_counts/1, monitor_mode_keeps_undecodable_payload/1,
+         channel_inspect_reports_state/1,
          atom_cache_survives_dropped_message/1, max_message_size_drops_large_messages/1]).
 %% run on the nodes
 -export([start_echo/0, try_erpc/4, try_spawn_request/4, echo/2, start_collector/0, collected/0, start_logger/0,
-         send_many/3]).
+         send_many/3, send_raw/2, spawn_reader/0]).
 -export([input_of/1, hold/1, release/0, start_counter/0, start_counter_link/0,
          start_system_counter/0, counted/1, burst/2, role_look_ups/0]).
 
@@ -26,7 +27,8 @@ all() ->
     [exit_signal_to_protected_process_is_dropped, protected_process_started_later_is_protected,
      burst_to_a_new_process_is_looked_up_once,
      handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
-     break_glass_switch, monitor_mode_keeps_and_counts, channel_inspect_reports_state,
+     break_glass_switch, monitor_mode_keeps_and_counts, monitor_mode_keeps_undecodable_payload,
+     channel_inspect_reports_state,
      atom_cache_survives_dropped_message, max_message_size_drops_large_messages].
 
 init_per_testcase(_TC, Config) ->
@@ -248,6 +250,46 @@ monitor_mode_keeps_and_counts(_Config) ->
     ?assert(maps:get(would_drop, world(T)) >= 1),
     ok = ktls_ct_nodes:call(T, ktls_filter, config_set, [filter_mode, enforce]),
     ?assertEqual({exit, {exception, unauthorized}}, call(A, try_erpc, [NT, os, getpid, []])).
+
+%% OTP decodes the payload of a message when its receiver reads it and only
+%% then takes the connection down (kill_connection: nodedown reason
+%% killed); until then the connection and the rest of the queue go on
+%% (distribution_SUITE:bad_dist_ext_*). Monitor mode leaves that to the VM:
+%% a SEND whose payload does not decode (an atom cache reference the header
+%% does not have) is kept and counted; enforce mode closes at once.
+monitor_mode_keeps_undecodable_payload(_Config) ->
+    {T, NT, A, NA} = start_pair(["-ktls_filter", "filter_mode", "monitor"]),
+    Reader = call(T, spawn_reader, []),
+    ok = call(T, hold, [Reader]),
+    WouldDrop0 = maps:get(would_drop, world(T)),
+    Bad = [<<131, $D, 0>>, term_body({2, '', Reader}), <<$R, 137>>],
+    Good = [<<131, $D, 0>>, term_body({2, '', Reader}), term_body(after_the_bad_one)],
+    ok = call(A, send_raw, [NT, Bad]),
+    ok = call(A, send_raw, [NT, Good]),
+    ok = call(A, echo, [NT, still_connected]),
+    ?assertEqual({message_queue_len, 2},
+                 ktls_ct_nodes:call(T, erlang, process_info, [Reader, message_queue_len])),
+    ?assertEqual([NA], ktls_ct_nodes:call(T, erlang, nodes, [])),
+    ?assertEqual(WouldDrop0 + 1, maps:get(would_drop, world(T))),
+    %% the reader reads it: the VM kills the connection, as without the filter
+    ok = call(T, release, []),
+    ok = ktls_ct_nodes:wait_until(
+           fun() -> ktls_ct_nodes:call(T, erlang, nodes, []) =:= [] end, 5000).
+
+term_body(Term) ->
+    <<131, Body/binary>> = term_to_binary(Term),
+    Body.
+
+%% Writes Packet on the dist connection with Node as one dist packet (the
+%% dist port of a stock inet_tcp node).
+send_raw(Node, Packet) ->
+    {Node, Port} = lists:keyfind(Node, 1, erlang:system_info(dist_ctrl)),
+    true = erlang:port_command(Port, Packet),
+    ok.
+
+%% A process that reads its messages one by one.
+spawn_reader() ->
+    spawn(fun Loop() -> receive _ -> Loop() end end).
 
 %% channel_list/channel_inspect: node, framing, the receiving atom cache,
 %% counters per control message.
