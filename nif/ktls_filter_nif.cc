@@ -189,6 +189,22 @@ ERL_NIF_TERM nif_controlling_process(ErlNifEnv* env, int, const ERL_NIF_TERM arg
   return atoms.ok;
 }
 
+// The connection closes when `pid` (dist_util's connection supervisor)
+// exits: net_kernel:disconnect/1 returns once it has, and the peer should
+// see the close as soon as with inet_tcp, whose port is linked to it.
+ERL_NIF_TERM nif_watch_supervisor(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  ErlNifPid pid;
+  if (!get_conn(env, argv[0], &res) || !enif_get_local_pid(env, argv[1], &pid)) {
+    return enif_make_badarg(env);
+  }
+  std::lock_guard lock(res->mu);
+  if (res->watching_supervisor) enif_demonitor_process(env, res, &res->supervisor_mon);
+  res->watching_supervisor = enif_monitor_process(env, res, &pid, &res->supervisor_mon) == 0;
+  if (!res->watching_supervisor) res->conn->close("connection supervisor is not alive");
+  return atoms.ok;
+}
+
 ERL_NIF_TERM nif_recv_packet(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ConnRes* res;
   if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
@@ -457,6 +473,7 @@ ErlNifFunc funcs[] = {
     {"close_listener", 1, nif_close_listener, 0},
     {"connect", 3, nif_connect, 0},
     {"controlling_process", 2, nif_controlling_process, 0},
+    {"watch_supervisor", 2, nif_watch_supervisor, 0},
     {"recv_packet", 1, nif_recv_packet, 0},
     {"send_packet", 2, nif_send_packet, 0},
     {"set_dist_framing", 1, nif_set_dist_framing, 0},

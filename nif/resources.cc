@@ -40,13 +40,19 @@ namespace {
 
 void conn_dtor(ErlNifEnv*, void* obj) { static_cast<ConnRes*>(obj)->~ConnRes(); }
 
-void conn_down(ErlNifEnv*, void* obj, ErlNifPid*, ErlNifMonitor*) {
+void conn_down(ErlNifEnv*, void* obj, ErlNifPid*, ErlNifMonitor* mon) {
   auto* res = static_cast<ConnRes*>(obj);
+  const char* why = "owner process exited";
   {
     std::lock_guard lock(res->mu);
-    res->monitoring = false;
+    if (res->watching_supervisor && enif_compare_monitors(mon, &res->supervisor_mon) == 0) {
+      res->watching_supervisor = false;
+      why = "connection supervisor exited";
+    } else {
+      res->monitoring = false;
+    }
   }
-  if (res->conn) res->conn->close("owner process exited");
+  if (res->conn) res->conn->close(why);
 }
 
 void buffer_dtor(ErlNifEnv*, void* obj) {

@@ -38,6 +38,10 @@ struct ConnRes {
   std::mutex mu;  // owner monitor; channel and peer_node against readers
   ErlNifMonitor owner_mon{};
   bool monitoring = false;
+  // dist_util's connection supervisor: the connection ends with it, and the
+  // socket closes as it exits, not once the owner has seen its exit.
+  ErlNifMonitor supervisor_mon{};
+  bool watching_supervisor = false;
   // The filter's view of the channel, set by start_input before the input
   // process is known to the observer; then used by the ring thread only
   // (stats and atom cache are safe to read from any thread).

@@ -61,6 +61,7 @@ setup_loop(Conn) ->
     receive
         {Ref, From, {supervisor, Pid}} ->
             true = link(Pid),
+            ok = ktls_filter_nif:watch_supervisor(Conn, Pid),
             From ! {Ref, ok},
             setup_loop(Conn);
         {Ref, From, {handshake_complete, Node, DHandle}} ->

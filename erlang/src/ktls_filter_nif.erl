@@ -17,7 +17,7 @@
 
 -export([start/1, carrier_stats/0, priv_dir/0]).
 -export([listen/3, accept/1, listener_address/1, close_listener/1]).
--export([connect/3, controlling_process/2, recv_packet/1, send_packet/2,
+-export([connect/3, controlling_process/2, watch_supervisor/2, recv_packet/1, send_packet/2,
          set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
          setsockopt/4, getsockopt/3]).
@@ -80,6 +80,11 @@ connect(_Ip, _Port, _TimeoutMs) -> ?NIF.
 %% @doc Makes Pid the owner (monitored: its death closes the connection).
 -spec controlling_process(conn(), pid()) -> ok | {error, closed}.
 controlling_process(_C, _Pid) -> ?NIF.
+
+%% @doc The connection closes when Pid (dist_util's connection supervisor)
+%% exits, as it does when the owner exits.
+-spec watch_supervisor(conn(), pid()) -> ok.
+watch_supervisor(_C, _Pid) -> ?NIF.
 
 %% @doc Handshake mode: the next packet goes to the caller as ktls_packet.
 -spec recv_packet(conn()) -> ok | {error, closed}.

@@ -12,7 +12,10 @@
          epmdless/1, remsh_without_epmd/1, config_error_names_option/1,
          stats_and_getstat/1, pool_buffers_return_after_release/1,
          rx_port_reads_and_pauses/1, rx_reader_ring/1, setopts_getopts/1,
-         inet_dist_options/1, one_lifecycle/1]).
+         inet_dist_options/1, one_lifecycle/1,
+         disconnect_closes_with_the_supervisor/1]).
+%% run on the nodes
+-export([kill_supervisor_of_held_controller/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -21,7 +24,8 @@ all() ->
      nodedown_on_kill, reconnect_after_restart, interop_inet_tcp_ktls_connects,
      interop_inet_tcp_peer_connects, epmdless, remsh_without_epmd, config_error_names_option,
      stats_and_getstat, pool_buffers_return_after_release, rx_port_reads_and_pauses,
-     rx_reader_ring, setopts_getopts, inet_dist_options, one_lifecycle].
+     rx_reader_ring, setopts_getopts, inet_dist_options, one_lifecycle,
+     disconnect_closes_with_the_supervisor].
 
 init_per_testcase(_TC, Config) ->
     Config.
@@ -416,4 +420,34 @@ one_lifecycle(_Config) ->
     %% policy refuses reaches A.
     Pid = ktls_ct_nodes:call(C, erpc, call, [NA, os, getpid, []]),
     ?assertEqual(ktls_ct_nodes:call(A, os, getpid, []), Pid),
+    ok.
+
+%% net_kernel:disconnect/1 returns once dist_util's connection supervisor
+%% has exited. The socket closes as it exits, not when the controller gets
+%% to the exit signal, so the peer sees the connection go as soon as with
+%% inet_tcp (erl_distribution_SUITE:differing_cookies asks the peer's
+%% nodes() right after). B's controller is held suspended here and the
+%% supervisor killed: only the supervisor's exit can close the socket.
+disconnect_closes_with_the_supervisor(_Config) ->
+    {A, NA} = start("a", ktls),
+    {B, NB} = start("b", ktls),
+    pong = call(A, net_adm, ping, [NB]),
+    ok = call(B, ?MODULE, kill_supervisor_of_held_controller, [NA]),
+    ok = ktls_ct_nodes:wait_until(fun() -> call(A, erlang, nodes, []) =:= [] end, 3000).
+
+%% Suspends this node's controller of the connection with Node (for as long
+%% as the node lives), then kills the connection supervisor.
+kill_supervisor_of_held_controller(Node) ->
+    {Node, Ctrl} = lists:keyfind(Node, 1, erlang:system_info(dist_ctrl)),
+    {links, Links} = process_info(Ctrl, links),
+    [Sup] = [P || P <- Links, is_pid(P),
+                  process_info(P, current_function) =:= {current_function, {dist_util, con_loop, 2}}],
+    Self = self(),
+    _ = spawn(fun() ->
+                      true = erlang:suspend_process(Ctrl),
+                      Self ! held,
+                      receive after infinity -> ok end
+              end),
+    receive held -> ok end,
+    true = exit(Sup, kill),
     ok.
