@@ -11,43 +11,34 @@
 -export([side/2, from_dist_opt_args/1, carrier_tls/2, supported/0, ignored/0,
          check_node_name/2, name_in_packet/1, init/0, count_refusal/0, refusals/0]).
 
--define(REFUSALS, {?MODULE, node_name_refusals}).
-
 %% @doc Makes the counter of verify_node_name refusals (once, when the
 %% carrier starts).
 -spec init() -> ok.
 init() ->
-    case persistent_term:get(?REFUSALS, undefined) of
-        undefined -> persistent_term:put(?REFUSALS, counters:new(1, [write_concurrency]));
-        _ -> ok
-    end.
+    ktls_filter_counters:new(?MODULE, [node_name_refusals]).
 
 -spec count_refusal() -> ok.
 count_refusal() ->
-    case persistent_term:get(?REFUSALS, undefined) of
-        undefined -> ok;
-        C -> counters:add(C, 1, 1)
-    end.
+    ktls_filter_counters:add(?MODULE, node_name_refusals).
 
 %% @doc Connections refused by verify_node_name so far.
 -spec refusals() -> non_neg_integer().
 refusals() ->
-    case persistent_term:get(?REFUSALS, undefined) of
-        undefined -> 0;
-        C -> counters:get(C, 1)
-    end.
+    maps:get(node_name_refusals, ktls_filter_counters:get(?MODULE, [node_name_refusals])).
 
 %% ssl options with the same meaning here.
 -spec supported() -> [atom()].
 supported() ->
-    [certfile, keyfile, cacertfile, verify, fail_if_no_peer_cert, depth, versions, ciphers].
+    [certfile, keyfile, cacertfile, verify, fail_if_no_peer_cert, depth, versions, ciphers,
+     session_tickets].
 
 %% ssl options accepted without effect, with the reason.
 -spec ignored() -> [{atom(), string()}].
 ignored() ->
     [{erl_dist, "always true for a distribution carrier"},
      {secure_renegotiate, "renegotiation is off (TLS 1.3 has none)"},
-     {reuse_sessions, "sessions are not resumed: dist connections are long-lived"},
+     {reuse_sessions, "TLS 1.3 resumption is set by session_tickets (TLS 1.2 sessions are "
+                      "not resumed)"},
      {server_name_indication, "no SNI is sent; the peer's certificate is checked against "
                               "cacertfile (and the node name with verify_node_name)"},
      {hibernate_after, "the carrier has no per-connection ssl process"},
@@ -103,6 +94,15 @@ option(_, {verify, verify_peer}, M) -> M#{verify => true};
 option(_, {verify, verify_none}, M) -> M#{verify => false};
 option(_, {fail_if_no_peer_cert, B}, M) when is_boolean(B) -> M#{fail_if_no_peer_cert => B};
 option(_, {depth, D}, M) when is_integer(D), D >= 0, D =< 100 -> M#{depth => D};
+%% TLS 1.3 resumption between ktls_filter nodes, on unless disabled (ssl's
+%% default is off): a server sends one stateless ticket, a client offers
+%% the last ticket of a peer's address (see the README's TLS section).
+option({server, _}, {session_tickets, disabled}, M) -> M#{session_tickets => false};
+option({server, _}, {session_tickets, V}, M) when V =:= stateless; V =:= stateful ->
+    M#{session_tickets => true};
+option({client, _}, {session_tickets, disabled}, M) -> M#{session_tickets => false};
+option({client, _}, {session_tickets, V}, M) when V =:= auto; V =:= manual ->
+    M#{session_tickets => true};
 option(_, {versions, Vs}, M) when is_list(Vs), Vs =/= [] ->
     case [V || V <- Vs, V =/= 'tlsv1.2', V =/= 'tlsv1.3'] of
         [] ->

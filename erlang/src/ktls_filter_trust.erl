@@ -30,7 +30,7 @@
 
 -export([check_rules/1, decide/2, init/0, counts/0]).
 
--define(COUNTERS, {?MODULE, counters}).
+-define(COUNTS, [trusted_connections, untrusted_connections]).
 
 -type rule() :: {node, string()} | {cert_subject, string()} | {cert_issuer, string()}
               | {all, [rule()]}.
@@ -52,8 +52,12 @@ rule({cert_subject, G}) -> {cert_subject, glob(G)};
 rule({cert_issuer, File}) ->
     Name = glob(File),
     case issuer_certs(Name) of
-        [_ | _] -> {cert_issuer, Name};
-        _ -> throw(bad)
+        [_ | _] = Cas ->
+            %% Decoded once here, not at every connection's decision.
+            persistent_term:put({?MODULE, cas, Name}, Cas),
+            {cert_issuer, Name};
+        _ ->
+            throw(bad)
     end;
 rule({all, Rs}) when is_list(Rs), Rs =/= [] -> {all, [rule(R) || R <- Rs]};
 rule(_) -> throw(bad).
@@ -67,18 +71,28 @@ glob(S) when is_list(S), S =/= [] ->
     end;
 glob(_) -> throw(bad).
 
-%% The CA certificates (DER) of a PEM file; read with prim_file, which works
-%% before kernel's file server runs (distribution starts first at boot).
+%% The CA certificates of a PEM file, decoded; read with prim_file, which
+%% works before kernel's file server runs (distribution starts first at
+%% boot).
 issuer_certs(File) ->
     case prim_file:read_file(File) of
         {ok, Pem} ->
             try
-                [Der || {'Certificate', Der, not_encrypted} <- public_key:pem_decode(Pem)]
+                [public_key:pkix_decode_cert(Der, otp)
+                 || {'Certificate', Der, not_encrypted} <- public_key:pem_decode(Pem)]
             catch
                 _:_ -> []
             end;
         {error, _} ->
             []
+    end.
+
+%% What check_rules/1 decoded for File (read again if the rule did not go
+%% through it).
+cached_issuer_certs(File) ->
+    case persistent_term:get({?MODULE, cas, File}, undefined) of
+        undefined -> issuer_certs(File);
+        Cas -> Cas
     end.
 
 %% @doc Whether the peer of Conn, now known as Node, is trusted: the rule
@@ -95,14 +109,14 @@ decide(Conn, Node) ->
             case lists:search(fun(R) -> holds(R, Peer) end, Rules) of
                 {value, R} ->
                     Text = unicode:characters_to_binary(io_lib:format("~tp", [R])),
-                    count(1),
+                    ktls_filter_counters:add(?MODULE, trusted_connections),
                     logger:notice("ktls_filter: trusting ~tp (~s) by trusted_peers rule ~ts",
                                   [Node, ktls_filter_dist_ctrl:peer_text(
                                            ktls_filter_nif:peername(Conn)), Text],
                                   #{domain => [ktls_filter]}),
                     Text;
                 false ->
-                    count(2),
+                    ktls_filter_counters:add(?MODULE, untrusted_connections),
                     false
             end
     end.
@@ -111,7 +125,7 @@ holds({node, G}, #{node := N}) -> matches(G, N);
 holds({cert_subject, G}, #{tls := #{peer_subject := S}}) when S =/= <<>> ->
     matches(G, unicode:characters_to_list(S));
 holds({cert_issuer, File}, #{tls := #{peer_certificate := Der}}) when is_binary(Der) ->
-    issued_by_any(Der, issuer_certs(File));
+    issued_by_any(Der, cached_issuer_certs(File));
 holds({all, Rs}, Peer) -> lists:all(fun(R) -> holds(R, Peer) end, Rs);
 holds(_, _) -> false.
 
@@ -122,9 +136,8 @@ issued_by_any(Der, Cas) ->
         _:_ -> false
     end.
 
-issued_by(Der, Cert, CaDer) ->
+issued_by(Der, Cert, Ca) ->
     try
-        Ca = public_key:pkix_decode_cert(CaDer, otp),
         public_key:pkix_is_issuer(Cert, Ca) andalso public_key:pkix_verify(Der, public_key(Ca))
     catch
         _:_ -> false
@@ -150,24 +163,11 @@ matches_star(G, S) ->
 %% @doc Makes the counters (once, when the carrier starts).
 -spec init() -> ok.
 init() ->
-    case persistent_term:get(?COUNTERS, undefined) of
-        undefined -> persistent_term:put(?COUNTERS, counters:new(2, [write_concurrency]));
-        _ -> ok
-    end.
-
-count(I) ->
-    case persistent_term:get(?COUNTERS, undefined) of
-        undefined -> ok;
-        C -> counters:add(C, I, 1)
-    end.
+    ktls_filter_counters:new(?MODULE, ?COUNTS).
 
 %% @doc Connections trusted by trusted_peers, and connections the rules
 %% were checked for and did not trust (none while there are no rules).
 -spec counts() -> #{trusted_connections := non_neg_integer(),
                     untrusted_connections := non_neg_integer()}.
 counts() ->
-    case persistent_term:get(?COUNTERS, undefined) of
-        undefined -> #{trusted_connections => 0, untrusted_connections => 0};
-        C -> #{trusted_connections => counters:get(C, 1),
-               untrusted_connections => counters:get(C, 2)}
-    end.
+    ktls_filter_counters:get(?MODULE, ?COUNTS).
