@@ -178,7 +178,7 @@ ERL_NIF_TERM ConnObserver::filter_batch(filter::Channel& ch,
         uint64_t held = 0;
         if (refusal_log_slot(res_, &held)) {
           Item it;
-          it.refused = refusal_term(rx_env_, v, held);
+          it.term = refusal_term(rx_env_, v, held);
           items_.push_back(it);
         }
         break;
@@ -229,10 +229,14 @@ ERL_NIF_TERM ConnObserver::filter_batch(filter::Channel& ch,
     }
   }
   if (log && !log_events_.empty()) {
-    // In arrival order.
-    loggers_dispatch(enif_make_list_from_array(log_env_, log_events_.data(),
-                                               static_cast<unsigned>(log_events_.size())),
-                     log_events_.size());
+    // In arrival order; the input process sends them after the batch.
+    ERL_NIF_TERM events = enif_make_copy(
+        rx_env_, enif_make_list_from_array(log_env_, log_events_.data(),
+                                           static_cast<unsigned>(log_events_.size())));
+    Item it;
+    it.term = enif_make_tuple2(rx_env_, make_atom(rx_env_, "ktls_log"),
+                               loggers_messages(rx_env_, events, log_events_.size()));
+    items_.push_back(it);
   }
   enif_clear_env(log_env_);
   ch.end_batch();
@@ -295,8 +299,8 @@ ERL_NIF_TERM ConnObserver::filter_batch(filter::Channel& ch,
   ERL_NIF_TERM list = enif_make_list(rx_env_, 0);
   for (size_t i = items_.size(); i-- > 0;) {
     const Item& it = items_[i];
-    if (it.refused) {
-      list = enif_make_list_cell(rx_env_, it.refused, list);
+    if (it.term) {
+      list = enif_make_list_cell(rx_env_, it.term, list);
       continue;
     }
     ERL_NIF_TERM t = bins[it.keep];

@@ -57,7 +57,7 @@ ErlNifResourceType* LoggerRes::type = nullptr;
 
 bool loggers_active() { return loggers().count.load(std::memory_order_relaxed) > 0; }
 
-void loggers_dispatch(ERL_NIF_TERM events, uint64_t n) {
+ERL_NIF_TERM loggers_messages(ErlNifEnv* env, ERL_NIF_TERM events, uint64_t n) {
   LoggerRegistry& r = loggers();
   std::vector<LoggerRes*> targets;
   {
@@ -68,7 +68,8 @@ void loggers_dispatch(ERL_NIF_TERM events, uint64_t n) {
     }
   }
   const uint64_t cap = r.capacity;
-  ErlNifEnv* msg_env = enif_alloc_env();
+  ERL_NIF_TERM batch = make_atom(env, "ktls_logger_batch");
+  ERL_NIF_TERM list = enif_make_list(env, 0);
   for (LoggerRes* l : targets) {
     if (cap != 0 && l->pending + n > cap) {
       l->dropped += n;
@@ -78,15 +79,13 @@ void loggers_dispatch(ERL_NIF_TERM events, uint64_t n) {
       l->events += n;
       l->batches++;
       uint64_t dropped = l->dropped.exchange(0);
-      ERL_NIF_TERM msg = enif_make_tuple4(
-          msg_env, make_atom(msg_env, "ktls_logger_batch"), enif_make_resource(msg_env, l),
-          enif_make_uint64(msg_env, dropped), enif_make_copy(msg_env, events));
-      enif_send(nullptr, &l->pid, msg_env, msg);
-      enif_clear_env(msg_env);
+      ERL_NIF_TERM msg = enif_make_tuple4(env, batch, enif_make_resource(env, l),
+                                          enif_make_uint64(env, dropped), events);
+      list = enif_make_list_cell(env, enif_make_tuple2(env, enif_make_pid(env, &l->pid), msg), list);
     }
     enif_release_resource(l);
   }
-  enif_free_env(msg_env);
+  return list;
 }
 
 bool loggers_load(ErlNifEnv* env) {

@@ -19,9 +19,13 @@ struct LoggerRes {
 
 // True when at least one logger is open (one atomic load).
 bool loggers_active();
-// Sends `events` (a list, copied into each message) to every open logger
-// with room for `n` more events; counts the rest as dropped.
-void loggers_dispatch(ERL_NIF_TERM events, uint64_t n);
+// The messages for every open logger with room for `n` more events (the
+// rest count them as dropped): a list of `{Pid, {ktls_logger_batch, ...}}`
+// made in `env`, where `events` (a list) also lives. The connection's input
+// process sends them, so a logger receives one connection's batches in the
+// order they arrived (messages from one process keep their order; sends
+// from the carrier's threads and port callbacks have no such guarantee).
+ERL_NIF_TERM loggers_messages(ErlNifEnv* env, ERL_NIF_TERM events, uint64_t n);
 // Events a logger may have unacknowledged before further ones are dropped
 // (0: no limit).
 void set_logger_capacity(uint64_t capacity);

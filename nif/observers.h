@@ -66,7 +66,8 @@ class ConnObserver final : public carrier::ConnectionObserver {
     int keep = -1, drop = -1;  // piece indexes; drop -1 = nothing
     ERL_NIF_TERM ask = 0;      // 0: plain piece `keep`
     ERL_NIF_TERM resolve = 0;  // with ask: a Resolve, {Pid, Op, Safe, Drop, Memo}
-    ERL_NIF_TERM refused = 0;  // a refusal to log ({ktls_refused, ...}); no piece
+    ERL_NIF_TERM term = 0;     // made whole: a refusal to log ({ktls_refused, ...}),
+                               // the loggers' messages ({ktls_log, ...}); no piece
   };
   std::vector<Piece> pieces_;
   std::vector<Item> items_;

@@ -1,7 +1,7 @@
 %% An example ktls_filter_logger: counts inbound dist messages per peer node
 %% and kind (ktls_filter_control:kind/1), and per verdict (keep, drop,
 %% would_drop, ask, resolve); counts/1 reads them, and the kinds and
-%% verdicts of the latest events in the order they were handled.
+%% verdicts of the latest events in arrival order.
 %%
 %% Loggers are started by the user, under the user's own supervisor:
 %%

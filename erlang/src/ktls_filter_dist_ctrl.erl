@@ -304,6 +304,11 @@ put_data(DHandle, [{ktls_refused, Reason, _Op, Control, Payload, Held} | Ps]) ->
                             #{reason => Reason, control => Control, payload => Payload,
                               held => Held}),
     put_data(DHandle, Ps);
+put_data(DHandle, [{ktls_log, Messages} | Ps]) ->
+    %% The batch's logger events: sent from this process, so that each
+    %% logger gets this connection's batches in arrival order.
+    _ = [Pid ! Msg || {Pid, Msg} <- Messages],
+    put_data(DHandle, Ps);
 put_data(_DHandle, []) ->
     ok.
 

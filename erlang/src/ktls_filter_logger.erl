@@ -5,8 +5,8 @@
 %% events waiting (ktls_filter:logger_set_capacity/1, 0 = unbounded); events
 %% that do not fit are counted as dropped and reported in the next batch.
 %% Loggers do not delay traffic and see no ordering guarantee against it;
-%% within a batch the events are in the order the messages arrived (batches
-%% are sent in order, but their delivery order is not guaranteed).
+%% the events of one connection arrive in the order the messages did, across
+%% batches too (the connection's input process sends the batches).
 %%
 %% Each event carries the filter's verdict: `keep', `drop', `would_drop'
 %% (kept in monitor mode or from a trusted peer; the policy would have

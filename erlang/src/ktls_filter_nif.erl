@@ -100,8 +100,11 @@ set_dist_framing(_C) -> ?NIF.
 
 %% @doc From now on received packets go through the filter to Pid as
 %% `{ktls_data, Conn, Items, Bytes}'. Items are binaries for the VM, in
-%% order, and `{ktls_ask, {Hint, Op, Control, Payload}, KeepBin, DropBin | none}'
-%% for messages the handler decides. `rx => ring' (default): the carrier's
+%% order, `{ktls_ask, {Hint, Op, Control, Payload}, KeepBin, DropBin | none}'
+%% for messages the handler decides, `{ktls_resolve, ...}' for receivers to
+%% look up, `{ktls_refused, ...}' for a refusal to log, and, last,
+%% `{ktls_log, [{LoggerPid, Message}]}': the batch's logger events, which
+%% the input process sends (so that they keep their order). `rx => ring' (default): the carrier's
 %% ring thread reads. `rx => port': a receive port reads (see
 %% ktls_filter_rx_port); the result carries the token for its attach.
 -spec start_input(conn(), pid(),
