@@ -103,6 +103,7 @@ struct TlsInfo {
   std::string cipher;                        // OpenSSL's name, "TLS_AES_256_GCM_SHA384"
   std::string peer_subject;                  // "/CN=a@127.0.0.1"
   std::string peer_certificate;              // DER (binding to a node name, trust)
+  bool resumed = false;                      // TLS 1.3 resumption with a session ticket
   bool kernel_tx = false;                    // the kernel seals what we send (kTLS)
   bool kernel_rx = false;                    // the kernel opens what we receive (kTLS)
   std::string kernel_fallback;               // why the record layer is not (all) in the kernel
@@ -263,6 +264,7 @@ struct CarrierStats {
   uint64_t ring_submits = 0;            // io_uring_submit calls
   uint64_t wakeups = 0;                 // commands that woke the ring thread
   uint64_t tls_handshakes = 0;          // completed TLS handshakes
+  uint64_t tls_resumptions = 0;         // of which resumed a session (ticket)
   uint64_t tls_handshake_failures = 0;  // by reason: tls_failure_reasons
   uint64_t ktls_installs = 0;           // connections with TX and RX in the kernel
   uint64_t ktls_fallbacks = 0;          // connections left (partly) in user space

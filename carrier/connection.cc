@@ -802,7 +802,8 @@ TlsInfo ConnectionImpl::tls_info() const {
 }
 
 void ConnectionImpl::start_tls() {
-  auto s = TlsSession::create(tls_ctx_);
+  // A client keeps session tickets per peer address.
+  auto s = TlsSession::create(tls_ctx_, tls_ctx_->server() ? std::string() : peer_.to_string());
   if (!s) {
     handshake_failed(s.error().what);
     return;
@@ -906,7 +907,18 @@ void ConnectionImpl::handshake_step() {
     send_calls_.fetch_add(1, std::memory_order_relaxed);
     bytes_out_.fetch_add(out.size(), std::memory_order_relaxed);
   }
-  if (done.value()) finish_handshake();
+  if (!done.value()) return;
+  if (session_->awaiting_ticket()) {
+    // The server's session ticket is the next record (read one at a time,
+    // as the handshake's): OpenSSL takes it before the record layer leaves.
+    auto ticket = session_->read_ticket();
+    if (!ticket) {
+      handshake_failed(ticket.error().what);
+      return;
+    }
+    if (!ticket.value()) return;  // service() reads the next record
+  }
+  finish_handshake();
 }
 
 void ConnectionImpl::handshake_failed(const std::string& why, std::vector<uint8_t> alert) {
@@ -935,6 +947,7 @@ void ConnectionImpl::finish_handshake() {
   info.cipher = session_->cipher();
   info.peer_subject = session_->peer_subject();
   info.peer_certificate = session_->peer_certificate();
+  info.resumed = session_->resumed();
   disarm_handshake_timer();
   std::string fallback;
   if (!carrier_->tls_options().kernel) {
@@ -977,7 +990,7 @@ void ConnectionImpl::finish_handshake() {
   }
   session_.reset();  // OpenSSL's part is done: its memory goes now
   hs_in_ = std::vector<uint8_t>();
-  carrier_->count_tls_established(info.kernel_tx && info.kernel_rx, fallback);
+  carrier_->count_tls_established(info.kernel_tx && info.kernel_rx, fallback, info.resumed);
   {
     std::lock_guard rx_lock(rx_mu_);
     rx_layer_ = info.kernel_rx ? Layer::kKernel : Layer::kUser;

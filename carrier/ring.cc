@@ -131,9 +131,10 @@ void CarrierImpl::count_tls_failure(const std::string& why) {
   }
 }
 
-void CarrierImpl::count_tls_established(bool kernel, const std::string& fallback) {
+void CarrierImpl::count_tls_established(bool kernel, const std::string& fallback, bool resumed) {
   std::lock_guard lock(tls_mu_);
   tls_handshakes_++;
+  if (resumed) tls_resumptions_++;
   if (kernel) {
     ktls_installs_++;
   } else {

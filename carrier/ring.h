@@ -71,6 +71,7 @@ class CarrierImpl final : public Carrier {
     {
       std::lock_guard lock(tls_mu_);
       s.tls_handshakes = tls_handshakes_;
+      s.tls_resumptions = tls_resumptions_;
       s.tls_handshake_failures = tls_failures_;
       s.ktls_installs = ktls_installs_;
       s.ktls_fallbacks = ktls_fallbacks_;
@@ -84,7 +85,7 @@ class CarrierImpl final : public Carrier {
   // A TLS handshake failed (counted by a short form of `why`), or finished
   // with the record layer in the kernel (`kernel`) or not (`fallback` says why).
   void count_tls_failure(const std::string& why);
-  void count_tls_established(bool kernel, const std::string& fallback);
+  void count_tls_established(bool kernel, const std::string& fallback, bool resumed);
   BufferPool& pool() override { return *pool_; }
 
   // Ring thread helpers.
@@ -142,7 +143,7 @@ class CarrierImpl final : public Carrier {
   std::vector<std::shared_ptr<ListenerImpl>> new_listeners_;
 
   mutable std::mutex tls_mu_;
-  uint64_t tls_handshakes_ = 0, tls_failures_ = 0, ktls_installs_ = 0, ktls_fallbacks_ = 0;
+  uint64_t tls_handshakes_ = 0, tls_resumptions_ = 0, tls_failures_ = 0, ktls_installs_ = 0, ktls_fallbacks_ = 0;
   std::map<std::string, uint64_t> tls_failure_reasons_;
   std::string ktls_fallback_reason_;
 

@@ -78,6 +78,60 @@ TEST_F(TlsCarrierTest, TlsInfoAndKernelFallbackAreReported) {
   EXPECT_EQ(s.ktls_installs + s.ktls_fallbacks, s.tls_handshakes);
 }
 
+// TLS 1.3 resumption: every connection after the first to the same
+// address resumes with the ticket the server sent after the previous
+// handshake, and dist packets cross both ways after it (the ticket, read
+// by OpenSSL before the hand-over, counts in the sequence numbers).
+TEST_F(TlsCarrierTest, LaterConnectionsResumeWithTheTicket) {
+  for (int i = 0; i < 3; i++) {
+    listener->accept();
+    auto ce = std::make_shared<Events>();
+    auto client = carrier->connect(listener->local(), 5000ms, ce);
+    ASSERT_TRUE(ce->wait([&] { return ce->connected; }));
+    ASSERT_EQ(ce->connect_error, "");
+    server = next_server();
+    const TlsInfo info = client->tls_info();
+    EXPECT_EQ(info.resumed, i > 0) << "connection " << i;
+    // A resumed session still knows the peer's certificate (trust rules
+    // and verify_node_name read it).
+    EXPECT_NE(info.peer_subject.find("server@127.0.0.1"), std::string::npos) << info.peer_subject;
+    client->set_framing(Framing::kDist);
+    client->start_streaming(RxMode::kRing);
+    send_strings(*client, {"to server " + std::to_string(i)});
+    send_strings(*server, {"to client " + std::to_string(i)});
+    ASSERT_TRUE(events->wait([&] { return events->packets.size() == size_t(i) + 1; }));
+    ASSERT_TRUE(ce->wait([&] { return ce->packets.size() == 1; }));
+    EXPECT_EQ(events->packets.back(), "to server " + std::to_string(i));
+    EXPECT_EQ(ce->packets.back(), "to client " + std::to_string(i));
+    EXPECT_EQ(server->tls_info().resumed, i > 0);
+    EXPECT_NE(server->tls_info().peer_subject.find("client@127.0.0.1"), std::string::npos);
+    client->close("done");
+    server->close("done");
+  }
+  // Both ends of the two resumed connections count.
+  EXPECT_EQ(carrier->stats().tls_resumptions, 4u);
+}
+
+// A client of a server without tickets (a stock peer: no ALPN answer) does
+// not wait for one, and a client with session_tickets off offers none.
+TEST_F(TlsCarrierTest, WithoutTicketsEveryHandshakeIsFull) {
+  carrier.reset();
+  TlsOptions client = options("client");
+  client.session_tickets = false;
+  start(client);
+  for (int i = 0; i < 2; i++) {
+    listener->accept();
+    auto ce = std::make_shared<Events>();
+    auto c = carrier->connect(listener->local(), 5000ms, ce);
+    ASSERT_TRUE(ce->wait([&] { return ce->connected; }));
+    ASSERT_EQ(ce->connect_error, "");
+    server = next_server();
+    EXPECT_FALSE(c->tls_info().resumed);
+    c->close("done");
+  }
+  EXPECT_EQ(carrier->stats().tls_resumptions, 0u);
+}
+
 TEST_F(TlsCarrierTest, PlainPeerOnTheTlsPortIsNamed) {
   int fd = raw_connect();
   server = next_server();

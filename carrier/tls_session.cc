@@ -1,5 +1,7 @@
 #include "carrier/tls_session.h"
 
+#include "carrier/record_layer.h"
+
 #include <linux/tls.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -176,35 +178,123 @@ Result<std::shared_ptr<TlsContext>> TlsContext::create(const TlsOptions& o, bool
   }
   SSL_CTX_set_verify(ctx, mode, nullptr);
   SSL_CTX_set_verify_depth(ctx, o.depth);
-  SSL_CTX_set_num_tickets(ctx, 0);
-  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+  // Tickets only where a session can resume: TLS 1.3 allowed.
+  c->tickets_ = o.session_tickets && o.max_version >= TLS1_3_VERSION;
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+  if (!c->tickets_) {
+    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  } else if (server) {
+    // Stateless tickets (sealed with this context's random ticket key):
+    // one per handshake, so that the client knows how many to read.
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    // A server that verifies its peers resumes only sessions of its own
+    // context (OpenSSL refuses the ticket without a session id context).
+    static constexpr unsigned char kSid[] = "ktls_filter";
+    SSL_CTX_set_session_id_context(ctx, kSid, sizeof kSid - 1);
+    SSL_CTX_set_alpn_select_cb(
+        ctx,
+        [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+           unsigned int inlen, void*) -> int {
+          for (unsigned int i = 0; i < inlen; i += 1u + in[i]) {
+            const std::string_view p(reinterpret_cast<const char*>(in + i + 1),
+                                     i + 1u + in[i] <= inlen ? in[i] : 0);
+            if (p == kTicketAlpn) {
+              *out = in + i + 1;
+              *outlen = in[i];
+              return SSL_TLSEXT_ERR_OK;
+            }
+          }
+          return SSL_TLSEXT_ERR_NOACK;  // a stock client: no ALPN, no change
+        },
+        nullptr);
+  } else {
+    // The new-session callback keeps the tickets (OpenSSL's own cache is
+    // for servers).
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, &TlsSession::on_new_session);
+  }
   SSL_CTX_set_keylog_callback(ctx, &TlsSession::keylog);
   return c;
 }
 
-TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+TlsContext::~TlsContext() {
+  for (auto& [peer, s] : sessions_) SSL_SESSION_free(s);
+  SSL_CTX_free(ctx_);
+}
+
+SSL_SESSION* TlsContext::take_session(const std::string& peer) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(peer);
+  if (it == sessions_.end()) return nullptr;
+  SSL_SESSION* s = it->second;
+  sessions_.erase(it);
+  return s;
+}
+
+void TlsContext::keep_session(const std::string& peer, SSL_SESSION* session) {
+  std::lock_guard lock(mu_);
+  auto [it, fresh] = sessions_.try_emplace(peer, session);
+  if (!fresh) {
+    SSL_SESSION_free(it->second);
+    it->second = session;
+  } else if (sessions_.size() > kMaxSessions) {
+    // Bounded: one other peer's ticket goes (it only costs that peer a
+    // full handshake).
+    auto victim = sessions_.begin() == it ? std::next(sessions_.begin()) : sessions_.begin();
+    SSL_SESSION_free(victim->second);
+    sessions_.erase(victim);
+  }
+}
 
 // -- TlsSession ---------------------------------------------------------------
 
-// Counts the records of each direction after the handshake (the 5-byte
-// record headers OpenSSL reports to the message callback).
-void TlsSession::on_record(int write_p, int, int content_type, const void*, size_t, SSL*,
+// Counts the records of each direction after that direction's Finished
+// message (the 5-byte record headers OpenSSL reports to the message
+// callback; a record's header is reported before the messages in it). A
+// server's session ticket is written after its Finished and before its
+// handshake call returns: it counts.
+void TlsSession::on_record(int write_p, int, int content_type, const void* buf, size_t len, SSL*,
                            void* arg) {
   auto* s = static_cast<TlsSession*>(arg);
-  if (content_type != SSL3_RT_HEADER || !s->done_) return;
-  (write_p ? s->tx_records_ : s->rx_records_) += 1;
+  bool& finished = write_p ? s->tx_finished_ : s->rx_finished_;
+  if (content_type == SSL3_RT_HANDSHAKE && len > 0 &&
+      static_cast<const uint8_t*>(buf)[0] == SSL3_MT_FINISHED) {
+    finished = true;
+  } else if (content_type == SSL3_RT_HEADER && finished) {
+    (write_p ? s->tx_records_ : s->rx_records_) += 1;
+  }
+}
+
+int TlsSession::on_new_session(SSL* ssl, SSL_SESSION* session) {
+  auto* s = static_cast<TlsSession*>(SSL_get_app_data(ssl));
+  if (!s || s->peer_.empty() || SSL_SESSION_get_protocol_version(session) != TLS1_3_VERSION) {
+    if (s) s->got_ticket_ = true;
+    return 0;  // not kept: OpenSSL frees it
+  }
+  s->got_ticket_ = true;
+  s->context_->keep_session(s->peer_, session);
+  return 1;  // the context owns it now
 }
 
 TlsSession::TlsSession(std::shared_ptr<TlsContext> context) : context_(std::move(context)) {}
 
 TlsSession::~TlsSession() {
+  // After a finished handshake the record layer goes on without OpenSSL:
+  // marked shut down, SSL_free leaves the session resumable (it marks the
+  // session of a connection that ends without close_notify as bad, and a
+  // client's kept ticket is that session).
+  if (ssl_ && done_) SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(ssl_);  // frees both BIOs
 }
 
-Result<std::unique_ptr<TlsSession>> TlsSession::create(std::shared_ptr<TlsContext> context) {
+Result<std::unique_ptr<TlsSession>> TlsSession::create(std::shared_ptr<TlsContext> context,
+                                                       std::string peer) {
   ERR_clear_error();
   std::unique_ptr<TlsSession> s(new TlsSession(std::move(context)));
+  s->peer_ = std::move(peer);
   s->ssl_ = SSL_new(s->context_->get());
   if (!s->ssl_) return tls_error("SSL_new");
   s->in_ = BIO_new(BIO_s_mem());
@@ -223,9 +313,60 @@ Result<std::unique_ptr<TlsSession>> TlsSession::create(std::shared_ptr<TlsContex
     SSL_set_accept_state(s->ssl_);
   } else {
     SSL_set_connect_state(s->ssl_);
+    if (s->context_->session_tickets()) {
+      std::string alpn(1, static_cast<char>(kTicketAlpn.size()));
+      alpn += kTicketAlpn;
+      if (SSL_set_alpn_protos(s->ssl_, reinterpret_cast<const unsigned char*>(alpn.data()),
+                              static_cast<unsigned>(alpn.size())) != 0) {
+        return tls_error("SSL_set_alpn_protos");
+      }
+      if (!s->peer_.empty()) {
+        if (SSL_SESSION* kept = s->context_->take_session(s->peer_)) {
+          // An expired ticket is not offered (a full handshake follows).
+          if (SSL_SESSION_is_resumable(kept)) SSL_set_session(s->ssl_, kept);
+          SSL_SESSION_free(kept);
+        }
+      }
+    }
   }
   return s;
 }
+
+bool TlsSession::awaiting_ticket() const {
+  if (!done_ || got_ticket_ || context_->server() || !context_->session_tickets() ||
+      SSL_version(ssl_) != TLS1_3_VERSION) {
+    return false;
+  }
+  const unsigned char* p = nullptr;
+  unsigned int n = 0;
+  SSL_get0_alpn_selected(ssl_, &p, &n);
+  return std::string_view(reinterpret_cast<const char*>(p), p ? n : 0) == kTicketAlpn;
+}
+
+Result<bool> TlsSession::read_ticket() {
+  ERR_clear_error();
+  uint8_t byte;
+  size_t got = 0;
+  const int r = SSL_read_ex(ssl_, &byte, 1, &got);
+  if (r == 1) {
+    return Error::message(
+        "TLS: the server (ktls_filter, by ALPN) sent application data before its session ticket");
+  }
+  const int e = SSL_get_error(ssl_, r);
+  if (e == SSL_ERROR_WANT_READ) return got_ticket_;
+  const unsigned long err = ERR_peek_last_error();
+  const int reason = ERR_GET_REASON(err);
+  if (e == SSL_ERROR_SSL && ERR_GET_LIB(err) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET &&
+      reason < SSL_AD_REASON_OFFSET + 256) {
+    // TLS 1.3: the server checks our certificate after our Finished, and
+    // its refusal comes where the ticket would.
+    return Error::message("the server sent TLS alert " +
+                          alert_name(static_cast<uint8_t>(reason - SSL_AD_REASON_OFFSET)));
+  }
+  return ssl_error("TLS session ticket", r);
+}
+
+bool TlsSession::resumed() const { return SSL_session_reused(ssl_) == 1; }
 
 void TlsSession::keylog(const SSL* ssl, const char* line) {
   auto* s = static_cast<TlsSession*>(SSL_get_app_data(ssl));

@@ -15,8 +15,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "carrier/result.h"
@@ -35,11 +37,25 @@ struct TlsOptions {
   int max_version = TLS1_3_VERSION;
   std::string ciphers;       // TLS 1.2 cipher list; empty: OpenSSL's default
   std::string ciphersuites;  // TLS 1.3 suites; empty: OpenSSL's default
+  // TLS 1.3 session resumption between ktls_filter nodes (ssl's
+  // session_tickets): a server sends one ticket after each handshake, a
+  // client keeps the last ticket per peer address and offers it on its next
+  // connection there (no certificate exchange, signature or chain check).
+  bool session_tickets = true;
 };
 
-// An SSL_CTX for one side. Session tickets are off: a server that sends
-// none keeps the receive sequence numbers at hand-over predictable, and
-// dist connections are long-lived (no resumption to speak of).
+// The ALPN protocol a ktls_filter client offers and a ktls_filter server
+// with session tickets selects: it tells the client that exactly one
+// ticket follows the handshake (a stock peer selects none, and the client
+// does not wait for a ticket).
+inline constexpr std::string_view kTicketAlpn = "ktls-dist/1";
+
+// An SSL_CTX for one side. With session tickets (TLS 1.3 only), a server
+// sends one stateless ticket after the handshake, before any application
+// data, and a client reads it through OpenSSL before the record layer
+// leaves OpenSSL (so the sequence numbers at hand-over count it); the
+// client keeps one ticket per peer address (single use: the resumed
+// handshake brings the next one).
 class TlsContext {
  public:
   static Result<std::shared_ptr<TlsContext>> create(const TlsOptions& options, bool server);
@@ -49,11 +65,21 @@ class TlsContext {
 
   SSL_CTX* get() const { return ctx_; }
   bool server() const { return server_; }
+  bool session_tickets() const { return tickets_; }
+
+  // Client: the ticket kept for `peer` (taken out: single use), or null;
+  // the caller frees it. Stores a new one (the context owns it after).
+  SSL_SESSION* take_session(const std::string& peer);
+  void keep_session(const std::string& peer, SSL_SESSION* session);
 
  private:
   TlsContext(SSL_CTX* ctx, bool server) : ctx_(ctx), server_(server) {}
   SSL_CTX* ctx_;
   bool server_;
+  bool tickets_ = false;
+  static constexpr size_t kMaxSessions = 4096;  // peers a client keeps a ticket for
+  std::mutex mu_;
+  std::unordered_map<std::string, SSL_SESSION*> sessions_;
 };
 
 // One direction's keys as a kernel takes them (struct tls12_crypto_info_*):
@@ -77,7 +103,9 @@ Result<TrafficKeys> next_traffic_keys(const TrafficKeys& keys);
 
 class TlsSession {
  public:
-  static Result<std::unique_ptr<TlsSession>> create(std::shared_ptr<TlsContext> context);
+  // `peer` (a client's peer address) keys the ticket cache; empty: none.
+  static Result<std::unique_ptr<TlsSession>> create(std::shared_ptr<TlsContext> context,
+                                                    std::string peer = {});
   ~TlsSession();
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
@@ -92,6 +120,16 @@ class TlsSession {
   // error names what failed (certificate, protocol version, alert...).
   Result<bool> handshake();
   bool handshake_done() const { return done_; }
+  // A client whose handshake is done but whose server (a ktls_filter node,
+  // by ALPN) still owes the session ticket: put() the next record, then
+  // read_ticket().
+  bool awaiting_ticket() const;
+  // Processes what was put: true once the ticket arrived; an error when
+  // the server sent application data or anything else instead.
+  Result<bool> read_ticket();
+  // Whether this handshake resumed an earlier session (no certificates
+  // were exchanged: the peer's certificate is the one of that session).
+  bool resumed() const;
 
   // Encrypts `plain` into records (take_ciphertext() has them).
   Result<void> encrypt(std::span<const uint8_t> plain);
@@ -120,6 +158,7 @@ class TlsSession {
   static void keylog(const SSL* ssl, const char* line);
   static void on_record(int write_p, int version, int content_type, const void* buf, size_t len,
                         SSL* ssl, void* arg);
+  static int on_new_session(SSL* ssl, SSL_SESSION* session);
 
  private:
   explicit TlsSession(std::shared_ptr<TlsContext> context);
@@ -133,9 +172,13 @@ class TlsSession {
   // From the keylog callback: TLS 1.3 application traffic secrets, TLS 1.2
   // master secret.
   std::vector<uint8_t> client_secret_, server_secret_, master_secret_;
-  // Records sent and received under the application keys so far (the
-  // sequence numbers a kernel would continue with).
+  // Records sent and received after this side's / the peer's Finished
+  // message (under the application keys: the sequence numbers a kernel
+  // would continue with; TLS 1.2 adds the Finished record itself).
   uint64_t tx_records_ = 0, rx_records_ = 0;
+  bool tx_finished_ = false, rx_finished_ = false;
+  std::string peer_;         // client: the ticket cache's key
+  bool got_ticket_ = false;  // client: the server's ticket arrived
 };
 
 // The kernel's crypto_info for setsockopt(SOL_TLS, TLS_TX | TLS_RX) from

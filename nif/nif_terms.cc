@@ -230,6 +230,7 @@ bool get_side(ErlNifEnv* env, ERL_NIF_TERM tls, const char* side, bool server,
     bad = "fail_if_no_peer_cert";
   }
   if (!get_u64(env, m, "depth", &depth, &unused) || depth > 100) bad = "depth";
+  if (!get_bool(env, m, "session_tickets", &o.session_tickets, &unused)) bad = "session_tickets";
   if (!get_version(env, m, "min_version", &o.min_version)) bad = "min_version";
   if (!get_version(env, m, "max_version", &o.max_version)) bad = "max_version";
   if (bad) {
@@ -294,6 +295,7 @@ ERL_NIF_TERM make_tls_info(ErlNifEnv* env, const carrier::TlsInfo& t) {
       .put("peer_certificate", t.peer_certificate.empty()
                                    ? atoms.undefined
                                    : make_string_binary(env, t.peer_certificate))
+      .put("resumed", t.resumed ? atoms.true_ : atoms.false_)
       .put("kernel_tx", t.kernel_tx ? atoms.true_ : atoms.false_)
       .put("kernel_rx", t.kernel_rx ? atoms.true_ : atoms.false_)
       .put("kernel_fallback",
@@ -312,6 +314,7 @@ void put_tls_stats(ErlNifEnv* env, const carrier::CarrierStats& s, MapBuilder& m
                       &reasons);
   }
   m.count("tls_handshakes", s.tls_handshakes)
+      .count("tls_resumptions", s.tls_resumptions)
       .count("tls_handshake_failures", s.tls_handshake_failures)
       .put("tls_failure_reasons", reasons)
       .count("ktls_installs", s.ktls_installs)
