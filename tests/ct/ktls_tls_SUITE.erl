@@ -15,7 +15,7 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
          end_per_testcase/2]).
--export([ktls_pair_tls13/1, boot_with_ssl_dist_optfile/1, stock_tls12_both_ways/1,
+-export([ktls_pair_tls13/1, reconnect_resumes_the_session/1, boot_with_ssl_dist_optfile/1, stock_tls12_both_ways/1,
          stock_tls13_both_ways/1, mixed_cluster_rolling_migration/1, plain_peer_refused/1,
          other_ca_refused/1, version_not_allowed_refused/1, verify_node_name/1,
          stalled_handshake_times_out/1, failed_handshakes_leave_nothing/1,
@@ -24,7 +24,7 @@
 suite() -> [{timetrap, {minutes, 4}}].
 
 all() ->
-    [ktls_pair_tls13, boot_with_ssl_dist_optfile, stock_tls12_both_ways, stock_tls13_both_ways,
+    [ktls_pair_tls13, reconnect_resumes_the_session, boot_with_ssl_dist_optfile, stock_tls12_both_ways, stock_tls13_both_ways,
      mixed_cluster_rolling_migration, plain_peer_refused, other_ca_refused,
      version_not_allowed_refused, verify_node_name, stalled_handshake_times_out,
      failed_handshakes_leave_nothing, ktls_required, bad_option_files].
@@ -145,6 +145,52 @@ ktls_pair_tls13(Config) ->
     ?assert(H >= 1),
     %% channel_inspect has it too.
     #{tls := #{protocol := 'tlsv1.3'}} = call(A, ktls_filter, channel_inspect, [NB]),
+    ok.
+
+%% TLS 1.3 resumption: A's second connection to B resumes the session of
+%% the first (ticket), both ends say so and count it, traffic is
+%% byte-exact, and the certificate seen is the one of the full handshake.
+%% A client file with {session_tickets, disabled} resumes nothing.
+reconnect_resumes_the_session(Config) ->
+    C = conf(Config, main),
+    {A, NA} = ktls("a", C),
+    {B, NB} = ktls("b", C),
+    Reconnect = fun() ->
+                        true = call(A, net_kernel, disconnect, [NB]),
+                        ok = ktls_ct_nodes:wait_until(
+                               fun() -> call(B, erlang, nodes, []) =:= [] end, 10000),
+                        ok = connected(A, NA, B, NB)
+                end,
+    ok = connected(A, NA, B, NB),
+    #{resumed := false} = tls_of(A),
+    Reconnect(),
+    #{resumed := true, protocol := 'tlsv1.3', peer_subject := Subject} = TlsA = tls_of(A),
+    ?assertNotEqual(nomatch, string:find(Subject, "CN=node@127.0.0.1")),
+    kernel_or_reason(TlsA),
+    #{resumed := true} = tls_of(B),
+    Big = crypto:strong_rand_bytes(4 * 1024 * 1024),
+    Big = call(A, erpc, call, [NB, lists, last, [[Big]]]),
+    Big = call(B, erpc, call, [NA, lists, last, [[Big]]]),
+    Reconnect(),
+    #{resumed := true} = tls_of(A),
+    #{tls_resumptions := 2, tls_handshakes := 3} = call(A, ktls_filter, carrier_stats, []),
+    #{tls_resumptions := 2} = call(B, ktls_filter, carrier_stats, []),
+    %% A client that turns tickets off: full handshakes only.
+    {ok, [Opts]} = file:consult(C),
+    Client = proplists:get_value(client, Opts),
+    NoTickets = filename:join(?config(priv_dir, Config), "no_tickets.conf"),
+    ok = file:write_file(NoTickets,
+                         io_lib:format("~p.~n", [[{server, proplists:get_value(server, Opts)},
+                                                  {client, [{session_tickets, disabled}
+                                                            | Client]}]])),
+    {D, ND} = ktls("d", NoTickets),
+    ok = connected(D, ND, B, NB),
+    true = call(D, net_kernel, disconnect, [NB]),
+    ok = ktls_ct_nodes:wait_until(fun() -> not lists:member(ND, call(B, erlang, nodes, [])) end,
+                                  10000),
+    ok = connected(D, ND, B, NB),
+    #{resumed := false} = tls_of(D),
+    #{tls_resumptions := 0} = call(D, ktls_filter, carrier_stats, []),
     ok.
 
 %% inet_tls_dist's command line, unchanged, with -proto_dist ktls_filter:
