@@ -5,6 +5,7 @@
 #include <liburing.h>
 #include <linux/tls.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -221,7 +222,10 @@ void ConnectionImpl::service() {
     {
       std::lock_guard rx(rx_mu_);
       bad = parse();
-      if (bad.empty() && !closing_ && !caller_rx_.load(std::memory_order_acquire)) arm_recv();
+      if (bad.empty() && !closing_ && !caller_rx_.load(std::memory_order_acquire)) {
+        if (recv_short_) release_drained();  // the socket was drained: arm_recv polls first
+        arm_recv();
+      }
     }
     if (!bad.empty()) fail(bad);
     if (closing_) {
@@ -363,15 +367,22 @@ RxStep ConnectionImpl::receive_now() {
   // stays with the binaries made over it) until the socket is readable
   // again. An idle connection then holds no receive buffer at all, which is
   // what lets a node keep thousands of mostly idle connections.
-  if (step == RxStep::kAgain && rx_ && rx_start_ == rx_end_) {
+  if (step == RxStep::kAgain) release_drained();
+  return step;
+}
+
+// Lets go of the receive buffers when everything in them was delivered and
+// no recv is writing into them (rx_mu_ held).
+void ConnectionImpl::release_drained() {
+  if (recv_inflight_ && !recv_polling_) return;
+  if (rx_ && rx_start_ == rx_end_) {
     rx_ = BufferRef();
     rx_start_ = rx_end_ = 0;
   }
-  if (step == RxStep::kAgain && cin_ && cin_start_ == cin_end_) {
+  if (cin_ && cin_start_ == cin_end_) {
     cin_ = BufferRef();
     cin_start_ = cin_end_ = 0;
   }
-  return step;
 }
 
 void ConnectionImpl::check_writable() {
@@ -522,6 +533,22 @@ void ConnectionImpl::arm_recv() {
   } else if (requests_ == 0) {
     return;
   }
+  // A connection that holds no receive buffer (everything it got was
+  // delivered) and whose last recv emptied the socket waits for data
+  // without one: a recv in flight pins a pooled buffer for as long as the
+  // peer is quiet, and thousands of idle connections would pin thousands
+  // of buffers. A connection whose last recv filled the space it was given
+  // (more is waiting) reads again at once, without the extra step.
+  const bool holds_nothing = !rx_ && !cin_;
+  if (holds_nothing && recv_short_ && !recv_readable_) {
+    io_uring_sqe* s = carrier_->sqe();
+    if (!s) return;
+    io_uring_prep_poll_add(s, fd_.get(), POLLIN);
+    CarrierImpl::track(s, &recv_op, ops);
+    recv_inflight_ = true;
+    recv_polling_ = true;
+    return;
+  }
   std::span<uint8_t> space = make_room() ? recv_space() : std::span<uint8_t>();
   if (space.empty()) {
     carrier_->retry_later(this);  // pool exhausted: not an error, try again soon
@@ -532,6 +559,8 @@ void ConnectionImpl::arm_recv() {
   io_uring_prep_recv(s, fd_.get(), space.data(), space.size(), 0);
   CarrierImpl::track(s, &recv_op, ops);
   recv_inflight_ = true;
+  recv_readable_ = false;
+  recv_asked_ = space.size();
 }
 
 void ConnectionImpl::on_recv(int res) {
@@ -551,6 +580,21 @@ void ConnectionImpl::on_recv(int res) {
     service();
     return;
   }
+  if (recv_polling_) {
+    // The idle connection's poll: readable (or hung up, or in error, which
+    // the recv that follows reports), or cancelled by a close.
+    {
+      std::lock_guard rx(rx_mu_);
+      recv_inflight_ = false;
+      recv_polling_ = false;
+      if (res >= 0) recv_readable_ = true;
+    }
+    if (res < 0 && res != -EINTR && res != -EAGAIN && res != -ECANCELED) {
+      fail(std::string("poll: ") + std::strerror(-res), -res);
+    }
+    service();
+    return;
+  }
   if (res == -EIO && rx_layer_ == Layer::kKernel) {
     {
       std::lock_guard rx(rx_mu_);
@@ -565,6 +609,7 @@ void ConnectionImpl::on_recv(int res) {
   {
     std::lock_guard rx(rx_mu_);
     recv_inflight_ = false;
+    if (res > 0) recv_short_ = static_cast<size_t>(res) < recv_asked_;
     if (res > 0) {
       received(static_cast<size_t>(res));
       // The mode changed to kCaller while this recv was in flight: its bytes

@@ -226,6 +226,7 @@ class ConnectionImpl final : public Connection {
   // Where the next recv writes: the plaintext buffer, or the ciphertext
   // buffer of the user-space record layer. Empty when the pool is empty.
   std::span<uint8_t> recv_space();
+  void release_drained();
   void received(size_t n);
   // Opens buffered ciphertext into rx_ as far as there is room; true if it
   // used any. `why` gets the reason to close (alert, bad record).
@@ -303,6 +304,12 @@ class ConnectionImpl final : public Connection {
   bool cancel_inflight_ = false;
   bool closing_ = false;
   bool ring_rx_pending_ = false;  // kCaller, but the ring's last recv brought bytes
+  // Ring reads of an idle connection: a poll for POLLIN first, which holds no
+  // buffer, and the recv (with a pooled buffer) once the socket is readable.
+  bool recv_polling_ = false;   // the recv_op in flight is that poll
+  bool recv_readable_ = false;  // the poll reported data: recv at once
+  bool recv_short_ = true;      // the last recv brought less than asked: the socket was drained
+  size_t recv_asked_ = 0;       // the space given to the recv in flight
   // Set once on_closed was reported; read by other threads so that calls on
   // a finished connection never reach the ring (which may be gone).
   std::atomic<bool> finished_{false};

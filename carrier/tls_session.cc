@@ -1,7 +1,5 @@
 #include "carrier/tls_session.h"
 
-#include "carrier/record_layer.h"
-
 #include <linux/tls.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -10,6 +8,8 @@
 #include <openssl/x509.h>
 
 #include <cstring>
+
+#include "carrier/record_layer.h"
 
 namespace ktls::carrier {
 namespace {

@@ -17,12 +17,17 @@
 
 suite() -> [{timetrap, {minutes, 3}}].
 
-all() -> [{group, ktls_filter}, {group, inet_tcp}, {group, ktls_filter_tls}, {group, inet_tls}].
+all() ->
+    [{group, ktls_filter}, {group, ktls_filter_ring}, {group, inet_tcp}, {group, ktls_filter_tls},
+     {group, inet_tls}].
 
 groups() ->
     Cases = [idle_mesh, storm_echo, churn, report_files, attack_mix],
     Tls = [idle_mesh, storm_echo, attack_mix],
-    [{ktls_filter, [sequence], Cases}, {inet_tcp, [sequence], Cases},
+    %% ktls_filter_ring: the ring reads (-ktls_filter rx_reader ring), where
+    %% an idle connection waits with a poll and holds no receive buffer.
+    [{ktls_filter, [sequence], Cases}, {ktls_filter_ring, [sequence], [idle_mesh, churn]},
+     {inet_tcp, [sequence], Cases},
      {ktls_filter_tls, [sequence], Tls}, {inet_tls, [sequence], Tls}].
 
 %% The swarm as ./ktls test's build (bazel build //...) left it. Not built
@@ -82,6 +87,7 @@ end_per_group(_Group, Config) ->
     ok.
 
 carrier(ktls_filter) -> ktls;
+carrier(ktls_filter_ring) -> ktls;
 carrier(ktls_filter_tls) -> ktls;
 carrier(inet_tcp) -> inet_tcp;
 carrier(inet_tls) -> inet_tls.
@@ -90,6 +96,7 @@ tls(Group) -> lists:member(Group, [ktls_filter_tls, inet_tls]).
 
 tls_args(ktls_filter_tls, Config) -> ["-ktls_filter_optfile", ?config(tls_conf, Config)];
 tls_args(inet_tls, Config) -> ["-ssl_dist_optfile", ?config(tls_conf, Config)];
+tls_args(ktls_filter_ring, _) -> ["-ktls_filter", "rx_reader", "ring"];
 tls_args(_, _) -> [].
 
 %% ------------------------------------------------------------------
