@@ -200,6 +200,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   virtual void send_tick() = 0;
   // Close; on_closed follows with `reason`.
   virtual void close(const std::string& reason) = 0;
+  // close(), and a plain connection's socket is shut down on the caller's
+  // thread before this returns, so the peer sees the close as soon as it
+  // would from a port-based carrier (net_kernel:disconnect/1 returns, then
+  // a caller asks the peer). A TLS connection ends its session first, on
+  // the carrier thread (close_notify), as close() does.
+  virtual void close_now(const std::string& reason) = 0;
 
   // An integer socket option (setsockopt/getsockopt level, name): what
   // net_kernel:setopts/getopts and the inet_dist_*_options reach.

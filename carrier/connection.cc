@@ -542,7 +542,10 @@ void ConnectionImpl::arm_recv() {
   const bool holds_nothing = !rx_ && !cin_;
   if (holds_nothing && recv_short_ && !recv_readable_) {
     io_uring_sqe* s = carrier_->sqe();
-    if (!s) return;
+    if (!s) {
+      carrier_->retry_later(this);  // the ring is full: not an error, try again soon
+      return;
+    }
     io_uring_prep_poll_add(s, fd_.get(), POLLIN);
     CarrierImpl::track(s, &recv_op, ops);
     recv_inflight_ = true;
@@ -555,7 +558,10 @@ void ConnectionImpl::arm_recv() {
     return;
   }
   io_uring_sqe* s = carrier_->sqe();
-  if (!s) return;
+  if (!s) {
+    carrier_->retry_later(this);
+    return;
+  }
   io_uring_prep_recv(s, fd_.get(), space.data(), space.size(), 0);
   CarrierImpl::track(s, &recv_op, ops);
   recv_inflight_ = true;
@@ -657,7 +663,10 @@ void ConnectionImpl::arm_send() {
     return;
   }
   io_uring_sqe* s = carrier_->sqe();
-  if (!s) return;
+  if (!s) {
+    carrier_->retry_later(this);
+    return;
+  }
   msg_ = msghdr{};
   msg_.msg_iov = iov_.data();
   msg_.msg_iovlen = iov_.size();
@@ -764,6 +773,15 @@ void ConnectionImpl::fail(const std::string& why, int code) {
   std::lock_guard lock(mu_);
   closed_for_send_ = true;
   tx_ready_ = false;
+}
+
+void ConnectionImpl::close_now(const std::string& reason) {
+  close(reason);
+  if (tls()) return;
+  // rx_closed_ is set under rx_mu_ before the socket is closed, so fd_ is
+  // still this connection's socket here.
+  std::lock_guard rx(rx_mu_);
+  if (!rx_closed_ && fd_) ::shutdown(fd_.get(), SHUT_RDWR);
 }
 
 // Waits for in-flight operations (cancelling them), then closes the socket
@@ -898,7 +916,10 @@ void ConnectionImpl::arm_handshake_recv() {
     want = RecordCipher::next_record_size(hs_in_.data(), hs_got_) - hs_got_;
   }
   io_uring_sqe* s = carrier_->sqe();
-  if (!s) return;
+  if (!s) {
+    carrier_->retry_later(this);
+    return;
+  }
   // Exactly one record at a time: nothing after the last handshake record
   // is read here, so a kernel can take over at a record boundary.
   io_uring_prep_recv(s, fd_.get(), hs_in_.data() + hs_got_, want, 0);

@@ -140,6 +140,7 @@ class ConnectionImpl final : public Connection {
     }
     poke();
   }
+  void close_now(const std::string& reason) override;
   ConnectionStats stats() const override {
     ConnectionStats s;
     s.packets_in = packets_in_.load(std::memory_order_relaxed);

@@ -52,7 +52,9 @@ void conn_down(ErlNifEnv*, void* obj, ErlNifPid*, ErlNifMonitor* mon) {
       res->monitoring = false;
     }
   }
-  if (res->conn) res->conn->close(why);
+  // At once: when net_kernel:disconnect/1 returns (it waits for the
+  // connection supervisor's exit), the peer already sees the close.
+  if (res->conn) res->conn->close_now(why);
 }
 
 void buffer_dtor(ErlNifEnv*, void* obj) {

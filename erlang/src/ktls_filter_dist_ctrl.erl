@@ -79,7 +79,6 @@ setup_loop(Conn) ->
                  end,
             Input ! {DHandle, go, Rx},
             From ! {Ref, ok},
-            process_flag(priority, normal),
             _ = erlang:dist_ctrl_set_opt(DHandle, get_size, true),
             ok = erlang:dist_ctrl_get_data_notification(DHandle),
             output_loop(Conn, DHandle);
@@ -128,6 +127,14 @@ peer_text(_) -> "unknown peer".
 %% ------------------------------------------------------------------
 
 output_loop(Conn, DHandle) ->
+    %% Idle, the controller waits at high priority: the close of the
+    %% connection (ktls_closed), which takes the node down in the VM when
+    %% this process exits, and the first batch of output after a quiet
+    %% spell run before normal processes, as the port task of a port-based
+    %% carrier would (erl_distribution_SUITE:differing_cookies asks the peer
+    %% right after net_kernel:disconnect/1 returns). A batch that leaves
+    %% more behind continues at normal priority (send_data).
+    _ = process_flag(priority, high),
     receive
         dist_data ->
             send_data(Conn, DHandle);
@@ -171,6 +178,7 @@ send_data(Conn, DHandle) ->
         {Packets, More} ->
             case ktls_filter_nif:send_dist(Conn, Packets) of
                 ok when More ->
+                    _ = process_flag(priority, normal),
                     send_data(Conn, DHandle);
                 ok ->
                     ok = erlang:dist_ctrl_get_data_notification(DHandle),
