@@ -10,10 +10,15 @@
 #                                                after S s; --tls: TLS with OPTFILE (ktls_filter:
 #                                                -ktls_filter_optfile, inet_tls: -ssl_dist_optfile;
 #                                                ./ktls certs makes one)
-#   ./ktls loadgen scale [--conns N] [--ticktime T] [--window S]
-#                                                idle connections against a ktls_filter and
-#                                                an inet_tcp target: memory per connection,
-#                                                tick CPU; report in _build/loadgen/scale/TIME
+#   ./ktls loadgen scale [--conns N] [--ticktime T] [--window S] [--carriers C,...]
+#                        [--tls OPTFILE]         idle connections (default 10,000) against one
+#                                                target per carrier: memory per connection,
+#                                                tick CPU, handshakes/s; C = ktls_filter,
+#                                                ktls_filter_ring (-ktls_filter rx_reader ring),
+#                                                inet_tcp, ktls_filter_tls, ktls_filter_tls_ring,
+#                                                inet_tls (default all; TLS certificates made
+#                                                unless --tls); each capped by its descriptors;
+#                                                report in _build/loadgen/scale/TIME
 set -euo pipefail
 : "${KTLS_ROOT:?run through ./ktls loadgen}"
 # shellcheck source=tools/ktls_lib.sh
@@ -122,7 +127,7 @@ case "$cmd" in
     lg_ensure_built
     lg_target "$@" ;;
   scale)
-    lg_build
+    lg_ensure_built
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     out="$LG_DIR/scale/$(date +%Y%m%d-%H%M%S)"
     mkdir -p "$out"
