@@ -506,9 +506,7 @@ TEST_P(CarrierTest, TicksAreCountedNotDelivered) {
 }
 
 // A reader that releases every packet during on_packets (as the NIF does by
-// copying) receives into a few pool buffers taking turns: a buffer is
-// reused while reads fill it, and goes back to the pool when a read drains
-// the socket (the connection then waits with a poll, holding none).
+// copying) keeps receiving into the same pool buffer.
 class BufferCounter : public Recorder {
  public:
   void on_packets(Connection& c, std::span<const Packet> ps) override {
@@ -521,7 +519,7 @@ class BufferCounter : public Recorder {
   std::set<const Buffer*> buffers;
 };
 
-TEST_P(CarrierTest, ReceiveBuffersAreRecycledWhenPacketsAreReleased) {
+TEST_P(CarrierTest, ReceiveBufferIsReusedWhenPacketsAreReleased) {
   Pair p = connect_pair();
   auto counter = std::make_shared<BufferCounter>();
   p.server->set_observer(counter);
@@ -533,12 +531,7 @@ TEST_P(CarrierTest, ReceiveBuffersAreRecycledWhenPacketsAreReleased) {
   ASSERT_TRUE(counter->wait([&] { return counter->packets.size() == msgs.size(); }));
   EXPECT_EQ(counter->packets, msgs);
   std::lock_guard l(counter->mu);
-  // Recycled, not piling up: 7 MiB went through at most two arenas' worth
-  // of buffers (without reuse: a new 256 KiB buffer about 28 times), and
-  // the drained connection holds none.
-  EXPECT_LE(carrier->stats().pool.arena_bytes, 4u << 20) << counter->buffers.size() << " buffers";
-  EXPECT_TRUE(eventually([&] { return carrier->stats().pool.buffers_in_use == 0; }))
-      << carrier->stats().pool.buffers_in_use;
+  EXPECT_EQ(counter->buffers.size(), 1u);  // without reuse: two, alternating
 }
 
 // Records the threads on_packets ran on.
@@ -737,39 +730,6 @@ TEST_P(CarrierTest, CallerModeIdleConnectionHoldsNoReceiveBuffer) {
   send_strings(*p.client, {"again"});
   ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size() + 1; }));
   EXPECT_EQ(p.srec->packets.back(), "again");
-}
-
-// Ring mode: an idle connection waits for data with a poll, not a recv
-// holding a pooled buffer, so that thousands of idle connections hold no
-// receive memory; a burst after the quiet is read and delivered whole.
-TEST_P(CarrierTest, RingModeIdleConnectionHoldsNoReceiveBuffer) {
-  Pair p = connect_pair(false);
-  for (auto& c : {p.client, p.server}) {
-    c->set_framing(Framing::kDist);
-    c->start_streaming(RxMode::kRing);
-  }
-  std::vector<std::string> msgs;
-  for (int i = 0; i < 1000; i++) msgs.push_back(std::string(100 + i, 'r'));
-  send_strings(*p.client, msgs);
-  send_strings(*p.server, msgs);
-  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size(); }));
-  ASSERT_TRUE(p.crec->wait([&] { return p.crec->packets.size() == msgs.size(); }));
-  EXPECT_TRUE(eventually([&] { return carrier->stats().pool.buffers_in_use == 0; }))
-      << carrier->stats().pool.buffers_in_use;
-  // Large messages make the reads large (no poll between them); afterwards
-  // the connection is idle again and lets go of its buffer.
-  std::vector<std::string> big;
-  for (int i = 0; i < 32; i++) big.push_back(std::string(200 * 1024, static_cast<char>('A' + i)));
-  send_strings(*p.client, big);
-  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size() + big.size(); }));
-  EXPECT_TRUE(std::equal(big.begin(), big.end(), p.srec->packets.end() - big.size()));
-  send_strings(*p.client, {"again"});
-  ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == msgs.size() + big.size() + 1; }));
-  EXPECT_EQ(p.srec->packets.back(), "again");
-  EXPECT_TRUE(eventually([&] { return carrier->stats().pool.buffers_in_use == 0; }))
-      << carrier->stats().pool.buffers_in_use;
-  EXPECT_EQ(p.srec->closed, 0);
-  EXPECT_EQ(p.crec->closed, 0);
 }
 
 // receive_now() makes a bounded number of recv calls; the bytes of the last

@@ -5,7 +5,6 @@
 #include <liburing.h>
 #include <linux/tls.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -222,10 +221,7 @@ void ConnectionImpl::service() {
     {
       std::lock_guard rx(rx_mu_);
       bad = parse();
-      if (bad.empty() && !closing_ && !caller_rx_.load(std::memory_order_acquire)) {
-        if (recv_short_) release_drained();  // the socket was drained: arm_recv polls first
-        arm_recv();
-      }
+      if (bad.empty() && !closing_ && !caller_rx_.load(std::memory_order_acquire)) arm_recv();
     }
     if (!bad.empty()) fail(bad);
     if (closing_) {
@@ -374,7 +370,7 @@ RxStep ConnectionImpl::receive_now() {
 // Lets go of the receive buffers when everything in them was delivered and
 // no recv is writing into them (rx_mu_ held).
 void ConnectionImpl::release_drained() {
-  if (recv_inflight_ && !recv_polling_) return;
+  if (recv_inflight_) return;
   if (rx_ && rx_start_ == rx_end_) {
     rx_ = BufferRef();
     rx_start_ = rx_end_ = 0;
@@ -533,25 +529,6 @@ void ConnectionImpl::arm_recv() {
   } else if (requests_ == 0) {
     return;
   }
-  // A connection that holds no receive buffer (everything it got was
-  // delivered) and whose last recv emptied the socket waits for data
-  // without one: a recv in flight pins a pooled buffer for as long as the
-  // peer is quiet, and thousands of idle connections would pin thousands
-  // of buffers. A connection whose last recv filled the space it was given
-  // (more is waiting) reads again at once, without the extra step.
-  const bool holds_nothing = !rx_ && !cin_;
-  if (holds_nothing && recv_short_ && !recv_readable_) {
-    io_uring_sqe* s = carrier_->sqe();
-    if (!s) {
-      carrier_->retry_later(this);  // the ring is full: not an error, try again soon
-      return;
-    }
-    io_uring_prep_poll_add(s, fd_.get(), POLLIN);
-    CarrierImpl::track(s, &recv_op, ops);
-    recv_inflight_ = true;
-    recv_polling_ = true;
-    return;
-  }
   std::span<uint8_t> space = make_room() ? recv_space() : std::span<uint8_t>();
   if (space.empty()) {
     carrier_->retry_later(this);  // pool exhausted: not an error, try again soon
@@ -565,8 +542,6 @@ void ConnectionImpl::arm_recv() {
   io_uring_prep_recv(s, fd_.get(), space.data(), space.size(), 0);
   CarrierImpl::track(s, &recv_op, ops);
   recv_inflight_ = true;
-  recv_readable_ = false;
-  recv_asked_ = space.size();
 }
 
 void ConnectionImpl::on_recv(int res) {
@@ -586,21 +561,6 @@ void ConnectionImpl::on_recv(int res) {
     service();
     return;
   }
-  if (recv_polling_) {
-    // The idle connection's poll: readable (or hung up, or in error, which
-    // the recv that follows reports), or cancelled by a close.
-    {
-      std::lock_guard rx(rx_mu_);
-      recv_inflight_ = false;
-      recv_polling_ = false;
-      if (res >= 0) recv_readable_ = true;
-    }
-    if (res < 0 && res != -EINTR && res != -EAGAIN && res != -ECANCELED) {
-      fail(std::string("poll: ") + std::strerror(-res), -res);
-    }
-    service();
-    return;
-  }
   if (res == -EIO && rx_layer_ == Layer::kKernel) {
     {
       std::lock_guard rx(rx_mu_);
@@ -615,7 +575,6 @@ void ConnectionImpl::on_recv(int res) {
   {
     std::lock_guard rx(rx_mu_);
     recv_inflight_ = false;
-    if (res > 0) recv_short_ = static_cast<size_t>(res) < recv_asked_;
     if (res > 0) {
       received(static_cast<size_t>(res));
       // The mode changed to kCaller while this recv was in flight: its bytes

@@ -305,12 +305,6 @@ class ConnectionImpl final : public Connection {
   bool cancel_inflight_ = false;
   bool closing_ = false;
   bool ring_rx_pending_ = false;  // kCaller, but the ring's last recv brought bytes
-  // Ring reads of an idle connection: a poll for POLLIN first, which holds no
-  // buffer, and the recv (with a pooled buffer) once the socket is readable.
-  bool recv_polling_ = false;   // the recv_op in flight is that poll
-  bool recv_readable_ = false;  // the poll reported data: recv at once
-  bool recv_short_ = true;      // the last recv brought less than asked: the socket was drained
-  size_t recv_asked_ = 0;       // the space given to the recv in flight
   // Set once on_closed was reported; read by other threads so that calls on
   // a finished connection never reach the ring (which may be gone).
   std::atomic<bool> finished_{false};

@@ -24,8 +24,8 @@ all() ->
 groups() ->
     Cases = [idle_mesh, storm_echo, churn, report_files, attack_mix],
     Tls = [idle_mesh, storm_echo, attack_mix],
-    %% ktls_filter_ring: the ring reads (-ktls_filter rx_reader ring), where
-    %% an idle connection waits with a poll and holds no receive buffer.
+    %% ktls_filter_ring: the carrier thread reads (-ktls_filter rx_reader
+    %% ring), one descriptor a connection instead of two.
     [{ktls_filter, [sequence], Cases}, {ktls_filter_ring, [sequence], [idle_mesh, churn]},
      {inet_tcp, [sequence], Cases},
      {ktls_filter_tls, [sequence], Tls}, {inet_tls, [sequence], Tls}].
