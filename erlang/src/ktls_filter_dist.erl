@@ -357,7 +357,7 @@ checked_name(_Conn, Other) ->
 
 refuse_name(Conn, Why) ->
     Peer = ktls_filter_dist_ctrl:peer_text(ktls_filter_nif:peername(Conn)),
-    logger:warning("ktls_filter: refused ~s: ~ts", [Peer, Why], #{domain => [ktls_filter]}),
+    logger:warning("ktls_filter: refused ~s: ~ts", [Peer, Why]),
     ktls_filter_tls:count_refusal(),
     ktls_filter_nif:close(Conn, unicode:characters_to_binary(Why)).
 

@@ -112,8 +112,7 @@ log_closed(Conn, Phase, Reason) ->
                                   connected -> notice
                               end,
                       logger:log(Level, "ktls_filter: connection with ~s~s closed during ~p: ~tp",
-                                 [PeerText, NodeText, Phase, Reason],
-                                 #{domain => [ktls_filter]})
+                                 [PeerText, NodeText, Phase, Reason])
               end),
     ok.
 

@@ -29,7 +29,7 @@ log(Conn, Node, Info) ->
     Peer = ktls_filter_dist_ctrl:peer_text(ktls_filter_nif:peername(Conn)),
     {Text, Fields} = describe(Node, Info),
     logger:warning("ktls_filter: refused from ~ts (~s) ~ts", [atom_to_list(Node), Peer, Text],
-                   #{domain => [ktls_filter], ktls_refusal => Fields#{peer => Peer}}).
+                   #{ktls_refusal => Fields#{peer => Peer}}).
 
 %% @doc Logs a refusal decided in Erlang when the connection's slot allows.
 -spec log_if_slot(ktls_filter_nif:conn(), node(), info()) -> ok.

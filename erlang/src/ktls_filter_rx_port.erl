@@ -84,8 +84,7 @@ keeper_init(Starter) ->
                          {error, Reason} = Error ->
                              logger:error("ktls_filter: receive port driver ~s not loaded: ~ts; "
                                           "connections are read by the carrier thread",
-                                          [?DRIVER, erl_ddll:format_error(Reason)],
-                                          #{domain => [ktls_filter]}),
+                                          [?DRIVER, erl_ddll:format_error(Reason)]),
                              Error
                      end,
             persistent_term:put(?LOADED, Status =:= ok),

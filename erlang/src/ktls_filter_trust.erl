@@ -112,8 +112,7 @@ decide(Conn, Node) ->
                     ktls_filter_counters:add(?MODULE, trusted_connections),
                     logger:notice("ktls_filter: trusting ~tp (~s) by trusted_peers rule ~ts",
                                   [Node, ktls_filter_dist_ctrl:peer_text(
-                                           ktls_filter_nif:peername(Conn)), Text],
-                                  #{domain => [ktls_filter]}),
+                                           ktls_filter_nif:peername(Conn)), Text]),
                     Text;
                 false ->
                     ktls_filter_counters:add(?MODULE, untrusted_connections),

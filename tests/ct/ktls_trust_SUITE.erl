@@ -66,13 +66,18 @@ start(Name, Args) ->
 trust(Rules) ->
     ["-ktls_filter", "trusted_peers", lists:flatten(io_lib:format("~p", [Rules]))].
 
-%% Logs warnings and notices of the node to a file; returns the file.
+%% Logs warnings and notices of the node to a file, through the filters of
+%% OTP's default handler (what an operator's console shows: it stops
+%% events with a domain other than OTP's); returns the file.
 log_to_file(P, Config, Name) ->
     Log = filename:join(?config(priv_dir, Config), Name ++ ".log"),
+    {ok, Default} = ktls_ct_nodes:call(P, logger, get_handler_config, [default]),
     ok = ktls_ct_nodes:call(P, logger, add_handler,
                             [ktls_test_log, logger_std_h,
                              #{config => #{file => Log, filesync_repeat_interval => 100},
-                               level => notice}]),
+                               level => notice,
+                               filters => maps:get(filters, Default),
+                               filter_default => maps:get(filter_default, Default)}]),
     Log.
 
 log_lines(Log, What) ->
