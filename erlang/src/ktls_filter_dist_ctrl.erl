@@ -107,9 +107,16 @@ log_closed(Conn, Phase, Reason) ->
                                      undefined -> "";
                                      N -> io_lib:format(" (~p)", [N])
                                  end,
-                      Level = case Phase of
-                                  handshake -> warning;
-                                  connected -> notice
+                      %% A connection that ends after the handshake is news
+                      %% only when the filter ended it (OTP's carriers say
+                      %% nothing when a connection closes; its nodedown
+                      %% reason is for monitor_nodes): the rest is at info,
+                      %% under OTP's default level, so that 10,000 peers
+                      %% leaving do not flood the console.
+                      Level = case {Phase, nodedown_reason(Reason)} of
+                                  {handshake, _} -> warning;
+                                  {connected, killed} -> warning;
+                                  {connected, _} -> info
                               end,
                       logger:log(Level, "ktls_filter: connection with ~s~s closed during ~p: ~tp",
                                  [PeerText, NodeText, Phase, Reason])
