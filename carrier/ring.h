@@ -143,7 +143,8 @@ class CarrierImpl final : public Carrier {
   std::vector<std::shared_ptr<ListenerImpl>> new_listeners_;
 
   mutable std::mutex tls_mu_;
-  uint64_t tls_handshakes_ = 0, tls_resumptions_ = 0, tls_failures_ = 0, ktls_installs_ = 0, ktls_fallbacks_ = 0;
+  uint64_t tls_handshakes_ = 0, tls_resumptions_ = 0, tls_failures_ = 0, ktls_installs_ = 0,
+           ktls_fallbacks_ = 0;
   std::map<std::string, uint64_t> tls_failure_reasons_;
   std::string ktls_fallback_reason_;
 

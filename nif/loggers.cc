@@ -81,7 +81,8 @@ ERL_NIF_TERM loggers_messages(ErlNifEnv* env, ERL_NIF_TERM events, uint64_t n) {
       uint64_t dropped = l->dropped.exchange(0);
       ERL_NIF_TERM msg = enif_make_tuple4(env, batch, enif_make_resource(env, l),
                                           enif_make_uint64(env, dropped), events);
-      list = enif_make_list_cell(env, enif_make_tuple2(env, enif_make_pid(env, &l->pid), msg), list);
+      list =
+          enif_make_list_cell(env, enif_make_tuple2(env, enif_make_pid(env, &l->pid), msg), list);
     }
     enif_release_resource(l);
   }
