@@ -363,22 +363,15 @@ RxStep ConnectionImpl::receive_now() {
   // stays with the binaries made over it) until the socket is readable
   // again. An idle connection then holds no receive buffer at all, which is
   // what lets a node keep thousands of mostly idle connections.
-  if (step == RxStep::kAgain) release_drained();
-  return step;
-}
-
-// Lets go of the receive buffers when everything in them was delivered and
-// no recv is writing into them (rx_mu_ held).
-void ConnectionImpl::release_drained() {
-  if (recv_inflight_) return;
-  if (rx_ && rx_start_ == rx_end_) {
+  if (step == RxStep::kAgain && rx_ && rx_start_ == rx_end_) {
     rx_ = BufferRef();
     rx_start_ = rx_end_ = 0;
   }
-  if (cin_ && cin_start_ == cin_end_) {
+  if (step == RxStep::kAgain && cin_ && cin_start_ == cin_end_) {
     cin_ = BufferRef();
     cin_start_ = cin_end_ = 0;
   }
+  return step;
 }
 
 void ConnectionImpl::check_writable() {

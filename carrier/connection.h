@@ -227,7 +227,6 @@ class ConnectionImpl final : public Connection {
   // Where the next recv writes: the plaintext buffer, or the ciphertext
   // buffer of the user-space record layer. Empty when the pool is empty.
   std::span<uint8_t> recv_space();
-  void release_drained();
   void received(size_t n);
   // Opens buffered ciphertext into rx_ as far as there is room; true if it
   // used any. `why` gets the reason to close (alert, bad record).
