@@ -176,7 +176,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Deliver packets continuously as they arrive, batched, subject to rx_window.
   // kRing: the ring thread reads. kCaller: from now on the ring thread never
   // reads the socket; the caller calls receive_now() whenever the descriptor
-  // of dup_poll_fd() is readable (and once right away: bytes that came with
+  // of lend_poll_fd() is readable (and once right away: bytes that came with
   // the handshake may be buffered already).
   virtual void start_streaming(RxMode mode) = 0;
   // kCaller: reads what the socket has (a few recv calls at most), cuts
@@ -184,11 +184,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // blocks. Errors and end of stream close the connection as in kRing
   // (on_closed follows on the ring thread, after every packet delivered).
   virtual RxStep receive_now() = 0;
-  // kCaller: a duplicate of the socket descriptor for a readiness poller,
-  // owned by the caller. When the connection closes the carrier shuts the
-  // socket down, so the duplicate polls readable and receive_now() says
-  // kClosed; then the caller closes it.
-  virtual Result<int> dup_poll_fd() = 0;
+  // kCaller: the socket's own descriptor, lent to a readiness poller (the
+  // receive port puts it in the VM's pollset; no duplicate, so a connection
+  // costs one descriptor). While it is lent the carrier never closes it:
+  // when the connection closes the socket is shut down, the poller sees it
+  // readable and receive_now() says kClosed, and the descriptor stays open
+  // until the poller, once it has stopped polling it, calls return_poll_fd().
+  // Each successful lend_poll_fd() takes one return_poll_fd(); the
+  // connection object must outlive it.
+  virtual Result<int> lend_poll_fd() = 0;
+  virtual void return_poll_fd() = 0;
   // The user processed `bytes` of delivered packets (sum of Packet::size);
   // reading resumes when delivered-but-unconsumed bytes drop below rx_window.
   // True in kCaller mode when this call reopened the window: the caller

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -638,19 +639,28 @@ TEST_P(CarrierTest, CallerModeLocalCloseWakesThePoller) {
   const size_t fds = open_fds();
   {
     CallerPoller poller(p.server);
+    EXPECT_EQ(open_fds(), fds);  // the socket itself is polled: no duplicate
+    struct stat lent {};
+    ASSERT_EQ(::fstat(poller.fd(), &lent), 0);
     send_strings(*p.client, {"one"});
     ASSERT_TRUE(p.srec->wait([&] { return p.srec->packets.size() == 1; }));
     p.server->close("local close");
     ASSERT_TRUE(p.srec->wait([&] { return p.srec->closed == 1; }));
     EXPECT_NE(p.srec->close_reason.find("local close"), std::string::npos);
-    // The shutdown reaches the duplicate: the poller stops by itself, and
-    // the peer sees the close although the duplicate is still open.
+    // The shutdown reaches the poller: it stops by itself, and the peer
+    // sees the close although the lent descriptor is still open.
     EXPECT_TRUE(eventually([&] { return poller.closed == 1; }));
     ASSERT_TRUE(p.crec->wait([&] { return p.crec->closed == 1; }));
-    EXPECT_FALSE(p.server->dup_poll_fd().ok());
+    EXPECT_FALSE(p.server->lend_poll_fd().ok());
+    // Closed, but not under the poller: the descriptor it polls is still
+    // the connection's socket, so its number cannot be reused yet.
+    struct stat now {};
+    ASSERT_EQ(::fstat(poller.fd(), &now), 0);
+    EXPECT_EQ(now.st_ino, lent.st_ino);
   }
   EXPECT_EQ(p.server->receive_now(), RxStep::kClosed);
-  EXPECT_TRUE(eventually([&] { return open_fds() < fds; }));  // server socket and duplicate gone
+  // Returned by the poller: now the socket is closed.
+  EXPECT_TRUE(eventually([&] { return open_fds() < fds; }));
 }
 
 TEST_P(CarrierTest, CallerModeOversizedFrameDeliversThenCloses) {

@@ -255,12 +255,16 @@ void ConnectionImpl::start_streaming(RxMode mode) {
   poke();
 }
 
-Result<int> ConnectionImpl::dup_poll_fd() {
+Result<int> ConnectionImpl::lend_poll_fd() {
   std::lock_guard rx(rx_mu_);
   if (rx_closed_ || !fd_) return Error::message("connection closed");
-  int d = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0);
-  if (d < 0) return Error::from_errno(errno, "dup");
-  return d;
+  fd_lent_++;
+  return fd_.get();
+}
+
+void ConnectionImpl::return_poll_fd() {
+  std::lock_guard rx(rx_mu_);
+  if (fd_lent_ > 0 && --fd_lent_ == 0) lent_fd_.reset();
 }
 
 // Under rx_mu_: finish_close() marks rx_closed_ under it before the socket
@@ -756,9 +760,12 @@ void ConnectionImpl::finish_close() {
     std::lock_guard rx(rx_mu_);
     rx_closed_ = true;
     rx_ = BufferRef();
-    // A poller's duplicate keeps the socket open: shut it down so the peer
-    // sees the close and the poller sees end of stream.
+    // A poller that holds the socket (lend_poll_fd) keeps it open: shut it
+    // down so the peer sees the close and the poller sees end of stream;
+    // the descriptor is closed when the last poller returns it, never while
+    // it may still be in a pollset (its number could be reused meanwhile).
     if (caller_rx_.load(std::memory_order_acquire)) ::shutdown(fd_.get(), SHUT_RDWR);
+    if (fd_lent_ > 0) lent_fd_ = std::move(fd_);
   }
   finished_ = true;
   fd_.reset();

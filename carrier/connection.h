@@ -109,7 +109,8 @@ class ConnectionImpl final : public Connection {
   }
   void start_streaming(RxMode mode) override;
   RxStep receive_now() override;
-  Result<int> dup_poll_fd() override;
+  Result<int> lend_poll_fd() override;
+  void return_poll_fd() override;
   bool consumed(uint64_t bytes) override {
     // Saturating: consuming more than was delivered in streaming mode (e.g.
     // handshake packets) must not wrap the counter.
@@ -294,6 +295,8 @@ class ConnectionImpl final : public Connection {
   std::recursive_mutex rx_mu_;
   std::atomic<bool> caller_rx_{false};  // RxMode::kCaller streaming
   bool rx_closed_ = false;              // no more reading or delivering
+  int fd_lent_ = 0;                     // lend_poll_fd() not yet returned
+  Fd lent_fd_;  // the socket of a closed connection, closed at the last return
   FrameParser parser_;
   BufferRef rx_;
   size_t rx_start_ = 0, rx_end_ = 0;  // unparsed bytes [start, end) of rx_

@@ -90,16 +90,16 @@ std::map<std::string, uint64_t> tls_stat() {
 }
 
 // The TCP upper-layer protocol of a connection's socket ("tls"), read
-// through the duplicate descriptor the carrier hands out for polling.
+// through the descriptor the carrier lends to a poller.
 std::string ulp_of(Connection& c) {
-  auto fd = c.dup_poll_fd();
+  auto fd = c.lend_poll_fd();
   if (!fd.ok()) return "error: " + fd.error().what;
   char ulp[32] = {};
   socklen_t len = sizeof ulp - 1;
   std::string r = ::getsockopt(fd.value(), SOL_TCP, TCP_ULP, ulp, &len) == 0
                       ? std::string(ulp)
                       : std::string("error: ") + std::strerror(errno);
-  ::close(fd.value());
+  c.return_poll_fd();
   return r;
 }
 

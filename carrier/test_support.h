@@ -161,12 +161,13 @@ bool eventually(Pred pred, std::chrono::milliseconds t = std::chrono::seconds(5)
 }
 
 // RxMode::kCaller: a poller thread of the test's plays the VM's pollset. It
-// calls receive_now() when the duplicate descriptor is readable, stops at
-// kPaused until resume(), and ends at kClosed (closing its duplicate).
+// calls receive_now() when the lent descriptor is readable, stops at
+// kPaused until resume(), and ends at kClosed; it returns the descriptor
+// when it is destroyed.
 class CallerPoller {
  public:
   explicit CallerPoller(std::shared_ptr<Connection> c) : conn_(std::move(c)) {
-    auto fd = conn_->dup_poll_fd();
+    auto fd = conn_->lend_poll_fd();
     EXPECT_TRUE(fd.ok());
     fd_ = fd.ok() ? fd.value() : -1;
     thread_ = std::thread([this] { run(); });
@@ -174,9 +175,10 @@ class CallerPoller {
   ~CallerPoller() {
     stop_ = true;
     thread_.join();
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) conn_->return_poll_fd();
   }
   void resume() { resume_ = true; }
+  int fd() const { return fd_; }
   std::thread::id id() const { return thread_.get_id(); }
   std::atomic<int> paused{0}, closed{0}, calls{0}, retries{0};
 

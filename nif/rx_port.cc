@@ -59,7 +59,21 @@ namespace rx_port {
 
 struct Claim {
   ConnRes* res;  // one reference, released by release()
+  int fd = -1;   // lent by the connection, until fd_out_of_pollset()
 };
+
+namespace {
+// Descriptors in the VM's pollset, by number, with the claim that lent each.
+// A number is unique here: the socket stays open until it is returned.
+struct Lent {
+  std::mutex mu;
+  std::unordered_map<int, Claim*> by_fd;
+};
+Lent& lent() {
+  static Lent l;
+  return l;
+}
+}  // namespace
 
 Claim* claim(uint64_t token) {
   Tokens& t = tokens();
@@ -75,9 +89,29 @@ Claim* claim(uint64_t token) {
   return c.release();  // owned by the port until release()
 }
 
-int dup_fd(Claim* c) {
-  auto fd = c->res->conn->dup_poll_fd();
-  return fd.ok() ? fd.value() : -1;
+int lend_fd(Claim* c) {
+  auto fd = c->res->conn->lend_poll_fd();
+  if (!fd.ok()) return -1;
+  c->fd = fd.value();
+  Lent& l = lent();
+  std::lock_guard lock(l.mu);
+  l.by_fd[c->fd] = c;
+  return c->fd;
+}
+
+bool fd_out_of_pollset(int fd) {
+  Claim* c = nullptr;
+  {
+    Lent& l = lent();
+    std::lock_guard lock(l.mu);
+    auto it = l.by_fd.find(fd);
+    if (it == l.by_fd.end()) return false;
+    c = it->second;
+    l.by_fd.erase(it);
+  }
+  c->res->conn->return_poll_fd();
+  release(c);
+  return true;
 }
 
 carrier::RxStep receive(Claim* c) { return c->res->conn->receive_now(); }

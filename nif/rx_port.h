@@ -2,8 +2,8 @@
 //
 // A streaming connection in carrier::RxMode::kCaller is read by a port of
 // the `ktls_filter_nif` driver (rx_port_driver.cc, in the same shared library
-// as the NIF). The port selects a duplicate of the socket with
-// driver_select(); when it is readable the VM runs the port's ready_input on
+// as the NIF). The port selects the socket itself (lent by the connection,
+// carrier::Connection::lend_poll_fd) with driver_select(); when it is readable the VM runs the port's ready_input on
 // a scheduler, which calls receive() here: the carrier reads, the filter
 // decides and the input process gets its {ktls_data, ...} message, all on
 // that scheduler. OTP moves a port's busy descriptor into the pollset that a
@@ -27,9 +27,15 @@ struct Claim;
 // made it); nullptr if the token is unknown, already claimed or its
 // connection closed.
 Claim* claim(uint64_t token);
-// A duplicate of the socket for driver_select(), owned by the port; -1 when
-// the connection is already closed.
-int dup_fd(Claim* c);
+// The socket, lent for driver_select() (ERL_DRV_USE); -1 when the
+// connection is already closed. From then on the claim belongs to the
+// descriptor: the port no longer release()s it; the driver's stop_select
+// hands the descriptor back with fd_out_of_pollset().
+int lend_fd(Claim* c);
+// The VM took `fd` out of its pollset (stop_select): the connection gets its
+// socket back (closing it if the connection is closed) and the claim that
+// lent it is released. False if `fd` was not lent by a claim.
+bool fd_out_of_pollset(int fd);
 // Reads and delivers on the calling scheduler (carrier::Connection::receive_now).
 carrier::RxStep receive(Claim* c);
 void release(Claim* c);

@@ -4,7 +4,6 @@
 //   1 attach  <<Token:64>>  -> "ok" | "closed"   claim the connection, select it
 //   2 resume  <<>>          -> "ok"              ktls_filter_nif:consumed/2 said resume
 #include <erl_driver.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -21,8 +20,8 @@ constexpr unsigned long kRetryMs = 5;  // pool exhausted: as the ring thread's r
 
 struct Port {
   ErlDrvPort port;
-  Claim* claim = nullptr;
-  int fd = -1;            // the duplicate; closed in stop_select
+  Claim* claim = nullptr;  // released here, or by stop_select once fd is lent
+  int fd = -1;             // the connection's socket, lent (rx_port::lend_fd)
   bool selected = false;  // ERL_DRV_READ is on
 };
 
@@ -34,13 +33,15 @@ void select_read(Port* p, bool on) {
   p->selected = on;
 }
 
-// The connection is gone: the duplicate leaves the pollset (stop_select
-// closes it) and the claim is released.
+// The connection is gone (or the port): the socket leaves the pollset, and
+// stop_select returns it to the connection and releases the claim; a claim
+// that never lent its socket is released here.
 void finish(Port* p) {
   if (p->fd >= 0) {
     driver_select(p->port, event(p->fd), ERL_DRV_READ | ERL_DRV_USE, 0);
     p->fd = -1;
     p->selected = false;
+    p->claim = nullptr;
   }
   if (p->claim) {
     release(p->claim);
@@ -99,7 +100,7 @@ ErlDrvSSizeT control(ErlDrvData d, unsigned int command, char* buf, ErlDrvSizeT 
       for (int i = 0; i < 8; i++) token = token << 8 | static_cast<uint8_t>(buf[i]);
       p->claim = claim(token);
       if (!p->claim) return reply("closed", rbuf, rlen);
-      p->fd = dup_fd(p->claim);
+      p->fd = lend_fd(p->claim);
       if (p->fd < 0) {
         finish(p);
         return reply("closed", rbuf, rlen);
@@ -115,8 +116,11 @@ ErlDrvSSizeT control(ErlDrvData d, unsigned int command, char* buf, ErlDrvSizeT 
   }
 }
 
-// The duplicate is out of the pollset: now it may be closed.
-void stop_select(ErlDrvEvent e, void*) { ::close(static_cast<int>(reinterpret_cast<intptr_t>(e))); }
+// The socket is out of the pollset: back to its connection, which closes it
+// if it is closed.
+void stop_select(ErlDrvEvent e, void*) {
+  fd_out_of_pollset(static_cast<int>(reinterpret_cast<intptr_t>(e)));
+}
 
 ErlDrvEntry entry = {
     .init = nullptr,

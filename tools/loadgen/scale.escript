@@ -14,9 +14,9 @@
 %%    net_ticktime T (a tick every T/4 s each way), and scaled to OTP's
 %%    default of 60 s (T = 60 measures that directly);
 %%  - handshakes per second while the connections came up.
-%% Carriers: ktls_filter (rx_reader port, the default: two descriptors a
-%% connection, the socket and the receive port's duplicate),
-%% ktls_filter_ring (-ktls_filter rx_reader ring: one), inet_tcp, and over
+%% Carriers: ktls_filter (rx_reader port, the default), ktls_filter_ring
+%% (-ktls_filter rx_reader ring), inet_tcp (one descriptor a connection
+%% each: the receive port polls the socket itself), and over
 %% TLS ktls_filter_tls, ktls_filter_tls_ring and inet_tls (certificates of
 %% tools/certs.sh in OUT/pki unless --tls OPTFILE). A target gets at most
 %% what its descriptor limit leaves room for after its baseline; the report
@@ -61,8 +61,8 @@ loadavg() ->
 
 %% Dist flags, TLS or not, and descriptors per connection of each carrier.
 spec(ktls_filter, _Tls) ->
-    #{dist => ["-proto_dist", "ktls_filter"], tls => false, fds => 2,
-      fds_why => "rx_reader port: the socket and the receive port's duplicate"};
+    #{dist => ["-proto_dist", "ktls_filter"], tls => false, fds => 1,
+      fds_why => "rx_reader port: the socket (the receive port polls it)"};
 spec(ktls_filter_ring, _Tls) ->
     #{dist => ["-proto_dist", "ktls_filter", "-ktls_filter", "rx_reader", "ring"], tls => false,
       fds => 1, fds_why => "rx_reader ring: the socket only"};
