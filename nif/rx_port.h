@@ -3,8 +3,9 @@
 // A streaming connection in carrier::RxMode::kCaller is read by a port of
 // the `ktls_filter_nif` driver (rx_port_driver.cc, in the same shared library
 // as the NIF). The port selects the socket itself (lent by the connection,
-// carrier::Connection::lend_poll_fd) with driver_select(); when it is readable the VM runs the port's ready_input on
-// a scheduler, which calls receive() here: the carrier reads, the filter
+// carrier::Connection::lend_poll_fd) with driver_select(); when it is
+// readable the VM runs the port's ready_input on a scheduler, which calls
+// receive() here: the carrier reads, the filter
 // decides and the input process gets its {ktls_data, ...} message, all on
 // that scheduler. OTP moves a port's busy descriptor into the pollset that a
 // sleeping scheduler waits in, so a request/response exchange no longer pays

@@ -22,7 +22,7 @@ struct Port {
   ErlDrvPort port;
   Claim* claim = nullptr;  // released here, or by stop_select once fd is lent
   int fd = -1;             // the connection's socket, lent (rx_port::lend_fd)
-  bool selected = false;  // ERL_DRV_READ is on
+  bool selected = false;   // ERL_DRV_READ is on
 };
 
 ErlDrvEvent event(int fd) { return reinterpret_cast<ErlDrvEvent>(static_cast<intptr_t>(fd)); }
