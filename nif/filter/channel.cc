@@ -148,15 +148,24 @@ Channel::~Channel() {
   w.live.erase(this);
 }
 
+// The channel's counters are written by the thread that runs inspect()
+// (one at a time), so most of them are bumped without a locked add. The
+// input process writes kept, dropped and would_drop too, and the kept and
+// dropped of the control counters (record_answer, for the handler's
+// answers): those are added atomically.
 void Channel::count(std::atomic<uint64_t> Stats::*field, uint64_t n) {
-  Stats::add(stats_.*field, n);
+  if (field == &Stats::kept || field == &Stats::dropped || field == &Stats::would_drop) {
+    Stats::add(stats_.*field, n);
+  } else {
+    Stats::bump(stats_.*field, n);
+  }
 }
 
 void Channel::count_control(const ControlInfo* c, bool kept) {
   count(kept ? &Stats::kept : &Stats::dropped);
   if (!c) return;
   ControlCounters& cc = stats_.control[c->index];
-  Stats::add(cc.seen);
+  Stats::bump(cc.seen);
   Stats::add(kept ? cc.kept : cc.dropped);
 }
 
@@ -577,7 +586,7 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
     }
     v.resolve_slot = lookup_slot(v.resolve, v.resolve_reuse);
     if (!v.resolve_reuse) count(&Stats::resolved);
-    Stats::add(stats_.control[m.info->index].seen);
+    Stats::bump(stats_.control[m.info->index].seen);
     v.action = Action::Resolve;
     return;
   }
@@ -611,7 +620,7 @@ void Channel::judge(const Message& m, Bytes header, bool header_writes, Verdict&
   }
   if (c.hint == Hint::Unsafe && pol.handler) {
     count(&Stats::asked);
-    Stats::add(stats_.control[m.info->index].seen);
+    Stats::bump(stats_.control[m.info->index].seen);
     v.action = Action::Ask;
     return;
   }

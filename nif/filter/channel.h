@@ -66,6 +66,12 @@ struct Stats {
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.fetch_add(n, std::memory_order_relaxed);
   }
+  // Adds n to a counter that only one thread writes: a load and a store,
+  // no locked read-modify-write (readers on other threads still see whole
+  // values). The filter counts several of these per message.
+  static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
 };
 // A counter added to Stats but not to kCounters would be missing from the
 // node-wide sums.

@@ -338,6 +338,81 @@ class Walker {
 
 }  // namespace
 
+namespace {
+
+// The bytes of the atom at `p` (`left` bytes there), as the walker accepts
+// it; 0 if it would refuse it.
+size_t atom_bytes(const uint8_t* p, size_t left, AtomRefs refs) {
+  if (left < 2) return 0;
+  size_t n = 0;
+  switch (p[0]) {
+    case tag::kAtomCacheRef:
+      return p[1] < refs.size() ? 2 : 0;
+    case tag::kSmallAtom:
+    case tag::kSmallAtomUtf8:
+      n = 2 + size_t{p[1]};
+      break;
+    case tag::kAtom:
+    case tag::kAtomUtf8:
+      if (left < 3 || be16(p + 1) > kMaxAtomBytes) return 0;
+      n = 3 + size_t{be16(p + 1)};
+      break;
+    default:
+      return 0;
+  }
+  return n <= left ? n : 0;
+}
+
+// Skips a term without sub-terms that the walker would accept, without
+// starting one: the integers, atoms, pids and binaries that policy checks
+// step over when they look at one element of a tuple (Term::element) are
+// most of what they walk. False, pos unchanged, for anything else; the
+// walker then decides (with its error, if the term is bad).
+bool skip_leaf(Bytes d, size_t& pos, AtomRefs refs) {
+  const size_t left = d.size() - pos;
+  if (left == 0) return false;
+  const uint8_t* p = d.data() + pos;
+  uint64_t n = 0;
+  switch (p[0]) {
+    case tag::kSmallInteger:
+      n = 2;
+      break;
+    case tag::kInteger:
+      n = 5;
+      break;
+    case tag::kNewFloat:
+      n = 9;
+      break;
+    case tag::kNil:
+      n = 1;
+      break;
+    case tag::kAtomCacheRef:
+    case tag::kSmallAtom:
+    case tag::kSmallAtomUtf8:
+    case tag::kAtom:
+    case tag::kAtomUtf8:
+      n = atom_bytes(p, left, refs);
+      break;
+    case tag::kBinary:
+      if (left < 5) return false;
+      n = 5 + uint64_t{be32(p + 1)};
+      break;
+    case tag::kNewPid: {
+      const size_t a = atom_bytes(p + 1, left - 1, refs);
+      if (a == 0) return false;
+      n = 1 + a + 12;
+      break;
+    }
+    default:
+      return false;
+  }
+  if (n == 0 || n > left) return false;
+  pos += n;
+  return true;
+}
+
+}  // namespace
+
 bool walk_term(Bytes data, size_t& pos, AtomRefs refs, std::vector<uint8_t>* out, TermError& err,
                AtomSink* atoms) {
   if (pos > data.size()) {
@@ -345,6 +420,7 @@ bool walk_term(Bytes data, size_t& pos, AtomRefs refs, std::vector<uint8_t>* out
     err.offset = pos;
     return false;
   }
+  if (!out && !atoms && skip_leaf(data, pos, refs)) return true;
   Walker w(data, refs, out, err, atoms);
   return w.run(pos);
 }

@@ -97,6 +97,7 @@ class Term {
   bool valid() const { return pos_ < data_.size(); }
   uint8_t tag() const { return valid() ? data_[pos_] : 0; }
   size_t offset() const { return pos_; }
+  AtomRefs refs() const { return refs_; }
   // Offset just after this term (walks it).
   size_t end() const;
 

@@ -124,6 +124,39 @@ TEST(Captured, WalkEndsWhereTheTermEnds) {
   }
 }
 
+// A plain walk (no output, no atom sink) skips a leaf term without the
+// walker; it must end where the walker ends, and refuse what the walker
+// refuses: in dist form (cache references), standalone, and for a cache
+// reference out of range or an atom longer than the limit.
+TEST(Captured, LeafSkipAgreesWithTheWalker) {
+  auto both = [](Bytes b, size_t at, AtomRefs refs, const std::string& what) {
+    size_t fast = at, slow = at;
+    TermError e1, e2;
+    std::vector<uint8_t> out;
+    const bool ok_fast = walk_term(b, fast, refs, nullptr, e1);
+    const bool ok_slow = walk_term(b, slow, refs, &out, e2);
+    EXPECT_EQ(ok_fast, ok_slow) << what;
+    if (ok_fast && ok_slow) {
+      EXPECT_EQ(fast, slow) << what;
+    }
+  };
+  visit([&](const std::string& name, const Term& t, const Packet& p) {
+    both(Bytes(p.data(), p.size()), t.offset(), t.refs(), name);
+    both(Bytes(p.data(), p.size()), t.offset(), {}, name + " without its cache");
+  });
+  for (const auto& [name, bytes] : standalone()) {
+    for (size_t cut = 2; cut <= bytes.size(); cut++) {
+      both(Bytes(bytes.data(), cut), 1, {}, name + " cut at " + std::to_string(cut));
+    }
+  }
+  std::vector<uint8_t> long_atom = {tag::kAtomUtf8, 0x10, 0x00};  // 4096 bytes
+  long_atom.resize(3 + 4096, 'x');
+  both(Bytes(long_atom), 0, {}, "atom over the limit");
+  size_t pos = 0;
+  TermError err;
+  EXPECT_FALSE(walk_term(Bytes(long_atom), pos, {}, nullptr, err));
+}
+
 // Transcoding a standalone term changes nothing; fun sizes were fixed up
 // (walk_term checks them) where cache references became longer atoms.
 TEST(Captured, StandaloneIsAFixedPoint) {
