@@ -34,6 +34,7 @@ suites=${KTLS_OTP_SUITES:-distribution_SUITE erl_distribution_SUITE}
 # is counted as skipped. Format: suite case-or-group reason.
 skips=(
   "distribution_SUITE bad_dist_fragments its last step closes the dist controller with erlang:port_close/1, which takes a port; ktls_filter's controller is a process (the earlier steps pass)"
+  "erl_distribution_SUITE epmd_reconnect node 1 sends {stop, ...} to nodes 2 and 3 and calls halt(0) at once; halt/1 flushes ports only, and the schedulers run no process while the VM halts, so a message still in the VM's dist queue of a process-based controller (ktls_filter's, or inet_tls_dist's ssl sender in OTP 25) is not sent (node 3 timed out waiting for it in one of two full runs)"
   "erl_distribution_SUITE inet_dist_options_options it reads the priority from the inet driver's tcp_inet ports (erlang:ports/0), which a process-based carrier has none of; ktls_filter applies inet_dist_connect_options and inet_dist_listen_options to its sockets (tests/ct checks it)"
 )
 
