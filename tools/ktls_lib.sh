@@ -63,7 +63,16 @@ ktls_build() {
       halt().' -extra "$KTLS_ROOT/erlang/src/ktls_filter.app.src" "$KTLS_EBIN"
   fi
   if [ -f "$bin/nif/ktls_filter_nif.so" ]; then
-    cp -f "$bin/nif/ktls_filter_nif.so" "$KTLS_PRIV"/
+    # Running nodes have the old library mapped: writing over it (cp -f
+    # truncates the file in place) makes them fault in the NIF. A new file
+    # renamed over the old name leaves their mapping alone.
+    local tmp="$KTLS_PRIV/.ktls_filter_nif.so.$$"
+    cp "$bin/nif/ktls_filter_nif.so" "$tmp" && chmod u+w "$tmp" &&
+      mv -f "$tmp" "$KTLS_PRIV/ktls_filter_nif.so" || {
+      rm -f "$tmp"
+      ktls_log "could not install $KTLS_PRIV/ktls_filter_nif.so"
+      return 1
+    }
   fi
   chmod -R u+w "$KTLS_APP"
 }

@@ -441,5 +441,5 @@ filter_options(Config) ->
 %% @doc Human-readable table of options and defaults (for docs and --help).
 -spec describe() -> iolist().
 describe() ->
-    [io_lib:format("~-30s ~-14s default ~tp~n    ~ts~n",
-                   [K, type_name(T), D, Doc]) || {K, T, D, Doc} <- options()].
+    [io_lib:format("~-30s default ~tp~n    ~ts~n    type: ~ts~n",
+                   [K, D, Doc, type_name(T)]) || {K, T, D, Doc} <- options()].

@@ -46,7 +46,10 @@ string_values_from_command_line_test() ->
 describe_lists_every_option_test() ->
     Text = lists:flatten(io_lib:format("~s", [ktls_filter_config:describe()])),
     [?assertNotEqual(nomatch, string:find(Text, atom_to_list(K)))
-     || {K, _, _, _} <- ktls_filter_config:options()].
+     || {K, _, _, _} <- ktls_filter_config:options()],
+    %% Types in full (a fixed-width column once cut them short).
+    ?assertNotEqual(nomatch, string:find(Text, "type: a positive integer\n")),
+    ?assertNotEqual(nomatch, string:find(Text, "type: one of [port,ring]\n")).
 
 set_validates_applies_and_stores_test() ->
     persistent_term:put({ktls_filter_config, config}, element(2, ktls_filter_config:validate([]))),
@@ -70,3 +73,45 @@ start_only_options_are_refused_at_run_time_test() ->
     {ok, _, _} = ktls_filter_config:set({trusted_peers, [{node, "ops@*"}]}, fun(_) -> ok end),
     Keys = [K || {K, _, _, _} <- ktls_filter_config:options()],
     ?assertEqual([], ktls_filter_config:runtime_options() -- Keys).
+
+%% The README's option table says what ktls_filter:options() says: every
+%% option it names exists, with the default it gives (sizes such as
+%% "256 KiB" in bytes).
+readme_table_matches_options_test() ->
+    Root = case os:getenv("KTLS_ROOT") of
+               false -> filename:dirname(filename:dirname(filename:dirname(filename:dirname(
+                                                                           code:which(?MODULE)))));
+               R -> R
+           end,
+    {ok, Readme} = file:read_file(filename:join(Root, "README.md")),
+    Lines = string:split(binary_to_list(Readme), "\n", all),
+    [_Header, _Rule | Rest] = lists:dropwhile(fun(L) -> L =/= "| option | default | meaning |" end,
+                                              Lines),
+    Rows = lists:takewhile(fun(L) -> lists:prefix("|", L) end, Rest),
+    ?assert(length(Rows) >= 20),
+    Defaults = maps:from_list([{atom_to_list(K), D} || {K, _, D, _} <- ktls_filter_config:options()]),
+    Checked = lists:append([readme_row(Row, Defaults) || Row <- Rows]),
+    ?assert(length(Checked) >= 30).
+
+readme_row(Row, Defaults) ->
+    [Names, DefaultsCell | _] = string:split(string:trim(Row, leading, "| "), " | ", all),
+    Keys = [K || [K] <- element(2, re:run(Names, "`([a-z_0-9]+)`",
+                                          [global, {capture, all_but_first, list}]))],
+    Values = [string:trim(V) || V <- re:split(DefaultsCell, ", | / ", [{return, list}])],
+    ?assertEqual({Row, length(Keys)}, {Row, length(Values)}),
+    [begin
+         ?assert(maps:is_key(K, Defaults)),
+         ?assertEqual({K, maps:get(K, Defaults)}, {K, readme_value(V)}),
+         K
+     end || {K, V} <- lists:zip(Keys, Values)].
+
+readme_value(Text) ->
+    case re:run(Text, "^([0-9]+) (KiB|MiB|GiB)$", [{capture, all_but_first, list}]) of
+        {match, [N, Unit]} ->
+            list_to_integer(N) * maps:get(Unit, #{"KiB" => 1 bsl 10, "MiB" => 1 bsl 20,
+                                                  "GiB" => 1 bsl 30});
+        nomatch ->
+            {ok, Tokens, _} = erl_scan:string(string:trim(Text, both, "`") ++ "."),
+            {ok, Term} = erl_parse:parse_term(Tokens),
+            Term
+    end.

@@ -1,21 +1,24 @@
 %% The operator tools against real nodes: `./ktls epmd-register' after an
 %% epmd restart (an epmd this suite starts on its own port and kills), and
 %% `./ktls remsh' to stock inet_tcp and inet_tls nodes and to a ktls_filter
-%% node with TLS.
+%% node with TLS, `./ktls cluster', and `./ktls build' under running nodes.
 -module(ktls_tools_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+-include_lib("kernel/include/file.hrl").
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1, end_per_testcase/2]).
 -export([epmd_register_after_epmd_restart/1, remsh_stock_inet_tcp/1, remsh_stock_inet_tls/1,
-         remsh_ktls_tls/1, cluster_run_starts_and_stops_nodes/1, cluster_up_status_down/1]).
+         remsh_ktls_tls/1, cluster_run_starts_and_stops_nodes/1, cluster_up_status_down/1,
+         build_under_running_nodes/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
     [epmd_register_after_epmd_restart, remsh_stock_inet_tcp, remsh_stock_inet_tls,
-     remsh_ktls_tls, cluster_run_starts_and_stops_nodes, cluster_up_status_down].
+     remsh_ktls_tls, cluster_run_starts_and_stops_nodes, cluster_up_status_down,
+     build_under_running_nodes].
 
 init_per_suite(Config) ->
     Dir = filename:join(?config(priv_dir, Config), "pki"),
@@ -188,4 +191,32 @@ cluster_up_status_down(Config) ->
         cluster(Config, "down")
     end,
     "0" = beams_in(Dir),
+    ok.
+
+%% ------------------------------------------------------------------
+%% ./ktls build while nodes run the NIF
+%% ------------------------------------------------------------------
+
+%% The new shared library is renamed over the old one, never written into
+%% it: nodes that have it mapped keep running, and their connections come
+%% up again after the build (writing in place, as cp -f did, faulted them).
+build_under_running_nodes(_Config) ->
+    So = filename:join([ktls_ct_nodes:root(), "_build", "lib", "ktls_filter", "priv",
+                        "ktls_filter_nif.so"]),
+    {ok, #file_info{inode = Before}} = file:read_file_info(So),
+    {PA, A} = ktls_ct_nodes:start(ktls_ct_nodes:unique("build_a"), ktls),
+    {PB, B} = ktls_ct_nodes:start(ktls_ct_nodes:unique("build_b"), ktls),
+    ok = ktls_ct_nodes:track(PA),
+    ok = ktls_ct_nodes:track(PB),
+    pong = peer:call(PA, net_adm, ping, [B]),
+    Out = os:cmd("timeout 600 " ++ ktls() ++ " build 2>&1; echo EXIT=$?"),
+    ct:log("~ts", [Out]),
+    ?assertNotEqual(nomatch, string:find(Out, "EXIT=0")),
+    {ok, #file_info{inode = After}} = file:read_file_info(So),
+    ?assertNotEqual(Before, After),
+    true = peer:call(PA, erlang, disconnect_node, [B]),
+    ok = ktls_ct_nodes:wait_until(fun() -> not lists:member(B, peer:call(PA, erlang, nodes, [])) end,
+                                  5000),
+    pong = peer:call(PA, net_adm, ping, [B]),
+    pong = peer:call(PB, net_adm, ping, [A]),
     ok.
