@@ -4,9 +4,10 @@
 #
 # Stages: gtest (bazel test), gtest under ASan+UBSan (clang), libFuzzer
 # (bounded), EUnit, Common Test (multi-node suites), patched runtime (THP),
-# kTLS on a real kernel in a QEMU guest (vm), and OTP's own distribution
-# suites with every node on ktls_filter (otp, tests/otp/run.sh; about 15
-# minutes).
+# kTLS on a real kernel in a QEMU guest (vm), and opt-in: OTP's own
+# distribution suites with every node on ktls_filter (otp, tests/otp/run.sh;
+# about 17 minutes, which would take the full run from about 31 to about 48
+# minutes, past the 40 the CI budget allows).
 # KTLS_TEST_STAGES="gtest ct" runs a subset.
 set -uo pipefail
 : "${KTLS_ROOT:?run through ./ktls test}"
@@ -19,7 +20,6 @@ default_stages="gtest asan"
 default_stages+=" eunit ct"
 [ -x "$KTLS_ROOT/tests/runtime/run.sh" ] && default_stages+=" runtime"
 [ -x "$KTLS_ROOT/tests/vm/stage.sh" ] && default_stages+=" vm"
-[ -x "$KTLS_ROOT/tests/otp/run.sh" ] && default_stages+=" otp"
 STAGES=${KTLS_TEST_STAGES:-$default_stages}
 total_pass=0
 total_fail=0
