@@ -24,7 +24,10 @@
 # (with one suite) for some cases; KTLS_OTP_FLAGS="-ktls_filter K V" adds
 # flags to every ktls_filter node (experiments only).
 set -uo pipefail
-: "${KTLS_ROOT:?run through ./ktls test}"
+# Run through ./ktls test, or on its own from anywhere: the tree is two
+# levels up.
+: "${KTLS_ROOT:=$(cd "$(dirname "$0")/../.." && pwd)}"
+export KTLS_ROOT
 cd "$KTLS_ROOT"
 carrier=${1:-ktls_filter}
 case "$carrier" in ktls_filter | inet_tcp) ;; *) echo "usage: $0 [ktls_filter|inet_tcp]" >&2; exit 2 ;; esac
