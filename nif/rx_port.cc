@@ -59,7 +59,6 @@ namespace rx_port {
 
 struct Claim {
   ConnRes* res;  // one reference, released by release()
-  int fd = -1;   // lent by the connection, until fd_out_of_pollset()
 };
 
 namespace {
@@ -92,11 +91,10 @@ Claim* claim(uint64_t token) {
 int lend_fd(Claim* c) {
   auto fd = c->res->conn->lend_poll_fd();
   if (!fd.ok()) return -1;
-  c->fd = fd.value();
   Lent& l = lent();
   std::lock_guard lock(l.mu);
-  l.by_fd[c->fd] = c;
-  return c->fd;
+  l.by_fd[fd.value()] = c;
+  return fd.value();
 }
 
 bool fd_out_of_pollset(int fd) {
