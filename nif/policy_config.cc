@@ -59,7 +59,11 @@ std::shared_ptr<const filter::Policy> policy_for(bool trusted) {
   std::lock_guard lock(s.mu);
   if (!s.trusted) {
     auto p = std::make_shared<filter::Policy>(*s.policy);
-    if (p->mode == filter::Mode::Enforce) p->mode = filter::Mode::Monitor;
+    if (p->mode == filter::Mode::Enforce) {
+      // Nothing is dropped for what it asks, but memory stays bounded.
+      p->mode = filter::Mode::Monitor;
+      p->limits_in_monitor = true;
+    }
     p->handler = false;
     p->handler_spawn_init = false;
     s.trusted = std::move(p);

@@ -64,7 +64,7 @@ options() ->
      {deep_packet_inspection, boolean, true,
       "inspect every inbound dist message (false = break glass: pass everything)"},
      {filter_mode, {oneof, [enforce, monitor, off]}, enforce,
-      "enforce: drop by policy; monitor: log only; off: no decoding"},
+      "enforce: drop by policy; monitor: count and log only (size limits too); off: no decoding"},
      {max_message_size, pos_integer, 128 * 1024 * 1024,
       "largest inbound dist message (after fragment reassembly), bytes"},
      {max_reassembly_bytes, pos_integer, 256 * 1024 * 1024,

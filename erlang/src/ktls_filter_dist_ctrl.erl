@@ -81,6 +81,21 @@ setup_loop(Conn) ->
             From ! {Ref, ok},
             _ = erlang:dist_ctrl_set_opt(DHandle, get_size, true),
             ok = erlang:dist_ctrl_get_data_notification(DHandle),
+            %% The controller runs at high priority from now on, idle or
+            %% draining, as the port task of a port-based carrier runs
+            %% before processes: the close of the connection (ktls_closed),
+            %% which takes the node down in the VM when this process exits,
+            %% is seen at once (erl_distribution_SUITE:differing_cookies
+            %% asks the peer right after net_kernel:disconnect/1 returns),
+            %% and the VM's output queue drains while the senders wait. At
+            %% normal priority it drained at the pace of the run queue:
+            %% processes that exit in the middle of a fragmented send retry
+            %% until the queue is below the busy limit, and a hundred of
+            %% them (distribution_SUITE:exit_dist_fragments) took the
+            %% controller's turn for 100 s where inet_tcp's port took 17 s.
+            %% The controller gives the scheduler up whenever the socket is
+            %% busy or the queue is empty.
+            _ = process_flag(priority, high),
             output_loop(Conn, DHandle);
         {ktls_closed, Conn, Reason} ->
             log_closed(Conn, handshake, Reason),
@@ -133,14 +148,6 @@ peer_text(_) -> "unknown peer".
 %% ------------------------------------------------------------------
 
 output_loop(Conn, DHandle) ->
-    %% Idle, the controller waits at high priority: the close of the
-    %% connection (ktls_closed), which takes the node down in the VM when
-    %% this process exits, and the first batch of output after a quiet
-    %% spell run before normal processes, as the port task of a port-based
-    %% carrier would (erl_distribution_SUITE:differing_cookies asks the peer
-    %% right after net_kernel:disconnect/1 returns). A batch that leaves
-    %% more behind continues at normal priority (send_data).
-    _ = process_flag(priority, high),
     receive
         dist_data ->
             send_data(Conn, DHandle);
@@ -184,7 +191,6 @@ send_data(Conn, DHandle) ->
         {Packets, More} ->
             case ktls_filter_nif:send_dist(Conn, Packets) of
                 ok when More ->
-                    _ = process_flag(priority, normal),
                     send_data(Conn, DHandle);
                 ok ->
                     ok = erlang:dist_ctrl_get_data_notification(DHandle),

@@ -119,6 +119,9 @@ struct Channel::Sequence {
   bool pass = false;     // started while inspection was off: passes through
   bool discard = false;  // over a limit: swallowed, then counted as dropped
   const char* discard_reason = "";
+  // Monitor mode, over a limit: kept uninspected and counted as would_drop
+  // (with `pass` when the first fragment was over it, else still buffered).
+  const char* would_drop_reason = nullptr;
   std::vector<uint8_t> answer;  // for the sender of a discarded message
   bool answer_spawn = false;    // `answer` refuses a spawn request
   uint64_t serial = 0;          // cache write counter after its header
@@ -489,6 +492,14 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
   // fragment gets nothing larger in either.
   const Bytes header =
       header_rewritten_ ? Bytes(header_copy_.data(), header_copy_.size()) : p.first(header_end);
+  if (p.size() - body_pos > pol.max_message_size && pol.limits_counted_only()) {
+    // Monitor mode enforces no limit: kept as it came, counted.
+    count(&Stats::would_drop);
+    count_control(nullptr, true);
+    v.reason = "message larger than max_message_size";
+    v.hint = Hint::Drop;
+    return;
+  }
   if (p.size() - body_pos > pol.max_message_size) {
     count(&Stats::too_large);
     count_control(nullptr, false);
@@ -819,6 +830,32 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
   s->next = frag - 1;
   const Policy& pol = *policy_;
   s->pass = !pol.inspect || pol.mode == Mode::Off;
+  const size_t body = p.size() - pos;
+  // OTP cuts a message into fragments of one size (the last may be
+  // shorter), so a sequence that claims more fragments of this size than
+  // max_message_size holds is given up at once instead of being buffered
+  // up to the limit first (a 512 MiB flood then costs no memory). The
+  // first fragment is still read, to answer a waiting caller.
+  const bool claims_too_much = body > 0 && frag - 1 >= pol.max_message_size / body + 1;
+  const uint64_t header = pos - kFragPrefix + 2;
+  // An open sequence keeps its header and the texts of its references
+  // (up to 255 atoms of 1020 bytes) with its body, and they are charged
+  // with it: many sequences cannot hold more than the limit in headers.
+  // A discarded sequence keeps neither (release()).
+  uint64_t overhead = header;
+  for (const std::string& t : ref_texts_) overhead += t.size();
+  const char* over = body > pol.max_message_size || claims_too_much
+                         ? "message larger than max_message_size"
+                     : held_bytes_ + overhead + body > pol.max_reassembly_bytes
+                         ? "fragment reassembly memory limit"
+                         : nullptr;
+  if (!s->pass && over && pol.limits_counted_only()) {
+    // Monitor mode enforces no limit: the sequence goes to the VM as it
+    // comes, which reassembles it (the memory is then the VM's, as
+    // without the filter), and is counted as would_drop when it ends.
+    s->pass = true;
+    s->would_drop_reason = over;
+  }
   if (s->pass) {
     v.action = Action::Keep;
   } else {
@@ -826,14 +863,7 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     s->slots = ref_slots_;
     s->texts = ref_texts_;
     s->buf = take_buffer();
-    const size_t body = p.size() - pos;
-    // OTP cuts a message into fragments of one size (the last may be
-    // shorter), so a sequence that claims more fragments of this size than
-    // max_message_size holds is given up at once instead of being buffered
-    // up to the limit first (a 512 MiB flood then costs no memory). The
-    // first fragment is still read, to answer a waiting caller.
-    const bool claims_too_much = body > 0 && frag - 1 >= pol.max_message_size / body + 1;
-    // Otherwise the claim (which then cannot overflow) is reserved up to
+    // Unless over a limit, the the claim (which then cannot overflow) is reserved up to
     // 8 MiB and what the reassembly limit still allows after what is held
     // and what the other open sequences reserved; a larger message grows
     // with what really arrives (which the limits count). Reserving the
@@ -842,7 +872,6 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     // message of a few MiB grow and copy (a 17-fragment 1 MiB message cost
     // 5x its throughput that way).
     constexpr uint64_t kMaxReserve = 8u << 20;
-    const uint64_t header = pos - kFragPrefix + 2;
     const uint64_t used = held_bytes_ + reserved_bytes_;
     const uint64_t room = pol.max_reassembly_bytes > used ? pol.max_reassembly_bytes - used : 0;
     // A fragment over the limit is not kept; one that claims too much is
@@ -852,12 +881,6 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
                                  ? header + body
                                  : std::min<uint64_t>({frag * body + header, kMaxReserve,
                                                        room + 4096, pol.max_message_size + 4096});
-    // An open sequence keeps its header and the texts of its references
-    // (up to 255 atoms of 1020 bytes) with its body, and they are charged
-    // with it: many sequences cannot hold more than the limit in headers.
-    // A discarded sequence keeps neither (release()).
-    uint64_t overhead = header;
-    for (const std::string& t : s->texts) overhead += t.size();
     s->buf.reserve(reserve);
     s->reserved = reserve;
     reserved_bytes_ += reserve;
@@ -870,12 +893,9 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
       append(s->buf, p.subspan(kFragPrefix, pos - kFragPrefix));
     }
     s->header_len = s->buf.size();
-    if (body > pol.max_message_size) {
+    if (body > pol.max_message_size || (over && !claims_too_much)) {
       s->discard = true;
-      s->discard_reason = "message larger than max_message_size";
-    } else if (held_bytes_ + overhead + body > pol.max_reassembly_bytes) {
-      s->discard = true;
-      s->discard_reason = "fragment reassembly memory limit";
+      s->discard_reason = over;
     } else {
       append(s->buf, p.subspan(pos));
       s->overhead = overhead;
@@ -939,12 +959,18 @@ void Channel::continuation(Bytes p, Verdict& v) {
     v.action = Action::Hold;
     if (!s.discard) {
       const Policy& pol = *policy_;
-      if (s.buf.size() - s.header_len + body > pol.max_message_size) {
+      const char* over = s.buf.size() - s.header_len + body > pol.max_message_size
+                             ? "message larger than max_message_size"
+                         : held_bytes_ + body > pol.max_reassembly_bytes
+                             ? "fragment reassembly memory limit"
+                             : nullptr;
+      if (over && pol.limits_counted_only()) {
+        // Monitor mode enforces no limit: the open sequence is still
+        // reassembled (the VM has not seen its first fragment), then kept.
+        if (!s.would_drop_reason) s.would_drop_reason = over;
+      } else if (over) {
         s.discard = true;
-        s.discard_reason = "message larger than max_message_size";
-      } else if (held_bytes_ + body > pol.max_reassembly_bytes) {
-        s.discard = true;
-        s.discard_reason = "fragment reassembly memory limit";
+        s.discard_reason = over;
       }
       if (s.discard) {
         answer_discarded(s);
@@ -978,6 +1004,11 @@ void Channel::finish(Sequence& s, Verdict& v) {
   if (s.pass) {
     count(&Stats::uninspected);
     count(&Stats::kept);
+    if (s.would_drop_reason) {
+      count(&Stats::would_drop);
+      v.hint = Hint::Drop;
+      v.reason = s.would_drop_reason;
+    }
     v.action = Action::Keep;
     return;
   }
@@ -1017,7 +1048,15 @@ void Channel::finish(Sequence& s, Verdict& v) {
     return;
   }
   static const uint8_t kNoRefs[] = {tag::kVersion, kDistHeader, 0};
-  judge(m, Bytes(kNoRefs, sizeof kNoRefs), false, v);
+  if (s.would_drop_reason) {
+    count(&Stats::would_drop);
+    count_control(m.info, true);
+    v.hint = Hint::Drop;
+    v.reason = s.would_drop_reason;
+    v.action = Action::Keep;
+  } else {
+    judge(m, Bytes(kNoRefs, sizeof kNoRefs), false, v);
+  }
   if (v.action == Action::Keep || v.action == Action::Ask || v.action == Action::Resolve) {
     std::vector<uint8_t>& out = v.bytes;
     if (unchanged) {

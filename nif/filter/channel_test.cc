@@ -937,6 +937,78 @@ TEST(Limits, ReassemblyMemoryLimit) {
   expect_delivered_decodes(ps, seen);
 }
 
+// Monitor mode enforces neither limit: what they would drop reaches the
+// VM (a sequence over a limit at its first fragment as fragments the VM
+// reassembles, one that goes over later reassembled here) and is counted
+// as would_drop. distribution_SUITE:exit_dist_fragments has a hundred 1 MiB
+// messages interleaved; the VM takes them, so a monitoring filter must.
+TEST(Limits, MonitorModeCountsWhatTheLimitsWouldDrop) {
+  std::vector<Packet> ps = load("fragments.a2b");
+  const auto monitor = [](Policy& p) { p.mode = Mode::Monitor; };
+  std::vector<Seen> whole = run(ps, policy_with(monitor));
+  for (uint64_t limit : {120000u, 200000u}) {
+    SCOPED_TRACE(limit);
+    auto policy = policy_with([&](Policy& p) {
+      p.mode = Mode::Monitor;
+      p.max_message_size = limit;
+      p.max_reassembly_bytes = limit;
+    });
+    Channel ch(policy, kLocal);
+    std::vector<Seen> seen = run(ch, ps);
+    size_t would_drop = 0;
+    for (const Seen& s : seen) {
+      ASSERT_NE(s.action, Action::Drop) << s.reason;
+      ASSERT_NE(s.action, Action::Close) << s.error;
+      if (s.action == Action::Keep && s.hint == Hint::Drop &&
+          (s.reason == "message larger than max_message_size" ||
+           s.reason == "fragment reassembly memory limit")) {
+        would_drop++;
+      }
+    }
+    EXPECT_GE(would_drop, 1u);
+    EXPECT_GE(ch.stats().would_drop.load(), would_drop);
+    EXPECT_EQ(ch.stats().too_large.load(), 0u);
+    EXPECT_EQ(ch.reassembly_bytes(), 0u);
+    EXPECT_EQ(ch.open_sequences(), 0u);
+    // The VM decodes the same messages, in the same order, as from a
+    // filter whose limits were not reached.
+    // (Not the carriers of atom cache writes: they are the filter's own.)
+    const std::vector<Packet> out = delivered(ps, seen);
+    std::vector<Seen> vm = run(out, policy_with(monitor));
+    std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>> want, got;
+    for (const Seen& s : whole) {
+      if (s.decoded) want.emplace_back(s.control, s.payload);
+    }
+    for (size_t i = 0; i < vm.size(); i++) {
+      ASSERT_NE(vm[i].action, Action::Close) << vm[i].error;
+      bool carrier = false;
+      for (const Seen& s : seen) carrier = carrier || s.prefix == out[i];
+      if (vm[i].decoded && !carrier) got.emplace_back(vm[i].control, vm[i].payload);
+    }
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); i++) {
+      EXPECT_TRUE(got[i] == want[i]) << "message " << i << " of " << got.size();
+    }
+  }
+}
+
+// A trusted peer of an enforcing node gets monitor mode with the limits
+// kept (policy_for(true)): nothing is dropped for what it asks, but its
+// memory stays bounded.
+TEST(Limits, TrustedMonitorKeepsTheLimits) {
+  std::vector<Packet> ps = load("fragments.a2b");
+  auto policy = policy_with([](Policy& p) {
+    p.mode = Mode::Monitor;
+    p.limits_in_monitor = true;
+    p.max_message_size = 120000;
+  });
+  Channel ch(policy, kLocal);
+  std::vector<Seen> seen = run(ch, ps);
+  EXPECT_EQ(drops(seen, "message larger than max_message_size"), 4u);
+  EXPECT_EQ(ch.stats().too_large.load(), 4u);
+  expect_delivered_decodes(ps, seen);
+}
+
 #if defined(__SANITIZE_ADDRESS__)
 #define KTLS_ASAN 1
 #elif defined(__has_feature)

@@ -107,6 +107,11 @@ struct Policy {
   uint64_t max_message_size = 128ull << 20;
   uint64_t max_reassembly_bytes = 256ull << 20;
   uint32_t max_open_fragments = 65536;
+  // Monitor mode counts what max_message_size and max_reassembly_bytes
+  // would drop and delivers it; true drops it in monitor mode too (a
+  // trusted peer of an enforcing node: policy_for(true)).
+  bool limits_in_monitor = false;
+  bool limits_counted_only() const { return mode == Mode::Monitor && !limits_in_monitor; }
   // Extra MFAs allowed through spawn_request / erpc / rpc, on top of the
   // built-in list.
   std::vector<Mfa> allow_mfa;
