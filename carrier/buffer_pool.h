@@ -84,7 +84,7 @@ class BufferRef {
 struct BufferPoolOptions {
   size_t buffer_size = 256 * 1024;           // bytes per pooled buffer
   size_t arena_size = 2 * 1024 * 1024;       // 2 MiB: one huge page
-  size_t max_bytes = 1024ull * 1024 * 1024;  // pooled + large, hard limit
+  size_t max_bytes = 4096ull * 1024 * 1024;  // pooled + large, hard limit
   bool thp = true;                           // madvise(MADV_HUGEPAGE) arenas
 };
 

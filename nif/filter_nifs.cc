@@ -18,10 +18,11 @@ namespace ktls::nif {
 
 ERL_NIF_TERM nif_filter_configure(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!enif_is_map(env, argv[0])) return enif_make_badarg(env);
-  std::string bad;
-  if (!configure_policy(env, argv[0], &bad)) {
+  std::string key, why;
+  if (!configure_policy(env, argv[0], &key, &why)) {
     return make_error(
-        env, enif_make_tuple2(env, make_atom(env, "bad_option"), make_atom(env, bad.c_str())));
+        env, enif_make_tuple3(env, make_atom(env, "bad_option"), make_atom(env, key.c_str()),
+                              make_string_binary(env, why)));
   }
   return atoms.ok;
 }

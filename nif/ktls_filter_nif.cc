@@ -17,6 +17,7 @@
 #include "nif/message_storage.h"
 #include "nif/nif_terms.h"
 #include "nif/observers.h"
+#include "nif/options.h"
 #include "nif/policy_config.h"
 #include "nif/process_directory.h"
 #include "nif/resources.h"
@@ -64,28 +65,34 @@ void monitor_owner(ErlNifEnv* env, ConnRes* res, const ErlNifPid& pid) {
 // ------------------------------------------------------------------
 
 ERL_NIF_TERM nif_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
-  carrier::CarrierOptions options;
-  std::string bad;
-  if (!get_carrier_options(env, argv[0], &options, &bad)) {
+  carrier::CarrierOptions carrier_options;
+  bool copy_rx = true;
+  options::Targets targets{.carrier = &carrier_options, .zero_copy_rx = &copy_rx};
+  std::string key, bad;
+  if (!options::read(env, argv[0], options::Group::Carrier, targets, &key, &bad)) {
     return make_error(
-        env, enif_make_tuple2(env, make_atom(env, "bad_option"), make_atom(env, bad.c_str())));
+        env, enif_make_tuple3(env, make_atom(env, "bad_option"), make_atom(env, key.c_str()),
+                              make_string_binary(env, bad)));
   }
   std::lock_guard lock(global->mu);
   if (global->carrier) return atoms.ok;
   // After the check above: certificate files are read once per carrier.
-  if (!get_tls_options(env, argv[0], &options.tls, &bad)) {
+  // `tls' is not an option of the table but what ktls_filter_tls made of the
+  // options file.
+  if (!get_tls_options(env, argv[0], &carrier_options.tls, &bad)) {
     return make_error(env,
                       enif_make_tuple2(env, make_atom(env, "tls"), make_string_binary(env, bad)));
   }
-  ERL_NIF_TERM zc;
-  if (enif_get_map_value(env, argv[0], make_atom(env, "zero_copy_rx"), &zc) &&
-      enif_is_identical(zc, atoms.false_)) {
-    zero_copy_rx = false;  // asked to copy even where the runtime could take buffers
-  }
-  auto started = carrier::Carrier::start(options);
+  // false: copy even where the runtime could take buffers.
+  if (!copy_rx) zero_copy_rx = false;
+  auto started = carrier::Carrier::start(carrier_options);
   if (!started) return make_error(env, make_string_binary(env, started.error().what));
   global->carrier = started.take();
   return atoms.ok;
+}
+
+ERL_NIF_TERM nif_option_table(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
+  return options::table(env);
 }
 
 ERL_NIF_TERM nif_carrier_stats(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
@@ -489,6 +496,7 @@ ErlNifFunc funcs[] = {
     {"getsockopt", 3, nif_getsockopt, 0},
     {"close", 2, nif_close, 0},
     {"filter_configure", 1, nif_filter_configure, 0},
+    {"option_table", 0, nif_option_table, 0},
     {"world_stats", 0, nif_world_stats, 0},
     {"channel_list", 0, nif_channel_list, 0},
     {"channel_inspect", 1, nif_channel_inspect, 0},

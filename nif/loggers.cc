@@ -13,7 +13,7 @@ struct LoggerRegistry {
   std::mutex mu;
   std::vector<LoggerRes*> open;  // each holds a resource reference
   std::atomic<size_t> count{0};
-  std::atomic<uint64_t> capacity{1000};
+  std::atomic<uint64_t> capacity{kDefaultLoggerCapacity};
 };
 LoggerRegistry& loggers() {
   static LoggerRegistry r;

@@ -29,6 +29,9 @@ ERL_NIF_TERM loggers_messages(ErlNifEnv* env, ERL_NIF_TERM events, uint64_t n);
 // Events a logger may have unacknowledged before further ones are dropped
 // (0: no limit).
 void set_logger_capacity(uint64_t capacity);
+// The capacity before any configuration (the C++ default; the NIF takes the
+// configured one from ktls_filter_config at start).
+constexpr uint64_t kDefaultLoggerCapacity = 1000;
 
 // Opens the logger resource type; false on failure.
 bool loggers_load(ErlNifEnv* env);

@@ -133,56 +133,6 @@ bool get_bool(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, bool* out, bool
 
 }  // namespace
 
-bool get_carrier_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierOptions* o,
-                         std::string* bad_key) {
-  if (!enif_is_map(env, map)) {
-    *bad_key = "options (not a map)";
-    return false;
-  }
-  bool bad = false;
-  uint64_t v;
-  struct U64 {
-    const char* key;
-    uint64_t* dst;
-  };
-  uint64_t spin = static_cast<uint64_t>(o->spin.count());
-  uint64_t ring = o->ring_entries, buffer = o->pool.buffer_size, pool_max = o->pool.max_bytes,
-           hs = o->connection.max_handshake_packet;
-  const U64 fields[] = {
-      {"ring_entries", &ring},
-      {"ring_spin_us", &spin},
-      {"buffer_size", &buffer},
-      {"pool_max_bytes", &pool_max},
-      {"max_handshake_packet", &hs},
-      {"max_dist_packet", &o->connection.max_dist_packet},
-      {"send_high_watermark", &o->connection.send_high_watermark},
-      {"send_low_watermark", &o->connection.send_low_watermark},
-      {"rx_window", &o->connection.rx_window},
-  };
-  for (const auto& f : fields) {
-    v = *f.dst;
-    if (!get_u64(env, map, f.key, &v, &bad)) {
-      *bad_key = f.key;
-      return false;
-    }
-    *f.dst = v;
-  }
-  o->ring_entries = static_cast<unsigned>(ring);
-  o->spin = std::chrono::microseconds(spin);
-  o->pool.buffer_size = buffer;
-  o->pool.max_bytes = pool_max;
-  o->connection.max_handshake_packet = static_cast<uint32_t>(hs);
-  if (!get_bool(env, map, "thp", &o->pool.thp, &bad)) {
-    *bad_key = "thp";
-    return false;
-  }
-  if (!get_bool(env, map, "nodelay", &o->connection.nodelay, &bad)) {
-    *bad_key = "nodelay";
-    return false;
-  }
-  return true;
-}
-
 namespace {
 
 bool get_text(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, std::string* out) {

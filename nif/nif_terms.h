@@ -32,11 +32,6 @@ bool get_sockaddr(ErlNifEnv* env, ERL_NIF_TERM ip, ERL_NIF_TERM port, carrier::S
 // SockAddr -> {IpTuple, Port}.
 ERL_NIF_TERM make_ip_port(ErlNifEnv* env, const carrier::SockAddr& a);
 
-// Reads carrier options from an Erlang map (missing keys keep defaults);
-// returns false with `bad` naming the first ill-typed key.
-bool get_carrier_options(ErlNifEnv* env, ERL_NIF_TERM map, carrier::CarrierOptions* out,
-                         std::string* bad);
-
 // Reads `tls' from the start options (made by ktls_filter_tls:carrier_tls/2):
 //   #{server => Side, client => Side, ktls => auto | required | off,
 //     handshake_timeout => Ms}

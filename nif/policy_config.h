@@ -21,9 +21,9 @@ uint64_t policy_generation();
 // dropped; what would have been is counted as would_drop) and no handler.
 std::shared_ptr<const filter::Policy> policy_for(bool trusted);
 
-// Applies the filter keys of a configuration map. False with `bad` naming
-// the first ill-typed key.
-bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* bad);
+// Applies the filter options of a configuration map (nif/options.h). False
+// with `key` naming the first missing or ill-typed one and `why`.
+bool configure_policy(ErlNifEnv* env, ERL_NIF_TERM map, std::string* key, std::string* why);
 
 // How many configuration changes switched deep_packet_inspection and
 // filter_mode (world stats).

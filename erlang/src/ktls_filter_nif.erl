@@ -21,7 +21,7 @@
          set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
          setsockopt/4, getsockopt/3]).
--export([filter_configure/1, world_stats/0, channel_list/0, channel_inspect/1,
+-export([filter_configure/1, option_table/0, world_stats/0, channel_list/0, channel_inspect/1,
          filter_answer/4, refusal_log_slot/1, filter_decode/1, learn_role/2, forget_roles/0]).
 -export([logger_open/1, logger_ack/2, logger_set_capacity/1, logger_list/0, logger_inspect/1]).
 
@@ -154,6 +154,14 @@ close(_C, _Reason) -> ?NIF.
 %% @doc Sets filter configuration (mode, policy, limits); see ktls_filter.
 -spec filter_configure(map()) -> ok | {error, term()}.
 filter_configure(_Config) -> ?NIF.
+
+%% @doc Every option the NIF reads (nif/options.cc), its group and the
+%% default of the C++ structure it fills (`derived' for what
+%% ktls_filter_config computes and for lists): the NIF takes every value
+%% from the map ktls_filter_config makes, and a test checks that these
+%% defaults match ktls_filter_config:options().
+-spec option_table() -> [{atom(), carrier | filter, term()}].
+option_table() -> ?NIF.
 
 %% @doc Runs dist packets (one connection's stream, in order) through a
 %% fresh filter channel under the policy in force: per packet

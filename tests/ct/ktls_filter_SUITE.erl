@@ -14,7 +14,8 @@
          burst_to_a_new_process_is_looked_up_once/1, handler_decides/1, handler_spawn_request_init/1, logger_gets_events_and_counts_drops/1, break_glass_switch/1,
          monitor_mode_keeps_and_counts/1, monitor_mode_keeps_undecodable_payload/1,
          channel_inspect_reports_state/1,
-         atom_cache_survives_dropped_message/1, max_message_size_drops_large_messages/1]).
+         atom_cache_survives_dropped_message/1, max_message_size_drops_large_messages/1,
+         nif_option_table/1]).
 %% run on the nodes
 -export([start_echo/0, try_erpc/4, try_spawn_request/4, echo/2, start_collector/0, collected/0, start_logger/0,
          send_many/3, send_raw/2, spawn_reader/0]).
@@ -29,7 +30,8 @@ all() ->
      handler_decides, handler_spawn_request_init, logger_gets_events_and_counts_drops,
      break_glass_switch, monitor_mode_keeps_and_counts, monitor_mode_keeps_undecodable_payload,
      channel_inspect_reports_state,
-     atom_cache_survives_dropped_message, max_message_size_drops_large_messages].
+     atom_cache_survives_dropped_message, max_message_size_drops_large_messages,
+     nif_option_table].
 
 init_per_testcase(_TC, Config) ->
     Config.
@@ -458,3 +460,48 @@ start_logger() ->
     {ok, Pid} = ktls_filter_logger:start_link(ktls_ct_logger, [], 1),
     unlink(Pid),
     ok.
+
+%% The Erlang table (ktls_filter_config:options/0) is the one source of
+%% option values: the NIF reads every option it uses through one table
+%% (nif/options.cc), each must be in the Erlang table (or be computed by
+%% ktls_filter_config), the C++ structures' own defaults agree with the
+%% Erlang ones, and a map without one of the NIF's keys is refused with
+%% the key named instead of falling back to a C++ default.
+nif_option_table(_Config) ->
+    {T, _} = ktls_ct_nodes:start(ktls_ct_nodes:unique("options"), ktls, []),
+    ktls_ct_nodes:track(T),
+    Nif = ktls_ct_nodes:call(T, ktls_filter_nif, option_table, []),
+    Erl = maps:from_list([{K, D} || {K, _, D, _} <- ktls_filter_config:options()]),
+    ?assert(length(Nif) >= 20),
+    Derived = [handler_spawn_init],
+    [begin
+         ?assert(lists:member(G, [carrier, filter])),
+         case lists:member(K, Derived) of
+             true -> ?assertEqual({K, derived}, {K, CxxDefault});
+             false -> ?assertEqual({K, maps:get(K, Erl, not_in_the_erlang_table)}, {K, CxxDefault})
+         end
+     end || {K, G, CxxDefault} <- Nif],
+    %% Every filter option of the table reaches the NIF through the reader.
+    FilterKeys = [K || {K, filter, _} <- Nif],
+    Config = ktls_ct_nodes:call(T, ktls_filter_config, get, []),
+    Full = ktls_ct_nodes:call(T, ktls_filter_config, filter_options, [Config]),
+    ok = ktls_ct_nodes:call(T, ktls_filter_nif, filter_configure, [Full]),
+    [?assertMatch({K, {error, {bad_option, K, <<"missing", _/binary>>}}},
+                  {K, ktls_ct_nodes:call(T, ktls_filter_nif, filter_configure,
+                                         [maps:remove(K, Full)])})
+     || K <- FilterKeys],
+    ?assertMatch({error, {bad_option, max_open_fragments, <<"not an integer in 1..", _/binary>>}},
+                 ktls_ct_nodes:call(T, ktls_filter_nif, filter_configure,
+                                    [Full#{max_open_fragments => 0}])),
+    ?assertMatch({error, {bad_option, filter_mode, <<"not one of enforce monitor off">>}},
+                 ktls_ct_nodes:call(T, ktls_filter_nif, filter_configure,
+                                    [Full#{filter_mode => loud}])),
+    %% The carrier options too (the carrier is running: start/1 checks the
+    %% map first).
+    Carrier = ktls_ct_nodes:call(T, ktls_filter_config, carrier_options, [Config]),
+    ok = ktls_ct_nodes:call(T, ktls_filter_nif, start, [Carrier]),
+    [?assertMatch({K, {error, {bad_option, K, <<"missing", _/binary>>}}},
+                  {K, ktls_ct_nodes:call(T, ktls_filter_nif, start, [maps:remove(K, Carrier)])})
+     || {K, carrier, _} <- Nif],
+    %% Still the configuration in force.
+    ?assertEqual(Config, ktls_ct_nodes:call(T, ktls_filter, config_get, [])).
