@@ -30,11 +30,12 @@ groups() ->
      {inet_tcp, [sequence], Cases},
      {ktls_filter_tls, [sequence], Tls}, {inet_tls, [sequence], Tls}].
 
-%% The swarm as ./ktls test's build (bazel build //...) left it. Not built
-%% here: bazel run from this VM would see erl's PATH, a different action
-%% environment, and rebuild everything twice.
+%% The swarm as ./ktls test's build (bazel build //...) left it, in the
+%% default configuration's tree (the bazel-bin link follows the last build,
+%% which may be the sanitizer stage's).
 init_per_suite(Config) ->
-    Dir = filename:join([ktls_ct_nodes:root(), "bazel-bin", "tools", "loadgen"]),
+    BazelBin = string:trim(os:cmd("cd " ++ ktls_ct_nodes:root() ++ " && bazel info bazel-bin 2>/dev/null")),
+    Dir = filename:join([BazelBin, "tools", "loadgen"]),
     Bin = filename:join(Dir, "ktls_loadgen"),
     Ebin = filename:join(Dir, "ebin"),
     case filelib:is_regular(Bin) andalso
