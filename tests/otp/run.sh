@@ -22,7 +22,8 @@
 # totals, and "SUMMARY passed=N failed=M skipped=K" last.
 # KTLS_OTP_SUITES="distribution_SUITE" for a subset; KTLS_OTP_CASES="a b"
 # (with one suite) for some cases; KTLS_OTP_FLAGS="-ktls_filter K V" adds
-# flags to every ktls_filter node (experiments only).
+# flags to every ktls_filter node (experiments only); KTLS_OTP_SERIAL=1 runs
+# the suites one after the other instead of at the same time.
 set -uo pipefail
 # Run through ./ktls test, or on its own from anywhere: the tree is two
 # levels up.
@@ -69,24 +70,47 @@ cp -r "$src/erts/emulator/test/distribution_SUITE_data" "$dir/"
   exit 1
 }
 
-spec="$work/run.spec"
-{
-  printf '{logdir, "%s"}.\n' "$work/logs"
-  if [ -n "${KTLS_OTP_CASES:-}" ]; then
-    printf '{cases, "%s", %s, [%s]}.\n' "$dir" "$suites" "$(sed 's/ \+/, /g' <<<"$KTLS_OTP_CASES")"
-  else
-    printf '{suites, "%s", [%s]}.\n' "$dir" "$(sed 's/ \+/, /g' <<<"$suites")"
-  fi
+# One ct_run per suite, at the same time: most of their time is OTP's own
+# timers (erl_distribution_SUITE's tick cases wait minutes), so the stage
+# takes about as long as the longer suite (KTLS_OTP_SERIAL=1: one after the
+# other). Each has its own spec, log directory and output.
+write_spec() { # suite spec logdir
+  local suite=$1
+  {
+    printf '{logdir, "%s"}.\n' "$3"
+    if [ -n "${KTLS_OTP_CASES:-}" ]; then
+      printf '{cases, "%s", %s, [%s]}.\n' "$dir" "$suite" "$(sed 's/ \+/, /g' <<<"$KTLS_OTP_CASES")"
+    else
+      printf '{suites, "%s", [%s]}.\n' "$dir" "$suite"
+    fi
+    if [ "$carrier" = ktls_filter ]; then
+      for s in "${skips[@]}"; do
+        read -r ssuite name reason <<<"$s"
+        [ "$ssuite" = "$suite" ] || continue
+        [ -z "${KTLS_OTP_CASES:-}" ] || grep -qw "$name" <<<"$KTLS_OTP_CASES" || continue
+        if grep -qE "^\s*\{$name, \[" "$dir/$suite.erl"; then kind=skip_groups; else kind=skip_cases; fi
+        printf '{%s, "%s", %s, [%s], "%s"}.\n' "$kind" "$dir" "$suite" "$name" "$reason"
+      done
+    fi
+  } >"$2"
+}
+
+run_suite() { # suite index
+  local suite=$1 spec="$work/$1.spec" logs="$work/logs/$1" out="$work/$1.out"
+  mkdir -p "$logs"
+  write_spec "$suite" "$spec" "$logs"
   if [ "$carrier" = ktls_filter ]; then
-    for s in "${skips[@]}"; do
-      read -r suite name reason <<<"$s"
-      grep -qw "$suite" <<<"$suites" || continue
-      [ -z "${KTLS_OTP_CASES:-}" ] || grep -qw "$name" <<<"$KTLS_OTP_CASES" || continue
-      if grep -qE "^\s*\{$name, \[" "$dir/$suite.erl"; then kind=skip_groups; else kind=skip_cases; fi
-      printf '{%s, "%s", %s, [%s], "%s"}.\n' "$kind" "$dir" "$suite" "$name" "$reason"
-    done
+    timeout -s KILL "${KTLS_OTP_TIMEOUT:-2400}" "$KTLS_ROOT/tests/otp/bin/erl" -sname "otp_$$_$2" \
+      -noshell -pa "$dir" -s ct_run script_start -s erlang halt -spec "$spec" \
+      >"$out" 2>&1 </dev/null
+  else
+    timeout -s KILL "${KTLS_OTP_TIMEOUT:-2400}" ct_run -noshell -spec "$spec" -sname "otp_$$_$2" \
+      -erl_args -pa "$dir" >"$out" 2>&1 </dev/null
   fi
-} >"$spec"
+  local rc=$?
+  echo "ct_run $suite: rc=$rc after $(($(date +%s) - start)) s (output: $out)"
+  return $rc
+}
 
 start=$(date +%s)
 if [ "$carrier" = ktls_filter ]; then
@@ -97,15 +121,21 @@ if [ "$carrier" = ktls_filter ]; then
   export ERL_FLAGS="-pa $KTLS_ROOT/_build/lib/ktls_filter/ebin $dir -ktls_filter filter_mode monitor ${KTLS_OTP_FLAGS:-}"
   # Before the test node's `-s ct_run', which returns only at the end.
   export ERL_AFLAGS="-s ktls_otp_probe"
-  timeout -s KILL "${KTLS_OTP_TIMEOUT:-2400}" "$KTLS_ROOT/tests/otp/bin/erl" -sname "otp_$$" \
-    -noshell -pa "$dir" -s ct_run script_start -s erlang halt -spec "$spec" \
-    >"$work/ct.out" 2>&1 </dev/null
-else
-  timeout -s KILL "${KTLS_OTP_TIMEOUT:-2400}" ct_run -noshell -spec "$spec" -sname "otp_$$" \
-    -erl_args -pa "$dir" >"$work/ct.out" 2>&1 </dev/null
 fi
-rc=$?
-echo "ct_run: rc=$rc after $(($(date +%s) - start)) s (output: $work/ct.out)"
+rc=0
+pids=()
+i=0
+for suite in $suites; do
+  i=$((i + 1))
+  if [ "${KTLS_OTP_SERIAL:-0}" = 1 ]; then
+    run_suite "$suite" "$i" || rc=$?
+  else
+    run_suite "$suite" "$i" &
+    pids+=($!)
+  fi
+done
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+cat "$work"/*.out >"$work/ct.out"
 # Nodes the suites started and never stopped (erl_distribution_SUITE's
 # hostnames starts `e@b1é`, whose ping of the test node is all it does)
 # would outlive the stage: stopped here, and counted.
@@ -144,7 +174,7 @@ if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
   echo "ct_run failed (rc=$rc) without a failing case" >&2
   failed=1
 fi
-[ "$completed" -lt 1 ] && failed=$((failed + nsuites))
+[ "$completed" -lt "$nsuites" ] && failed=$((failed + nsuites - completed))
 
 if [ "$carrier" = ktls_filter ]; then
   (cd "$dir" && env -u ERL_FLAGS -u ERL_AFLAGS erl -noshell -run ktls_otp_probe summary "$work/probe") | tee "$work/would_drop.txt"

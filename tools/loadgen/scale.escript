@@ -405,7 +405,7 @@ verdict(false) -> "NOT met".
 
 %% Why a carrier held fewer connections than requested, if it did.
 notes(R) ->
-    #{carrier := C, requested := Req, conns := N, held := Held, still_up := Still} = R,
+    #{carrier := C, conns := N, held := Held, still_up := Still} = R,
     Cap = case maps:get(cap_note, R) of
               <<>> -> [];
               Note -> [io_lib:format("- ~p: capped at ~s.~n", [C, Note])]
@@ -422,7 +422,6 @@ notes(R) ->
                                       [C, Still, Held])];
                false -> []
            end,
-    _ = Req,
     Cap ++ Short ++ Lost.
 
 json(Rows, Opts) ->
