@@ -51,11 +51,12 @@ struct TlsOptions {
 inline constexpr std::string_view kTicketAlpn = "ktls-dist/1";
 
 // An SSL_CTX for one side. With session tickets (TLS 1.3 only), a server
-// sends one stateless ticket after the handshake, before any application
-// data, and a client reads it through OpenSSL before the record layer
-// leaves OpenSSL (so the sequence numbers at hand-over count it); the
-// client keeps one ticket per peer address (single use: the resumed
-// handshake brings the next one).
+// sends one ticket after the handshake, before any application data, and a
+// client reads it through OpenSSL before the record layer leaves OpenSSL
+// (so the sequence numbers at hand-over count it); the client keeps one
+// ticket per peer address (single use: the resumed handshake brings the
+// next one). The tickets are stateful: the server keeps the session under
+// the ticket's id (single use too), so resuming decodes nothing.
 class TlsContext {
  public:
   static Result<std::shared_ptr<TlsContext>> create(const TlsOptions& options, bool server);
@@ -67,17 +68,19 @@ class TlsContext {
   bool server() const { return server_; }
   bool session_tickets() const { return tickets_; }
 
-  // Client: the ticket kept for `peer` (taken out: single use), or null;
-  // the caller frees it. Stores a new one (the context owns it after).
-  SSL_SESSION* take_session(const std::string& peer);
-  void keep_session(const std::string& peer, SSL_SESSION* session);
+  // The session kept under `key` (taken out: single use), or null; the
+  // caller frees it. Stores a new one (the context owns it after). A
+  // client's key is the peer address, a server's the session id.
+  SSL_SESSION* take_session(const std::string& key);
+  void keep_session(const std::string& key, SSL_SESSION* session);
 
  private:
   TlsContext(SSL_CTX* ctx, bool server) : ctx_(ctx), server_(server) {}
   SSL_CTX* ctx_;
   bool server_;
   bool tickets_ = false;
-  static constexpr size_t kMaxSessions = 4096;  // peers a client keeps a ticket for
+  // Sessions kept: a client's peers with a ticket, a server's tickets out.
+  static constexpr size_t kMaxSessions = 4096;
   std::mutex mu_;
   std::unordered_map<std::string, SSL_SESSION*> sessions_;
 };
@@ -159,6 +162,10 @@ class TlsSession {
   static void on_record(int write_p, int version, int content_type, const void* buf, size_t len,
                         SSL* ssl, void* arg);
   static int on_new_session(SSL* ssl, SSL_SESSION* session);
+  // Server: the session behind each ticket sent, and its look-up when a
+  // client offers the ticket.
+  static int on_server_new_session(SSL* ssl, SSL_SESSION* session);
+  static SSL_SESSION* on_server_get_session(SSL* ssl, const unsigned char* id, int len, int* copy);
 
  private:
   explicit TlsSession(std::shared_ptr<TlsContext> context);

@@ -86,6 +86,38 @@ TEST(TlsSession, BadOptionsNameTheFile) {
   EXPECT_NE(ctx.error().what.find("certfile /nonexistent/cert.pem"), std::string::npos);
 }
 
+// One handshake of a client of `cc` (keeping tickets under "peer") with a
+// server of `sc`, the ticket read; whether it resumed.
+bool resumed_handshake(const std::shared_ptr<TlsContext>& cc,
+                       const std::shared_ptr<TlsContext>& sc) {
+  auto c = TlsSession::create(cc, "peer");
+  auto s = TlsSession::create(sc);
+  EXPECT_TRUE(c.ok() && s.ok());
+  EXPECT_EQ(pump(*c.value(), *s.value()), "");
+  EXPECT_TRUE(c.value()->awaiting_ticket());
+  auto ticket = c.value()->read_ticket();
+  EXPECT_TRUE(ticket.ok() && ticket.value());
+  EXPECT_EQ(c.value()->resumed(), s.value()->resumed());
+  return s.value()->resumed();
+}
+
+// The server keeps the session behind each ticket it sent (stateful
+// tickets) for one resumption: the same ticket offered again (a replay)
+// gets a full handshake.
+TEST(TlsSession, ServerSessionsServeOneResumption) {
+  auto cc = TlsContext::create(options("client"), false).take();
+  auto sc = TlsContext::create(options("server"), true).take();
+  EXPECT_FALSE(resumed_handshake(cc, sc));
+  SSL_SESSION* ticket = cc->take_session("peer");
+  ASSERT_NE(ticket, nullptr);
+  SSL_SESSION_up_ref(ticket);
+  cc->keep_session("peer", ticket);
+  EXPECT_TRUE(resumed_handshake(cc, sc));
+  cc->keep_session("peer", ticket);  // the first ticket again
+  EXPECT_FALSE(resumed_handshake(cc, sc));
+  EXPECT_TRUE(resumed_handshake(cc, sc));  // the replay's full handshake brought a ticket
+}
+
 // Decrypts one application-data record with `k` as a kernel would.
 std::string open_record(const TrafficKeys& k, const std::vector<uint8_t>& rec) {
   const bool gcm = k.cipher != "CHACHA20-POLY1305";

@@ -95,7 +95,7 @@ option(_, {verify, verify_none}, M) -> M#{verify => false};
 option(_, {fail_if_no_peer_cert, B}, M) when is_boolean(B) -> M#{fail_if_no_peer_cert => B};
 option(_, {depth, D}, M) when is_integer(D), D >= 0, D =< 100 -> M#{depth => D};
 %% TLS 1.3 resumption between ktls_filter nodes, on unless disabled (ssl's
-%% default is off): a server sends one stateless ticket, a client offers
+%% default is off): a server sends one (stateful) ticket, a client offers
 %% the last ticket of a peer's address (see the README's TLS section).
 option({server, _}, {session_tickets, disabled}, M) -> M#{session_tickets => false};
 option({server, _}, {session_tickets, V}, M) when V =:= stateless; V =:= stateful ->
