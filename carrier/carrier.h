@@ -97,7 +97,10 @@ struct ConnectionStats {
 };
 
 // TLS of one connection (empty version: plain TCP, or the handshake is not
-// done yet).
+// done yet). A resumed TLS 1.3 client is connected before its receiving
+// direction leaves the handshake: its kernel_rx (or the receiving side's
+// fallback) is set a moment after on_connected, once the server's ticket
+// is in.
 struct TlsInfo {
   std::string version;                       // "TLSv1.3"
   std::string cipher;                        // OpenSSL's name, "TLS_AES_256_GCM_SHA384"
@@ -133,7 +136,9 @@ class Connection;
 class ConnectionObserver {
  public:
   virtual ~ConnectionObserver() = default;
-  // connect() finished: `error` is null on success.
+  // connect() finished: `error` is null on success. With TLS, after the
+  // handshake; a resumed TLS 1.3 client as soon as it may send, while its
+  // receiving direction still reads the server's ticket (see TlsInfo).
   virtual void on_connected(Connection& c, const Error* error) = 0;
   // Complete packets in arrival order. The span is valid only during the call.
   virtual void on_packets(Connection& c, std::span<const Packet> packets) = 0;

@@ -204,13 +204,17 @@ void ConnectionImpl::service() {
   if (!connected) return;
   if (rx_layer_ == Layer::kHandshake) {
     if (!session_) start_tls();  // an accepted connection's first service
+    arm_handshake_recv();        // what is in the socket may finish it
     if (closing_) {
       finish_close();
       return;
     }
     if (rx_layer_ == Layer::kHandshake) {
-      arm_handshake_recv();
-      return;  // application data waits for the end of the handshake
+      // Received application data waits for the end of the handshake; a
+      // resumed client already sends (take_over(true) in handshake_step).
+      arm_send();
+      check_writable();
+      return;
     }
   }
   // RxMode::kCaller: receive_now() reads and delivers, unless a recv of the
@@ -688,6 +692,10 @@ void ConnectionImpl::start_connect(std::chrono::milliseconds timeout) {
   CarrierImpl::track(t, &timeout_op, ops);
   connect_inflight_ = true;
   io_uring_submit(&carrier_->ring_);  // ts must be consumed before it changes
+  // The ClientHello is made while the TCP handshake runs (OpenSSL's first
+  // step, a key share, took about as long on loopback); start_tls() sends
+  // it once connected.
+  if (tls()) prepare_tls();
 }
 
 void ConnectionImpl::on_connect(int res) {
@@ -823,14 +831,24 @@ TlsInfo ConnectionImpl::tls_info() const {
   return info;
 }
 
-void ConnectionImpl::start_tls() {
+void ConnectionImpl::prepare_tls() {
   // A client keeps session tickets per peer address.
-  auto s = TlsSession::create(tls_ctx_, tls_ctx_->server() ? std::string() : peer_.to_string());
-  if (!s) {
-    handshake_failed(s.error().what);
-    return;
-  }
+  auto s = TlsSession::create(tls_ctx_, peer_.to_string());
+  if (!s) return;  // start_tls() tries again and reports
+  auto hello = s.value()->handshake();
+  if (!hello) return;
   session_ = s.take();
+}
+
+void ConnectionImpl::start_tls() {
+  if (!session_) {
+    auto s = TlsSession::create(tls_ctx_, tls_ctx_->server() ? std::string() : peer_.to_string());
+    if (!s) {
+      handshake_failed(s.error().what);
+      return;
+    }
+    session_ = s.take();
+  }
   hs_in_.resize(kRecordHeader + kMaxHandshakeRecord);
   hs_got_ = 0;
   arm_handshake_timer();
@@ -868,12 +886,27 @@ void ConnectionImpl::on_handshake_timer(int res) {
   service();
 }
 
+size_t ConnectionImpl::handshake_want() const {
+  if (hs_got_ < kRecordHeader) return kRecordHeader - hs_got_;
+  return RecordCipher::next_record_size(hs_in_.data(), hs_got_) - hs_got_;
+}
+
 void ConnectionImpl::arm_handshake_recv() {
-  if (recv_inflight_ || closing_ || !session_) return;
-  size_t want = kRecordHeader - hs_got_;
-  if (hs_got_ >= kRecordHeader) {
-    want = RecordCipher::next_record_size(hs_in_.data(), hs_got_) - hs_got_;
+  // What is already in the socket (the rest of a flight, a record's body
+  // after its header) is read here: a trip through the ring per header
+  // and per body cost a loop of the ring thread each, a dozen per
+  // handshake. Only an empty socket waits in the ring.
+  while (!recv_inflight_ && !closing_ && session_) {
+    const ssize_t r =
+        ::recv(fd_.get(), hs_in_.data() + hs_got_, handshake_want(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;  // nothing yet; an end or an error: the ring's recv reports it
+    recv_calls_.fetch_add(1, std::memory_order_relaxed);
+    bytes_in_.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+    on_handshake_bytes(static_cast<size_t>(r));
   }
+  if (recv_inflight_ || closing_ || !session_) return;
+  const size_t want = handshake_want();
   io_uring_sqe* s = carrier_->sqe();
   if (!s) {
     carrier_->retry_later(this);
@@ -935,7 +968,21 @@ void ConnectionImpl::handshake_step() {
   if (!done.value()) return;
   if (session_->awaiting_ticket()) {
     // The server's session ticket is the next record (read one at a time,
-    // as the handshake's): OpenSSL takes it before the record layer leaves.
+    // as the handshake's): OpenSSL takes it before the receiving direction
+    // leaves. A resumed client does not wait for it to send: its sending
+    // direction is done with OpenSSL (the ticket is the server's last
+    // handshake record, and a resumed server has no certificate of ours
+    // left to refuse), so the dist handshake starts a network round trip
+    // and a server's turn earlier. A full handshake still waits: the
+    // server checks our certificate after our Finished, and its refusal
+    // comes where the ticket would, which connect() then reports.
+    if (tx_layer_ == Layer::kHandshake && session_->resumed()) {
+      TlsInfo info;
+      if (!take_over(true, info)) return;
+      publish(info);  // peer certificate for verify_node_name; kernel_rx follows
+      mark_ready();
+      report_connected();
+    }
     auto ticket = session_->read_ticket();
     if (!ticket) {
       handshake_failed(ticket.error().what);
@@ -960,76 +1007,93 @@ void ConnectionImpl::handshake_failed(const std::string& why, std::vector<uint8_
   }
 }
 
-void ConnectionImpl::finish_handshake() {
-  auto tx = session_->traffic_keys(true);
-  auto rx = session_->traffic_keys(false);
-  if (!tx || !rx) {
-    handshake_failed((tx ? rx : tx).error().what);
-    return;
+void ConnectionImpl::report_connected() {
+  if (!report_connect_) return;
+  report_connect_ = false;
+  if (auto obs = observer()) obs->on_connected(*this, nullptr);
+}
+
+bool ConnectionImpl::take_over(bool tx, TlsInfo& info) {
+  auto keys = session_->traffic_keys(tx);
+  if (!keys) {
+    handshake_failed(keys.error().what);
+    return false;
   }
-  TlsInfo info;
-  info.version = session_->version();
-  info.cipher = session_->cipher();
-  info.peer_subject = session_->peer_subject();
-  info.peer_certificate = session_->peer_certificate();
-  info.resumed = session_->resumed();
-  disarm_handshake_timer();
-  std::string fallback;
-  if (!carrier_->tls_options().kernel) {
-    fallback = "kernel TLS is switched off (CarrierTlsOptions::kernel)";
-  } else if (::setsockopt(fd_.get(), SOL_TCP, TCP_ULP, "tls", sizeof "tls") != 0) {
-    fallback = errno == ENOENT ? "the kernel has no TLS module (CONFIG_TLS; modprobe tls)"
-                               : Error::from_errno(errno, "TCP_ULP tls").what;
-  } else {
-    for (bool dir_tx : {true, false}) {
-      auto info_bytes = ktls_crypto_info((dir_tx ? tx : rx).value());
-      if (!info_bytes) {
-        fallback = info_bytes.error().what;
-        break;
-      }
-      const std::vector<uint8_t>& b = info_bytes.value();
-      if (::setsockopt(fd_.get(), SOL_TLS, dir_tx ? TLS_TX : TLS_RX, b.data(),
-                       static_cast<socklen_t>(b.size())) != 0) {
-        fallback = Error::from_errno(errno, std::string(dir_tx ? "TLS_TX" : "TLS_RX") + " " +
-                                                info.version + " " + tx.value().cipher)
-                       .what;
-        break;
-      }
-      (dir_tx ? info.kernel_tx : info.kernel_rx) = true;
+  if (tx) {
+    info.version = session_->version();
+    info.cipher = session_->cipher();
+    info.peer_subject = session_->peer_subject();
+    info.peer_certificate = session_->peer_certificate();
+    info.resumed = session_->resumed();
+    if (!carrier_->tls_options().kernel) {
+      info.kernel_fallback = "kernel TLS is switched off (CarrierTlsOptions::kernel)";
+    } else if (::setsockopt(fd_.get(), SOL_TCP, TCP_ULP, "tls", sizeof "tls") != 0) {
+      info.kernel_fallback = errno == ENOENT
+                                 ? "the kernel has no TLS module (CONFIG_TLS; modprobe tls)"
+                                 : Error::from_errno(errno, "TCP_ULP tls").what;
     }
   }
-  info.kernel_fallback = fallback;
-  if (!fallback.empty() && carrier_->tls_options().kernel_required) {
-    handshake_failed("kernel TLS is required (ktls required), but " + fallback);
-    return;
+  // Receiving goes to the kernel only where sending went (kernel_fallback
+  // says why not).
+  bool& kernel = tx ? info.kernel_tx : info.kernel_rx;
+  if (info.kernel_fallback.empty()) {
+    auto bytes = ktls_crypto_info(keys.value());
+    if (!bytes) {
+      info.kernel_fallback = bytes.error().what;
+    } else if (::setsockopt(fd_.get(), SOL_TLS, tx ? TLS_TX : TLS_RX, bytes.value().data(),
+                            static_cast<socklen_t>(bytes.value().size())) != 0) {
+      info.kernel_fallback = Error::from_errno(errno, std::string(tx ? "TLS_TX" : "TLS_RX") + " " +
+                                                          info.version + " " + keys.value().cipher)
+                                 .what;
+    } else {
+      kernel = true;
+    }
   }
-  // The directions the kernel did not take get a user-space record layer.
-  for (bool dir_tx : {true, false}) {
-    if (dir_tx ? info.kernel_tx : info.kernel_rx) continue;
-    auto c = RecordCipher::create((dir_tx ? tx : rx).value(), dir_tx);
+  if (!kernel) {
+    if (carrier_->tls_options().kernel_required) {
+      handshake_failed("kernel TLS is required (ktls required), but " + info.kernel_fallback);
+      return false;
+    }
+    auto c = RecordCipher::create(keys.value(), tx);
     if (!c) {
       handshake_failed(c.error().what);
-      return;
+      return false;
     }
-    (dir_tx ? sealer_ : opener_) = c.take();
+    (tx ? sealer_ : opener_) = c.take();
   }
+  const Layer layer = kernel ? Layer::kKernel : Layer::kUser;
+  if (tx) {
+    std::lock_guard lock(mu_);
+    tx_layer_ = layer;
+  } else {
+    std::lock_guard rx_lock(rx_mu_);
+    rx_layer_ = layer;
+  }
+  return true;
+}
+
+void ConnectionImpl::publish(const TlsInfo& info) {
+  std::lock_guard lock(mu_);
+  tls_info_ = info;
+}
+
+void ConnectionImpl::finish_handshake() {
+  TlsInfo info;
+  if (tx_layer_ == Layer::kHandshake) {
+    if (!take_over(true, info)) return;
+  } else {
+    std::lock_guard lock(mu_);
+    info = tls_info_;  // a resumed client's sending direction, published
+  }
+  if (!take_over(false, info)) return;
+  publish(info);
+  disarm_handshake_timer();
   session_.reset();  // OpenSSL's part is done: its memory goes now
   hs_in_ = std::vector<uint8_t>();
-  carrier_->count_tls_established(info.kernel_tx && info.kernel_rx, fallback, info.resumed);
-  {
-    std::lock_guard rx_lock(rx_mu_);
-    rx_layer_ = info.kernel_rx ? Layer::kKernel : Layer::kUser;
-  }
-  {
-    std::lock_guard lock(mu_);
-    tx_layer_ = info.kernel_tx ? Layer::kKernel : Layer::kUser;
-    tls_info_ = std::move(info);
-  }
+  carrier_->count_tls_established(info.kernel_tx && info.kernel_rx, info.kernel_fallback,
+                                  info.resumed);
   mark_ready();
-  if (report_connect_) {
-    report_connect_ = false;
-    if (auto obs = observer()) obs->on_connected(*this, nullptr);
-  }
+  report_connected();
 }
 
 std::span<uint8_t> ConnectionImpl::recv_space() {

@@ -236,11 +236,19 @@ class ConnectionImpl final : public Connection {
   std::string ending(const RecordCipher::Opened& o) const;
   // Seals the plaintext batches at the back of tx_ into TLS records.
   void seal_pending();
+  void prepare_tls();  // a client's session and ClientHello, before connected
   void start_tls();
+  size_t handshake_want() const;  // bytes to read of the record being read
   void arm_handshake_recv();
   void on_handshake_bytes(size_t n);
   void handshake_step();
+  // The record layer of one direction leaves OpenSSL, to the kernel (kTLS)
+  // or to a RecordCipher, noted in `info` (sending fills the session's
+  // fields too); false (the handshake failed) if it cannot.
+  bool take_over(bool tx, TlsInfo& info);
+  void publish(const TlsInfo& info);  // what tls_info() answers
   void finish_handshake();
+  void report_connected();  // a connect()'s on_connected, once
   void arm_handshake_timer();
   void disarm_handshake_timer();
   void handshake_failed(const std::string& why, std::vector<uint8_t> alert = {});
@@ -319,8 +327,10 @@ class ConnectionImpl final : public Connection {
   std::vector<Packet> batch_;  // reused per recv completion
   static constexpr uint8_t kTick[4] = {0, 0, 0, 0};
 
-  // TLS. The layers change on the ring thread, in finish_handshake(), while
-  // no recv is in flight and before tx_ready_ lets a sender write; the
+  // TLS. The layers change on the ring thread, in take_over(), while no
+  // recv is in flight and before tx_ready_ lets a sender write (a resumed
+  // client's sending direction changes first, while its receiving one
+  // still reads the server's ticket through OpenSSL); the
   // sealer belongs to whoever may send (the fast path under mu_ while the
   // ring thread has nothing queued, the ring thread while tx_busy_), the
   // opener to the holder of rx_mu_.

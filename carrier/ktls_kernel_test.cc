@@ -227,8 +227,15 @@ class KernelTls : public ::testing::TestWithParam<Suite>, public ListeningCarrie
     if (!p->server) return p;
     p->client->set_framing(Framing::kDist);
     p->client->start_streaming(mode);
-    // The server's side of the handshake may end a moment after the client's.
+    // The server's side of the handshake may end a moment after the client's,
+    // and a resumed client's receiving direction after its on_connected.
     EXPECT_TRUE(eventually([&] { return !p->server->tls_info().version.empty(); }, 30s));
+    EXPECT_TRUE(eventually(
+        [&] {
+          TlsInfo i = p->client->tls_info();
+          return i.kernel_rx || !i.kernel_fallback.empty();
+        },
+        30s));
     if (mode == RxMode::kCaller) {
       p->cpoll = std::make_unique<CallerPoller>(p->client);
       p->spoll = std::make_unique<CallerPoller>(p->server);

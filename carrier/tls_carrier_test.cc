@@ -112,6 +112,53 @@ TEST_F(TlsCarrierTest, LaterConnectionsResumeWithTheTicket) {
   EXPECT_EQ(carrier->stats().tls_resumptions, 4u);
 }
 
+// A resumed client is connected, and sends, before the server's ticket
+// arrives (the server here holds it back); the ticket, read afterwards,
+// still counts in the receiving direction's sequence numbers. A full
+// handshake waits for it (the server may still refuse our certificate).
+TEST_F(TlsCarrierTest, ResumedClientSendsBeforeTheTicket) {
+  auto server_ctx = context(options("server"), true);
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  SockAddr addr = SockAddr::parse("127.0.0.1", 0).value();
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<const sockaddr*>(&addr.storage), addr.len), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr.storage), &addr.len), 0);
+  for (int i = 0; i < 2; i++) {
+    SCOPED_TRACE(i == 0 ? "full handshake" : "resumed");
+    auto ce = std::make_shared<Events>();
+    auto client = carrier->connect(addr, 5000ms, ce);
+    auto s = TlsSession::create(server_ctx);
+    ASSERT_TRUE(s.ok());
+    OpenSslPeer peer(::accept(lfd, nullptr, nullptr), s.take());
+    // The server's handshake, its last output (the ticket) not sent.
+    for (int round = 0;; round++) {
+      ASSERT_LT(round, 10);
+      auto done = peer.session_().handshake();
+      ASSERT_TRUE(done.ok()) << done.error().what;
+      if (done.value()) break;
+      peer.flush();
+      ASSERT_TRUE(peer.read_some());
+    }
+    if (i == 0) {
+      EXPECT_FALSE(ce->wait([&] { return ce->connected; }, 300ms));
+      peer.flush();  // the ticket
+    }
+    ASSERT_TRUE(ce->wait([&] { return ce->connected; }));
+    ASSERT_EQ(ce->connect_error, "");
+    EXPECT_EQ(client->tls_info().resumed, i == 1);
+    client->set_framing(Framing::kDist);
+    client->start_streaming(RxMode::kRing);
+    send_strings(*client, {"to server"});
+    EXPECT_EQ(peer.read_plain(13), std::string("\0\0\0\x09to server", 13));
+    if (i == 1) peer.flush();  // the ticket, after the client's first packet
+    peer.send_packet("to client");
+    ASSERT_TRUE(ce->wait([&] { return ce->packets.size() == 1; })) << ce->close_reason;
+    EXPECT_EQ(ce->packets[0], "to client");
+    client->close("done");
+  }
+  ::close(lfd);
+}
+
 // A client of a server without tickets (a stock peer: no ALPN answer) does
 // not wait for one, and a client with session_tickets off offers none.
 TEST_F(TlsCarrierTest, WithoutTicketsEveryHandshakeIsFull) {
