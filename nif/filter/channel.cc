@@ -492,19 +492,17 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
   // fragment gets nothing larger in either.
   const Bytes header =
       header_rewritten_ ? Bytes(header_copy_.data(), header_copy_.size()) : p.first(header_end);
-  if (p.size() - body_pos > pol.max_message_size && pol.limits_counted_only()) {
-    // Monitor mode enforces no limit: kept as it came, counted.
-    count(&Stats::would_drop);
-    count_control(nullptr, true);
+  if (p.size() - body_pos > pol.max_message_size) {
     v.reason = "message larger than max_message_size";
     v.hint = Hint::Drop;
-    return;
-  }
-  if (p.size() - body_pos > pol.max_message_size) {
+    if (pol.limits_counted_only()) {
+      // Monitor mode enforces no limit: kept as it came, counted.
+      count(&Stats::would_drop);
+      count_control(nullptr, true);
+      return;
+    }
     count(&Stats::too_large);
     count_control(nullptr, false);
-    v.reason = "message larger than max_message_size";
-    v.hint = Hint::Drop;
     v.action = Action::Drop;
     if (ref_new_) carrier_for(header, v.bytes);
     return;
@@ -863,7 +861,7 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
     s->slots = ref_slots_;
     s->texts = ref_texts_;
     s->buf = take_buffer();
-    // Unless over a limit, the the claim (which then cannot overflow) is reserved up to
+    // Unless over a limit, the claim (which then cannot overflow) is reserved up to
     // 8 MiB and what the reassembly limit still allows after what is held
     // and what the other open sequences reserved; a larger message grows
     // with what really arrives (which the limits count). Reserving the
