@@ -2,7 +2,7 @@
 -module(ktls_filter).
 
 -export([config_get/0, config_set/2, carrier_stats/0, connections/0,
-         connection_info/1, options/0]).
+         connection_info/1, socket/1, getstat/1, getstat/2, options/0]).
 -export([world_stats_get/0, channel_list/0, channel_inspect/1,
          logger_list/0, logger_inspect/1, logger_set_capacity/1]).
 
@@ -39,9 +39,63 @@ carrier_stats() ->
 connections() ->
     [ktls_filter_nif:info(C) || C <- ktls_filter_nif:channel_list()].
 
--spec connection_info(ktls_filter_nif:conn()) -> map().
-connection_info(C) ->
-    ktls_filter_nif:info(C).
+%% A connection of this carrier: a node name, the node's dist controller
+%% (as erlang:system_info(dist_ctrl) lists it), the `id' in its info, or
+%% the connection itself (as channel_list/0 gives it).
+-type connection() :: node() | pid() | non_neg_integer() | ktls_filter_nif:conn().
+
+%% @doc One connection's info: id, peer and local address, open, stats and
+%% tls (as in connections/0).
+-spec connection_info(connection()) -> map() | {error, not_found}.
+connection_info(Key) ->
+    case find(Key) of
+        {ok, C} -> ktls_filter_nif:info(C);
+        error -> {error, not_found}
+    end.
+
+%% @doc The connection as a socket of OTP's inet module, for
+%% inet:getstat/1,2, peername/1, sockname/1, port/1, getopts/2 and setopts/2
+%% (ktls_filter's dist controller is a process, which inet does not take;
+%% see ktls_filter_socket).
+-spec socket(connection()) -> {ok, ktls_filter_socket:socket()} | {error, not_found}.
+socket(Key) ->
+    case find(Key) of
+        {ok, C} -> {ok, ktls_filter_socket:new(C)};
+        error -> {error, not_found}
+    end.
+
+%% @doc inet:getstat/1 of the connection: the statistics the carrier keeps.
+-spec getstat(connection()) -> {ok, [{atom(), non_neg_integer()}]} | {error, term()}.
+getstat(Key) ->
+    getstat(Key, inet:stats()).
+
+%% @doc inet:getstat/2 of the connection.
+-spec getstat(connection(), [atom()]) -> {ok, [{atom(), non_neg_integer()}]} | {error, term()}.
+getstat(Key, What) ->
+    case socket(Key) of
+        {ok, S} -> inet:getstat(S, What);
+        Error -> Error
+    end.
+
+find(Node) when is_atom(Node) ->
+    first([C || {N, C} <- channel_list(), N =:= Node]);
+find(Ctrl) when is_pid(Ctrl) ->
+    case lists:keyfind(Ctrl, 2, erlang:system_info(dist_ctrl)) of
+        {Node, Ctrl} -> find(Node);
+        false -> error
+    end;
+find(Id) when is_integer(Id) ->
+    first([C || C <- ktls_filter_nif:channel_list(),
+                maps:get(id, ktls_filter_nif:info(C)) =:= Id]);
+find(Conn) ->
+    try ktls_filter_nif:info(Conn) of
+        _ -> {ok, Conn}
+    catch
+        error:badarg -> error
+    end.
+
+first([C | _]) -> {ok, C};
+first([]) -> error.
 
 %% @doc The documented options and their defaults.
 -spec options() -> ok.

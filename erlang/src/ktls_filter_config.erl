@@ -16,7 +16,7 @@
 -module(ktls_filter_config).
 
 -export([load/0, get/0, get/1, set/2, runtime_options/0, options/0, validate/1, describe/0, filter_options/1,
-         carrier_options/1, consult/1]).
+         carrier_options/1, consult/1, peer_arguments/0]).
 
 -type key() :: atom().
 -type config() :: #{key() => term()}.
@@ -111,12 +111,12 @@ options() ->
 %% @doc Reads the optfiles and the application environment, validates, stores.
 -spec load() -> {ok, config()} | {error, string()}.
 load() ->
-    _ = application:load(ktls_filter),
-    AppEnv = [{K, V} || {K, V} <- application:get_all_env(ktls_filter),
-                        K =/= included_applications],
     try
+        AppEnv = app_env(),
         {FileOpts, TlsSources} = read_optfiles(),
-        Config0 = ok(validate(AppEnv ++ FileOpts)),
+        Config0 = port_argument(ok(validate(AppEnv ++ FileOpts))),
+        _ = peer_arguments(),
+        check_epmd_module(Config0),
         Sides = tls_sides(TlsSources),
         Config = Config0#{tls => ktls_filter_tls:carrier_tls(Sides, Config0),
                           tls_source => tls_source(TlsSources)},
@@ -128,6 +128,120 @@ load() ->
 
 ok({ok, V}) -> V;
 ok({error, Msg}) -> throw({config, Msg}).
+
+fail(Fmt, Args) ->
+    throw({config, lists:flatten(io_lib:format(Fmt, Args))}).
+
+%% The application environment, with `-ktls_filter Key Value' from the
+%% command line in it. OTP reads those loosely: a key without a value is
+%% dropped, and a value that is not an Erlang term makes the application
+%% unloadable, which would lose every option. Both stop the start here.
+app_env() ->
+    check_app_flags(init:get_arguments()),
+    case application:load(ktls_filter) of
+        ok -> ok;
+        {error, {already_loaded, _}} -> ok;
+        {error, {bad_environment_value, Text}} ->
+            Keys = [K || {ktls_filter, Words} <- init:get_arguments(),
+                         [K, V] <- pairs(Words), V =:= Text],
+            fail("-ktls_filter ~ts ~ts: ~ts is not an Erlang term (write strings in double "
+                 "quotes: -ktls_filter ~ts '\"~ts\"', tuples as '{...}')",
+                 [case Keys of [K | _] -> K; [] -> "..." end, Text, Text,
+                  case Keys of [K | _] -> K; [] -> "Key" end, Text]);
+        {error, Why} ->
+            fail("the ktls_filter application cannot be loaded: ~tp", [Why])
+    end,
+    [{K, V} || {K, V} <- application:get_all_env(ktls_filter), K =/= included_applications].
+
+%% Every -ktls_filter flag is Key Value pairs. erl starts a new flag at each
+%% word that begins with '-', so `-ktls_filter buffer_size -5' leaves the
+%% key alone and makes `-5' a flag of its own.
+check_app_flags([{ktls_filter, Words} | Rest]) when length(Words) rem 2 =:= 1 ->
+    Key = lists:last(Words),
+    case Rest of
+        [{Next, _} | _] ->
+            fail("-ktls_filter ~ts: no value (erl read the next word, -~ts, as a flag of its "
+                 "own; a value that starts with '-' goes in -ktls_filter_optfile)", [Key, Next]);
+        [] ->
+            fail("-ktls_filter ~ts: no value (expected -ktls_filter Key Value)", [Key])
+    end;
+check_app_flags([{ktls_filter, []} | _]) ->
+    fail("-ktls_filter without a key and value (expected -ktls_filter Key Value)", []);
+check_app_flags([_ | Rest]) ->
+    check_app_flags(Rest);
+check_app_flags([]) ->
+    ok.
+
+pairs([K, V | T]) -> [[K, V] | pairs(T)];
+pairs(_) -> [].
+
+%% -ktls_filter_port P: the listen port, whatever the epmd module (with
+%% ktls_filter_epmd it is also what the node answers for itself). The same
+%% as the listen_port option; both given must agree.
+port_argument(Config) ->
+    case init:get_argument(ktls_filter_port) of
+        error ->
+            Config;
+        {ok, [[P]]} ->
+            Port = case string:to_integer(P) of
+                       {N, ""} when N >= 0, N =< 65535 -> N;
+                       _ -> fail("-ktls_filter_port ~ts: not a port number 0..65535", [P])
+                   end,
+            case maps:get(listen_port, Config) of
+                Same when Same =:= 0; Same =:= Port ->
+                    Config#{listen_port => Port};
+                Other ->
+                    fail("-ktls_filter_port ~w and the listen_port option ~w disagree: give "
+                         "one of them", [Port, Other])
+            end;
+        {ok, Lists} ->
+            fail("-ktls_filter_port ~ts: expected one port, given once",
+                 [lists:join(" -ktls_filter_port ", [lists:join(" ", L) || L <- Lists])])
+    end.
+
+%% @doc The `-ktls_filter_peer NAME@HOST PORT' arguments as a peers table
+%% (checked at start: load/0 refuses ill-formed ones).
+-spec peer_arguments() -> #{node() => {string(), inet:port_number()}}.
+peer_arguments() ->
+    Args = case init:get_argument(ktls_filter_peer) of
+               {ok, L} -> L;
+               error -> []
+           end,
+    maps:from_list([peer_argument(A) || A <- Args]).
+
+peer_argument([Node, P]) ->
+    Host = case string:split(Node, "@") of
+               [[_ | _], [_ | _] = H] -> H;
+               _ -> fail("-ktls_filter_peer ~ts ~ts: ~ts is not a node name NAME@HOST",
+                         [Node, P, Node])
+           end,
+    case string:to_integer(P) of
+        {Port, ""} when Port > 0, Port =< 65535 -> {list_to_atom(Node), {Host, Port}};
+        _ -> fail("-ktls_filter_peer ~ts ~ts: ~ts is not a port number 1..65535",
+                  [Node, P, P])
+    end;
+peer_argument(Words) ->
+    fail("-ktls_filter_peer ~ts: expected -ktls_filter_peer NAME@HOST PORT",
+         [lists:join(" ", Words)]).
+
+%% The peers table is read by ktls_filter_epmd only: given to a node that
+%% finds other nodes some other way it would do nothing.
+check_epmd_module(Config) ->
+    Epmd = case init:get_argument(epmd_module) of
+               {ok, [[M | _] | _]} -> M;
+               _ -> "erl_epmd"
+           end,
+    Given = [F || {F, true} <- [{"-ktls_filter_peer",
+                                 init:get_argument(ktls_filter_peer) =/= error},
+                                {"the peers option", maps:get(peers, Config) =/= #{}}]],
+    case Given =/= [] andalso Epmd =/= "ktls_filter_epmd" of
+        true ->
+            fail("~ts: read by -epmd_module ktls_filter_epmd only, and this node's epmd module "
+                 "is ~ts (add -epmd_module ktls_filter_epmd -start_epmd false)",
+                 [lists:join(" and ", Given), Epmd]);
+        false ->
+            ok
+    end.
 
 %% Each source gives both sides or none; two sources are an error (which
 %% one was meant?).
@@ -319,6 +433,9 @@ validate(KVs) ->
                                {ok, Type} ->
                                    case check(Type, V0) of
                                        {ok, V} -> Acc#{K => V};
+                                       {error, Why} ->
+                                           throw(io_lib:format("ktls_filter option ~tp: ~tp ~ts",
+                                                               [K, V0, Why]));
                                        error ->
                                            throw(io_lib:format(
                                                    "ktls_filter option ~tp: ~tp is not ~ts",
@@ -392,9 +509,26 @@ check(atom_list, V) when is_list(V) ->
         true -> {ok, V};
         false -> error
     end;
-check(module_or_undefined, V) when is_atom(V) -> {ok, V};
+check(module_or_undefined, undefined) -> {ok, undefined};
+check(module_or_undefined, V) when is_atom(V) -> check_handler(V);
 check(trust_rules, V) -> ktls_filter_trust:check_rules(V);
 check(_, _) -> error.
+
+%% A handler is a loadable module with the ktls_filter_handler callbacks.
+check_handler(M) ->
+    case code:ensure_loaded(M) of
+        {module, M} ->
+            case [io_lib:format("~s/~w", [F, A]) || {F, A} <- [{classify, 3}, {classify, 4}],
+                                                    not erlang:function_exported(M, F, A)] of
+                [] -> {ok, M};
+                Missing -> {error, io_lib:format("does not export ~s (a handler implements "
+                                                 "the ktls_filter_handler behaviour)",
+                                                 [lists:join(" and ", Missing)])}
+            end;
+        {error, Why} ->
+            {error, io_lib:format("cannot be loaded: ~p (is its directory in the code path, "
+                                  "-pa?)", [Why])}
+    end.
 
 check_int_string(S, Min) ->
     try list_to_integer(S) of

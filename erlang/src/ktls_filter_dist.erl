@@ -14,6 +14,8 @@
 
 %% internal
 -export([accept_loop/2, do_accept/6, do_setup/6]).
+%% ktls_filter_socket
+-export([conn_setopts/2, conn_getopts/2]).
 
 -include_lib("kernel/include/net_address.hrl").
 -include_lib("kernel/include/dist.hrl").
@@ -77,7 +79,7 @@ listen(Name, Host) ->
             Config = ktls_filter_config:get(),
             {First, Last} = port_range(Name, Host, Config),
             {Ip, Backlog} = listen_address(Config),
-            case do_listen(Ip, First, Last, Backlog) of
+            case listen_explained(Ip, First, Last, Backlog, Config) of
                 {ok, L} ->
                     {ok, {_Ip, Port} = Addr} = ktls_filter_nif:listener_address(L),
                     NetAddr = (address())#net_address{address = Addr},
@@ -142,6 +144,51 @@ kernel_port_range() ->
         _ ->
             {0, 0}
     end.
+
+%% do_listen; a failure's reason carries the address, the port(s) and where
+%% they came from, {Posix, Text}: net_kernel prints the reason and nothing
+%% else ("register/listen error: ..."), and at boot the node stops before
+%% the logger would print a line.
+listen_explained(Ip, First, Last, Backlog, Config) ->
+    case do_listen(Ip, First, Last, Backlog) of
+        {ok, _} = Ok ->
+            Ok;
+        {error, Reason} when is_atom(Reason) ->
+            Ports = case {First, Last} of
+                        {0, 0} -> "any free port";
+                        {P, P} -> io_lib:format("port ~w", [P]);
+                        _ -> io_lib:format("ports ~w..~w", [First, Last])
+                    end,
+            {error, {Reason, lists:flatten(
+                               io_lib:format("ktls_filter cannot listen on ~s, ~s: ~s (~s; ~s)",
+                                             [inet:ntoa(Ip), Ports, inet:format_error(Reason),
+                                              ip_source(Ip, Config),
+                                              port_source(First, Last, Config)]))}};
+        Error ->
+            Error
+    end.
+
+ip_source(Ip, Config) ->
+    case maps:get(listen_ip, Config) of
+        {0, 0, 0, 0} when Ip =:= {0, 0, 0, 0} -> "every local address";
+        {0, 0, 0, 0} -> "address from kernel's inet_dist_use_interface or inet_dist_listen_options";
+        _ -> "address from the listen_ip option"
+    end.
+
+port_source(0, 0, _Config) ->
+    "port chosen by the kernel";
+port_source(First, First, Config) ->
+    case {maps:get(listen_port, Config), init:get_argument(ktls_filter_port)} of
+        {First, {ok, _}} -> "port from -ktls_filter_port";
+        {First, error} -> "port from the listen_port option";
+        _ ->
+            case kernel_port_range() of
+                {First, First} -> "port from kernel's inet_dist_listen_min and max";
+                _ -> "port from the epmd module's listen_port_please"
+            end
+    end;
+port_source(_, _, _Config) ->
+    "ports from kernel's inet_dist_listen_min and inet_dist_listen_max".
 
 do_listen(_Ip, First, Last, _Backlog) when First > Last ->
     {error, eaddrinuse};

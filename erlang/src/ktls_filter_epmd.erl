@@ -27,23 +27,18 @@ register_node(Name, Port) ->
 register_node(_Name, _Port, _Driver) ->
     {ok, 3 + rand:uniform(16#fffffffc)}.
 
-%% @doc The port to listen on: -ktls_filter_port, the listen_port option, our
-%% own entry in the peers table, else 0 (any free port).
+%% @doc The port to listen on: the listen_port option (or -ktls_filter_port,
+%% which sets it), our own entry in the peers table, else 0 (any free port).
 -spec listen_port_please(atom() | string(), string()) -> {ok, inet:port_number()}.
 listen_port_please(Name, Host) ->
-    case init:get_argument(ktls_filter_port) of
-        {ok, [[P | _] | _]} ->
-            {ok, list_to_integer(P)};
-        _ ->
-            case safe_config(listen_port, 0) of
-                0 ->
-                    case lookup(node_name(Name, Host)) of
-                        {ok, _Host, Port} -> {ok, Port};
-                        error -> {ok, 0}
-                    end;
-                Port ->
-                    {ok, Port}
-            end
+    case safe_config(listen_port, 0) of
+        0 ->
+            case lookup(node_name(Name, Host)) of
+                {ok, _Host, Port} -> {ok, Port};
+                error -> {ok, 0}
+            end;
+        Port ->
+            {ok, Port}
     end.
 
 -spec port_please(atom() | string(), term()) ->
@@ -99,15 +94,14 @@ lookup_by_name(Name) ->
         [] -> error
     end.
 
-%% The peers option merged with -ktls_filter_peer NODE PORT arguments.
+%% The peers option merged with -ktls_filter_peer NODE PORT arguments
+%% (checked when the carrier starts).
 peers() ->
-    Args = case init:get_argument(ktls_filter_peer) of
-               {ok, L} -> L;
-               error -> []
-           end,
-    FromArgs = maps:from_list(
-                 [{list_to_atom(Node), {element(2, split(Node)), list_to_integer(P)}}
-                  || [Node, P | _] <- Args]),
+    FromArgs = try
+                   ktls_filter_config:peer_arguments()
+               catch
+                   throw:{config, _} -> #{}
+               end,
     maps:merge(safe_config(peers, #{}), FromArgs).
 
 safe_config(Key, Default) ->

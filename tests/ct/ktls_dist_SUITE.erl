@@ -10,6 +10,7 @@
          small_messages_in_order/1, nodedown_on_kill/1, reconnect_after_restart/1,
          interop_inet_tcp_ktls_connects/1, interop_inet_tcp_peer_connects/1,
          epmdless/1, remsh_without_epmd/1, config_error_names_option/1,
+         bad_options_stop_the_node/1, ktls_filter_port_with_epmd/1,
          stats_and_getstat/1, pool_buffers_return_after_release/1,
          rx_port_reads_and_pauses/1, rx_reader_ring/1, setopts_getopts/1,
          inet_dist_options/1, one_lifecycle/1,
@@ -23,6 +24,7 @@ all() ->
     [ping_both_ways, rpc_and_erpc, links_and_monitors, message_64mib, small_messages_in_order,
      nodedown_on_kill, reconnect_after_restart, interop_inet_tcp_ktls_connects,
      interop_inet_tcp_peer_connects, epmdless, remsh_without_epmd, config_error_names_option,
+     bad_options_stop_the_node, ktls_filter_port_with_epmd,
      stats_and_getstat, pool_buffers_return_after_release, rx_port_reads_and_pauses,
      rx_reader_ring, setopts_getopts, inet_dist_options, one_lifecycle,
      disconnect_closes_with_the_supervisor].
@@ -220,12 +222,72 @@ remsh_without_epmd(_Config) ->
     ok.
 
 config_error_names_option(_Config) ->
-    Ktls = filename:join(ktls_ct_nodes:root(), "ktls"),
-    Out = os:cmd("timeout 30 " ++ Ktls ++ " erl -name cfg_bad@127.0.0.1 -noshell "
-                 "-ktls_filter bogus_option 1 -eval 'halt()' 2>&1"),
-    ct:pal("~ts", [Out]),
+    {Out, false} = boot(["-ktls_filter bogus_option 1"]),
     ?assertNotEqual(nomatch, string:find(Out, "bogus_option")),
     ok.
+
+%% Each bad option stops the node at start, with a message that names the
+%% option and the value (issue 12's list).
+bad_options_stop_the_node(_Config) ->
+    {ok, Held} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, HeldPort} = inet:port(Held),
+    Busy = integer_to_list(HeldPort),
+    Epmdless = "-epmd_module ktls_filter_epmd -start_epmd false",
+    Cases =
+        [{"-ktls_filter buffer_size -5",
+          ["-ktls_filter buffer_size: no value", "-5"]},
+         {"-ktls_filter handler no_such_module",
+          ["option handler: no_such_module cannot be loaded"]},
+         {"-ktls_filter handler lists",
+          ["option handler: lists does not export classify/3"]},
+         {Epmdless ++ " -ktls_filter_peer x@127.0.0.1",
+          ["-ktls_filter_peer x@127.0.0.1: expected -ktls_filter_peer NAME@HOST PORT"]},
+         {Epmdless ++ " -ktls_filter_peer x@h notaport",
+          ["-ktls_filter_peer x@h notaport: notaport is not a port number"]},
+         {Epmdless ++ " -ktls_filter_peer nohost 4000",
+          ["nohost is not a node name NAME@HOST"]},
+         {"-ktls_filter_peer x@h 4000",
+          ["-ktls_filter_peer: read by -epmd_module ktls_filter_epmd only", "erl_epmd"]},
+         {"-ktls_filter_port abc", ["-ktls_filter_port abc: not a port number"]},
+         {"-ktls_filter_port 4370 -ktls_filter listen_port 4371",
+          ["-ktls_filter_port 4370 and the listen_port option 4371 disagree"]},
+         {"-ktls_filter listen_ip 10.9.9.9",
+          ["-ktls_filter listen_ip 10.9.9.9: 10.9.9.9 is not an Erlang term"]},
+         {"-ktls_filter listen_ip '{127,0,0,1}' -ktls_filter listen_port " ++ Busy,
+          ["eaddrinuse", "cannot listen on 127.0.0.1, port " ++ Busy,
+           "port from the listen_port option"]},
+         {"-ktls_filter_port " ++ Busy ++ " -kernel inet_dist_use_interface '{127,0,0,1}'",
+          ["eaddrinuse", "cannot listen on 127.0.0.1, port " ++ Busy,
+           "port from -ktls_filter_port", "inet_dist_use_interface"]},
+         {"-ktls_filter listen_ip '{10,9,9,9}'",
+          ["eaddrnotavail", "cannot listen on 10.9.9.9", "address from the listen_ip option"]}],
+    Failed = [{Args, Out} || {Args, Expect} <- Cases,
+                             {Out, Started} <- [boot([Args])],
+                             Started orelse
+                                 lists:any(fun(E) -> string:find(Out, E) =:= nomatch end, Expect)],
+    gen_tcp:close(Held),
+    ?assertEqual([], Failed),
+    ok.
+
+%% -ktls_filter_port without ktls_filter_epmd is the listen port all the
+%% same (registered with epmd).
+ktls_filter_port_with_epmd(_Config) ->
+    Port = ktls_ct_nodes:free_port(),
+    Name = ktls_ct_nodes:unique("p"),
+    {_P, _} = start_named(Name, ktls, ["-ktls_filter_port", integer_to_list(Port)]),
+    {port, Port, _} = erl_epmd:port_please(Name, {127, 0, 0, 1}),
+    ok.
+
+%% Starts `./ktls erl' with Args: its output and whether it got as far as
+%% running its -eval (the node started).
+boot(Args) ->
+    Ktls = filename:join(ktls_ct_nodes:root(), "ktls"),
+    Out = os:cmd("ERL_CRASH_DUMP_SECONDS=0 timeout 60 " ++ Ktls ++ " erl -name " ++
+                     ktls_ct_nodes:unique("cfg") ++ "@127.0.0.1 -noshell " ++
+                     lists:join(" ", Args) ++
+                     " -eval 'io:format(\"NODE_STARTED~n\"), halt()' 2>&1"),
+    ct:pal("~ts:~n~ts", [lists:join(" ", Args), Out]),
+    {Out, string:find(Out, "NODE_STARTED") =/= nomatch}.
 
 stats_and_getstat(_Config) ->
     {A, _} = start("a", ktls),
@@ -237,6 +299,27 @@ stats_and_getstat(_Config) ->
     #{connections_open := 1} = call(A, ktls_filter, carrier_stats, []),
     {ok, [{NB, NodeInfo}]} = call(A, net_kernel, nodes_info, []),
     {address, _} = lists:keyfind(address, 1, NodeInfo),
+    %% connection_info by node name, dist controller and id
+    #{id := Id, peer := Peer} = call(A, ktls_filter, connection_info, [NB]),
+    [{NB, Ctrl}] = call(A, erlang, system_info, [dist_ctrl]),
+    true = is_pid(Ctrl),
+    #{id := Id} = call(A, ktls_filter, connection_info, [Ctrl]),
+    #{id := Id} = call(A, ktls_filter, connection_info, [Id]),
+    {error, not_found} = call(A, ktls_filter, connection_info, [nosuch@nohost]),
+    %% inet:getstat/1,2 through the connection's socket form, as on an
+    %% inet_tcp_dist controller port
+    {ok, S} = call(A, ktls_filter, socket, [Ctrl]),
+    {ok, Stat} = call(A, inet, getstat, [S]),
+    [recv_oct, recv_cnt, recv_avg, send_oct, send_cnt, send_avg, send_pend] =
+        [K || {K, _} <- Stat],
+    {recv_cnt, RecvCnt} = lists:keyfind(recv_cnt, 1, Stat),
+    {recv_oct, RecvOct} = lists:keyfind(recv_oct, 1, Stat),
+    true = RecvCnt >= In andalso RecvOct > RecvCnt,
+    {ok, [{send_cnt, SendCnt}]} = call(A, ktls_filter, getstat, [NB, [send_cnt]]),
+    true = SendCnt >= Out,
+    {error, einval} = call(A, inet, getstat, [S, [no_such_stat]]),
+    {ok, Peer} = call(A, inet, peername, [S]),
+    {ok, [{nodelay, true}]} = call(A, inet, getopts, [S, [nodelay]]),
     ok.
 
 %% With zero-copy receive (a runtime with patches/0002) received binaries

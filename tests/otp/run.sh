@@ -177,10 +177,15 @@ fi
 [ "$completed" -lt "$nsuites" ] && failed=$((failed + nsuites - completed))
 
 if [ "$carrier" = ktls_filter ]; then
-  (cd "$dir" && env -u ERL_FLAGS -u ERL_AFLAGS erl -noshell -run ktls_otp_probe summary "$work/probe") | tee "$work/would_drop.txt"
+  # One line per node in would_drop.txt; the totals here.
+  (cd "$dir" && env -u ERL_FLAGS -u ERL_AFLAGS erl -noshell -run ktls_otp_probe summary "$work/probe") >"$work/would_drop.txt"
+  grep -E '^WOULD_DROP ' "$work/would_drop.txt"
+  echo "per node: $work/would_drop.txt"
   if grep -qE '^WOULD_DROP .* ktls_nodes=0 ' "$work/would_drop.txt"; then
     echo "no node ran ktls_filter" >&2
     failed=$((failed + 1))
   fi
 fi
+# The failures again, last, where a tail of this output (CI's) shows them.
+awk -F'\t' '$3 == "FAILED" || $3 == "failed" { print "FAILED " $1 " " $2 ": " $4 }' "$results"
 echo "SUMMARY passed=$passed failed=$failed skipped=$skipped"
