@@ -147,6 +147,12 @@ class ConnectionObserver {
   // The connection is gone (peer closed, error, bad framing, close()). Last
   // callback; `reason` says why, naming the peer.
   virtual void on_closed(Connection& c, const Error& reason) = 0;
+  // kCaller streaming only: receive_now() found the end of the input (end
+  // of stream, a receive error, bad framing) after delivering every packet
+  // before it. Called at once on the caller's thread, so that the user can
+  // act on it before the ring thread gets to close the connection and call
+  // on_closed with the same reason (which still follows). At most once.
+  virtual void on_input_ended(Connection& /*c*/, const Error& /*reason*/) {}
 };
 
 struct SendStatus {

@@ -579,12 +579,19 @@ TEST_P(CarrierTest, CallerModeDeliversOnTheCallersThreadInOrder) {
     EXPECT_EQ(rec->threads.size(), 2u);  // the handshake packet on the ring thread
     EXPECT_EQ(rec->threads.count(poller.id()), 1u);
   }
-  // The peer closes: the poller sees it, on_closed follows every packet.
+  // The peer closes: the poller sees it, on_closed follows every packet;
+  // the poller's thread heard of the end first (on_input_ended), with the
+  // same reason.
   p.client->close("test done");
   ASSERT_TRUE(rec->wait([&] { return rec->closed == 1; }));
   EXPECT_NE(rec->close_reason.find("closed the connection"), std::string::npos)
       << rec->close_reason;
   EXPECT_TRUE(eventually([&] { return poller.closed == 1; }));
+  std::lock_guard l(rec->mu);
+  EXPECT_EQ(rec->input_ended, 1);
+  EXPECT_TRUE(rec->input_end_before_close);
+  EXPECT_EQ(rec->input_end_thread, poller.id());
+  EXPECT_EQ(rec->input_end_reason, rec->close_reason);
 }
 
 TEST_P(CarrierTest, CallerModePausesAtRxWindowAndResumes) {
@@ -659,6 +666,11 @@ TEST_P(CarrierTest, CallerModeLocalCloseWakesThePoller) {
     EXPECT_EQ(now.st_ino, lent.st_ino);
   }
   EXPECT_EQ(p.server->receive_now(), RxStep::kClosed);
+  {
+    // A local close is not an end of input found by a caller.
+    std::lock_guard l(p.srec->mu);
+    EXPECT_EQ(p.srec->input_ended, 0);
+  }
   // Returned by the poller: now the socket is closed.
   EXPECT_TRUE(eventually([&] { return open_fds() < fds; }));
 }
@@ -683,6 +695,11 @@ TEST_P(CarrierTest, CallerModeOversizedFrameDeliversThenCloses) {
   EXPECT_NE(rec->close_reason.find("oversized dist packet"), std::string::npos)
       << rec->close_reason;
   EXPECT_TRUE(eventually([&] { return poller.closed == 1; }));
+  {
+    std::lock_guard l(rec->mu);
+    EXPECT_EQ(rec->input_ended, 1);
+    EXPECT_EQ(rec->input_end_reason, rec->close_reason);
+  }
   char c;
   EXPECT_EQ(::read(fd, &c, 1), 0);  // the peer sees the close
   ::close(fd);

@@ -365,6 +365,9 @@ RxStep ConnectionImpl::receive_now() {
   if (!why.empty()) {
     rx_closed_ = true;  // nothing more is read or delivered; the ring closes
     fail_from_caller(why, code);
+    // Every packet before the end is delivered (this thread, just now):
+    // the user hears of the end without waiting for the ring thread.
+    if (auto obs = observer()) obs->on_input_ended(*this, Error{code, why});
     return RxStep::kClosed;
   }
   // Drained, with no partial packet: the buffer goes back to the pool (or

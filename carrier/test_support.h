@@ -52,6 +52,14 @@ class Recorder : public ConnectionObserver {
     close_reason = reason.what;
     cv.notify_all();
   }
+  void on_input_ended(Connection&, const Error& reason) override {
+    std::lock_guard l(mu);
+    input_ended++;
+    input_end_reason = reason.what;
+    input_end_before_close = closed == 0;
+    input_end_thread = std::this_thread::get_id();
+    cv.notify_all();
+  }
   template <class Pred>
   bool wait(Pred pred, std::chrono::milliseconds t = std::chrono::seconds(10)) {
     std::unique_lock l(mu);
@@ -64,6 +72,10 @@ class Recorder : public ConnectionObserver {
   std::vector<std::string> packets;
   int batches = 0, writable = 0, closed = 0;
   bool auto_consume = true;
+  int input_ended = 0;  // kCaller: on_input_ended
+  std::string input_end_reason;
+  bool input_end_before_close = false;
+  std::thread::id input_end_thread;
 };
 
 // Owns the strings of a batch until the carrier has written them.

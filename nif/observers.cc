@@ -134,13 +134,34 @@ void ConnObserver::on_writable(carrier::Connection&) {
   }
 }
 
+void ConnObserver::on_input_ended(carrier::Connection&, const carrier::Error& reason) {
+  std::optional<ErlNifPid> owner, input;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_ || input_end_sent_) return;
+    input_end_sent_ = true;
+    owner = owner_;
+    if (input_) input = input_->pid;
+  }
+  if (owner && input && enif_compare_pids(&*owner, &*input) == 0) input.reset();
+  for (const auto& to : {owner, input}) {
+    if (!to) continue;
+    send_from(rx_env_, *to,
+              enif_make_tuple3(rx_env_, atoms.ktls_closed, enif_make_resource(rx_env_, res_),
+                               make_string_binary(rx_env_, reason.what)));
+  }
+}
+
 void ConnObserver::on_closed(carrier::Connection&, const carrier::Error& reason) {
   std::optional<ErlNifPid> owner, input, waiter, connector;
   {
     std::lock_guard lock(mu_);
     closed_ = true;
-    owner = owner_;
-    if (input_) input = input_->pid;
+    // Told already, from the receive port (on_input_ended).
+    if (!input_end_sent_) {
+      owner = owner_;
+      if (input_) input = input_->pid;
+    }
     waiter = recv_waiter_;
     connector = connect_waiter_;
     recv_waiter_.reset();

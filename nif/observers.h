@@ -33,6 +33,9 @@ class ConnObserver final : public carrier::ConnectionObserver {
   void on_packets(carrier::Connection& c, std::span<const carrier::Packet> packets) override;
   void on_writable(carrier::Connection& c) override;
   void on_closed(carrier::Connection& c, const carrier::Error& reason) override;
+  // ktls_closed to the owner and the input process from the receive port's
+  // scheduler (rx_env_), ahead of on_closed, which then skips them.
+  void on_input_ended(carrier::Connection& c, const carrier::Error& reason) override;
 
   // Called from scheduler threads.
   void set_owner(const ErlNifPid& pid);
@@ -92,6 +95,7 @@ class ConnObserver final : public carrier::ConnectionObserver {
   };
   std::optional<Input> input_;
   bool closed_ = false;
+  bool input_end_sent_ = false;  // on_input_ended told the owner and input
 };
 
 class ListenObserver final : public carrier::ListenerObserver {
