@@ -39,7 +39,7 @@ childspecs() ->
 select(Node) ->
     case dist_util:split_node(Node) of
         {node, Name, Host} ->
-            case call_epmd(address_please, [Name, Host, ?FAMILY]) of
+            case address_please(Name, Host) of
                 {ok, _Addr} -> true;
                 {ok, _Addr, _Port, _Version} -> true;
                 _ -> false
@@ -325,7 +325,7 @@ start_carrier_or_shutdown(Node) ->
     end.
 
 resolve(Name, Host) ->
-    case call_epmd(address_please, [Name, Host, ?FAMILY]) of
+    case address_please(Name, Host) of
         {ok, Ip, Port, Version} ->
             {ok, Ip, Port, Version};
         {ok, Ip} ->
@@ -594,6 +594,15 @@ splitnode(Node, LongOrShortNames) ->
         _ ->
             error_logger:error_msg("** Nodename ~p illegal **~n", [Node]),
             ?shutdown(Node)
+    end.
+
+%% The epmd module's address_please/3. erl_epmd's is inet:getaddr/2, done
+%% here without the resolver's round trip when the host is an address
+%% (net_kernel asks select/1 and then setup/5 for every connection).
+address_please(Name, Host) ->
+    case net_kernel:epmd_module() of
+        erl_epmd -> ktls_filter_epmd:getaddr(Host, ?FAMILY);
+        _ -> call_epmd(address_please, [Name, Host, ?FAMILY])
     end.
 
 call_epmd(Fun, Args) ->
