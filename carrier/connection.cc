@@ -834,9 +834,17 @@ TlsInfo ConnectionImpl::tls_info() const {
   return info;
 }
 
+void ConnectionImpl::set_client_session(std::string key, std::unique_ptr<TlsHello> hello) {
+  session_key_ = std::move(key);
+  if (auto* h = dynamic_cast<TlsHelloImpl*>(hello.get()); h && tls_ctx_ && !tls_ctx_->server()) {
+    session_ = std::move(h->session);
+  }
+}
+
 void ConnectionImpl::prepare_tls() {
-  // A client keeps session tickets per peer address.
-  auto s = TlsSession::create(tls_ctx_, peer_.to_string());
+  if (session_) return;  // made ahead (Carrier::hello)
+  // A client keeps session tickets per peer address, or its session key.
+  auto s = TlsSession::create(tls_ctx_, session_key_.empty() ? peer_.to_string() : session_key_);
   if (!s) return;  // start_tls() tries again and reports
   auto hello = s.value()->handshake();
   if (!hello) return;
@@ -845,7 +853,9 @@ void ConnectionImpl::prepare_tls() {
 
 void ConnectionImpl::start_tls() {
   if (!session_) {
-    auto s = TlsSession::create(tls_ctx_, tls_ctx_->server() ? std::string() : peer_.to_string());
+    auto s = TlsSession::create(tls_ctx_, tls_ctx_->server()     ? std::string()
+                                          : session_key_.empty() ? peer_.to_string()
+                                                                 : session_key_);
     if (!s) {
       handshake_failed(s.error().what);
       return;

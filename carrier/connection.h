@@ -54,6 +54,12 @@ enum class Layer : uint8_t {
   kKernel,     // TLS records sealed/opened by the kernel (kTLS)
 };
 
+// Carrier::hello's result: a client session whose ClientHello is made.
+struct TlsHelloImpl final : TlsHello {
+  explicit TlsHelloImpl(std::unique_ptr<TlsSession> s) : session(std::move(s)) {}
+  std::unique_ptr<TlsSession> session;
+};
+
 class ConnectionImpl final : public Connection {
  public:
   // With `tls`, the connection runs a TLS handshake once connected and
@@ -176,6 +182,9 @@ class ConnectionImpl final : public Connection {
   void on_handshake_timer(int res);
   // Before the connection is shared (peer() is read without a lock).
   void set_peer(const SockAddr& peer) { peer_ = peer; }
+  // Client session key (tickets) and a ClientHello made ahead (from
+  // Carrier::hello), set before the connection is shared.
+  void set_client_session(std::string key, std::unique_ptr<TlsHello> hello);
   void set_addresses(const SockAddr& peer) {
     peer_ = peer;
     local_.len = sizeof(local_.storage);
@@ -337,6 +346,7 @@ class ConnectionImpl final : public Connection {
   std::shared_ptr<TlsContext> tls_ctx_;
   Layer tx_layer_ = Layer::kPlain, rx_layer_ = Layer::kPlain;
   std::unique_ptr<TlsSession> session_;  // the handshake; freed after it
+  std::string session_key_;              // client tickets: this, else peer_
   std::vector<uint8_t> hs_in_;           // the handshake record being read
   size_t hs_got_ = 0;
   bool report_connect_ = false;     // connect() is reported after the handshake

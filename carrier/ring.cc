@@ -229,14 +229,24 @@ Result<std::shared_ptr<Listener>> CarrierImpl::listen(const SockAddr& addr, int 
   return std::shared_ptr<Listener>(l);
 }
 
+std::unique_ptr<TlsHello> CarrierImpl::hello(const std::string& session_key) {
+  if (!options_.tls.client) return nullptr;
+  auto s = TlsSession::create(options_.tls.client, session_key);
+  if (!s || !s.value()->handshake()) return nullptr;
+  return std::make_unique<TlsHelloImpl>(s.take());
+}
+
 std::shared_ptr<Connection> CarrierImpl::connect(const SockAddr& addr,
                                                  std::chrono::milliseconds timeout,
-                                                 std::shared_ptr<ConnectionObserver> observer) {
+                                                 std::shared_ptr<ConnectionObserver> observer,
+                                                 std::string session_key,
+                                                 std::unique_ptr<TlsHello> hello) {
   Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   const int socket_errno = fd ? 0 : errno;  // before anything else can change errno
   auto c = std::make_shared<ConnectionImpl>(this, next_id_.fetch_add(1), std::move(fd),
                                             options_.connection, options_.tls.client);
   c->set_peer(addr);
+  c->set_client_session(std::move(session_key), std::move(hello));
   c->set_observer(std::move(observer));
   total_.fetch_add(1, std::memory_order_relaxed);
   open_.fetch_add(1, std::memory_order_relaxed);

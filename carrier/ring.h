@@ -59,8 +59,12 @@ class CarrierImpl final : public Carrier {
 
   Result<std::shared_ptr<Listener>> listen(const SockAddr& addr, int backlog,
                                            std::shared_ptr<ListenerObserver> observer) override;
+  using Carrier::connect;
   std::shared_ptr<Connection> connect(const SockAddr& addr, std::chrono::milliseconds timeout,
-                                      std::shared_ptr<ConnectionObserver> observer) override;
+                                      std::shared_ptr<ConnectionObserver> observer,
+                                      std::string session_key,
+                                      std::unique_ptr<TlsHello> hello) override;
+  std::unique_ptr<TlsHello> hello(const std::string& session_key) override;
   CarrierStats stats() const override {
     CarrierStats s;
     s.connections_open = open_.load(std::memory_order_relaxed);

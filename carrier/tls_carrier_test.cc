@@ -112,6 +112,46 @@ TEST_F(TlsCarrierTest, LaterConnectionsResumeWithTheTicket) {
   EXPECT_EQ(carrier->stats().tls_resumptions, 4u);
 }
 
+// A ClientHello made ahead (Carrier::hello, while the caller looks the
+// peer's address up) starts the handshake; tickets are kept under the
+// session key (the peer's node name), not the address: the same key
+// resumes, another does not.
+TEST_F(TlsCarrierTest, HelloMadeAheadAndTicketsKeptUnderTheSessionKey) {
+  const struct {
+    const char* key;
+    bool ahead, resumed;
+  } steps[] = {{"a@127.0.0.1", true, false},
+               {"a@127.0.0.1", true, true},
+               {"b@127.0.0.1", false, false},
+               {"a@127.0.0.1", false, true}};
+  for (const auto& st : steps) {
+    SCOPED_TRACE(std::string(st.key) + (st.ahead ? " ahead" : ""));
+    listener->accept();
+    auto ce = std::make_shared<Events>();
+    std::unique_ptr<TlsHello> hello;
+    if (st.ahead) {
+      hello = carrier->hello(st.key);
+      ASSERT_TRUE(hello);
+    }
+    auto client = carrier->connect(listener->local(), 5000ms, ce, st.key, std::move(hello));
+    ASSERT_TRUE(ce->wait([&] { return ce->connected; }));
+    ASSERT_EQ(ce->connect_error, "");
+    server = next_server();
+    EXPECT_EQ(client->tls_info().resumed, st.resumed);
+    // Packets both ways: the server's ticket (before its packet) is in.
+    client->set_framing(Framing::kDist);
+    client->start_streaming(RxMode::kRing);
+    const size_t before = events->packets.size();
+    send_strings(*client, {"to server"});
+    send_strings(*server, {"to client"});
+    ASSERT_TRUE(events->wait([&] { return events->packets.size() == before + 1; }));
+    ASSERT_TRUE(ce->wait([&] { return ce->packets.size() == 1; }));
+    EXPECT_EQ(ce->packets[0], "to client");
+    client->close("done");
+    server->close("done");
+  }
+}
+
 // A resumed client is connected, and sends, before the server's ticket
 // arrives (the server here holds it back); the ticket, read afterwards,
 // still counts in the receiving direction's sequence numbers. A full

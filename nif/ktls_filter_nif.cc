@@ -166,7 +166,29 @@ ERL_NIF_TERM nif_close_listener(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
 // Connections
 // ------------------------------------------------------------------
 
-ERL_NIF_TERM nif_connect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+// tls_hello(SessionKey) -> {ok, Hello} | none: a TLS client's ClientHello
+// for a later connect/5 with the same key, made now (dirty CPU: a key
+// share), so that it is made while the caller looks the address up.
+// none without TLS (or when OpenSSL fails: connect makes its own).
+ERL_NIF_TERM nif_tls_hello(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  carrier::Carrier* c = the_carrier();
+  ErlNifBinary key;
+  if (!enif_inspect_binary(env, argv[0], &key)) return enif_make_badarg(env);
+  if (!c) return make_error(env, "not_started");
+  auto hello = c->hello(std::string(reinterpret_cast<const char*>(key.data), key.size));
+  if (!hello) return atoms.none;
+  auto* res = static_cast<HelloRes*>(enif_alloc_resource(HelloRes::type, sizeof(HelloRes)));
+  new (res) HelloRes();
+  res->hello = std::move(hello);
+  ERL_NIF_TERM t = enif_make_resource(env, res);
+  enif_release_resource(res);
+  return enif_make_tuple2(env, atoms.ok, t);
+}
+
+// connect(Ip, Port, TimeoutMs[, SessionKey, Hello | none]): TLS session
+// tickets kept under SessionKey (the peer's node name), Hello from
+// tls_hello/1 with the same key (taken: a Hello starts one connection).
+ERL_NIF_TERM nif_connect(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]) {
   carrier::Carrier* c = the_carrier();
   if (!c) return make_error(env, "not_started");
   carrier::SockAddr addr;
@@ -174,11 +196,28 @@ ERL_NIF_TERM nif_connect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!get_sockaddr(env, argv[0], argv[1], &addr) || !enif_get_uint(env, argv[2], &timeout_ms)) {
     return enif_make_badarg(env);
   }
+  std::string key;
+  std::unique_ptr<carrier::TlsHello> hello;
+  if (argc == 5) {
+    ErlNifBinary k;
+    HelloRes* h = nullptr;
+    if (!enif_inspect_binary(env, argv[3], &k) ||
+        (!enif_is_identical(argv[4], atoms.none) &&
+         !enif_get_resource(env, argv[4], HelloRes::type, reinterpret_cast<void**>(&h)))) {
+      return enif_make_badarg(env);
+    }
+    key.assign(reinterpret_cast<const char*>(k.data), k.size);
+    if (h) {
+      std::lock_guard lock(h->mu);
+      hello = std::move(h->hello);
+    }
+  }
   ErlNifPid self;
   enif_self(env, &self);
   ConnRes* res = ConnRes::create();
   res->obs->set_connect_waiter(self);
-  res->conn = c->connect(addr, std::chrono::milliseconds(timeout_ms), res->obs);
+  res->conn = c->connect(addr, std::chrono::milliseconds(timeout_ms), res->obs, std::move(key),
+                         std::move(hello));
   monitor_owner(env, res, self);
   ERL_NIF_TERM t = enif_make_resource(env, res);
   enif_release_resource(res);
@@ -479,6 +518,8 @@ ErlNifFunc funcs[] = {
     {"listener_address", 1, nif_listener_address, 0},
     {"close_listener", 1, nif_close_listener, 0},
     {"connect", 3, nif_connect, 0},
+    {"connect", 5, nif_connect, 0},
+    {"tls_hello", 1, nif_tls_hello, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"controlling_process", 2, nif_controlling_process, 0},
     {"watch_supervisor", 2, nif_watch_supervisor, 0},
     {"recv_packet", 1, nif_recv_packet, 0},

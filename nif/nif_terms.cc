@@ -23,6 +23,7 @@ void Atoms::init(ErlNifEnv* env) {
   true_ = make_atom(env, "true");
   false_ = make_atom(env, "false");
   undefined = make_atom(env, "undefined");
+  none = make_atom(env, "none");
   ktls_accept = make_atom(env, "ktls_accept");
   ktls_connected = make_atom(env, "ktls_connected");
   ktls_packet = make_atom(env, "ktls_packet");

@@ -13,7 +13,7 @@ namespace ktls::nif {
 
 // Atoms made once at load time.
 struct Atoms {
-  ERL_NIF_TERM ok, error, closed, busy, true_, false_, undefined;
+  ERL_NIF_TERM ok, error, closed, busy, true_, false_, undefined, none;
   ERL_NIF_TERM ktls_accept, ktls_connected, ktls_packet, ktls_data, ktls_writable, ktls_closed;
   void init(ErlNifEnv* env);
 };

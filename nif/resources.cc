@@ -9,6 +9,7 @@ namespace ktls::nif {
 
 ErlNifResourceType* ConnRes::type = nullptr;
 ErlNifResourceType* ListenRes::type = nullptr;
+ErlNifResourceType* HelloRes::type = nullptr;
 Registry registry;
 ErlNifResourceType* BufferRes::type = nullptr;
 
@@ -62,6 +63,8 @@ void buffer_dtor(ErlNifEnv*, void* obj) {
   if (res->buffer) res->buffer->unref();  // back to the pool with the last one
 }
 
+void hello_dtor(ErlNifEnv*, void* obj) { static_cast<HelloRes*>(obj)->~HelloRes(); }
+
 void listen_dtor(ErlNifEnv*, void* obj) {
   auto* res = static_cast<ListenRes*>(obj);
   if (res->listener) res->listener->close();
@@ -81,7 +84,9 @@ bool resources_load(ErlNifEnv* env) {
       enif_open_resource_type(env, nullptr, "ktls_listener", listen_dtor, flags, nullptr);
   BufferRes::type =
       enif_open_resource_type(env, nullptr, "ktls_buffer", buffer_dtor, flags, nullptr);
-  return ConnRes::type && ListenRes::type && BufferRes::type;
+  HelloRes::type =
+      enif_open_resource_type(env, nullptr, "ktls_tls_hello", hello_dtor, flags, nullptr);
+  return ConnRes::type && ListenRes::type && BufferRes::type && HelloRes::type;
 }
 
 void Registry::add(ConnRes* r) {

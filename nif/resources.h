@@ -66,6 +66,14 @@ struct ConnRes {
 // of refusals not logged since the last one); false counts it as held.
 bool refusal_log_slot(ConnRes* res, uint64_t* held);
 
+// A TLS client's ClientHello made ahead (tls_hello/1), until connect/5
+// takes it.
+struct HelloRes {
+  std::mutex mu;
+  std::unique_ptr<carrier::TlsHello> hello;
+  static ErlNifResourceType* type;
+};
+
 struct ListenRes {
   std::shared_ptr<carrier::Listener> listener;
   std::shared_ptr<ListenObserver> obs;

@@ -283,12 +283,13 @@ setup(Node, Type, MyNode, LongOrShortNames, SetupTime) ->
 do_setup(Kernel, Node, Type, MyNode, LongOrShortNames, SetupTime) ->
     [Name, Host] = splitnode(Node, LongOrShortNames),
     Timer = dist_util:start_timer(SetupTime),
+    ok = start_carrier_or_shutdown(Node),
+    Hello = tls_hello(Node),
     case resolve(Name, Host) of
         {ok, Ip, Port, Version} ->
             dist_util:reset_timer(Timer),
-            ok = start_carrier_or_shutdown(Node),
             Timeout = ktls_filter_config:get(connect_timeout),
-            case connect(Ip, Port, Timeout) of
+            case connect(Ip, Port, Timeout, Node, Hello) of
                 {ok, Conn} ->
                     _ = apply_env_options(Conn, inet_dist_connect_options),
                     ok = bind_name_on_connect(Conn, Node),
@@ -337,8 +338,32 @@ resolve(Name, Host) ->
             {error, Other}
     end.
 
-connect(Ip, Port, Timeout) ->
-    case ktls_filter_nif:connect(Ip, Port, Timeout) of
+%% With TLS, the ClientHello is made (a key share, about 0.3 ms) by
+%% another process while this one asks epmd for the port; the session
+%% ticket of the last connection to Node is offered.
+tls_hello(Node) ->
+    case ktls_filter_config:get(tls) of
+        undefined ->
+            none;
+        _ ->
+            Self = self(),
+            spawn_monitor(fun() ->
+                                  Self ! {self(), ktls_filter_nif:tls_hello(atom_to_binary(Node))}
+                          end)
+    end.
+
+connect(Ip, Port, Timeout, Node, Making) ->
+    Hello = case Making of
+                none ->
+                    none;
+                {Pid, Ref} ->
+                    receive
+                        {Pid, {ok, H}} -> erlang:demonitor(Ref, [flush]), H;
+                        {Pid, _} -> erlang:demonitor(Ref, [flush]), none;
+                        {'DOWN', Ref, process, Pid, _} -> none
+                    end
+            end,
+    case ktls_filter_nif:connect(Ip, Port, Timeout, atom_to_binary(Node), Hello) of
         {ok, Conn} ->
             receive
                 {ktls_connected, Conn, ok} ->

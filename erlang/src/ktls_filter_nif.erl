@@ -17,7 +17,7 @@
 
 -export([start/1, carrier_stats/0, priv_dir/0]).
 -export([listen/3, accept/1, listener_address/1, close_listener/1]).
--export([connect/3, controlling_process/2, watch_supervisor/2, recv_packet/1, send_packet/2,
+-export([connect/3, connect/5, tls_hello/1, controlling_process/2, watch_supervisor/2, recv_packet/1, send_packet/2,
          set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
          setsockopt/4, getsockopt/3]).
@@ -30,7 +30,8 @@
 -type listener() :: reference().
 -type conn() :: reference().
 -type logger() :: reference().
--export_type([listener/0, conn/0, logger/0]).
+-type hello() :: reference().
+-export_type([listener/0, conn/0, logger/0, hello/0]).
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -76,6 +77,19 @@ close_listener(_L) -> ?NIF.
 -spec connect(inet:ip_address(), inet:port_number(), non_neg_integer()) ->
           {ok, conn()} | {error, term()}.
 connect(_Ip, _Port, _TimeoutMs) -> ?NIF.
+
+%% @doc connect/3 whose TLS session tickets are kept under SessionKey (the
+%% peer's node name) and whose ClientHello, when Hello is not none, was
+%% made ahead by tls_hello/1 with the same key.
+-spec connect(inet:ip_address(), inet:port_number(), non_neg_integer(), binary(),
+              hello() | none) -> {ok, conn()} | {error, term()}.
+connect(_Ip, _Port, _Timeout, _SessionKey, _Hello) -> ?NIF.
+
+%% @doc A TLS client's ClientHello for a later connect/5 with the same
+%% SessionKey, made now (a key share: made while the caller looks the
+%% peer's address up); none without TLS. A dirty NIF.
+-spec tls_hello(binary()) -> {ok, hello()} | none | {error, not_started}.
+tls_hello(_SessionKey) -> ?NIF.
 
 %% @doc Makes Pid the owner (monitored: its death closes the connection).
 -spec controlling_process(conn(), pid()) -> ok | {error, closed}.
