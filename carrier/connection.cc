@@ -834,28 +834,28 @@ TlsInfo ConnectionImpl::tls_info() const {
   return info;
 }
 
+std::unique_ptr<TlsSession> TlsHelloImpl::make(std::shared_ptr<TlsContext> ctx,
+                                               const std::string& key) {
+  auto s = TlsSession::create(std::move(ctx), key);
+  if (!s || !s.value()->handshake()) return nullptr;
+  return s.take();
+}
+
 void ConnectionImpl::set_client_session(std::string key, std::unique_ptr<TlsHello> hello) {
-  session_key_ = std::move(key);
-  if (auto* h = dynamic_cast<TlsHelloImpl*>(hello.get()); h && tls_ctx_ && !tls_ctx_->server()) {
+  // A client keeps session tickets under its key, else per peer address.
+  session_key_ = key.empty() ? peer_.to_string() : std::move(key);
+  if (auto* h = dynamic_cast<TlsHelloImpl*>(hello.get()); h && tls_ctx_) {
     session_ = std::move(h->session);
   }
 }
 
 void ConnectionImpl::prepare_tls() {
-  if (session_) return;  // made ahead (Carrier::hello)
-  // A client keeps session tickets per peer address, or its session key.
-  auto s = TlsSession::create(tls_ctx_, session_key_.empty() ? peer_.to_string() : session_key_);
-  if (!s) return;  // start_tls() tries again and reports
-  auto hello = s.value()->handshake();
-  if (!hello) return;
-  session_ = s.take();
+  if (!session_) session_ = TlsHelloImpl::make(tls_ctx_, session_key_);  // else made ahead
 }
 
 void ConnectionImpl::start_tls() {
   if (!session_) {
-    auto s = TlsSession::create(tls_ctx_, tls_ctx_->server()     ? std::string()
-                                          : session_key_.empty() ? peer_.to_string()
-                                                                 : session_key_);
+    auto s = TlsSession::create(tls_ctx_, tls_ctx_->server() ? std::string() : session_key_);
     if (!s) {
       handshake_failed(s.error().what);
       return;

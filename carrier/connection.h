@@ -57,6 +57,9 @@ enum class Layer : uint8_t {
 // Carrier::hello's result: a client session whose ClientHello is made.
 struct TlsHelloImpl final : TlsHello {
   explicit TlsHelloImpl(std::unique_ptr<TlsSession> s) : session(std::move(s)) {}
+  // A client session offering the ticket kept under `key`, its ClientHello
+  // made; null when OpenSSL fails (start_tls() then tries and reports).
+  static std::unique_ptr<TlsSession> make(std::shared_ptr<TlsContext> ctx, const std::string& key);
   std::unique_ptr<TlsSession> session;
 };
 
@@ -182,8 +185,9 @@ class ConnectionImpl final : public Connection {
   void on_handshake_timer(int res);
   // Before the connection is shared (peer() is read without a lock).
   void set_peer(const SockAddr& peer) { peer_ = peer; }
-  // Client session key (tickets) and a ClientHello made ahead (from
-  // Carrier::hello), set before the connection is shared.
+  // Client session key (tickets; empty: the peer's address, so after
+  // set_peer) and a ClientHello made ahead (from Carrier::hello), set before
+  // the connection is shared.
   void set_client_session(std::string key, std::unique_ptr<TlsHello> hello);
   void set_addresses(const SockAddr& peer) {
     peer_ = peer;
@@ -346,7 +350,7 @@ class ConnectionImpl final : public Connection {
   std::shared_ptr<TlsContext> tls_ctx_;
   Layer tx_layer_ = Layer::kPlain, rx_layer_ = Layer::kPlain;
   std::unique_ptr<TlsSession> session_;  // the handshake; freed after it
-  std::string session_key_;              // client tickets: this, else peer_
+  std::string session_key_;              // client tickets: the peer's node, else address
   std::vector<uint8_t> hs_in_;           // the handshake record being read
   size_t hs_got_ = 0;
   bool report_connect_ = false;     // connect() is reported after the handshake

@@ -231,9 +231,9 @@ Result<std::shared_ptr<Listener>> CarrierImpl::listen(const SockAddr& addr, int 
 
 std::unique_ptr<TlsHello> CarrierImpl::hello(const std::string& session_key) {
   if (!options_.tls.client) return nullptr;
-  auto s = TlsSession::create(options_.tls.client, session_key);
-  if (!s || !s.value()->handshake()) return nullptr;
-  return std::make_unique<TlsHelloImpl>(s.take());
+  auto s = TlsHelloImpl::make(options_.tls.client, session_key);
+  if (!s) return nullptr;
+  return std::make_unique<TlsHelloImpl>(std::move(s));
 }
 
 std::shared_ptr<Connection> CarrierImpl::connect(const SockAddr& addr,

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <new>
 #include <optional>
 #include <string>
@@ -143,12 +144,23 @@ void ConnObserver::on_input_ended(carrier::Connection&, const carrier::Error& re
     owner = owner_;
     if (input_) input = input_->pid;
   }
-  if (owner && input && enif_compare_pids(&*owner, &*input) == 0) input.reset();
-  for (const auto& to : {owner, input}) {
-    if (!to) continue;
-    send_from(rx_env_, *to,
-              enif_make_tuple3(rx_env_, atoms.ktls_closed, enif_make_resource(rx_env_, res_),
-                               make_string_binary(rx_env_, reason.what)));
+  send_closed(rx_env_, {owner, input}, reason);
+}
+
+void ConnObserver::send_closed(ErlNifEnv* env, std::initializer_list<std::optional<ErlNifPid>> to,
+                               const carrier::Error& reason) {
+  // Each receiver once, even when one process has several roles.
+  std::optional<ErlNifPid> sent[3];
+  size_t n = 0;
+  for (const auto& pid : to) {
+    if (!pid || n == std::size(sent)) continue;
+    bool dup = false;
+    for (size_t i = 0; i < n; i++) dup = dup || enif_compare_pids(&*sent[i], &*pid) == 0;
+    if (dup) continue;
+    sent[n++] = pid;
+    send_from(env, *pid,
+              enif_make_tuple3(env, atoms.ktls_closed, enif_make_resource(env, res_),
+                               make_string_binary(env, reason.what)));
   }
 }
 
@@ -167,27 +179,12 @@ void ConnObserver::on_closed(carrier::Connection&, const carrier::Error& reason)
     recv_waiter_.reset();
     connect_waiter_.reset();
   }
-  ERL_NIF_TERM conn = enif_make_resource(env_, res_);
-  ERL_NIF_TERM why = make_string_binary(env_, reason.what);
   if (connector) {
     ERL_NIF_TERM err = make_error(env_, error_reason(env_, reason));
-    send_to(*connector, enif_make_tuple3(env_, atoms.ktls_connected, conn, err));
-    conn = enif_make_resource(env_, res_);
-    why = make_string_binary(env_, reason.what);
+    send_to(*connector,
+            enif_make_tuple3(env_, atoms.ktls_connected, enif_make_resource(env_, res_), err));
   }
-  // Each receiver once, even when one process has several roles.
-  std::optional<ErlNifPid> sent[3];
-  int n = 0;
-  for (const auto& to : {owner, input, waiter}) {
-    if (!to) continue;
-    bool dup = false;
-    for (int i = 0; i < n; i++) dup = dup || enif_compare_pids(&*sent[i], &*to) == 0;
-    if (dup) continue;
-    sent[n++] = to;
-    send_to(*to, enif_make_tuple3(env_, atoms.ktls_closed, conn, why));
-    conn = enif_make_resource(env_, res_);
-    why = make_string_binary(env_, reason.what);
-  }
+  send_closed(env_, {owner, input, waiter}, reason);
   enif_clear_env(env_);
   registry.remove(res_);
   rx_port_forget(res_);

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -51,6 +52,9 @@ class ConnObserver final : public carrier::ConnectionObserver {
 
  private:
   void send_to(const ErlNifPid& pid, ERL_NIF_TERM msg);  // from env_
+  // {ktls_closed, Conn, Why} from `env` to each process of `to` once.
+  void send_closed(ErlNifEnv* env, std::initializer_list<std::optional<ErlNifPid>> to,
+                   const carrier::Error& reason);
   static void send_from(ErlNifEnv* env, const ErlNifPid& pid, ERL_NIF_TERM msg);
   // Runs the filter (`ch`, the connection's channel) over a batch
   // (filter_batch.cc); returns the list for the input process and sets

@@ -227,17 +227,14 @@ peer_argument(Words) ->
 %% The peers table is read by ktls_filter_epmd only: given to a node that
 %% finds other nodes some other way it would do nothing.
 check_epmd_module(Config) ->
-    Epmd = case init:get_argument(epmd_module) of
-               {ok, [[M | _] | _]} -> M;
-               _ -> "erl_epmd"
-           end,
+    Epmd = net_kernel:epmd_module(),
     Given = [F || {F, true} <- [{"-ktls_filter_peer",
                                  init:get_argument(ktls_filter_peer) =/= error},
                                 {"the peers option", maps:get(peers, Config) =/= #{}}]],
-    case Given =/= [] andalso Epmd =/= "ktls_filter_epmd" of
+    case Given =/= [] andalso Epmd =/= ktls_filter_epmd of
         true ->
             fail("~ts: read by -epmd_module ktls_filter_epmd only, and this node's epmd module "
-                 "is ~ts (add -epmd_module ktls_filter_epmd -start_epmd false)",
+                 "is ~s (add -epmd_module ktls_filter_epmd -start_epmd false)",
                  [lists:join(" and ", Given), Epmd]);
         false ->
             ok
