@@ -210,6 +210,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // True in kCaller mode when this call reopened the window: the caller
   // resumes polling and calls receive_now().
   virtual bool consumed(uint64_t bytes) = 0;
+  // Bytes delivered in streaming mode and not consumed yet: the user still
+  // has them to process (also after the connection closed).
+  virtual uint64_t unconsumed() const = 0;
   // Queue packets. Never blocks; error once the connection is closed.
   virtual Result<SendStatus> send(OutboundBatch&& batch) = 0;
   // Queue a zero-length packet (dist tick) unless data is queued already.

@@ -132,6 +132,7 @@ class ConnectionImpl final : public Connection {
     poke();
     return false;
   }
+  uint64_t unconsumed() const override { return unconsumed_.load(std::memory_order_acquire); }
   Result<SendStatus> send(OutboundBatch&& batch) override;
   void send_tick() override {
     {

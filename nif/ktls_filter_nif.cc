@@ -401,6 +401,12 @@ ERL_NIF_TERM nif_start_input(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return enif_make_tuple2(env, make_atom(env, "port"), enif_make_uint64(env, rx_port_token(res)));
 }
 
+ERL_NIF_TERM nif_unconsumed(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
+  return enif_make_uint64(env, res->conn->unconsumed());
+}
+
 ERL_NIF_TERM nif_consumed(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ConnRes* res;
   ErlNifUInt64 bytes;
@@ -527,6 +533,7 @@ ErlNifFunc funcs[] = {
     {"set_dist_framing", 1, nif_set_dist_framing, 0},
     {"start_input", 3, nif_start_input, 0},
     {"consumed", 2, nif_consumed, 0},
+    {"unconsumed", 1, nif_unconsumed, 0},
     {"send_dist", 2, nif_send_dist, 0},
     {"send_tick", 1, nif_send_tick, 0},
     {"stats", 1, nif_stats, 0},

@@ -20,6 +20,10 @@
 
 -define(SPAWN_OPTS, [{message_queue_data, off_heap}, {fullsweep_after, 0}]).
 
+%% How long a closed connection's controller waits for its input process
+%% to deliver what the peer sent before the close (await_input/1).
+-define(INPUT_DRAIN_MS, 5000).
+
 %% @doc Spawns the controller for Conn (not linked; the caller then makes it
 %% the owner with ktls_filter_nif:controlling_process/2).
 -spec start(ktls_filter_nif:conn()) -> pid().
@@ -69,6 +73,7 @@ setup_loop(Conn) ->
             Trusted = ktls_filter_trust:decide(Conn, Node),
             Input = spawn_opt(?MODULE, input_init, [Conn, DHandle, Node, Trusted =/= false],
                               [link | ?SPAWN_OPTS]),
+            put(ktls_input, Input),
             ok = erlang:dist_ctrl_input_handler(DHandle, Input),
             Rx = case ktls_filter_nif:start_input(
                         Conn, Input, #{node => Node, local_node => node(),
@@ -165,12 +170,35 @@ connection_down(Conn, {ktls_closed, Conn, Reason}) ->
     %% OTP's nodedown reason is the atom (code matches on it); the detail
     %% (peer, why) is in the log line.
     log_closed(Conn, connected, Reason),
+    ok = await_input(Conn),
     exit(nodedown_reason(Reason));
 connection_down(Conn, {'EXIT', _From, Reason}) ->
     ktls_filter_nif:close(Conn, <<"dist channel shut down">>),
     exit(Reason);
 connection_down(_Conn, _Other) ->
     ok.
+
+%% What the peer sent before it closed is delivered before this process's
+%% exit takes the node down (and the linked input process with it): OTP's
+%% carriers read a stream to its end before they close. The input process
+%% exits once it has passed on everything it was given (it gets
+%% ktls_closed after its data); it is waited for only when it still has
+%% data, so that a peer's close is seen at once otherwise.
+await_input(Conn) ->
+    case get(ktls_input) of
+        Input when is_pid(Input) ->
+            case ktls_filter_nif:unconsumed(Conn) of
+                0 ->
+                    ok;
+                _ ->
+                    receive
+                        {'EXIT', Input, _} -> ok
+                    after ?INPUT_DRAIN_MS -> ok
+                    end
+            end;
+        undefined ->
+            ok
+    end.
 
 %% The filter closes a connection whose input does not decode where the VM
 %% kills the controller of a connection whose input does not decode

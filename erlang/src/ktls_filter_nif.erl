@@ -18,7 +18,7 @@
 -export([start/1, carrier_stats/0, priv_dir/0]).
 -export([listen/3, accept/1, listener_address/1, close_listener/1]).
 -export([connect/3, connect/5, tls_hello/1, controlling_process/2, watch_supervisor/2, recv_packet/1, send_packet/2,
-         set_dist_framing/1, start_input/3, consumed/2, send_dist/2,
+         set_dist_framing/1, start_input/3, consumed/2, unconsumed/1, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
          setsockopt/4, getsockopt/3]).
 -export([filter_configure/1, option_table/0, world_stats/0, channel_list/0, channel_inspect/1,
@@ -131,6 +131,11 @@ start_input(_C, _Pid, _Info) -> ?NIF.
 %% `resume' when a receive port paused at rx_window must read again.
 -spec consumed(conn(), non_neg_integer()) -> ok | resume.
 consumed(_C, _Bytes) -> ?NIF.
+
+%% @doc Bytes of ktls_data sent to the input handler and not yet reported
+%% by consumed/2 (also after the connection closed).
+-spec unconsumed(conn()) -> non_neg_integer().
+unconsumed(_C) -> ?NIF.
 
 %% @doc Queues dist packets (each element one packet); `busy' means wait
 %% for ktls_writable before sending more.

@@ -14,9 +14,10 @@
          stats_and_getstat/1, pool_buffers_return_after_release/1,
          rx_port_reads_and_pauses/1, rx_reader_ring/1, setopts_getopts/1,
          inet_dist_options/1, one_lifecycle/1,
-         disconnect_closes_with_the_supervisor/1]).
+         disconnect_closes_with_the_supervisor/1, last_messages_before_a_close_arrive/1]).
 %% run on the nodes
--export([kill_supervisor_of_held_controller/1]).
+-export([kill_supervisor_of_held_controller/1, hold_input/1, count/0, count_of/0,
+         send_burst/2]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -27,7 +28,7 @@ all() ->
      bad_options_stop_the_node, ktls_filter_port_with_epmd,
      stats_and_getstat, pool_buffers_return_after_release, rx_port_reads_and_pauses,
      rx_reader_ring, setopts_getopts, inet_dist_options, one_lifecycle,
-     disconnect_closes_with_the_supervisor].
+     disconnect_closes_with_the_supervisor, last_messages_before_a_close_arrive].
 
 init_per_testcase(_TC, Config) ->
     Config.
@@ -534,3 +535,58 @@ kill_supervisor_of_held_controller(Node) ->
     receive held -> ok end,
     true = exit(Sup, kill),
     ok.
+
+%% What a peer sent before it closed the connection reaches its receivers,
+%% as with OTP's carriers, whose ports read a stream to its end before they
+%% close: A's input process is held here while B's burst arrives, B then
+%% closes the connection, and every message still arrives once the input
+%% runs again (the controller waits for it; its exit takes the node down
+%% and would end the input process with what it had not delivered yet).
+last_messages_before_a_close_arrive(_Config) ->
+    {A, NA} = start("a", ktls),
+    {B, NB} = start("b", ktls),
+    pong = call(A, net_adm, ping, [NB]),
+    Counter = call(A, erlang, spawn, [?MODULE, count, []]),
+    true = call(A, erlang, register, [ktls_counter, Counter]),
+    Holder = call(A, ?MODULE, hold_input, [NB]),
+    N = 200,
+    ok = call(B, ?MODULE, send_burst, [NA, N]),
+    %% The burst is in A's socket or already read (the input is held).
+    timer:sleep(300),
+    true = call(B, erlang, disconnect_node, [NA]),
+    timer:sleep(300),
+    call(A, erlang, send, [Holder, release]),
+    ok = ktls_ct_nodes:wait_until(fun() -> call(A, erlang, nodes, []) =:= [] end, 5000),
+    _ = ktls_ct_nodes:wait_until(fun() -> call(A, ?MODULE, count_of, []) =:= N end, 2000),
+    ?assertEqual(N, call(A, ?MODULE, count_of, [])).
+
+count() -> count(0).
+count(K) ->
+    receive
+        {msg, _, _} -> count(K + 1);
+        {count, From} -> From ! {count, K}, count(K)
+    end.
+
+count_of() ->
+    ktls_counter ! {count, self()},
+    receive {count, K} -> K after 2000 -> timeout end.
+
+%% Suspends the input process of this node's connection with Node until
+%% the returned process gets `release'.
+hold_input(Node) ->
+    {Node, Ctrl} = lists:keyfind(Node, 1, erlang:system_info(dist_ctrl)),
+    {links, Links} = process_info(Ctrl, links),
+    [Input] = [P || P <- Links, is_pid(P),
+                    process_info(P, current_function) =:=
+                        {current_function, {ktls_filter_dist_ctrl, input_loop, 3}}],
+    Self = self(),
+    Holder = spawn(fun() ->
+                           true = erlang:suspend_process(Input),
+                           Self ! {held, self()},
+                           receive release -> erlang:resume_process(Input) end
+                   end),
+    receive {held, Holder} -> Holder end.
+
+send_burst(Node, N) ->
+    Bin = binary:copy(<<7>>, 1024),
+    lists:foreach(fun(I) -> {ktls_counter, Node} ! {msg, I, Bin} end, lists:seq(1, N)).
