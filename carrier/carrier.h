@@ -334,6 +334,11 @@ class Carrier {
   // ticket kept under `session_key` is offered. Any thread. Null without
   // TLS, or when OpenSSL fails (connect() then makes its own and reports).
   virtual std::unique_ptr<TlsHello> hello(const std::string& session_key) = 0;
+  // The ClientHello made ahead for `session_key`, when a connection to
+  // that peer ended while its ticket was here (the ring thread makes it
+  // when idle; kept up to a minute), else null. Cheap: any thread.
+  // hello() returns it too.
+  virtual std::unique_ptr<TlsHello> prepared_hello(const std::string& session_key) = 0;
   // Counters; includes BufferPool::stats(), which reads /proc/self/smaps
   // (slow: not for hot paths).
   virtual CarrierStats stats() const = 0;

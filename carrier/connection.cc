@@ -779,6 +779,11 @@ void ConnectionImpl::finish_close() {
     if (fd_lent_ > 0) lent_fd_ = std::move(fd_);
   }
   finished_ = true;
+  // A client that had connected (its ticket for the next connection came
+  // with this one): the next ClientHello to this peer is made ahead.
+  if (tls() && !tls_ctx_->server() && tx_layer_ != Layer::kHandshake) {
+    carrier_->prepare_hello(session_key_);
+  }
   fd_.reset();
   tx_.clear();
   {
@@ -844,6 +849,9 @@ std::unique_ptr<TlsSession> TlsHelloImpl::make(std::shared_ptr<TlsContext> ctx,
 void ConnectionImpl::set_client_session(std::string key, std::unique_ptr<TlsHello> hello) {
   // A client keeps session tickets under its key, else per peer address.
   session_key_ = key.empty() ? peer_.to_string() : std::move(key);
+  // Without one of its own: the hello made ahead for this peer, if any
+  // (it holds the peer's ticket).
+  if (!hello && tls_ctx_) hello = carrier_->prepared_hello(session_key_);
   if (auto* h = dynamic_cast<TlsHelloImpl*>(hello.get()); h && tls_ctx_) {
     session_ = std::move(h->session);
   }

@@ -229,8 +229,19 @@ Result<std::shared_ptr<Listener>> CarrierImpl::listen(const SockAddr& addr, int 
   return std::shared_ptr<Listener>(l);
 }
 
+std::unique_ptr<TlsHello> CarrierImpl::prepared_hello(const std::string& session_key) {
+  std::lock_guard lock(hello_mu_);
+  auto it = prepared_hellos_.find(session_key);
+  if (it == prepared_hellos_.end()) return nullptr;
+  auto h = std::move(it->second);
+  prepared_hellos_.erase(it);
+  if (std::chrono::steady_clock::now() - h.made >= kPreparedHelloLife) return nullptr;
+  return std::move(h.hello);
+}
+
 std::unique_ptr<TlsHello> CarrierImpl::hello(const std::string& session_key) {
   if (!options_.tls.client) return nullptr;
+  if (auto h = prepared_hello(session_key)) return h;
   auto s = TlsHelloImpl::make(options_.tls.client, session_key);
   if (!s) return nullptr;
   return std::make_unique<TlsHelloImpl>(std::move(s));
@@ -298,6 +309,7 @@ void CarrierImpl::run() {
   std::vector<std::shared_ptr<ConnectionImpl>> keep;  // alive during a callback
   while (!stop_.load(std::memory_order_acquire)) {
     drain_pokes();
+    make_prepared_hello();  // one per turn, between the turns' I/O
     sleeping_.store(true, std::memory_order_seq_cst);
     bool pending;
     {
@@ -315,10 +327,12 @@ void CarrierImpl::run() {
     bool ready = spin_for_completion();
     if (ready) {
       io_uring_submit(&ring_);
-    } else if (starved_.empty()) {
+    } else if (starved_.empty() && hellos_to_make_.empty()) {
       io_uring_submit_and_wait(&ring_, 1);
     } else {
-      __kernel_timespec ts{0, kRetryDelay.count() * 1000 * 1000};
+      // Starved connections retry after kRetryDelay; queued hellos are
+      // made once what completed is handled.
+      __kernel_timespec ts{0, hellos_to_make_.empty() ? kRetryDelay.count() * 1000 * 1000 : 0};
       io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
     }
     submits_.fetch_add(1, std::memory_order_relaxed);
@@ -335,6 +349,44 @@ void CarrierImpl::run() {
     retry_starved();
   }
   stop_all();
+}
+
+void CarrierImpl::prepare_hello(const std::string& session_key) {
+  if (!options_.tls.client || !options_.tls.client->session_tickets() || session_key.empty()) {
+    return;
+  }
+  if (hellos_to_make_.size() >= kMaxPreparedHellos) return;
+  for (auto& k : hellos_to_make_) {
+    if (k == session_key) return;
+  }
+  hellos_to_make_.push_back(session_key);
+}
+
+// One queued ClientHello (the ring thread has nothing else to do): only
+// for a peer whose ticket is still here (not already taken by a connect),
+// and while there is room.
+void CarrierImpl::make_prepared_hello() {
+  if (hellos_to_make_.empty()) return;
+  const std::string key = std::move(hellos_to_make_.back());
+  hellos_to_make_.pop_back();
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(hello_mu_);
+    if (prepared_hellos_.count(key)) return;
+    for (auto it = prepared_hellos_.begin(); it != prepared_hellos_.end();) {
+      it = now - it->second.made >= kPreparedHelloLife ? prepared_hellos_.erase(it) : std::next(it);
+    }
+    if (prepared_hellos_.size() >= kMaxPreparedHellos) return;
+  }
+  if (!options_.tls.client->has_session(key)) return;
+  auto s = TlsHelloImpl::make(options_.tls.client, key);
+  // A connect to the peer may have taken the ticket meanwhile: a hello
+  // without it is not kept (the next connect would take it rather than
+  // make one with the ticket that this connect brings).
+  if (!s || !s->offers_ticket()) return;
+  std::lock_guard lock(hello_mu_);
+  prepared_hellos_.try_emplace(key,
+                               PreparedHello{std::make_unique<TlsHelloImpl>(std::move(s)), now});
 }
 
 // Submits what is queued, then polls the completion queue for up to

@@ -152,6 +152,44 @@ TEST_F(TlsCarrierTest, HelloMadeAheadAndTicketsKeptUnderTheSessionKey) {
   }
 }
 
+// A client connection that ends leaves the next ClientHello to its peer
+// made (the ring thread makes it when idle, from the ticket it kept), and
+// that hello resumes; without a ticket (a key never connected) nothing is
+// made ahead.
+TEST_F(TlsCarrierTest, NextHelloMadeAheadWhenAConnectionEnds) {
+  const std::string key = "c@127.0.0.1";
+  EXPECT_FALSE(carrier->prepared_hello(key));
+  std::unique_ptr<TlsHello> hello;  // the first connection has none
+  for (int i = 0; i < 3; i++) {
+    SCOPED_TRACE(i);
+    listener->accept();
+    auto ce = std::make_shared<Events>();
+    auto client = carrier->connect(listener->local(), 5000ms, ce, key, std::move(hello));
+    ASSERT_TRUE(ce->wait([&] { return ce->connected; }));
+    ASSERT_EQ(ce->connect_error, "");
+    server = next_server();
+    EXPECT_EQ(client->tls_info().resumed, i > 0);
+    // Packets both ways: the server's ticket (before its packet) is in.
+    client->set_framing(Framing::kDist);
+    client->start_streaming(RxMode::kRing);
+    const size_t before = events->packets.size();
+    send_strings(*client, {"to server"});
+    send_strings(*server, {"to client"});
+    ASSERT_TRUE(events->wait([&] { return events->packets.size() == before + 1; }));
+    ASSERT_TRUE(ce->wait([&] { return ce->packets.size() == 1; }));
+    client->close("done");
+    server->close("done");
+    ASSERT_TRUE(ce->wait([&] { return ce->closed > 0; }));
+    // Made by the ring thread once it is idle.
+    for (int round = 0; round < 400 && !hello; round++) {
+      hello = carrier->prepared_hello(key);
+      if (!hello) std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_TRUE(hello) << "no ClientHello made ahead after the connection ended";
+  }
+  EXPECT_FALSE(carrier->prepared_hello("never@127.0.0.1"));
+}
+
 // A resumed client is connected, and sends, before the server's ticket
 // arrives (the server here holds it back); the ticket, read afterwards,
 // still counts in the receiving direction's sequence numbers. A full

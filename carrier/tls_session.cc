@@ -243,6 +243,11 @@ SSL_SESSION* TlsContext::take_session(const std::string& key) {
   return s;
 }
 
+bool TlsContext::has_session(const std::string& key) {
+  std::lock_guard lock(mu_);
+  return sessions_.count(key) > 0;
+}
+
 void TlsContext::keep_session(const std::string& key, SSL_SESSION* session) {
   std::lock_guard lock(mu_);
   auto [it, fresh] = sessions_.try_emplace(key, session);
@@ -352,7 +357,9 @@ Result<std::unique_ptr<TlsSession>> TlsSession::create(std::shared_ptr<TlsContex
       if (!s->peer_.empty()) {
         if (SSL_SESSION* kept = s->context_->take_session(s->peer_)) {
           // An expired ticket is not offered (a full handshake follows).
-          if (SSL_SESSION_is_resumable(kept)) SSL_set_session(s->ssl_, kept);
+          if (SSL_SESSION_is_resumable(kept)) {
+            s->offers_ticket_ = SSL_set_session(s->ssl_, kept) == 1;
+          }
           SSL_SESSION_free(kept);
         }
       }

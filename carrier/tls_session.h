@@ -73,6 +73,7 @@ class TlsContext {
   // client's key is the peer address, a server's the session id.
   SSL_SESSION* take_session(const std::string& key);
   void keep_session(const std::string& key, SSL_SESSION* session);
+  bool has_session(const std::string& key);
 
  private:
   TlsContext(SSL_CTX* ctx, bool server) : ctx_(ctx), server_(server) {}
@@ -133,6 +134,8 @@ class TlsSession {
   // Whether this handshake resumed an earlier session (no certificates
   // were exchanged: the peer's certificate is the one of that session).
   bool resumed() const;
+  // A client that offers a ticket kept under its key (it may resume).
+  bool offers_ticket() const { return offers_ticket_; }
 
   // Encrypts `plain` into records (take_ciphertext() has them).
   Result<void> encrypt(std::span<const uint8_t> plain);
@@ -184,8 +187,9 @@ class TlsSession {
   // would continue with; TLS 1.2 adds the Finished record itself).
   uint64_t tx_records_ = 0, rx_records_ = 0;
   bool tx_finished_ = false, rx_finished_ = false;
-  std::string peer_;         // client: the ticket cache's key
-  bool got_ticket_ = false;  // client: the server's ticket arrived
+  std::string peer_;            // client: the ticket cache's key
+  bool got_ticket_ = false;     // client: the server's ticket arrived
+  bool offers_ticket_ = false;  // client: a kept ticket is offered
 };
 
 // The kernel's crypto_info for setsockopt(SOL_TLS, TLS_TX | TLS_RX) from

@@ -166,16 +166,14 @@ ERL_NIF_TERM nif_close_listener(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
 // Connections
 // ------------------------------------------------------------------
 
-// tls_hello(SessionKey) -> {ok, Hello} | none: a TLS client's ClientHello
-// for a later connect/5 with the same key, made now (dirty CPU: a key
-// share), so that it is made while the caller looks the address up.
-// none without TLS (or when OpenSSL fails: connect makes its own).
-ERL_NIF_TERM nif_tls_hello(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+// {ok, Hello} | none (a resource for connect/5) | {error, not_started}.
+ERL_NIF_TERM hello_term(ErlNifEnv* env, bool prepared_only, const ERL_NIF_TERM argv[]) {
   carrier::Carrier* c = the_carrier();
   ErlNifBinary key;
   if (!enif_inspect_binary(env, argv[0], &key)) return enif_make_badarg(env);
   if (!c) return make_error(env, "not_started");
-  auto hello = c->hello(std::string(reinterpret_cast<const char*>(key.data), key.size));
+  const std::string k(reinterpret_cast<const char*>(key.data), key.size);
+  auto hello = prepared_only ? c->prepared_hello(k) : c->hello(k);
   if (!hello) return atoms.none;
   auto* res = static_cast<HelloRes*>(enif_alloc_resource(HelloRes::type, sizeof(HelloRes)));
   new (res) HelloRes();
@@ -183,6 +181,21 @@ ERL_NIF_TERM nif_tls_hello(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ERL_NIF_TERM t = enif_make_resource(env, res);
   enif_release_resource(res);
   return enif_make_tuple2(env, atoms.ok, t);
+}
+
+// tls_hello(SessionKey) -> {ok, Hello} | none: a TLS client's ClientHello
+// for a later connect/5 with the same key, made now (dirty CPU: a key
+// share), so that it is made while the caller looks the address up.
+// none without TLS (or when OpenSSL fails: connect makes its own).
+ERL_NIF_TERM nif_tls_hello(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  return hello_term(env, false, argv);
+}
+
+// tls_prepared_hello(SessionKey) -> {ok, Hello} | none: the ClientHello
+// made ahead for that peer (Carrier::prepared_hello), on a normal
+// scheduler: it makes nothing.
+ERL_NIF_TERM nif_tls_prepared_hello(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  return hello_term(env, true, argv);
 }
 
 // connect(Ip, Port, TimeoutMs[, SessionKey, Hello | none]): TLS session
@@ -526,6 +539,7 @@ ErlNifFunc funcs[] = {
     {"connect", 3, nif_connect, 0},
     {"connect", 5, nif_connect, 0},
     {"tls_hello", 1, nif_tls_hello, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"tls_prepared_hello", 1, nif_tls_prepared_hello, 0},
     {"controlling_process", 2, nif_controlling_process, 0},
     {"watch_supervisor", 2, nif_watch_supervisor, 0},
     {"recv_packet", 1, nif_recv_packet, 0},

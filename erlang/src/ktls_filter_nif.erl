@@ -17,7 +17,7 @@
 
 -export([start/1, carrier_stats/0, priv_dir/0]).
 -export([listen/3, accept/1, listener_address/1, close_listener/1]).
--export([connect/3, connect/5, tls_hello/1, controlling_process/2, watch_supervisor/2, recv_packet/1, send_packet/2,
+-export([connect/3, connect/5, tls_hello/1, tls_prepared_hello/1, controlling_process/2, watch_supervisor/2, recv_packet/1, send_packet/2,
          set_dist_framing/1, start_input/3, consumed/2, unconsumed/1, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
          setsockopt/4, getsockopt/3]).
@@ -90,6 +90,12 @@ connect(_Ip, _Port, _Timeout, _SessionKey, _Hello) -> ?NIF.
 %% peer's address up); none without TLS. A dirty NIF.
 -spec tls_hello(binary()) -> {ok, hello()} | none | {error, not_started}.
 tls_hello(_SessionKey) -> ?NIF.
+
+%% @doc The ClientHello the carrier made ahead for SessionKey (a peer whose
+%% connection ended while its session ticket was kept), taken; none when
+%% there is none. Makes nothing: a normal NIF.
+-spec tls_prepared_hello(binary()) -> {ok, hello()} | none | {error, not_started}.
+tls_prepared_hello(_SessionKey) -> ?NIF.
 
 %% @doc Makes Pid the owner (monitored: its death closes the connection).
 -spec controlling_process(conn(), pid()) -> ok | {error, closed}.
