@@ -53,6 +53,19 @@ class TlsCarrierTest : public ::testing::Test, public ListeningCarrier {
     EXPECT_EQ(peer->handshake(), "");
     return peer;
   }
+  // One packet each way between `client` (events in `ce`) and `server`:
+  // the server's ticket, sent before its packet, is in at the client.
+  void packets_both_ways(Connection& client, Events& ce) {
+    client.set_framing(Framing::kDist);
+    client.start_streaming(RxMode::kRing);
+    const size_t before = events->packets.size();
+    const size_t ce_before = ce.packets.size();
+    send_strings(client, {"to server"});
+    send_strings(*server, {"to client"});
+    ASSERT_TRUE(events->wait([&] { return events->packets.size() == before + 1; }));
+    ASSERT_TRUE(ce.wait([&] { return ce.packets.size() == ce_before + 1; }));
+    EXPECT_EQ(ce.packets.back(), "to client");
+  }
 
   std::shared_ptr<Connection> server;
 };
@@ -138,15 +151,7 @@ TEST_F(TlsCarrierTest, HelloMadeAheadAndTicketsKeptUnderTheSessionKey) {
     ASSERT_EQ(ce->connect_error, "");
     server = next_server();
     EXPECT_EQ(client->tls_info().resumed, st.resumed);
-    // Packets both ways: the server's ticket (before its packet) is in.
-    client->set_framing(Framing::kDist);
-    client->start_streaming(RxMode::kRing);
-    const size_t before = events->packets.size();
-    send_strings(*client, {"to server"});
-    send_strings(*server, {"to client"});
-    ASSERT_TRUE(events->wait([&] { return events->packets.size() == before + 1; }));
-    ASSERT_TRUE(ce->wait([&] { return ce->packets.size() == 1; }));
-    EXPECT_EQ(ce->packets[0], "to client");
+    packets_both_ways(*client, *ce);
     client->close("done");
     server->close("done");
   }
@@ -169,14 +174,7 @@ TEST_F(TlsCarrierTest, NextHelloMadeAheadWhenAConnectionEnds) {
     ASSERT_EQ(ce->connect_error, "");
     server = next_server();
     EXPECT_EQ(client->tls_info().resumed, i > 0);
-    // Packets both ways: the server's ticket (before its packet) is in.
-    client->set_framing(Framing::kDist);
-    client->start_streaming(RxMode::kRing);
-    const size_t before = events->packets.size();
-    send_strings(*client, {"to server"});
-    send_strings(*server, {"to client"});
-    ASSERT_TRUE(events->wait([&] { return events->packets.size() == before + 1; }));
-    ASSERT_TRUE(ce->wait([&] { return ce->packets.size() == 1; }));
+    packets_both_ways(*client, *ce);
     client->close("done");
     server->close("done");
     ASSERT_TRUE(ce->wait([&] { return ce->closed > 0; }));
