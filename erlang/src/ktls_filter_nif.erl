@@ -17,7 +17,8 @@
 
 -export([start/1, carrier_stats/0, priv_dir/0]).
 -export([listen/3, accept/1, listener_address/1, close_listener/1]).
--export([connect/3, connect/5, tls_hello/1, tls_prepared_hello/1, controlling_process/2, watch_supervisor/2, recv_packet/1, send_packet/2,
+-export([connect/3, connect/5, tls_hello/1, tls_prepared_hello/1, controlling_process/2,
+         watch_supervisor/2, recv_packet/1, send_packet/2,
          set_dist_framing/1, start_input/3, consumed/2, unconsumed/1, send_dist/2,
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
          setsockopt/4, getsockopt/3]).
