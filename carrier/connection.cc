@@ -858,7 +858,14 @@ void ConnectionImpl::set_client_session(std::string key, std::unique_ptr<TlsHell
 }
 
 void ConnectionImpl::prepare_tls() {
-  if (!session_) session_ = TlsHelloImpl::make(tls_ctx_, session_key_);  // else made ahead
+  if (session_) return;  // made ahead by the caller
+  // Made ahead by the ring thread since connect() looked (it holds the
+  // ticket), else made now.
+  if (auto h = carrier_->prepared_hello(session_key_)) {
+    set_client_session(session_key_, std::move(h));
+    if (session_) return;
+  }
+  session_ = TlsHelloImpl::make(tls_ctx_, session_key_);
 }
 
 void ConnectionImpl::start_tls() {

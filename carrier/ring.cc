@@ -230,7 +230,11 @@ Result<std::shared_ptr<Listener>> CarrierImpl::listen(const SockAddr& addr, int 
 }
 
 std::unique_ptr<TlsHello> CarrierImpl::prepared_hello(const std::string& session_key) {
-  std::lock_guard lock(hello_mu_);
+  std::unique_lock lock(hello_mu_);
+  // Being made (on the ring thread, which never waits here): it holds the
+  // peer's ticket, so it is worth the wait (about 0.15 ms).
+  hello_cv_.wait_for(lock, std::chrono::milliseconds(100),
+                     [&] { return making_hello_ != session_key; });
   auto it = prepared_hellos_.find(session_key);
   if (it == prepared_hellos_.end()) return nullptr;
   auto h = std::move(it->second);
@@ -377,16 +381,22 @@ void CarrierImpl::make_prepared_hello() {
       it = now - it->second.made >= kPreparedHelloLife ? prepared_hellos_.erase(it) : std::next(it);
     }
     if (prepared_hellos_.size() >= kMaxPreparedHellos) return;
+    making_hello_ = key;
   }
-  if (!options_.tls.client->has_session(key)) return;
-  auto s = TlsHelloImpl::make(options_.tls.client, key);
-  // A connect to the peer may have taken the ticket meanwhile: a hello
-  // without it is not kept (the next connect would take it rather than
-  // make one with the ticket that this connect brings).
-  if (!s || !s->offers_ticket()) return;
-  std::lock_guard lock(hello_mu_);
-  prepared_hellos_.try_emplace(key,
-                               PreparedHello{std::make_unique<TlsHelloImpl>(std::move(s)), now});
+  std::unique_ptr<TlsSession> s;
+  if (options_.tls.client->has_session(key)) s = TlsHelloImpl::make(options_.tls.client, key);
+  {
+    std::lock_guard lock(hello_mu_);
+    // A connect to the peer may have taken the ticket meanwhile: a hello
+    // without it is not kept (the next connect would take it rather than
+    // make one with the ticket that this connect brings).
+    if (s && s->offers_ticket()) {
+      prepared_hellos_.try_emplace(
+          key, PreparedHello{std::make_unique<TlsHelloImpl>(std::move(s)), now});
+    }
+    making_hello_.clear();
+  }
+  hello_cv_.notify_all();
 }
 
 // Submits what is queued, then polls the completion queue for up to

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -174,6 +175,8 @@ class CarrierImpl final : public Carrier {
     std::chrono::steady_clock::time_point made;
   };
   std::mutex hello_mu_;
+  std::condition_variable hello_cv_;
+  std::string making_hello_;  // the key being made (its ticket is taken)
   std::unordered_map<std::string, PreparedHello> prepared_hellos_;
   std::vector<std::string> hellos_to_make_;  // ring thread only
   std::atomic<uint64_t> next_id_{1};
