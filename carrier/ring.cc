@@ -3,6 +3,7 @@
 #include "carrier/ring.h"
 
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -310,6 +311,9 @@ void CarrierImpl::drain_pokes() {
 }
 
 void CarrierImpl::run() {
+  // Its own name in top -H and /proc/PID/task (it would inherit the name of
+  // the scheduler thread that started it, e.g. "1_scheduler").
+  pthread_setname_np(pthread_self(), "ktls_ring");
   std::vector<std::shared_ptr<ConnectionImpl>> keep;  // alive during a callback
   while (!stop_.load(std::memory_order_acquire)) {
     drain_pokes();
