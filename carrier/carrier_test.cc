@@ -263,6 +263,29 @@ TEST_P(CarrierTest, ConnectRefused) {
   EXPECT_NE(rec->connect_error.find("refused"), std::string::npos) << rec->connect_error;
 }
 
+// The carrier thread has its own name (top -H, /proc/PID/task/TID/comm),
+// and exactly one thread of this process has it while the carrier runs.
+TEST_P(CarrierTest, CarrierThreadIsNamedKtlsRing) {
+  auto named = [] {
+    int n = 0;
+    DIR* d = opendir("/proc/self/task");
+    if (!d) return -1;
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      FILE* f = std::fopen(("/proc/self/task/" + std::string(e->d_name) + "/comm").c_str(), "r");
+      if (!f) continue;
+      char comm[32] = {};
+      if (std::fgets(comm, sizeof comm, f) && std::string(comm) == "ktls_ring\n") n++;
+      std::fclose(f);
+    }
+    closedir(d);
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return named() == 1; })) << named();
+  carrier.reset();
+  EXPECT_EQ(named(), 0);
+}
+
 TEST_P(CarrierTest, ThousandConnectionsLeaveNoFds) {
   {
     Pair warm = connect_pair();
