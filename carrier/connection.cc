@@ -849,9 +849,6 @@ std::unique_ptr<TlsSession> TlsHelloImpl::make(std::shared_ptr<TlsContext> ctx,
 void ConnectionImpl::set_client_session(std::string key, std::unique_ptr<TlsHello> hello) {
   // A client keeps session tickets under its key, else per peer address.
   session_key_ = key.empty() ? peer_.to_string() : std::move(key);
-  // Without one of its own: the hello made ahead for this peer, if any
-  // (it holds the peer's ticket).
-  if (!hello && tls_ctx_) hello = carrier_->prepared_hello(session_key_);
   if (auto* h = dynamic_cast<TlsHelloImpl*>(hello.get()); h && tls_ctx_) {
     session_ = std::move(h->session);
   }
@@ -859,13 +856,13 @@ void ConnectionImpl::set_client_session(std::string key, std::unique_ptr<TlsHell
 
 void ConnectionImpl::prepare_tls() {
   if (session_) return;  // made ahead by the caller
-  // Made ahead by the ring thread since connect() looked (it holds the
-  // ticket), else made now.
-  if (auto h = carrier_->prepared_hello(session_key_)) {
-    set_client_session(session_key_, std::move(h));
-    if (session_) return;
-  }
-  session_ = TlsHelloImpl::make(tls_ctx_, session_key_);
+  // Without one of its own: the hello the ring thread made ahead for this
+  // peer (it holds the peer's ticket; this runs on the ring thread, the
+  // only one that makes them, so none can be in the making now), else one
+  // made now.
+  auto h = carrier_->prepared_hello(session_key_);
+  if (auto* p = dynamic_cast<TlsHelloImpl*>(h.get())) session_ = std::move(p->session);
+  if (!session_) session_ = TlsHelloImpl::make(tls_ctx_, session_key_);
 }
 
 void ConnectionImpl::start_tls() {

@@ -209,7 +209,7 @@ get_default(K) ->
 for_at_least(Scale, Run) ->
     for_at_least(Scale * 1000000, Run, 0, 0).
 
-for_at_least(MinUs, Run, Amount, Us) when Us >= MinUs ->
+for_at_least(MinUs, _Run, Amount, Us) when Us >= MinUs ->
     {Amount, Us};
 for_at_least(MinUs, Run, Amount, Us) ->
     {A, U} = Run(),
