@@ -67,6 +67,20 @@ ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[])
       .term();
 }
 
+// channel_node(Conn): the peer's node name as channel_inspect has it
+// (undefined before the dist handshake), without the rest: the atom cache
+// alone is up to 2,048 binaries per connection, and finding one node among
+// thousands of connections inspected them all.
+ERL_NIF_TERM nif_channel_node(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  void* p;
+  if (!enif_get_resource(env, argv[0], ConnRes::type, &p)) return enif_make_badarg(env);
+  auto* res = static_cast<ConnRes*>(p);
+  if (!res->conn) return enif_make_badarg(env);
+  std::lock_guard lock(res->mu);
+  if (!res->channel) return atoms.undefined;
+  return make_atom(env, res->peer_node.c_str());
+}
+
 // filter_decode(Packets): runs packets (one connection's stream, in order)
 // through a fresh channel under the policy in force; for tests and tools.
 ERL_NIF_TERM nif_filter_decode(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {

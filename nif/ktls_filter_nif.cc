@@ -562,6 +562,7 @@ ErlNifFunc funcs[] = {
     {"world_stats", 0, nif_world_stats, 0},
     {"channel_list", 0, nif_channel_list, 0},
     {"channel_inspect", 1, nif_channel_inspect, 0},
+    {"channel_node", 1, nif_channel_node, 0},
     {"filter_answer", 4, nif_filter_answer, 0},
     {"refusal_log_slot", 1, nif_refusal_log_slot, 0},
     {"learn_role", 2, nif_learn_role, 0},

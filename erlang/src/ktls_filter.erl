@@ -114,8 +114,18 @@ world_stats_get() ->
 %% `undefined' while the handshake runs.
 -spec channel_list() -> [{node() | undefined, ktls_filter_nif:conn()}].
 channel_list() ->
-    [{maps:get(node, ktls_filter_nif:channel_inspect(C), undefined), C}
-     || C <- ktls_filter_nif:channel_list()].
+    %% channel_node/1, not channel_inspect/1: one node name per connection,
+    %% not its whole atom cache (finding one node among thousands of
+    %% connections built every cache).
+    [{N, C} || C <- ktls_filter_nif:channel_list(), {ok, N} <- [channel_node(C)]].
+
+%% A connection that closed since channel_list/0 of the NIF is left out.
+channel_node(C) ->
+    try
+        {ok, ktls_filter_nif:channel_node(C)}
+    catch
+        error:badarg -> closed
+    end.
 
 %% @doc One channel by node name or connection: peer address, framing flags,
 %% the receiving atom cache, filter counters per control message, bytes and

@@ -23,7 +23,8 @@
          send_tick/1, stats/1, info/1, peername/1, sockname/1, close/2,
          setsockopt/4, getsockopt/3]).
 -export([filter_configure/1, option_table/0, world_stats/0, channel_list/0, channel_inspect/1,
-         filter_answer/4, refusal_log_slot/1, filter_decode/1, learn_role/2, forget_roles/0]).
+         channel_node/1, filter_answer/4, refusal_log_slot/1, filter_decode/1, learn_role/2,
+         forget_roles/0]).
 -export([logger_open/1, logger_ack/2, logger_set_capacity/1, logger_list/0, logger_inspect/1]).
 
 -on_load(load/0).
@@ -242,3 +243,8 @@ channel_list() -> ?NIF.
 
 -spec channel_inspect(conn()) -> map().
 channel_inspect(_C) -> ?NIF.
+
+%% The peer's node name of a connection (undefined before the dist
+%% handshake), as channel_inspect/1 has it, without building the rest.
+-spec channel_node(conn()) -> node() | undefined.
+channel_node(_C) -> ?NIF.

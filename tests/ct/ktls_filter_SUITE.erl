@@ -298,7 +298,8 @@ spawn_reader() ->
 channel_inspect_reports_state(_Config) ->
     {T, _NT, A, NA} = start_pair([]),
     ok = call(A, echo, [node_of(T), {hello, world}]),
-    [{NA, _Conn}] = ktls_ct_nodes:call(T, ktls_filter, channel_list, []),
+    [{NA, Conn}] = ktls_ct_nodes:call(T, ktls_filter, channel_list, []),
+    NA = ktls_ct_nodes:call(T, ktls_filter_nif, channel_node, [Conn]),
     I = ktls_ct_nodes:call(T, ktls_filter, channel_inspect, [NA]),
     ct:pal("channel_inspect: ~p", [I]),
     #{node := NA, flags := #{framing := header}, rx_atom_cache := Cache,
