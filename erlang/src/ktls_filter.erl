@@ -132,9 +132,9 @@ channel_node(C) ->
 %% fragments.
 -spec channel_inspect(node() | ktls_filter_nif:conn()) -> map() | {error, not_found}.
 channel_inspect(Node) when is_atom(Node) ->
-    case [C || {N, C} <- channel_list(), N =:= Node] of
-        [C | _] -> ktls_filter_nif:channel_inspect(C);
-        [] -> {error, not_found}
+    case find(Node) of
+        {ok, C} -> ktls_filter_nif:channel_inspect(C);
+        error -> {error, not_found}
     end;
 channel_inspect(Conn) ->
     ktls_filter_nif:channel_inspect(Conn).
