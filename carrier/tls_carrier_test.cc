@@ -179,11 +179,8 @@ TEST_F(TlsCarrierTest, NextHelloMadeAheadWhenAConnectionEnds) {
     server->close("done");
     ASSERT_TRUE(ce->wait([&] { return ce->closed > 0; }));
     // Made by the ring thread once it is idle.
-    for (int round = 0; round < 400 && !hello; round++) {
-      hello = carrier->prepared_hello(key);
-      if (!hello) std::this_thread::sleep_for(5ms);
-    }
-    ASSERT_TRUE(hello) << "no ClientHello made ahead after the connection ended";
+    ASSERT_TRUE(eventually([&] { return (hello = carrier->prepared_hello(key)) != nullptr; }, 2s))
+        << "no ClientHello made ahead after the connection ended";
   }
   EXPECT_FALSE(carrier->prepared_hello("never@127.0.0.1"));
 }
