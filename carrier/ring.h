@@ -67,6 +67,8 @@ class CarrierImpl final : public Carrier {
                                       std::unique_ptr<TlsHello> hello) override;
   std::unique_ptr<TlsHello> hello(const std::string& session_key) override;
   std::unique_ptr<TlsHello> prepared_hello(const std::string& session_key) override;
+  std::unique_ptr<TlsHello> try_prepared_hello(const std::string& session_key,
+                                               bool& in_the_making) override;
   CarrierStats stats() const override {
     CarrierStats s;
     s.connections_open = open_.load(std::memory_order_relaxed);
@@ -178,6 +180,8 @@ class CarrierImpl final : public Carrier {
   std::condition_variable hello_cv_;
   std::string making_hello_;  // the key being made (its ticket is taken)
   std::unordered_map<std::string, PreparedHello> prepared_hellos_;
+  // Takes the prepared hello for `session_key` (hello_mu_ held).
+  std::unique_ptr<TlsHello> take_prepared_hello(const std::string& session_key);
   std::vector<std::string> hellos_to_make_;  // ring thread only
   std::atomic<uint64_t> next_id_{1};
   std::atomic<uint64_t> open_{0}, total_{0}, listeners_open_{0}, submits_{0}, wakeups_{0};

@@ -166,14 +166,42 @@ ERL_NIF_TERM nif_close_listener(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
 // Connections
 // ------------------------------------------------------------------
 
+// How a NIF gets its ClientHello for the session key in argv[0].
+enum class HelloSource {
+  kMake,          // the prepared one, else made now (tls_hello/1, dirty CPU)
+  kPrepared,      // the prepared one, without waiting (normal scheduler)
+  kWaitPrepared,  // the prepared one, waiting while it is made (dirty I/O)
+};
+
+ERL_NIF_TERM nif_tls_prepared_hello_wait(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]);
+
 // {ok, Hello} | none (a resource for connect/5) | {error, not_started}.
-ERL_NIF_TERM hello_term(ErlNifEnv* env, bool prepared_only, const ERL_NIF_TERM argv[]) {
+ERL_NIF_TERM hello_term(ErlNifEnv* env, HelloSource source, const ERL_NIF_TERM argv[]) {
   carrier::Carrier* c = the_carrier();
   ErlNifBinary key;
   if (!enif_inspect_binary(env, argv[0], &key)) return enif_make_badarg(env);
   if (!c) return make_error(env, "not_started");
   const std::string k(reinterpret_cast<const char*>(key.data), key.size);
-  auto hello = prepared_only ? c->prepared_hello(k) : c->hello(k);
+  std::unique_ptr<carrier::TlsHello> hello;
+  switch (source) {
+    case HelloSource::kMake:
+      hello = c->hello(k);
+      break;
+    case HelloSource::kWaitPrepared:
+      hello = c->prepared_hello(k);
+      break;
+    case HelloSource::kPrepared: {
+      bool in_the_making = false;
+      hello = c->try_prepared_hello(k, in_the_making);
+      // The ring thread is making it (about 0.15 ms) and it holds the
+      // peer's only ticket: worth the wait, but not on this scheduler.
+      if (in_the_making) {
+        return enif_schedule_nif(env, "tls_prepared_hello", ERL_NIF_DIRTY_JOB_IO_BOUND,
+                                 nif_tls_prepared_hello_wait, 1, argv);
+      }
+      break;
+    }
+  }
   if (!hello) return atoms.none;
   auto* res = static_cast<HelloRes*>(enif_alloc_resource(HelloRes::type, sizeof(HelloRes)));
   new (res) HelloRes();
@@ -188,14 +216,20 @@ ERL_NIF_TERM hello_term(ErlNifEnv* env, bool prepared_only, const ERL_NIF_TERM a
 // share), so that it is made while the caller looks the address up.
 // none without TLS (or when OpenSSL fails: connect makes its own).
 ERL_NIF_TERM nif_tls_hello(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
-  return hello_term(env, false, argv);
+  return hello_term(env, HelloSource::kMake, argv);
 }
 
 // tls_prepared_hello(SessionKey) -> {ok, Hello} | none: the ClientHello
 // made ahead for that peer (Carrier::prepared_hello), on a normal
-// scheduler: it makes nothing.
+// scheduler: it makes nothing and never waits there. While the carrier
+// thread is making that hello it goes on on a dirty I/O scheduler, which
+// waits for it.
 ERL_NIF_TERM nif_tls_prepared_hello(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
-  return hello_term(env, true, argv);
+  return hello_term(env, HelloSource::kPrepared, argv);
+}
+
+ERL_NIF_TERM nif_tls_prepared_hello_wait(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  return hello_term(env, HelloSource::kWaitPrepared, argv);
 }
 
 // connect(Ip, Port, TimeoutMs[, SessionKey, Hello | none]): TLS session
