@@ -15,6 +15,10 @@ constexpr uint8_t kDistHeader = 'D';
 constexpr uint8_t kFragHeader = 'E';
 constexpr uint8_t kFragCont = 'F';
 constexpr size_t kFragPrefix = 1 + 1 + 8 + 8;  // magic, type, seq id, frag id
+// The reasons of the two size limits (max_message_size,
+// max_reassembly_bytes), as drops and logs name them.
+constexpr const char* kTooLarge = "message larger than max_message_size";
+constexpr const char* kReassemblyLimit = "fragment reassembly memory limit";
 
 uint64_t be64(const uint8_t* p) {
   uint64_t v = 0;
@@ -493,7 +497,7 @@ void Channel::decide(Bytes p, size_t header_end, size_t body_pos, bool versioned
   const Bytes header =
       header_rewritten_ ? Bytes(header_copy_.data(), header_copy_.size()) : p.first(header_end);
   if (p.size() - body_pos > pol.max_message_size) {
-    v.reason = "message larger than max_message_size";
+    v.reason = kTooLarge;
     v.hint = Hint::Drop;
     if (pol.limits_counted_only()) {
       // Monitor mode enforces no limit: kept as it came, counted.
@@ -842,11 +846,7 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
   // A discarded sequence keeps neither (release()).
   uint64_t overhead = header;
   for (const std::string& t : ref_texts_) overhead += t.size();
-  const char* over = body > pol.max_message_size || claims_too_much
-                         ? "message larger than max_message_size"
-                     : held_bytes_ + overhead + body > pol.max_reassembly_bytes
-                         ? "fragment reassembly memory limit"
-                         : nullptr;
+  const char* over = claims_too_much ? kTooLarge : limit_broken(body, overhead + body);
   if (!s->pass && over && pol.limits_counted_only()) {
     // Monitor mode enforces no limit: the sequence goes to the VM as it
     // comes, which reassembles it (the memory is then the VM's, as
@@ -900,7 +900,7 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
       held_bytes_ += overhead + body;
       if (claims_too_much) {
         s->discard = true;
-        s->discard_reason = "message larger than max_message_size";
+        s->discard_reason = kTooLarge;
       }
     }
     v.action = Action::Hold;
@@ -915,6 +915,16 @@ void Channel::first_fragment(Bytes p, Verdict& v) {
   Sequence& ref = *s;
   seqs_.emplace(seq, std::move(s));
   if (frag == 1) finish(ref, v);
+}
+
+// The limit a sequence breaks when its message has `message` bytes so far
+// and `more` bytes are held on top of what all sequences hold now: its
+// reason, or null.
+const char* Channel::limit_broken(uint64_t message, uint64_t more) const {
+  const Policy& pol = *policy_;
+  if (message > pol.max_message_size) return kTooLarge;
+  if (held_bytes_ + more > pol.max_reassembly_bytes) return kReassemblyLimit;
+  return nullptr;
 }
 
 // A discarded sequence keeps nothing but its id and what answers its
@@ -957,11 +967,7 @@ void Channel::continuation(Bytes p, Verdict& v) {
     v.action = Action::Hold;
     if (!s.discard) {
       const Policy& pol = *policy_;
-      const char* over = s.buf.size() - s.header_len + body > pol.max_message_size
-                             ? "message larger than max_message_size"
-                         : held_bytes_ + body > pol.max_reassembly_bytes
-                             ? "fragment reassembly memory limit"
-                             : nullptr;
+      const char* over = limit_broken(s.buf.size() - s.header_len + body, body);
       if (over && pol.limits_counted_only()) {
         // Monitor mode enforces no limit: the open sequence is still
         // reassembled (the VM has not seen its first fragment), then kept.

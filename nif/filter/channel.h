@@ -246,6 +246,8 @@ class Channel final : private AtomSink {
   void encode_header(std::vector<uint8_t>& out) const;
   void first_fragment(Bytes p, Verdict& v);
   void continuation(Bytes p, Verdict& v);
+  // The size limit a fragmented message breaks (see channel.cc), or null.
+  const char* limit_broken(uint64_t message, uint64_t more) const;
   void finish(Sequence& s, Verdict& v);
   void release(Sequence& s);
   void carrier_for(Bytes header, std::vector<uint8_t>& out);
