@@ -32,10 +32,8 @@ ERL_NIF_TERM nif_world_stats(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
 }
 
 ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
-  void* p;
-  if (!enif_get_resource(env, argv[0], ConnRes::type, &p)) return enif_make_badarg(env);
-  auto* res = static_cast<ConnRes*>(p);
-  if (!res->conn) return enif_make_badarg(env);
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
   MapBuilder m(env);
   m.count("id", res->conn->id())
       .put("peer", make_ip_port(env, res->conn->peer()))
@@ -72,10 +70,8 @@ ERL_NIF_TERM nif_channel_inspect(ErlNifEnv* env, int, const ERL_NIF_TERM argv[])
 // alone is up to 2,048 binaries per connection, and finding one node among
 // thousands of connections inspected them all.
 ERL_NIF_TERM nif_channel_node(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
-  void* p;
-  if (!enif_get_resource(env, argv[0], ConnRes::type, &p)) return enif_make_badarg(env);
-  auto* res = static_cast<ConnRes*>(p);
-  if (!res->conn) return enif_make_badarg(env);
+  ConnRes* res;
+  if (!get_conn(env, argv[0], &res)) return enif_make_badarg(env);
   std::lock_guard lock(res->mu);
   if (!res->channel) return atoms.undefined;
   return make_atom(env, res->peer_node.c_str());

@@ -36,13 +36,6 @@ carrier::Carrier* the_carrier() {
   return global->carrier.get();
 }
 
-bool get_conn(ErlNifEnv* env, ERL_NIF_TERM t, ConnRes** out) {
-  void* p;
-  if (!enif_get_resource(env, t, ConnRes::type, &p)) return false;
-  *out = static_cast<ConnRes*>(p);
-  return (*out)->conn != nullptr;
-}
-
 bool get_listener(ErlNifEnv* env, ERL_NIF_TERM t, ListenRes** out) {
   void* p;
   if (!enif_get_resource(env, t, ListenRes::type, &p)) return false;

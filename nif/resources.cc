@@ -23,6 +23,13 @@ ConnRes* ConnRes::create() {
 
 bool zero_copy_rx = false;
 
+bool get_conn(ErlNifEnv* env, ERL_NIF_TERM t, ConnRes** out) {
+  void* p;
+  if (!enif_get_resource(env, t, ConnRes::type, &p)) return false;
+  *out = static_cast<ConnRes*>(p);
+  return (*out)->conn != nullptr;
+}
+
 bool refusal_log_slot(ConnRes* res, uint64_t* held) {
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())

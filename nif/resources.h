@@ -62,6 +62,10 @@ struct ConnRes {
   static ConnRes* create();
 };
 
+// The connection resource `t` stands for, if it has a connection (false:
+// not one, or not started).
+bool get_conn(ErlNifEnv* env, ERL_NIF_TERM t, ConnRes** out);
+
 // Whether a refusal on `res` may be logged now (true: `held` gets the count
 // of refusals not logged since the last one); false counts it as held.
 bool refusal_log_slot(ConnRes* res, uint64_t* held);
