@@ -234,19 +234,21 @@ std::unique_ptr<TlsHello> CarrierImpl::prepared_hello(const std::string& session
   std::unique_lock lock(hello_mu_);
   // Being made (on the ring thread, which never waits here): it holds the
   // peer's ticket, so it is worth the wait (about 0.15 ms).
-  if (!session_key.empty()) {
-    hello_cv_.wait_for(lock, std::chrono::milliseconds(100),
-                       [&] { return making_hello_ != session_key; });
-  }
+  hello_cv_.wait_for(lock, std::chrono::milliseconds(100),
+                     [&] { return !making_hello(session_key); });
   return take_prepared_hello(session_key);
 }
 
 std::unique_ptr<TlsHello> CarrierImpl::try_prepared_hello(const std::string& session_key,
                                                           bool& in_the_making) {
   std::lock_guard lock(hello_mu_);
-  in_the_making = !session_key.empty() && making_hello_ == session_key;
+  in_the_making = making_hello(session_key);
   if (in_the_making) return nullptr;
   return take_prepared_hello(session_key);
+}
+
+bool CarrierImpl::making_hello(const std::string& session_key) const {
+  return !session_key.empty() && making_hello_ == session_key;
 }
 
 std::unique_ptr<TlsHello> CarrierImpl::take_prepared_hello(const std::string& session_key) {

@@ -180,7 +180,9 @@ class CarrierImpl final : public Carrier {
   std::condition_variable hello_cv_;
   std::string making_hello_;  // the key being made (its ticket is taken)
   std::unordered_map<std::string, PreparedHello> prepared_hellos_;
-  // Takes the prepared hello for `session_key` (hello_mu_ held).
+  // Whether the ring thread is making the hello for `session_key`, and
+  // takes the prepared one (both with hello_mu_ held).
+  bool making_hello(const std::string& session_key) const;
   std::unique_ptr<TlsHello> take_prepared_hello(const std::string& session_key);
   std::vector<std::string> hellos_to_make_;  // ring thread only
   std::atomic<uint64_t> next_id_{1};
