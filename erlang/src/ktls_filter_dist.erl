@@ -394,7 +394,8 @@ bind_name_on_connect(Conn, Node) ->
                 ok ->
                     ok;
                 {error, Why} ->
-                    refuse_name(Conn, Why),
+                    %% No controller yet: this is the connection's one line.
+                    ok = ktls_filter_dist_ctrl:log_refusal(Conn, Why),
                     ?shutdown2(Node, {tls_node_name, list_to_binary(Why)})
             end;
         false ->
@@ -403,17 +404,17 @@ bind_name_on_connect(Conn, Node) ->
 
 %% We accept: the peer names itself in its first handshake packet, checked
 %% before dist_util sees it.
-bind_name_on_accept(Conn, #hs_data{f_recv = Recv} = HSData) ->
+bind_name_on_accept(Conn, #hs_data{socket = Ctrl, f_recv = Recv} = HSData) ->
     case ktls_filter_config:get(verify_node_name) of
         true ->
             HSData#hs_data{f_recv = fun(C, Len, Timeout) ->
-                                            checked_name(Conn, Recv(C, Len, Timeout))
+                                            checked_name(Ctrl, Conn, Recv(C, Len, Timeout))
                                     end};
         false ->
             HSData
     end.
 
-checked_name(Conn, {ok, Packet} = Got) ->
+checked_name(Ctrl, Conn, {ok, Packet} = Got) ->
     case get(ktls_name_checked) of
         true ->
             Got;
@@ -424,21 +425,18 @@ checked_name(Conn, {ok, Packet} = Got) ->
                 ok ->
                     Got;
                 false ->
-                    refuse_name(Conn, "the first handshake packet names no node"),
+                    %% The controller logs it: its own line for the close
+                    %% that follows is then left out.
+                    ok = ktls_filter_dist_ctrl:refuse(Ctrl, Conn,
+                                                      "the first handshake packet names no node"),
                     {error, tls_node_name};
                 {error, Why} ->
-                    refuse_name(Conn, Why),
+                    ok = ktls_filter_dist_ctrl:refuse(Ctrl, Conn, Why),
                     {error, tls_node_name}
             end
     end;
-checked_name(_Conn, Other) ->
+checked_name(_Ctrl, _Conn, Other) ->
     Other.
-
-refuse_name(Conn, Why) ->
-    Peer = ktls_filter_dist_ctrl:peer_text(ktls_filter_nif:peername(Conn)),
-    logger:warning("ktls_filter: refused ~s: ~ts", [Peer, Why]),
-    ktls_filter_tls:count_refusal(),
-    ktls_filter_nif:close(Conn, unicode:characters_to_binary(Why)).
 
 %% ------------------------------------------------------------------
 %% Handshake data shared by both sides

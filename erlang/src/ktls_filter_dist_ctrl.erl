@@ -10,9 +10,9 @@
 %% supervisor takes the node down.
 -module(ktls_filter_dist_ctrl).
 
--export([start/1, supervisor/2, handshake_complete/3]).
+-export([start/1, supervisor/2, handshake_complete/3, refuse/3]).
 -export([init/1, input_init/4]).
--export([peer_text/1]).
+-export([peer_text/1, log_refusal/2]).
 
 %% Packets pulled from the VM per carrier call, and bytes per call.
 -define(BATCH_PACKETS, 256).
@@ -40,6 +40,25 @@ supervisor(Ctrl, SupPid) ->
 handshake_complete(Ctrl, Node, DHandle) ->
     call(Ctrl, {handshake_complete, Node, DHandle}).
 
+%% @doc Called by the accepting handshake process when verify_node_name
+%% refuses the peer: the controller logs the refusal (the connection's one
+%% log line: its close that follows is not logged again), counts it and
+%% closes the connection with Why.
+-spec refuse(pid(), ktls_filter_nif:conn(), string()) -> ok.
+refuse(Ctrl, Conn, Why) ->
+    try call(Ctrl, {refuse, Why})
+    catch exit:{dist_controller_exit, _} -> log_refusal(Conn, Why)
+    end.
+
+%% @doc Logs and counts a verify_node_name refusal and closes the connection.
+-spec log_refusal(ktls_filter_nif:conn(), string()) -> ok.
+log_refusal(Conn, Why) ->
+    Peer = peer_text(ktls_filter_nif:peername(Conn)),
+    logger:warning("ktls_filter: refused ~s: ~ts", [Peer, Why]),
+    ktls_filter_tls:count_refusal(),
+    _ = ktls_filter_nif:close(Conn, unicode:characters_to_binary(Why)),
+    ok.
+
 call(Ctrl, Msg) ->
     Ref = erlang:monitor(process, Ctrl),
     Ctrl ! {Ref, self(), Msg},
@@ -66,6 +85,11 @@ setup_loop(Conn) ->
         {Ref, From, {supervisor, Pid}} ->
             true = link(Pid),
             ok = ktls_filter_nif:watch_supervisor(Conn, Pid),
+            From ! {Ref, ok},
+            setup_loop(Conn);
+        {Ref, From, {refuse, Why}} ->
+            ok = log_refusal(Conn, Why),
+            put(ktls_logged, true),
             From ! {Ref, ok},
             setup_loop(Conn);
         {Ref, From, {handshake_complete, Node, DHandle}} ->
@@ -113,8 +137,15 @@ setup_loop(Conn) ->
             setup_loop(Conn)
     end.
 
-%% One log line per failed connection, naming the peer and the reason.
+%% One log line per failed connection, naming the peer and the reason (none
+%% when the refusal that ended it was logged already).
 log_closed(Conn, Phase, Reason) ->
+    case get(ktls_logged) of
+        true -> ok;
+        _ -> log_closed_now(Conn, Phase, Reason)
+    end.
+
+log_closed_now(Conn, Phase, Reason) ->
     Peer = ktls_filter_nif:peername(Conn),
     Node = get(ktls_node),
     %% Logged by another process: formatting (and, in a young node, loading
@@ -138,10 +169,14 @@ log_closed(Conn, Phase, Reason) ->
                                   {connected, killed} -> warning;
                                   {connected, _} -> info
                               end,
-                      logger:log(Level, "ktls_filter: connection with ~s~s closed during ~p: ~tp",
-                                 [PeerText, NodeText, Phase, Reason])
+                      logger:log(Level, "ktls_filter: connection with ~s~s closed during ~p: ~ts",
+                                 [PeerText, NodeText, Phase, reason_text(Reason)])
               end),
     ok.
+
+%% The carrier's reasons are text (UTF-8 binaries); exit reasons are terms.
+reason_text(Reason) when is_binary(Reason) -> Reason;
+reason_text(Reason) -> io_lib:format("~tp", [Reason]).
 
 %% @doc "Ip:Port" of what ktls_filter_nif:peername/1 answered, for log lines.
 -spec peer_text({ok, {inet:ip_address(), inet:port_number()}} | {error, term()}) -> string().

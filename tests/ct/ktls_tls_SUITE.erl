@@ -20,6 +20,7 @@
          other_ca_refused/1, version_not_allowed_refused/1, verify_node_name/1,
          stalled_handshake_times_out/1, failed_handshakes_leave_nothing/1,
          ktls_required/1, bad_option_files/1]).
+-export([capture_logs/0, captured/0, log/2]).
 
 suite() -> [{timetrap, {minutes, 4}}].
 
@@ -99,6 +100,40 @@ kernel_or_reason(#{kernel_tx := Tx, kernel_rx := Rx, kernel_fallback := Why}) ->
         true -> ?assertEqual(undefined, Why);
         false -> ?assert(is_binary(Why) andalso byte_size(Why) > 0)
     end.
+
+%% On a node: log events from now on are kept (captured/0), formatted.
+-spec capture_logs() -> ok.
+capture_logs() ->
+    Self = self(),
+    Pid = spawn(fun() ->
+                        register(ktls_tls_log, self()),
+                        Self ! registered,
+                        keep([])
+                end),
+    receive registered -> ok end,
+    ok = logger:add_handler(ktls_tls_log, ?MODULE, #{config => #{pid => Pid}}).
+
+keep(Lines) ->
+    receive
+        {line, L} -> keep([L | Lines]);
+        {get, From} -> From ! {lines, lists:reverse(Lines)}, keep(Lines)
+    end.
+
+-spec captured() -> [string()].
+captured() ->
+    ktls_tls_log ! {get, self()},
+    receive {lines, L} -> L after 5000 -> [] end.
+
+%% logger handler callback of capture_logs/0.
+-spec log(logger:log_event(), logger:handler_config()) -> ok.
+log(#{msg := Msg}, #{config := #{pid := Pid}}) ->
+    Text = case Msg of
+               {string, S} -> S;
+               {report, R} -> io_lib:format("~tp", [R]);
+               {Format, Args} -> io_lib:format(Format, Args)
+           end,
+    Pid ! {line, lists:flatten(Text)},
+    ok.
 
 failure_reasons(P) ->
     #{tls_failure_reasons := R} = call(P, ktls_filter, carrier_stats, []),
@@ -295,13 +330,24 @@ version_not_allowed_refused(Config) ->
 
 %% verify_node_name: a certificate for elsewhere.example on a node at
 %% 127.0.0.1 is refused both ways; the right certificate passes.
+%% Each refusal is one log line that names the peer and the reason (the
+%% close that follows it is not logged again).
 verify_node_name(Config) ->
     Bind = ["-ktls_filter", "verify_node_name", "true"],
     {K, NK} = ktls("k", conf(Config, main), Bind),
+    ok = call(K, ?MODULE, capture_logs, []),
     {W, NW} = ktls("w", conf(Config, main, "wrong")),
     pang = call(W, net_adm, ping, [NK]),
     pang = call(K, net_adm, ping, [NW]),
     #{tls_node_name_refusals := 2} = call(K, ktls_filter, carrier_stats, []),
+    Lines = fun() -> [L || L <- call(K, ?MODULE, captured, []),
+                           string:find(L, "ktls_filter: ") =/= nomatch] end,
+    ok = ktls_ct_nodes:wait_until(fun() -> length(Lines()) >= 2 end, 5000),
+    timer:sleep(500),  % a second line for either connection would be here by now
+    [_, _] = Refused = Lines(),
+    ct:log("~p", [Refused]),
+    [?assert(string:find(L, "does not name its host") =/= nomatch andalso
+             string:find(L, "127.0.0.1:") =/= nomatch) || L <- Refused],
     {B, NB} = ktls("b", conf(Config, main), Bind),
     ok = connected(B, NB, K, NK),
     ok.
