@@ -145,7 +145,10 @@ logger_list() ->
     [ktls_filter_nif:logger_inspect(L) || L <- ktls_filter_nif:logger_list()].
 
 %% @doc A logger by worker pid or handle: pending and dropped events.
--spec logger_inspect(pid() | ktls_filter_nif:logger()) -> map() | {error, not_found}.
+%% An entry of logger_list/0 is inspected again by its pid.
+-spec logger_inspect(pid() | map() | ktls_filter_nif:logger()) -> map() | {error, not_found}.
+logger_inspect(#{pid := Pid}) when is_pid(Pid) ->
+    logger_inspect(Pid);
 logger_inspect(Pid) when is_pid(Pid) ->
     case [I || I = #{pid := P} <- logger_list(), P =:= Pid] of
         [I | _] -> I;

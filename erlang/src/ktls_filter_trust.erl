@@ -102,6 +102,7 @@ cached_issuer_certs(File) ->
 decide(Conn, Node) ->
     case ktls_filter_config:get(trusted_peers) of
         [] ->
+            ktls_filter_counters:add(?MODULE, untrusted_connections),
             false;
         Rules ->
             Tls = maps:get(tls, ktls_filter_nif:info(Conn), undefined),

@@ -217,8 +217,11 @@ logger_events(Extra) ->
     Times = [Time || {event_time, Time} <- call(T, collected, [])],
     ?assertNotEqual([], Times),
     [?assert(abs(Now - Time) < 60000000) || Time <- Times],
-    [#{events := E0}] = ktls_ct_nodes:call(T, ktls_filter, logger_list, []),
+    [#{events := E0, pid := LPid} = Entry] = ktls_ct_nodes:call(T, ktls_filter, logger_list, []),
     ?assert(E0 > 0),
+    %% logger_inspect/1 takes what logger_list/0 gives, or its pid.
+    #{pid := LPid} = ktls_ct_nodes:call(T, ktls_filter, logger_inspect, [Entry]),
+    #{pid := LPid} = ktls_ct_nodes:call(T, ktls_filter, logger_inspect, [LPid]),
     ok = ktls_ct_nodes:call(T, ktls_filter, logger_set_capacity, [1]),
     ktls_ct_nodes:call(T, erlang, send, [ktls_ct_logger_1, {delay, 200}]),
     ok = call(A, send_many, [NT, 2000, burst]),

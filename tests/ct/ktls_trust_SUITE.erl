@@ -154,6 +154,10 @@ observer_rpc_from_trusted_peer(_Config) ->
     {O, ONode} = start("ops", []),
     {U, UNode} = start("app", []),
     [Mem, Apps, SysInfo, Stats] = observer_calls(O, TNode),
+    %% A node without trusted_peers counts its connections as untrusted too.
+    #{untrusted_connections := UO, trusted_connections := 0} =
+        ktls_ct_nodes:call(O, ktls_filter, world_stats_get, []),
+    ?assert(UO >= 1),
     ?assert(is_list(Mem) andalso is_integer(proplists:get_value(total, Mem))),
     ?assert(lists:keymember(kernel, 1, Apps)),
     ?assert(is_list(SysInfo)),
