@@ -11,7 +11,7 @@
 %% fields (`ktls_refusal => #{...}') for handlers that want them structured.
 -module(ktls_filter_refusal).
 
--export([log/3, log_if_slot/3, allow_hint/1, describe/2]).
+-export([log/3, log_if_slot/3, allow_hint/2, describe/2]).
 
 -type info() :: #{reason := binary() | string(),
                   control => tuple() | undefined,
@@ -55,7 +55,7 @@ describe(Node, Info) ->
              T -> T
          end,
     Request = request(Kind, Map, Payload),
-    Hint = allow_hint(Reason),
+    Hint = allow_hint(Reason, To),
     Held = maps:get(held, Info, 0),
     Text = lists:flatten(
              [atom_to_list(Kind),
@@ -132,9 +132,10 @@ tag(T) when is_tuple(T) -> io_lib:format("tuple of ~w", [tuple_size(T)]);
 tag(L) when is_list(L) -> "list";
 tag(_) -> "term".
 
-%% @doc The option that would let such a message through.
--spec allow_hint(string() | binary()) -> string().
-allow_hint(Reason) ->
+%% @doc The option that would let such a message through; for a protected
+%% receiver (To: its registered name or pid) the options that apply to it.
+-spec allow_hint(string() | binary(), pid() | atom() | reference() | undefined) -> string().
+allow_hint(Reason, To) ->
     R = text(Reason),
     Has = fun(S) -> string:find(R, S) =/= nomatch end,
     Trusted = "trusted_peers (for operators' peers)",
@@ -145,15 +146,53 @@ allow_hint(Reason) ->
                            "spawn_request with a bad M:F/A"]),
           "nothing: the message is malformed"},
          {Has("max_"), option_in(R) ++ ", or " ++ Trusted},
+         {Has("atom budget"),
+          "max_new_atoms_per_connection / max_new_atoms (if the peer really needs that many "
+          "atoms), or " ++ Trusted},
          {Has("mfa not allowed") orelse Has("spawn of") orelse Has("apply"),
           "allow_mfa [{M, F, Arity}] (only what you would expose), or " ++ Trusted},
-         {Has("may not reach") orelse R =:= "receiver looked up",
-          Trusted ++ ", or unprotected_applications / system_applications for the "
-          "receiver's application"},
          {Has("handler"), "the handler's classify/3,4, or " ++ Trusted},
-         {true, Trusted ++ ", allow_reg_names or unprotected_applications"}],
+         {true, receiver_hint(Trusted, To)}],
     {true, Hint} = lists:keyfind(true, 1, Checks),
     Hint.
+
+%% A protected receiver: trusted peers always; allow_reg_names when it was
+%% addressed by name; for a process of an application, taking that
+%% application out of the protected ones (unprotected_applications for
+%% OTP's own, out of system_applications for one listed there). A process
+%% the runtime started before any application (init, logger...) belongs to
+%% none.
+receiver_hint(Trusted, To) ->
+    Pid = case To of
+              _ when is_pid(To) -> To;
+              _ when is_atom(To), To =/= undefined -> whereis(To);
+              _ -> undefined
+          end,
+    App = case is_pid(Pid) andalso node(Pid) =:= node() andalso
+              application:get_application(Pid) of
+              {ok, A} -> A;
+              _ -> undefined
+          end,
+    ByName = [io_lib:format("allow_reg_names [~p]", [To]) || is_atom(To), To =/= undefined],
+    ForApp = case App of
+                 undefined ->
+                     [];
+                 _ ->
+                     case lists:member(App, option(system_applications)) of
+                         true -> [io_lib:format("taking ~p out of system_applications", [App])];
+                         false -> [io_lib:format("unprotected_applications [~p]", [App])]
+                     end
+             end,
+    lists:flatten(join_or([Trusted | ByName ++ ForApp])).
+
+join_or([One]) -> One;
+join_or([One, Two]) -> [One, ", or ", Two];
+join_or([One | More]) -> [One, ", ", join_or(More)].
+
+option(Key) ->
+    try ktls_filter_config:get(Key)
+    catch _:_ -> []
+    end.
 
 option_in(R) ->
     case re:run(R, "max_[a-z_]+", [{capture, first, list}]) of
