@@ -36,13 +36,17 @@
               | {all, [rule()]}.
 -export_type([rule/0]).
 
-%% @doc Validates and normalises a list of rules (globs as strings).
--spec check_rules(term()) -> {ok, [rule()]} | error.
+%% @doc Validates and normalises a list of rules (globs as strings). A
+%% cert_issuer file that cannot be read or holds no certificate is named.
+-spec check_rules(term()) -> {ok, [rule()]} | {error, string()} | error.
 check_rules(Rules) when is_list(Rules) ->
     try
         {ok, [rule(R) || R <- Rules]}
     catch
-        throw:bad -> error
+        throw:bad -> error;
+        throw:{cert_issuer, File, Why} ->
+            {error, lists:flatten(io_lib:format("names cert_issuer file ~ts, which ~ts",
+                                                [File, Why]))}
     end;
 check_rules(_) ->
     error.
@@ -51,13 +55,18 @@ rule({node, G}) -> {node, glob(G)};
 rule({cert_subject, G}) -> {cert_subject, glob(G)};
 rule({cert_issuer, File}) ->
     Name = glob(File),
-    case issuer_certs(Name) of
-        [_ | _] = Cas ->
-            %% Decoded once here, not at every connection's decision.
-            persistent_term:put({?MODULE, cas, Name}, Cas),
-            {cert_issuer, Name};
-        _ ->
-            throw(bad)
+    case prim_file:read_file(Name) of
+        {ok, _} ->
+            case issuer_certs(Name) of
+                [_ | _] = Cas ->
+                    %% Decoded once here, not at every connection's decision.
+                    persistent_term:put({?MODULE, cas, Name}, Cas),
+                    {cert_issuer, Name};
+                [] ->
+                    throw({cert_issuer, Name, "holds no PEM certificate"})
+            end;
+        {error, Why} ->
+            throw({cert_issuer, Name, "cannot be read (" ++ file:format_error(Why) ++ ")"})
     end;
 rule({all, Rs}) when is_list(Rs), Rs =/= [] -> {all, [rule(R) || R <- Rs]};
 rule(_) -> throw(bad).

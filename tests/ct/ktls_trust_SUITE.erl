@@ -250,6 +250,7 @@ bad_rules_are_refused(_Config) ->
                   "-eval 'halt()' 2>&1"),
     ct:log("~ts", [Out1]),
     ?assertNotEqual(nomatch, string:find(Out1, "trusted_peers")),
+    ?assertNotEqual(nomatch, string:find(Out1, "cert_issuer file /nonexistent.pem, which cannot be read")),
     Out2 = os:cmd(Erl ++ "-ktls_filter trusted_peers '[{host, \"x\"}]' -eval 'halt()' 2>&1"),
     ?assertNotEqual(nomatch, string:find(Out2, "trusted_peers")),
     ok.
