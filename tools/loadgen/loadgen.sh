@@ -134,7 +134,10 @@ case "$cmd" in
     exec escript "$KTLS_ROOT/tools/loadgen/scale.escript" "$KTLS_ROOT" "$LG_BIN" "$LG_EBIN" "$out" "$@" ;;
   help | -h | --help)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
-    [ -x "$LG_BIN" ] && "$LG_BIN" --help | sed -n '2,$p' || true ;;
+    # The options are the binary's own --help: build it first on a fresh
+    # checkout (quietly, so that the help stays readable).
+    lg_ensure_built >/dev/null
+    "$LG_BIN" --help | sed -n '2,$p' ;;
   *)
     echo "ktls loadgen: unknown command '$cmd' (./ktls loadgen help)" >&2
     exit 2 ;;
