@@ -3,10 +3,11 @@
 %% ./ktls epmd-register NAME PORT [--epmd-port P] [--hidden] [--duration S]
 %%
 %% Registers NAME with the local epmd under PORT, for a node that is up but
-%% that epmd no longer knows (epmd was restarted, or the node runs without
-%% epmd), so that ordinary tools (net_adm:ping, erl -remsh, epmd -names)
-%% find it again. Works for any node that listens on PORT, stock or
-%% ktls_filter: epmd only maps the name to the port.
+%% that epmd does not know (typically one that runs without epmd), so that
+%% ordinary tools (net_adm:ping, erl -remsh, epmd -names) find it. Works for
+%% any node that listens on PORT, stock or ktls_filter: epmd only maps the
+%% name to the port. (A node that uses epmd registers again by itself after
+%% an epmd restart: OTP 25's erl_epmd reconnects.)
 %%
 %% epmd keeps a registration while the registering TCP connection is open,
 %% so this stays running and holds it; when epmd goes away (restarted) it
