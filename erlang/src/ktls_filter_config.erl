@@ -1,8 +1,10 @@
 %% @doc Configuration of ktls_filter: one table of options with their types
 %% and documented defaults, read from the application environment of
 %% `ktls_filter' (e.g. `-ktls_filter max_dist_packet 1048576') and from
-%% `-ktls_filter_optfile FILE'. The optfile wins over the application
-%% environment. An unknown or ill-typed option is an error that names it.
+%% `-ktls_filter_optfile FILE'. The most specific source wins: a
+%% `-ktls_filter Key Value' flag on the command line over the optfile, the
+%% optfile over the rest of the application environment (sys.config). An
+%% unknown or ill-typed option is an error that names it.
 %%
 %% TLS: the optfile may hold OTP's `-ssl_dist_optfile' format,
 %% `[{server, SslOpts}, {client, SslOpts}]', next to ktls_filter's own
@@ -114,7 +116,7 @@ load() ->
     try
         AppEnv = app_env(),
         {FileOpts, TlsSources} = read_optfiles(),
-        Config0 = port_argument(ok(validate(AppEnv ++ FileOpts))),
+        Config0 = port_argument(ok(validate(AppEnv ++ FileOpts ++ command_line(AppEnv)))),
         _ = peer_arguments(),
         check_epmd_module(Config0),
         Sides = tls_sides(TlsSources),
@@ -152,6 +154,13 @@ app_env() ->
             fail("the ktls_filter application cannot be loaded: ~tp", [Why])
     end,
     [{K, V} || {K, V} <- application:get_all_env(ktls_filter), K =/= included_applications].
+
+%% The options given as -ktls_filter Key Value flags, with the values OTP
+%% parsed into the application environment (a flag there overrides
+%% sys.config), so that they also win over the optfile.
+command_line(AppEnv) ->
+    Keys = [K || {ktls_filter, Words} <- init:get_arguments(), [K, _] <- pairs(Words)],
+    [{K, V} || {K, V} <- AppEnv, lists:member(atom_to_list(K), Keys)].
 
 %% Every -ktls_filter flag is Key Value pairs. erl starts a new flag at each
 %% word that begins with '-', so `-ktls_filter buffer_size -5' leaves the
@@ -300,6 +309,19 @@ read_optfile(File, Flag) ->
                                                "~ts: expected {server, SslOptions}, "
                                                "{client, SslOptions} or {Key, Value}, got ~tp",
                                                [Source, Bad]))})
+            end,
+            %% The -ssl_dist_optfile format holds the two sides only (it is
+            %% the file of inet_tls_dist nodes, which refuse anything else).
+            case {Flag, Opts} of
+                {ssl_dist_optfile, [{K, _} | _]} ->
+                    throw({config, lists:flatten(io_lib:format(
+                                     "~ts: ~tp is not an ssl_dist_optfile entry (only {server, "
+                                     "SslOptions} and {client, SslOptions}; inet_tls_dist refuses "
+                                     "the file): give ktls_filter's own options in "
+                                     "-ktls_filter_optfile or as -ktls_filter ~tp Value",
+                                     [Source, K, K]))});
+                _ ->
+                    ok
             end,
             {Opts, case Sides of
                        [] -> none;

@@ -19,7 +19,7 @@
          stock_tls13_both_ways/1, mixed_cluster_rolling_migration/1, plain_peer_refused/1,
          other_ca_refused/1, version_not_allowed_refused/1, verify_node_name/1,
          stalled_handshake_times_out/1, failed_handshakes_leave_nothing/1,
-         ktls_required/1, bad_option_files/1]).
+         ktls_required/1, bad_option_files/1, command_line_wins_over_optfile/1]).
 -export([capture_logs/0, captured/0, log/2]).
 
 suite() -> [{timetrap, {minutes, 4}}].
@@ -28,7 +28,8 @@ all() ->
     [ktls_pair_tls13, reconnect_resumes_the_session, boot_with_ssl_dist_optfile, stock_tls12_both_ways, stock_tls13_both_ways,
      mixed_cluster_rolling_migration, plain_peer_refused, other_ca_refused,
      version_not_allowed_refused, verify_node_name, stalled_handshake_times_out,
-     failed_handshakes_leave_nothing, ktls_required, bad_option_files].
+     failed_handshakes_leave_nothing, ktls_required, bad_option_files,
+     command_line_wins_over_optfile].
 
 init_per_suite(Config) ->
     Dir = ?config(priv_dir, Config),
@@ -436,4 +437,24 @@ bad_option_files(Config) ->
                      C ++ " -eval 'halt()' 2>&1"),
     ct:log("~ts", [Out]),
     ?assertNotEqual(nomatch, string:find(Out, "TLS options are given more than once")),
+    %% ktls_filter's own options do not go in an ssl_dist_optfile.
+    Own = filename:join(Dir, "own.conf"),
+    {ok, [Sides]} = file:consult(C),
+    ok = file:write_file(Own, io_lib:format("~tp.~n", [Sides ++ [{filter_mode, monitor}]])),
+    Out2 = os:cmd("timeout 30 " ++ Ktls ++ " erl -name " ++ ktls_ct_nodes:unique("bad") ++
+                      "@127.0.0.1 -noshell -ssl_dist_optfile " ++ Own ++ " -eval 'halt()' 2>&1"),
+    ct:log("~ts", [Out2]),
+    ?assertNotEqual(nomatch, string:find(Out2, "filter_mode is not an ssl_dist_optfile entry")),
+    ok.
+
+%% Where an option is given twice, the command line wins over the optfile.
+command_line_wins_over_optfile(Config) ->
+    File = filename:join(?config(priv_dir, Config), "monitor.conf"),
+    {ok, [Sides]} = file:consult(conf(Config, main)),
+    ok = file:write_file(File, io_lib:format("~tp.~n", [Sides ++ [{filter_mode, monitor}]])),
+    {F, _} = start("f", ktls, ["-ktls_filter_optfile", File]),
+    monitor = call(F, ktls_filter_config, get, [filter_mode]),
+    {E, _} = start("e", ktls, ["-ktls_filter_optfile", File, "-ktls_filter", "filter_mode",
+                               "enforce"]),
+    enforce = call(E, ktls_filter_config, get, [filter_mode]),
     ok.
