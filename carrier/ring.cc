@@ -15,6 +15,13 @@
 namespace ktls::carrier::internal {
 
 Result<void> CarrierImpl::init() {
+  // ktls required on a kernel that cannot take TLS at all: every connection
+  // would be refused, so the carrier does not start (the reason says why).
+  const CarrierTlsOptions& tls = options_.tls;
+  if ((tls.server || tls.client) && tls.kernel && tls.kernel_required) {
+    std::string why = kernel_tls_unavailable();
+    if (!why.empty()) return Error::message("kernel TLS is required (ktls required), but " + why);
+  }
   auto pool = BufferPool::create(options_.pool);
   if (!pool) return pool.error();
   pool_ = pool.take();

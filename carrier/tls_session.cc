@@ -7,8 +7,14 @@
 #include <openssl/kdf.h>
 #include <openssl/x509.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <cstring>
 
+#include "carrier/fd.h"
 #include "carrier/record_layer.h"
 
 namespace ktls::carrier {
@@ -629,6 +635,26 @@ Result<std::vector<uint8_t>> ktls_crypto_info(const TrafficKeys& k) {
     return fill<tls12_crypto_info_chacha20_poly1305>(k, TLS_CIPHER_CHACHA20_POLY1305);
   }
   return Error::message("kTLS: no crypto_info layout for " + k.cipher);
+}
+
+std::string kernel_tls_unavailable() {
+  internal::Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  internal::Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listener || !client) return {};
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::listen(listener.get(), 1) != 0 ||
+      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
+      ::connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    return {};
+  }
+  internal::Fd accepted(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (::setsockopt(client.get(), SOL_TCP, TCP_ULP, "tls", sizeof "tls") == 0) return {};
+  return errno == ENOENT ? "the kernel has no TLS module (CONFIG_TLS; modprobe tls)"
+                         : Error::from_errno(errno, "TCP_ULP tls").what;
 }
 
 }  // namespace ktls::carrier

@@ -196,4 +196,10 @@ class TlsSession {
 // `keys`; an error for a cipher the kernel interface has no layout for.
 Result<std::vector<uint8_t>> ktls_crypto_info(const TrafficKeys& keys);
 
+// Why this kernel cannot take TLS on a TCP socket (TCP_ULP "tls" on a
+// connected loopback socket; the kernel loads tls.ko on demand where it
+// has it), or empty when it can, or when the probe itself could not run
+// (no loopback): then each connection finds out.
+std::string kernel_tls_unavailable();
+
 }  // namespace ktls::carrier

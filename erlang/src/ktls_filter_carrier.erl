@@ -80,6 +80,10 @@ start() ->
                     error_logger:error_msg("ktls_filter: TLS options (~ts) refused: ~ts~n",
                                            [maps:get(tls_source, Config), Why]),
                     {error, {tls, Why}};
+                {error, Reason} when is_binary(Reason) ->
+                    error_logger:error_msg("ktls_filter: carrier failed to start: ~ts~n",
+                                           [Reason]),
+                    {error, Reason};
                 {error, Reason} ->
                     error_logger:error_msg("ktls_filter: carrier failed to start: ~tp~n",
                                            [Reason]),
