@@ -134,7 +134,10 @@ cmd=${1:-help}
 case "$cmd" in
   build) build ;;
   erl) build; exec "$OUT/bin/erl" "$@" ;;
-  path) echo "$OUT/bin/erl" ;;
+  path)
+    # For scripts: the wrapper's path, and an error while it is not built.
+    echo "$OUT/bin/erl"
+    [ -x "$OUT/bin/erl" ] || { echo "ktls runtime: not built yet (./ktls runtime build)" >&2; exit 1; } ;;
   # The unpacked source tree (tests/otp takes OTP's own test suites from it).
   source) fetch_source; echo "$SRC_CACHE/debian-src" ;;
   *) echo "usage: ./ktls runtime build | erl ARGS... | path | source" >&2; exit 2 ;;

@@ -540,8 +540,9 @@ check_handler(M) ->
             case [io_lib:format("~s/~w", [F, A]) || {F, A} <- [{classify, 3}, {classify, 4}],
                                                     not erlang:function_exported(M, F, A)] of
                 [] -> {ok, M};
-                Missing -> {error, io_lib:format("does not export ~s (a handler implements "
-                                                 "the ktls_filter_handler behaviour)",
+                Missing -> {error, io_lib:format("does not export ~s (a handler exports both "
+                                                 "classify/3 and classify/4: the "
+                                                 "ktls_filter_handler behaviour)",
                                                  [lists:join(" and ", Missing)])}
             end;
         {error, Why} ->

@@ -181,6 +181,8 @@ cluster_up_status_down(Config) ->
         ?assertNotEqual(nomatch, string:find(Again, "a cluster is up already")),
         {Status, _} = cluster(Config, "status"),
         ?assertNotEqual(nomatch, string:find(Status, "| node2@127.0.0.1 |")),
+        %% Each of 2 nodes: 1 mesh peer, 2 connections with the tool's.
+        ?assertNotEqual(nomatch, string:find(Status, "| 1 / 2 |")),
         ?assertNotEqual(nomatch, string:find(Status, "plain")),
         {Lat, _} = cluster(Config, "run latency 50"),
         ?assertNotEqual(nomatch, string:find(Lat, "p50 us")),

@@ -68,7 +68,9 @@ down() {
 up() {
   local n=${1:-}
   shift || true
-  if ! [[ "$n" =~ ^[0-9]+$ ]] || [ "$n" -lt 2 ] || [ "$n" -gt 64 ]; then
+  if [ -z "$n" ]; then
+    die "up N: how many nodes? (./ktls cluster up 5)"
+  elif ! [[ "$n" =~ ^[0-9]+$ ]] || [ "$n" -lt 2 ] || [ "$n" -gt 64 ]; then
     die "up N: N must be 2..64, got '${n}'"
   fi
   local plain=false

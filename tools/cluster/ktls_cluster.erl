@@ -22,6 +22,7 @@ report() ->
       memory_mib => erlang:memory(total) / (1024 * 1024),
       processes => erlang:system_info(process_count),
       connections => maps:get(connections_open, Carrier, 0),
+      peers => length(nodes()),  % the mesh; connections also count this tool's
       tls => lists:usort(Tls),
       tls_handshakes => maps:get(tls_handshakes, Carrier, 0),
       ktls_fallback_reason => maps:get(ktls_fallback_reason, Carrier, undefined),

@@ -73,12 +73,13 @@ wait(Node, Deadline) ->
     end.
 
 print_reports(Nodes) ->
-    io:format("~n| node | memory MiB | processes | connections | TLS | filter seen / kept / dropped |~n"
+    io:format("~n| node | memory MiB | processes | mesh peers / connections (with this tool's) "
+              "| TLS | filter seen / kept / dropped |~n"
               "|---|---|---|---|---|---|~n"),
     [case catch erpc:call(N, ktls_cluster, report, [], 30000) of
          #{} = R ->
-             io:format("| ~s | ~.1f | ~w | ~w | ~s | ~w / ~w / ~w |~n",
-                       [N, maps:get(memory_mib, R), maps:get(processes, R),
+             io:format("| ~s | ~.1f | ~w | ~w / ~w | ~s | ~w / ~w / ~w |~n",
+                       [N, maps:get(memory_mib, R), maps:get(processes, R), maps:get(peers, R),
                         maps:get(connections, R), tls_text(R), maps:get(messages_seen, R),
                         maps:get(messages_kept, R), maps:get(messages_dropped, R)]);
          Other ->
