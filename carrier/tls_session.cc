@@ -170,8 +170,12 @@ Result<std::shared_ptr<TlsContext>> TlsContext::create(const TlsOptions& o, bool
       SSL_CTX_load_verify_locations(ctx, o.cacertfile.c_str(), nullptr) != 1) {
     return tls_error("cacertfile " + o.cacertfile);
   }
-  if (!o.ciphers.empty() && SSL_CTX_set_cipher_list(ctx, o.ciphers.c_str()) != 1) {
-    return tls_error("ciphers " + o.ciphers);
+  // TLS 1.2: AEAD suites only by default, the ones the record layer (and
+  // the kernel) can carry; OpenSSL's default list has CBC suites too, which
+  // a peer could pick and the connection then could not use.
+  const std::string& ciphers = o.ciphers.empty() ? std::string(kDefaultTls12Ciphers) : o.ciphers;
+  if (SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1) {
+    return tls_error("ciphers " + ciphers);
   }
   if (!o.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx, o.ciphersuites.c_str()) != 1) {
     return tls_error("ciphersuites " + o.ciphersuites);

@@ -35,7 +35,7 @@ struct TlsOptions {
   int depth = 10;
   int min_version = TLS1_2_VERSION;
   int max_version = TLS1_3_VERSION;
-  std::string ciphers;       // TLS 1.2 cipher list; empty: OpenSSL's default
+  std::string ciphers;       // TLS 1.2 cipher list; empty: kDefaultTls12Ciphers
   std::string ciphersuites;  // TLS 1.3 suites; empty: OpenSSL's default
   // TLS 1.3 session resumption between ktls_filter nodes (ssl's
   // session_tickets): a server sends one ticket after each handshake, a
@@ -43,6 +43,12 @@ struct TlsOptions {
   // connection there (no certificate exchange, signature or chain check).
   bool session_tickets = true;
 };
+
+// The TLS 1.2 suites offered and accepted without a `ciphers` option:
+// ECDHE/DHE with AES-GCM or ChaCha20-Poly1305 (AEAD only; TLS 1.3's
+// default suites are all AEAD).
+inline constexpr const char* kDefaultTls12Ciphers =
+    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!DSS:!aNULL";
 
 // The ALPN protocol a ktls_filter client offers and a ktls_filter server
 // with session tickets selects: it tells the client that exactly one

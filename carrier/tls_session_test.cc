@@ -69,6 +69,27 @@ TEST(TlsSession, NoCommonVersionIsRefused) {
   EXPECT_NE(err.find("unsupported protocol"), std::string::npos) << err;
 }
 
+// TLS 1.2 without a ciphers option: AEAD suites only. A peer that offers
+// CBC and GCM gets GCM; one that offers CBC only is refused in the
+// handshake (before, the CBC suite was negotiated and the connection then
+// failed for want of a record layer for it).
+TEST(TlsSession, Tls12DefaultsToAeadSuites) {
+  TlsOptions cbc_and_gcm = options("client");
+  cbc_and_gcm.max_version = TLS1_2_VERSION;
+  cbc_and_gcm.ciphers = "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-GCM-SHA256";
+  auto c = session(cbc_and_gcm, false);
+  auto s = session(options("server"), true);
+  ASSERT_EQ(pump(*c, *s), "");
+  EXPECT_EQ(s->cipher(), "ECDHE-ECDSA-AES128-GCM-SHA256");
+
+  TlsOptions cbc_only = cbc_and_gcm;
+  cbc_only.ciphers = "ECDHE-ECDSA-AES128-SHA";
+  auto c2 = session(cbc_only, false);
+  auto s2 = session(options("server"), true);
+  const std::string err = pump(*c2, *s2);
+  EXPECT_NE(err.find("no shared cipher"), std::string::npos) << err;
+}
+
 TEST(TlsSession, GarbageIsAHandshakeError) {
   auto s = session(options("server"), true);
   const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";

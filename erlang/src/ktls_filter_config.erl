@@ -310,6 +310,25 @@ read_optfile(File, Flag) ->
                                                "{client, SslOptions} or {Key, Value}, got ~tp",
                                                [Source, Bad]))})
             end,
+            %% A side given twice: which one was meant? (ssl would take one
+            %% of them without a word.)
+            case [S || {S, _} <- Sides] -- [server, client] of
+                [] -> ok;
+                [Twice | _] -> throw({config, lists:flatten(io_lib:format(
+                                               "~ts: {~s, SslOptions} is given more than once: "
+                                               "keep one", [Source, Twice]))})
+            end,
+            %% -ssl_dist_optfile always means TLS (as with inet_tls_dist): a
+            %% file without the two sides would leave the node on plain TCP.
+            case {Flag, Sides} of
+                {ssl_dist_optfile, []} ->
+                    throw({config, lists:flatten(io_lib:format(
+                                     "~ts: no {server, SslOptions} and {client, SslOptions} "
+                                     "(an -ssl_dist_optfile gives TLS options; plain TCP needs "
+                                     "none)", [Source]))});
+                _ ->
+                    ok
+            end,
             %% The -ssl_dist_optfile format holds the two sides only (it is
             %% the file of inet_tls_dist nodes, which refuse anything else).
             case {Flag, Opts} of

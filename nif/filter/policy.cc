@@ -580,8 +580,10 @@ bool global_protocol(const Term& m) {
                             "get_known", "get_synced", "get_protocol_version", "get_names_ext",
                             "whereis_name", "registered_names", "ng_add_check"});
   }
-  return is_atom_in(first, {"lost_connection", "whereis", "init_connect_ack", "cancel_connect",
-                            "his_the_locker", "cancel", "lock_set"});
+  // remove_connection: global's prevention of overlapping partitions asks
+  // the other side of a lost connection to disconnect too.
+  return is_atom_in(first, {"lost_connection", "remove_connection", "whereis", "init_connect_ack",
+                            "cancel_connect", "his_the_locker", "cancel", "lock_set"});
 }
 
 // pg's protocol between scopes (pg.erl of OTP 25).

@@ -378,6 +378,10 @@ TEST(Receivers, SystemProcessesTakeTheirOwnProtocolOnly) {
   EXPECT_EQ(to(kRexPid, gen_call(atom_term("stop"))), Action::Drop);
   // global
   EXPECT_EQ(to(kGlobalPid, global_in_sync), Action::Keep);
+  // prevent_overlapping_partitions (OTP 25's default): {remove_connection, Node}
+  const Build remove_connection =
+      tuple_of({atom_term("remove_connection"), atom_term("peer@127.0.0.1")});
+  EXPECT_EQ(to(kGlobalPid, remove_connection), Action::Keep);
   EXPECT_EQ(to(kGlobalPid, gen_call(atom_term("disconnect"))), Action::Drop);
   // io servers: io requests (checked), nothing else
   EXPECT_EQ(to(kIoPid, io_request), Action::Keep);

@@ -14,7 +14,8 @@
          stats_and_getstat/1, pool_buffers_return_after_release/1,
          rx_port_reads_and_pauses/1, rx_reader_ring/1, setopts_getopts/1,
          inet_dist_options/1, one_lifecycle/1,
-         disconnect_closes_with_the_supervisor/1, last_messages_before_a_close_arrive/1]).
+         disconnect_closes_with_the_supervisor/1, last_messages_before_a_close_arrive/1,
+         global_prevents_overlapping_partitions/1]).
 %% run on the nodes
 -export([kill_supervisor_of_held_controller/1, hold_input/1, count/0, count_of/0,
          send_burst/2]).
@@ -28,7 +29,8 @@ all() ->
      bad_options_stop_the_node, ktls_filter_port_with_epmd,
      stats_and_getstat, pool_buffers_return_after_release, rx_port_reads_and_pauses,
      rx_reader_ring, setopts_getopts, inet_dist_options, one_lifecycle,
-     disconnect_closes_with_the_supervisor, last_messages_before_a_close_arrive].
+     disconnect_closes_with_the_supervisor, last_messages_before_a_close_arrive,
+     global_prevents_overlapping_partitions].
 
 init_per_testcase(_TC, Config) ->
     Config.
@@ -128,6 +130,32 @@ small_messages_in_order(_Config) ->
         receive {done, R} -> R after 60000 -> timeout end
     end, []], 120000),
     ok.
+
+%% OTP 25's global (prevent_overlapping_partitions, on by default): when a
+%% drops b, global on a asks the node still connected to both (c) to drop
+%% one side with {remove_connection, Node}, which the default policy must
+%% let through; as with stock nodes, no node stays connected to both sides.
+global_prevents_overlapping_partitions(_Config) ->
+    Mesh = ["-kernel", "connect_all", "true"],
+    {A, _} = start("a", ktls, Mesh),
+    {B, NB} = start("b", ktls, Mesh),
+    {C, NC} = start("c", ktls, Mesh),
+    pong = call(A, net_adm, ping, [NB]),
+    pong = call(A, net_adm, ping, [NC]),
+    ok = ktls_ct_nodes:wait_until(
+           fun() -> lists:member(NC, call(B, erlang, nodes, [])) end, 10000),
+    true = call(A, erlang, disconnect_node, [NB]),
+    Overlap = fun() ->
+                      Seen = call(C, erlang, nodes, []),
+                      lists:member(NB, Seen) andalso
+                          lists:member(node_of(A), Seen) andalso
+                          not lists:member(NB, call(A, erlang, nodes, []))
+              end,
+    ok = ktls_ct_nodes:wait_until(fun() -> not Overlap() end, 10000),
+    ct:log("a ~p~nb ~p~nc ~p", [call(P, erlang, nodes, []) || P <- [A, B, C]]),
+    ok.
+
+node_of(P) -> call(P, erlang, node, []).
 
 nodedown_on_kill(_Config) ->
     {A, _} = start("a", ktls, ["-kernel", "net_ticktime", "4"]),

@@ -459,6 +459,22 @@ bad_option_files(Config) ->
                       "@127.0.0.1 -noshell -ssl_dist_optfile " ++ Own ++ " -eval 'halt()' 2>&1"),
     ct:log("~ts", [Out2]),
     ?assertNotEqual(nomatch, string:find(Out2, "filter_mode is not an ssl_dist_optfile entry")),
+    %% An -ssl_dist_optfile always means TLS: an empty one, or one without
+    %% the sides, is an error, never plain TCP; a side given twice too.
+    Empty = filename:join(Dir, "empty.conf"),
+    Nil = filename:join(Dir, "nil.conf"),
+    Twice = filename:join(Dir, "twice.conf"),
+    ok = file:write_file(Empty, ""),
+    ok = file:write_file(Nil, "[].\n"),
+    ok = file:write_file(Twice, io_lib:format("~tp.~n", [Sides ++ [hd(Sides)]])),
+    [begin
+         O = os:cmd("timeout 30 " ++ Ktls ++ " erl -name " ++ ktls_ct_nodes:unique("bad") ++
+                        "@127.0.0.1 -noshell -ssl_dist_optfile " ++ F ++ " -eval 'halt()' 2>&1"),
+         ct:log("~ts~n~ts", [F, O]),
+         ?assertNotEqual(nomatch, string:find(O, Expect))
+     end || {F, Expect} <- [{Empty, "no {server, SslOptions} and {client, SslOptions}"},
+                            {Nil, "no {server, SslOptions} and {client, SslOptions}"},
+                            {Twice, "is given more than once"}]],
     ok.
 
 %% Where an option is given twice, the command line wins over the optfile.
