@@ -387,19 +387,30 @@ connect(Ip, Port, Timeout, Node, Making) ->
 %% ------------------------------------------------------------------
 
 %% We connect: the node we asked for is known before the dist handshake.
+%% Without verify_node_name the client still checks the server's
+%% certificate against the node's host, as ssl's client (and so
+%% inet_tls_dist) does, unless the client options turn that off.
 bind_name_on_connect(Conn, Node) ->
-    case ktls_filter_config:get(verify_node_name) of
-        true ->
-            case ktls_filter_tls:check_node_name(Conn, Node) of
-                ok ->
-                    ok;
-                {error, Why} ->
-                    %% No controller yet: this is the connection's one line.
-                    ok = ktls_filter_dist_ctrl:log_refusal(Conn, Why),
-                    ?shutdown2(Node, {tls_node_name, list_to_binary(Why)})
-            end;
-        false ->
-            ok
+    Check = case ktls_filter_config:get(verify_node_name) of
+                true ->
+                    ktls_filter_tls:check_node_name(Conn, Node);
+                false ->
+                    case ktls_filter_tls:client_host_check(Node) of
+                        none -> ok;
+                        Host -> ktls_filter_tls:check_host(
+                                  Conn, Node, Host,
+                                  "the client's host name check, as ssl's; "
+                                  "{server_name_indication, disable} in the client options "
+                                  "turns it off")
+                    end
+            end,
+    case Check of
+        ok ->
+            ok;
+        {error, Why} ->
+            %% No controller yet: this is the connection's one line.
+            ok = ktls_filter_dist_ctrl:log_refusal(Conn, Why),
+            ?shutdown2(Node, {tls_node_name, list_to_binary(Why)})
     end.
 
 %% We accept: the peer names itself in its first handshake packet, checked

@@ -9,7 +9,8 @@
 -module(ktls_filter_tls).
 
 -export([side/2, from_dist_opt_args/1, carrier_tls/2, supported/0, ignored/0,
-         check_node_name/2, name_in_packet/1, init/0, count_refusal/0, refusals/0]).
+         check_node_name/2, client_host_check/1, check_host/4, name_in_packet/1, init/0,
+         count_refusal/0, refusals/0]).
 
 %% @doc Makes the counter of verify_node_name refusals (once, when the
 %% carrier starts).
@@ -30,7 +31,7 @@ refusals() ->
 -spec supported() -> [atom()].
 supported() ->
     [certfile, keyfile, cacertfile, verify, fail_if_no_peer_cert, depth, versions, ciphers,
-     session_tickets].
+     session_tickets, server_name_indication].
 
 %% ssl options accepted without effect, with the reason.
 -spec ignored() -> [{atom(), string()}].
@@ -39,8 +40,6 @@ ignored() ->
      {secure_renegotiate, "renegotiation is off (TLS 1.3 has none)"},
      {reuse_sessions, "TLS 1.3 resumption is set by session_tickets (TLS 1.2 sessions are "
                       "not resumed)"},
-     {server_name_indication, "no SNI is sent; the peer's certificate is checked against "
-                              "cacertfile (and the node name with verify_node_name)"},
      {hibernate_after, "the carrier has no per-connection ssl process"},
      {log_level, "TLS errors are logged by ktls_filter"},
      {log_alert, "TLS alerts are logged by ktls_filter"}].
@@ -94,6 +93,17 @@ option(_, {verify, verify_peer}, M) -> M#{verify => true};
 option(_, {verify, verify_none}, M) -> M#{verify => false};
 option(_, {fail_if_no_peer_cert, B}, M) when is_boolean(B) -> M#{fail_if_no_peer_cert => B};
 option(_, {depth, D}, M) when is_integer(D), D >= 0, D =< 100 -> M#{depth => D};
+%% The client checks the server's certificate against the host of the node
+%% it connects to, as ssl does (inet_tls_dist: the host is the SNI name):
+%% `disable' turns the check off, a host name checks against that name.
+%% No SNI extension is sent. A server ignores the option.
+option({client, _}, {server_name_indication, disable}, M) -> M#{host_check => disable};
+option({client, _}, {server_name_indication, Host}, M) when is_list(Host), Host =/= [] ->
+    case io_lib:printable_unicode_list(Host) of
+        true -> M#{host_check => Host};
+        false -> throw("server_name_indication: bad value")
+    end;
+option({server, _}, {server_name_indication, _}, M) -> M;
 %% TLS 1.3 resumption between ktls_filter nodes, on unless disabled (ssl's
 %% default is off): a server sends one (stateful) ticket, a client offers
 %% the last ticket of a peer's address (see the README's TLS section).
@@ -214,13 +224,35 @@ carrier_tls(#{server := S, client := C}, Config) ->
       ktls => maps:get(ktls, Config),
       handshake_timeout => maps:get(tls_handshake_timeout, Config)}.
 
+%% @doc The host the server's certificate must name when this node connects
+%% to Node over TLS, as ssl's client checks it: Node's host, the client's
+%% server_name_indication, or none (disabled, verify_none, plain TCP).
+-spec client_host_check(node()) -> string() | none.
+client_host_check(Node) ->
+    case ktls_filter_config:get(tls) of
+        #{client := #{verify := true} = Client} ->
+            case maps:get(host_check, Client, node) of
+                disable -> none;
+                node -> element(2, split(Node));
+                Host -> Host
+            end;
+        _ ->
+            none
+    end.
+
 %% @doc verify_node_name: the certificate of the peer on `Conn' must name
 %% `Node''s host (a DNS or IP subjectAltName, or the CN when there is no
 %% subjectAltName of that kind), as ssl's hostname check does.
 -spec check_node_name(ktls_filter_nif:conn(), node() | binary()) -> ok | {error, string()}.
 check_node_name(Conn, Node) ->
+    check_host(Conn, Node, element(2, split(Node)), "verify_node_name").
+
+%% @doc The certificate of the peer on `Conn' (node `Node') must name Host;
+%% Why says which check asks (for the refusal's text).
+-spec check_host(ktls_filter_nif:conn(), node() | binary(), string(), string()) ->
+          ok | {error, string()}.
+check_host(Conn, Node, Host, Why) ->
     Tls = maps:get(tls, ktls_filter_nif:info(Conn), undefined),
-    {_, Host} = split(Node),
     case Tls of
         #{peer_certificate := Der} when is_binary(Der) ->
             Ref = case inet:parse_address(Host) of
@@ -233,12 +265,12 @@ check_node_name(Conn, Node) ->
                 false ->
                     {error, lists:flatten(io_lib:format(
                               "the certificate of ~ts does not name its host ~ts "
-                              "(verify_node_name): subject ~ts",
-                              [Node, Host, maps:get(peer_subject, Tls)]))}
+                              "(~ts): subject ~ts",
+                              [Node, Host, Why, maps:get(peer_subject, Tls)]))}
             end;
         #{} ->
-            {error, lists:flatten(io_lib:format("~ts presented no certificate "
-                                                "(verify_node_name)", [Node]))};
+            {error, lists:flatten(io_lib:format("~ts presented no certificate (~ts)",
+                                                [Node, Why]))};
         _ ->
             ok  % plain TCP: nothing to bind
     end.

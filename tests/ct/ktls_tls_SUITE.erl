@@ -19,7 +19,8 @@
          stock_tls13_both_ways/1, mixed_cluster_rolling_migration/1, plain_peer_refused/1,
          other_ca_refused/1, version_not_allowed_refused/1, verify_node_name/1,
          stalled_handshake_times_out/1, failed_handshakes_leave_nothing/1,
-         ktls_required/1, bad_option_files/1, command_line_wins_over_optfile/1]).
+         ktls_required/1, bad_option_files/1, command_line_wins_over_optfile/1,
+         client_checks_the_server_host/1]).
 -export([capture_logs/0, captured/0, log/2]).
 
 suite() -> [{timetrap, {minutes, 4}}].
@@ -29,7 +30,7 @@ all() ->
      mixed_cluster_rolling_migration, plain_peer_refused, other_ca_refused,
      version_not_allowed_refused, verify_node_name, stalled_handshake_times_out,
      failed_handshakes_leave_nothing, ktls_required, bad_option_files,
-     command_line_wins_over_optfile].
+     command_line_wins_over_optfile, client_checks_the_server_host].
 
 init_per_suite(Config) ->
     Dir = ?config(priv_dir, Config),
@@ -475,6 +476,27 @@ bad_option_files(Config) ->
      end || {F, Expect} <- [{Empty, "no {server, SslOptions} and {client, SslOptions}"},
                             {Nil, "no {server, SslOptions} and {client, SslOptions}"},
                             {Twice, "is given more than once"}]],
+    ok.
+
+%% As ssl's client (and so inet_tls_dist's), a ktls_filter client checks
+%% the server's certificate against the host of the node it connects to,
+%% without verify_node_name; {server_name_indication, disable} in the client
+%% options turns the check off, as in ssl. A stock client refuses the same
+%% server.
+client_checks_the_server_host(Config) ->
+    {_W, NW} = ktls("w", conf(Config, main, "wrong")),  % a certificate for elsewhere.example
+    {K, _} = ktls("k", conf(Config, main)),
+    pang = call(K, net_adm, ping, [NW]),
+    #{tls_node_name_refusals := 1} = call(K, ktls_filter, carrier_stats, []),
+    {S, _} = stock("s", conf(Config, main)),
+    pang = call(S, net_adm, ping, [NW]),
+    File = filename:join(?config(priv_dir, Config), "no_host_check.conf"),
+    {ok, [[{server, SOpts}, {client, COpts}]]} = file:consult(conf(Config, main)),
+    ok = file:write_file(File, io_lib:format("~tp.~n", [[{server, SOpts},
+                                                        {client, [{server_name_indication,
+                                                                   disable} | COpts]}]])),
+    {D, _} = ktls("d", File),
+    pong = call(D, net_adm, ping, [NW]),
     ok.
 
 %% Where an option is given twice, the command line wins over the optfile.
