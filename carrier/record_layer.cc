@@ -292,6 +292,10 @@ RecordCipher::Opened RecordCipher::open(const uint8_t* in, size_t len, uint8_t* 
       if (plain == 0) return fail(o, "TLS record without a content type");
       inner = dst[--plain];
     }
+    if (plain > kMaxRecordPlain) {  // RFC 8446 5.1 / 5246 6.2.1: at most 2^14 bytes
+      return fail(
+          o, "TLS record with " + std::to_string(plain) + " bytes of plaintext (record_overflow)");
+    }
     if (inner == kAppData) {
       o.produced += plain;
       continue;

@@ -4,7 +4,9 @@
 #include "carrier/record_layer.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 
+#include <cstring>
 #include <string>
 
 #include "carrier/test_pki.h"
@@ -138,6 +140,42 @@ TEST_P(RecordLayerTest, OversizedAndForeignRecordsAreRefused) {
   const uint8_t plain_dist[] = {0, 21, 'N', 0, 0, 0};
   o = opener->open(plain_dist, sizeof plain_dist, out.data(), out.size());
   EXPECT_EQ(o.event, RecordCipher::Event::kError);
+}
+
+// A record that authenticates but holds more than 2^14 bytes of plaintext
+// is record_overflow (RFC 8446 5.1), not data. Sealed here by hand with the
+// opener's keys (TLS 1.3 AES-GCM), since no TLS stack writes one.
+TEST_P(RecordLayerTest, OverlongPlaintextIsRecordOverflow) {
+  const TrafficKeys& k = opener->keys();
+  if (GetParam().version != TLS1_3_VERSION || k.cipher == "CHACHA20-POLY1305") {
+    GTEST_SKIP() << "crafted for TLS 1.3 AES-GCM";
+  }
+  std::vector<uint8_t> inner(16384 + 1, 'x');
+  inner.push_back(23);  // content type: application data
+  const size_t body = inner.size() + 16;
+  std::vector<uint8_t> rec = {23, 3, 3, static_cast<uint8_t>(body >> 8),
+                              static_cast<uint8_t>(body & 0xff)};
+  uint8_t iv[12];
+  std::memcpy(iv, k.salt.data(), 4);
+  std::memcpy(iv + 4, k.iv.data(), 8);
+  for (int i = 0; i < 8; i++) iv[4 + i] ^= static_cast<uint8_t>(k.seq >> (8 * (7 - i)));
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  ASSERT_EQ(EVP_EncryptInit_ex(ctx, k.key.size() == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm(),
+                               nullptr, k.key.data(), iv),
+            1);
+  int n = 0;
+  ASSERT_EQ(EVP_EncryptUpdate(ctx, nullptr, &n, rec.data(), 5), 1);  // AAD: the header
+  rec.resize(5 + body);
+  ASSERT_EQ(
+      EVP_EncryptUpdate(ctx, rec.data() + 5, &n, inner.data(), static_cast<int>(inner.size())), 1);
+  ASSERT_EQ(EVP_EncryptFinal_ex(ctx, rec.data() + 5 + n, &n), 1);
+  ASSERT_EQ(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, rec.data() + 5 + inner.size()), 1);
+  EVP_CIPHER_CTX_free(ctx);
+  std::vector<uint8_t> out(body);
+  auto o = opener->open(rec.data(), rec.size(), out.data(), out.size());
+  EXPECT_EQ(o.event, RecordCipher::Event::kError);
+  EXPECT_NE(o.error.find("record_overflow"), std::string::npos) << o.error;
+  EXPECT_EQ(o.produced, 0u);
 }
 
 TEST_P(RecordLayerTest, CloseNotifyIsReported) {
