@@ -367,8 +367,16 @@ parse_terms(Text, Line, Acc) ->
     case erl_scan:tokens([], Text, Line) of
         {done, {ok, Tokens, End}, Rest} ->
             case erl_parse:parse_term(Tokens) of
-                {ok, Term} -> parse_terms(Rest, End, [Term | Acc]);
-                {error, {L, Mod, Desc}} -> {error, syntax(L, Mod, Desc)}
+                {ok, Term} ->
+                    parse_terms(Rest, End, [Term | Acc]);
+                {error, {L, Mod, Desc}} ->
+                    %% Not a literal term: an expression, evaluated as OTP
+                    %% reads an -ssl_dist_optfile ("dir/" ++ "x.pem", funs).
+                    case evaluate(Tokens, Line) of
+                        {ok, Term} -> parse_terms(Rest, End, [Term | Acc]);
+                        {error, _} = E -> E;
+                        not_an_expression -> {error, syntax(L, Mod, Desc)}
+                    end
             end;
         {done, {error, {L, Mod, Desc}, _}, _} ->
             {error, syntax(L, Mod, Desc)};
@@ -380,6 +388,20 @@ parse_terms(Text, Line, Acc) ->
                 _ -> {error, lists:flatten(io_lib:format("line ~w: a term without its "
                                                          "final '.'", [Line]))}
             end
+    end.
+
+evaluate(Tokens, Line) ->
+    case erl_parse:parse_exprs(Tokens) of
+        {ok, [Expr]} ->
+            try erl_eval:expr(Expr, erl_eval:new_bindings()) of
+                {value, Term, _} -> {ok, Term}
+            catch
+                Class:Reason ->
+                    {error, lists:flatten(io_lib:format("line ~w: evaluating the term failed: "
+                                                        "~tp:~tp", [Line, Class, Reason]))}
+            end;
+        _ ->
+            not_an_expression
     end.
 
 syntax(L, Mod, Desc) ->

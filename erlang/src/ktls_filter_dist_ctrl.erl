@@ -164,10 +164,23 @@ log_closed_now(Conn, Phase, Reason) ->
                       %% reason is for monitor_nodes): the rest is at info,
                       %% under OTP's default level, so that 10,000 peers
                       %% leaving do not flood the console.
-                      Level = case {Phase, nodedown_reason(Reason)} of
-                                  {handshake, _} -> warning;
-                                  {connected, killed} -> warning;
-                                  {connected, _} -> info
+                      %% During the handshake: what the carrier saw (a
+                      %% TLS failure, a peer that left; a binary) and
+                      %% dist_util's setup timeout are warnings; the rest
+                      %% are dist_util's decisions, which it logs itself
+                      %% when they are news (a bad cookie, a disallowed
+                      %% node) or which are routine (simultaneous connects:
+                      %% remarked, shutdown), so they stay at info, as OTP's
+                      %% carriers say nothing of them.
+                      Level = case {Phase, Reason} of
+                                  {handshake, R} when is_binary(R) -> warning;
+                                  {handshake, setup_timer_timeout} -> warning;
+                                  {handshake, _} -> info;
+                                  {connected, _} ->
+                                      case nodedown_reason(Reason) of
+                                          killed -> warning;
+                                          _ -> info
+                                      end
                               end,
                       logger:log(Level, "ktls_filter: connection with ~s~s closed during ~p: ~ts",
                                  [PeerText, NodeText, Phase, reason_text(Reason)])

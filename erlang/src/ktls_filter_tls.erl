@@ -222,7 +222,18 @@ carrier_tls(undefined, _Config) ->
 carrier_tls(#{server := S, client := C}, Config) ->
     #{server => S, client => C,
       ktls => maps:get(ktls, Config),
-      handshake_timeout => maps:get(tls_handshake_timeout, Config)}.
+      handshake_timeout => handshake_timeout(maps:get(tls_handshake_timeout, Config))}.
+
+%% The TLS handshake's limit ends before dist_util's net_setuptime does
+%% (7 s by default, the same as ours), so that a stalled peer is closed by
+%% the carrier, logged and counted as stalled, and not by dist_util's setup
+%% timer, which races with it and says only setup_timer_timeout.
+handshake_timeout(Ms) ->
+    SetupMs = case application:get_env(kernel, net_setuptime) of
+                  {ok, S} when is_integer(S), S > 0 -> S * 1000;
+                  _ -> 7000
+              end,
+    max(1, min(Ms, SetupMs - 1000)).
 
 %% @doc The host the server's certificate must name when this node connects
 %% to Node over TLS, as ssl's client checks it: Node's host, the client's

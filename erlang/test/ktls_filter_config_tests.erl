@@ -115,3 +115,29 @@ readme_value(Text) ->
             {ok, Term} = erl_parse:parse_term(Tokens),
             Term
     end.
+
+%% Option files are read as OTP reads an -ssl_dist_optfile: literal terms,
+%% or expressions that are evaluated.
+consult_evaluates_expressions_test() ->
+    File = filename:join(temp_dir(), "ktls_consult_" ++ os:getpid() ++ ".conf"),
+    try
+        ok = file:write_file(File, "[{server, [{certfile, \"/etc/\" ++ \"x.pem\"}]}].\n"
+                                   "{filter_mode, monitor}.\n"),
+        ?assertEqual({ok, [[{server, [{certfile, "/etc/x.pem"}]}], {filter_mode, monitor}]},
+                     ktls_filter_config:consult(File)),
+        ok = file:write_file(File, "[{client, [{verify_fun, {fun(_, _, S) -> {valid, S} end, "
+                                   "[]}}]}].\n"),
+        {ok, [[{client, [{verify_fun, {F, []}}]}]]} = ktls_filter_config:consult(File),
+        ?assert(is_function(F, 3)),
+        ok = file:write_file(File, "[{a, 1 + x}].\n"),
+        {error, Msg} = ktls_filter_config:consult(File),
+        ?assertNotEqual(nomatch, string:find(Msg, "line 1: evaluating the term failed"))
+    after
+        file:delete(File)
+    end.
+
+temp_dir() ->
+    case os:getenv("TEST_TMPDIR") of
+        false -> "/tmp";
+        D -> D
+    end.

@@ -350,7 +350,7 @@ otp_server_backdoors(Config) ->
            fun() ->
                    Ms = [M || M <- markers(Dir), lists:suffix("@" ++ atom_to_list(NS), M)],
                    length(Ms) >= 8
-           end, 5000),
+           end, 15000),  % the control's backdoors, on a loaded machine too
     %% the disconnects last: a stock node loses the attacker's connection,
     %% or all of kernel (global_name_server's disconnect can crash it, and
     %% kernel_sup restarts nothing)
