@@ -314,18 +314,15 @@ read_optfile(File, Flag) ->
             %% of them without a word.)
             case [S || {S, _} <- Sides] -- [server, client] of
                 [] -> ok;
-                [Twice | _] -> throw({config, lists:flatten(io_lib:format(
-                                               "~ts: {~s, SslOptions} is given more than once: "
-                                               "keep one", [Source, Twice]))})
+                [Twice | _] -> fail("~ts: {~s, SslOptions} is given more than once: keep one",
+                                    [Source, Twice])
             end,
             %% -ssl_dist_optfile always means TLS (as with inet_tls_dist): a
             %% file without the two sides would leave the node on plain TCP.
             case {Flag, Sides} of
                 {ssl_dist_optfile, []} ->
-                    throw({config, lists:flatten(io_lib:format(
-                                     "~ts: no {server, SslOptions} and {client, SslOptions} "
-                                     "(an -ssl_dist_optfile gives TLS options; plain TCP needs "
-                                     "none)", [Source]))});
+                    fail("~ts: no {server, SslOptions} and {client, SslOptions} (an "
+                         "-ssl_dist_optfile gives TLS options; plain TCP needs none)", [Source]);
                 _ ->
                     ok
             end,
@@ -333,12 +330,10 @@ read_optfile(File, Flag) ->
             %% the file of inet_tls_dist nodes, which refuse anything else).
             case {Flag, Opts} of
                 {ssl_dist_optfile, [{K, _} | _]} ->
-                    throw({config, lists:flatten(io_lib:format(
-                                     "~ts: ~tp is not an ssl_dist_optfile entry (only {server, "
-                                     "SslOptions} and {client, SslOptions}; inet_tls_dist refuses "
-                                     "the file): give ktls_filter's own options in "
-                                     "-ktls_filter_optfile or as -ktls_filter ~tp Value",
-                                     [Source, K, K]))});
+                    fail("~ts: ~tp is not an ssl_dist_optfile entry (only {server, SslOptions} "
+                         "and {client, SslOptions}; inet_tls_dist refuses the file): give "
+                         "ktls_filter's own options in -ktls_filter_optfile or as -ktls_filter "
+                         "~tp Value", [Source, K, K]);
                 _ ->
                     ok
             end,
